@@ -1,0 +1,262 @@
+"""VGG configurations as data, and the validation every backend relies on.
+
+Configurations follow Table 1 of Simonyan & Zisserman, "Very Deep Convolutional Networks for
+Large-Scale Image Recognition" (2014). Each block is the tuple of its convolutions' kernel sizes
+(3, or 1 for the 1x1 convolutions of configuration C); a block ends in a 2x2 max-pool with
+stride 2. The book's ``conv_arch`` — ``((num_convs, out_channels), ...)`` — is accepted as well.
+
+Canonical layer names (the same in every backend, 1-based like ``keras.applications``)::
+
+    block{b}.conv{i}  block{b}.bn{i}  block{b}.relu{i}  block{b}.lrn  block{b}.pool
+    flatten  fc1  relu1  dropout1  fc2  relu2  dropout2  fc3
+
+Parameters append ``.weight`` / ``.bias`` (and ``.running_mean`` / ``.running_var`` for batch
+norm), e.g. ``block1.conv1.weight``, ``fc3.bias``. Layouts: conv OIHW, dense (out, in), the
+features entering ``fc1`` flattened in C,H,W order.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass
+
+from .errors import ConfigError
+
+WIDTHS = (64, 128, 256, 512, 512)
+
+# name -> (kernel sizes per block, LRN after the first conv, the paper's letter)
+CONFIGS: dict[str, tuple[tuple[tuple[int, ...], ...], bool, str]] = {
+    "vgg11": (((3,), (3,), (3, 3), (3, 3), (3, 3)), False, "A"),
+    "vgg11_lrn": (((3,), (3,), (3, 3), (3, 3), (3, 3)), True, "A-LRN"),
+    "vgg13": (((3, 3), (3, 3), (3, 3), (3, 3), (3, 3)), False, "B"),
+    "vgg16_c": (((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)), False, "C"),
+    "vgg16": (((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)), False, "D"),
+    "vgg19": (((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)), False, "E"),
+}
+
+# Local response normalisation of configuration A-LRN, as in Krizhevsky et al. (2012), written
+# in the PyTorch/MXNet convention: x / (k + alpha / size * sum(x^2 over `size` channels)) ** beta.
+LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+BN_EPSILON = 1e-5  # PyTorch's and Gluon's default; Keras is told explicitly (its default is 1e-3)
+BN_MOMENTUM = 0.1  # weight of the new batch statistic (Keras and Gluon take 1 - this)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One VGG block: convolutions of the given kernel sizes, all ``out_channels`` wide, then a pool."""
+
+    out_channels: int
+    kernels: tuple[int, ...]
+    lrn: bool = False
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    """Everything a backend needs to build one network, validated."""
+
+    arch: str
+    blocks: tuple[Block, ...]
+    in_channels: int
+    num_classes: int
+    input_size: int
+    ratio: int
+    fc_hidden: int
+    dropout: float
+    batch_norm: bool
+
+    @property
+    def final_size(self) -> int:
+        """Side of the feature map that leaves the last block."""
+        size = self.input_size
+        for _ in self.blocks:
+            size //= 2
+        return size
+
+    @property
+    def final_channels(self) -> int:
+        return self.blocks[-1].out_channels
+
+    @property
+    def flat_features(self) -> int:
+        return self.final_channels * self.final_size**2
+
+    @property
+    def min_input_size(self) -> int:
+        return 2 ** len(self.blocks)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready description (tuples become lists)."""
+        d = asdict(self)
+        d["blocks"] = [[b["out_channels"], list(b["kernels"]), b["lrn"]] for b in d["blocks"]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VGGConfig":
+        try:
+            blocks = tuple(Block(int(c), tuple(int(k) for k in ks), bool(lrn)) for c, ks, lrn in d["blocks"])
+            return cls(arch=str(d["arch"]), blocks=blocks, in_channels=int(d["in_channels"]),
+                       num_classes=int(d["num_classes"]), input_size=int(d["input_size"]),
+                       ratio=int(d["ratio"]), fc_hidden=int(d["fc_hidden"]), dropout=float(d["dropout"]),
+                       batch_norm=bool(d["batch_norm"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"not a VGG configuration record ({e!r}); was it written by this project?") from None
+
+    def describe(self) -> str:
+        bn = ", batch norm" if self.batch_norm else ""
+        return (f"{self.arch} (ratio {self.ratio}{bn}), {self.in_channels}x{self.input_size}x{self.input_size} in, "
+                f"{self.num_classes} classes, fc_hidden {self.fc_hidden}")
+
+
+def _positive_int(value, what: str, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}{hint}")
+    return int(value)
+
+
+def check_input_size(input_size, num_blocks: int = len(WIDTHS)) -> int:
+    """Return the side of a square input, or raise ConfigError saying what size would work."""
+    if isinstance(input_size, (tuple, list)):
+        if len(input_size) != 2:
+            raise ConfigError(f"input_size must be an int or a (height, width) pair, got {input_size!r}")
+        h, w = input_size
+        if h != w:
+            raise ConfigError(f"input_size must be square (these networks take HxH images), got {h}x{w}; "
+                              f"resize to {max(h, w)}x{max(h, w)}")
+        input_size = h
+    size = _positive_int(input_size, "input_size")
+    minimum = 2**num_blocks
+    if size < minimum:
+        raise ConfigError(f"input_size {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so "
+                          f"the minimum is {minimum}; resize the images (e.g. --resize {minimum})")
+    return size
+
+
+def _blocks_from_conv_arch(conv_arch) -> tuple[Block, ...]:
+    try:
+        pairs = [tuple(p) for p in conv_arch]
+    except TypeError:
+        raise ConfigError(f"arch must be a configuration name or a tuple of (num_convs, out_channels) pairs, "
+                          f"got {conv_arch!r}") from None
+    if not pairs:
+        raise ConfigError("arch has no blocks; give at least one (num_convs, out_channels) pair")
+    blocks = []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ConfigError(f"block {i + 1} of arch is {pair!r}; each block is a (num_convs, out_channels) pair")
+        n = _positive_int(pair[0], f"num_convs of block {i + 1}")
+        c = _positive_int(pair[1], f"out_channels of block {i + 1}")
+        blocks.append(Block(c, (3,) * n))
+    return tuple(blocks)
+
+
+def make_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096,
+                dropout=0.5, batch_norm=False) -> VGGConfig:
+    """Validate ``vgg()``'s arguments and resolve them into a :class:`VGGConfig`."""
+    if isinstance(arch, str):
+        if arch not in CONFIGS:
+            raise ConfigError(f"unknown arch {arch!r}; known: {', '.join(CONFIGS)} "
+                              f"(or a tuple of (num_convs, out_channels) pairs)")
+        kernels, lrn, _ = CONFIGS[arch]
+        blocks = tuple(Block(w, k, lrn and i == 0) for i, (w, k) in enumerate(zip(WIDTHS, kernels)))
+        name = arch
+        if lrn and batch_norm:
+            raise ConfigError(f"{arch} has local response normalisation and no batch-norm variant; "
+                              f"use vgg11 with batch_norm=True instead")
+    else:
+        blocks = _blocks_from_conv_arch(arch)
+        name = "custom"
+    ratio = _positive_int(ratio, "ratio")
+    narrowed = []
+    for i, b in enumerate(blocks):
+        width = b.out_channels // ratio
+        if width == 0:
+            raise ConfigError(f"ratio {ratio} leaves block {i + 1} ({b.out_channels} channels) with zero width; "
+                              f"use a ratio of at most {min(x.out_channels for x in blocks)}")
+        narrowed.append(Block(width, b.kernels, b.lrn))
+    in_channels = _positive_int(in_channels, "in_channels")
+    num_classes = _positive_int(num_classes, "num_classes")
+    fc_hidden = _positive_int(fc_hidden, "fc_hidden")
+    if isinstance(batch_norm, bool) is False:
+        raise ConfigError(f"batch_norm must be True or False, got {batch_norm!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    size = check_input_size(input_size, len(blocks))
+    return VGGConfig(name, tuple(narrowed), in_channels, num_classes, size, ratio, fc_hidden,
+                     float(dropout), batch_norm)
+
+
+def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:
+    """Validate ``vgg_block()``'s arguments; the book's block is ``num_convs`` 3x3 convolutions."""
+    n = _positive_int(num_convs, "num_convs")
+    _positive_int(in_channels, "in_channels")
+    c = _positive_int(out_channels, "out_channels")
+    if not isinstance(batch_norm, bool):
+        raise ConfigError(f"batch_norm must be True or False, got {batch_norm!r}")
+    return Block(c, (3,) * n)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer to build: what every backend turns into its framework's layer of the same name."""
+
+    name: str              # name inside its group: "conv1", "bn1", "relu1", "lrn", "pool", or the group's own
+    kind: str              # conv, bn, relu, lrn, pool, flatten, linear, dropout
+    in_width: int = 0      # conv/linear: input channels/features; bn: channels
+    out_width: int = 0     # conv/linear: output channels/features
+    kernel: int = 0        # conv: kernel side (padding kernel // 2 keeps the size)
+    rate: float = 0.0      # dropout: probability of dropping
+
+
+def block_plan(block: Block, in_channels: int, batch_norm: bool) -> list[LayerPlan]:
+    """The layers of one block: (conv, [bn], relu, [lrn after the first]) per conv, then a 2x2/2 max-pool."""
+    out: list[LayerPlan] = []
+    c = in_channels
+    for i, k in enumerate(block.kernels, start=1):
+        out.append(LayerPlan(f"conv{i}", "conv", c, block.out_channels, k))
+        c = block.out_channels
+        if batch_norm:
+            out.append(LayerPlan(f"bn{i}", "bn", c))
+        out.append(LayerPlan(f"relu{i}", "relu"))
+        if block.lrn and i == 1:
+            out.append(LayerPlan("lrn", "lrn"))
+    out.append(LayerPlan("pool", "pool"))
+    return out
+
+
+def net_plan(config: VGGConfig) -> list[tuple[str, list[LayerPlan] | LayerPlan]]:
+    """Top-level layers in order: (name, block plan) for each block, then (name, layer) for the head."""
+    out: list[tuple[str, list[LayerPlan] | LayerPlan]] = []
+    c = config.in_channels
+    for b, block in enumerate(config.blocks, start=1):
+        out.append((f"block{b}", block_plan(block, c, config.batch_norm)))
+        c = block.out_channels
+    out.append(("flatten", LayerPlan("flatten", "flatten")))
+    features = config.flat_features
+    widths = (config.fc_hidden, config.fc_hidden, config.num_classes)
+    for j, width in enumerate(widths, start=1):
+        out.append((f"fc{j}", LayerPlan(f"fc{j}", "linear", features, width)))
+        features = width
+        if j < len(widths):
+            out.append((f"relu{j}", LayerPlan(f"relu{j}", "relu")))
+            out.append((f"dropout{j}", LayerPlan(f"dropout{j}", "dropout", rate=config.dropout)))
+    return out
+
+
+def check_trace_request(config: VGGConfig, input_size, in_channels, batch) -> int:
+    """Validate ``layer_shapes()``'s arguments against the network built from ``config``; return the size."""
+    size = check_input_size(input_size, len(config.blocks))
+    in_channels = _positive_int(in_channels, "in_channels")
+    _positive_int(batch, "batch")
+    if in_channels != config.in_channels:
+        raise ConfigError(f"the network takes {config.in_channels}-channel input but in_channels={in_channels} was "
+                          f"given; pass in_channels={config.in_channels} or build with vgg(in_channels={in_channels})")
+    if size != config.input_size:
+        raise ConfigError(f"the network was built for {config.input_size}x{config.input_size} input (its first dense "
+                          f"layer expects {config.flat_features} features) but input_size={size} was given; "
+                          f"pass input_size={config.input_size} or build with vgg(input_size={size})")
+    return size
+
+
+def conv_arch(config: VGGConfig) -> tuple[tuple[int, int], ...]:
+    """The book's ``conv_arch`` view of a configuration: ((num_convs, out_channels), ...)."""
+    return tuple((len(b.kernels), b.out_channels) for b in config.blocks)

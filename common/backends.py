@@ -1,0 +1,50 @@
+"""The one registry of backends: found by name, imported lazily, a missing framework is a clear message."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from .errors import BackendUnavailable, ConfigError
+
+# name -> (package, the framework module it needs, the pip extra that installs it, display name)
+BACKENDS: dict[str, tuple[str, str, str, str]] = {
+    "torch": ("vgg_torch", "torch", "torch", "PyTorch"),
+    "tf": ("vgg_tf", "tensorflow", "tf", "tf.keras"),
+    "mxnet": ("vgg_mxnet", "mxnet", "mxnet", "MXNet Gluon"),
+}
+
+# The contract: every backend package exports these names with identical signatures.
+API = ("vgg_block", "vgg", "layer_shapes", "count_params", "summary", "load_data_fashion_mnist", "train",
+       "evaluate_accuracy", "try_gpu", "export_weights", "import_weights", "save_weights", "load_weights")
+
+
+def display_name(name: str) -> str:
+    return BACKENDS[name][3]
+
+
+def is_available(name: str) -> bool:
+    """True when the backend's framework is installed (checked without importing it)."""
+    return importlib.util.find_spec(BACKENDS[name][1]) is not None
+
+
+def parse_backends(text: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'all', 'torch,tf' or a list -> validated backend names, in the registry's order."""
+    names = list(BACKENDS) if text in ("all", ["all"]) else \
+        [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise ConfigError(f"unknown backend {', '.join(map(repr, unknown)) or '(none given)'}; "
+                          f"choose from {', '.join(BACKENDS)} or 'all'")
+    return [n for n in BACKENDS if n in names]
+
+
+def get_backend(name: str) -> ModuleType:
+    """Import and return the backend package ``vgg_<name>``."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    package, framework, extra, label = BACKENDS[name]
+    if not is_available(name):
+        raise BackendUnavailable(f"backend {name!r} needs {label} ({framework}), which is not installed here; "
+                                 f"install it with: pip install -e '.[{extra}]'")
+    return importlib.import_module(package)

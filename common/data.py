@@ -1,0 +1,208 @@
+"""The real Fashion-MNIST: find it, verify it, read it, resize it, and batch it in a seeded order.
+
+Every backend's ``load_data_fashion_mnist`` wraps :class:`Batches` in its own iterable, so the same
+seed gives the same batch order in all three frameworks.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .arch import check_input_size
+from .errors import ConfigError, DataError
+
+CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+
+# Decompressed IDX files: (bytes, SHA-256). Checked the same way whatever the source (gz or raw).
+FILES = {
+    "train-images-idx3-ubyte": (47_040_016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte": (60_008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte": (7_840_016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte": (10_008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+INSTALL_HINT = ("install it with: sudo apt-get install dataset-fashion-mnist "
+                "(or point --data-dir / $FASHION_MNIST_DIR at a folder holding the four IDX files, .gz or raw)")
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where the files are looked for, in order."""
+    dirs: list[Path] = []
+    for root in (data_dir, os.environ.get("FASHION_MNIST_DIR")):
+        if root:
+            dirs += [Path(root), Path(root) / "FashionMNIST" / "raw"]  # the second: torchvision's layout
+    dirs += [DEBIAN_DIR, Path.home() / ".keras" / "datasets" / "fashion-mnist"]
+    return dirs
+
+
+def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The first folder that holds all four files (raw or .gz) -> {file name: path}."""
+    dirs = search_dirs(data_dir)
+    for d in dirs:
+        found = {}
+        for name in FILES:
+            for candidate in (d / name, d / f"{name}.gz"):
+                if candidate.is_file():
+                    found[name] = candidate
+                    break
+        if len(found) == len(FILES):
+            return found
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a folder")
+    raise DataError("Fashion-MNIST not found: no folder holds all four files (" + ", ".join(FILES) +
+                    "). Searched: " + ", ".join(str(d) for d in dirs) + ". " + INSTALL_HINT)
+
+
+def read_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
+    """Parse IDX bytes (magic 0x0000TTNN: type TT, NN dimensions, big-endian sizes) into an array."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{source} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    dtype, ndim = IDX_DTYPES.get(raw[2]), raw[3]
+    if dtype is None or ndim == 0:
+        raise DataError(f"{source} is not an IDX file (magic {raw[:4].hex()}: unknown type or no dimensions)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{source} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise DataError(f"{source} has {len(raw)} bytes but its header {dims} says {expected}: "
+                        f"the file is {'truncated' if len(raw) < expected else 'longer than it should be'}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def read_file(path: Path, verify: bool = True) -> np.ndarray:
+    """Read one IDX file (gz or raw), verify its decompressed bytes, parse it."""
+    name = path.name.removesuffix(".gz")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} cannot be read or decompressed ({e}); it is damaged: reinstall it. "
+                        + INSTALL_HINT) from None
+    if verify and name in FILES:
+        size, sha = FILES[name]
+        if len(raw) != size or hashlib.sha256(raw).hexdigest() != sha:
+            raise DataError(f"{path} is not the published Fashion-MNIST file ({len(raw):,} bytes decompressed, "
+                            f"expected {size:,} with SHA-256 {sha[:12]}…): it is truncated or altered; "
+                            f"replace it. " + INSTALL_HINT)
+    return read_idx(raw, str(path))
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    """The four arrays: images uint8 (N, 28, 28), labels int64 (N,)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+
+@lru_cache(maxsize=4)
+def _load(paths: tuple[tuple[str, str], ...]) -> FashionMNIST:
+    arrays = {name: read_file(Path(p)) for name, p in paths}
+    for split, n in (("train", 60_000), ("t10k", 10_000)):
+        images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
+        if images.shape != (n, 28, 28) or labels.shape != (n,) or labels.max() >= len(CLASSES):
+            raise DataError(f"{split} files hold images {images.shape} and labels {labels.shape}; "
+                            f"expected ({n}, 28, 28) and ({n},) with labels 0-9")
+    return FashionMNIST(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"].astype(np.int64),
+                        arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"].astype(np.int64),
+                        str(Path(paths[0][1]).parent))
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> FashionMNIST:
+    """Find, verify (SHA-256) and read the real Fashion-MNIST; cached per process."""
+    return _load(tuple(sorted((k, str(v)) for k, v in find_files(data_dir).items())))
+
+
+def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) bilinear interpolation matrix with half-pixel centres (align_corners=False)."""
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    centre = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    centre = np.clip(centre, 0, n_in - 1)
+    lo = np.floor(centre).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (centre - lo).astype(np.float32)
+    m[np.arange(n_out), lo] += 1 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of a (B, H, W) float batch to (B, size, size): two matrix products, no Python loop."""
+    b, h, w = images.shape
+    if (h, w) == (size, size):
+        return images
+    rows, cols = resize_matrix(h, size), resize_matrix(w, size)
+    return np.matmul(np.matmul(rows, images), cols.T)
+
+
+class Batches:
+    """Seeded mini-batches of (images float32 in [0, 1], labels int64) in NCHW or NHWC layout.
+
+    Epoch ``e`` of a shuffled stream uses the permutation drawn from ``(seed, e)``, so a run is
+    reproducible, every framework sees the same order, and a resumed run continues the sequence.
+    Iterating starts the next epoch; set :attr:`epoch` to jump.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
+                 resize: int | None = None, layout: str = "NCHW"):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, seed
+        self.size = images.shape[1] if resize is None else check_input_size(resize)
+        self.layout = layout
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+
+    def batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self.images[index].astype(np.float32) * np.float32(1 / 255)
+        x = resize_images(x, self.size)
+        x = x[:, :, :, None] if self.layout == "NHWC" else x[:, None]
+        return np.ascontiguousarray(x), self.labels[index]
+
+    def __iter__(self):
+        order = self.order(self.epoch)
+        self.epoch += 1
+        for start in range(0, len(order), self.batch_size):
+            yield self.batch(order[start:start + self.batch_size])
+
+
+def fashion_mnist_batches(batch_size: int, resize: int | None = None, seed: int = 0, layout: str = "NCHW",
+                          data_dir=None, train_limit: int | None = None,
+                          test_limit: int | None = None) -> tuple[Batches, Batches]:
+    """(train, test) batch streams over the real data; the training stream is shuffled by ``seed``."""
+    data = load_fashion_mnist(data_dir)
+    for limit, what in ((train_limit, "train_limit"), (test_limit, "test_limit")):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+            raise ConfigError(f"{what} must be a positive number of examples, got {limit!r}")
+    train = Batches(data.train_images[:train_limit], data.train_labels[:train_limit], batch_size, True, seed,
+                    resize, layout)
+    test = Batches(data.test_images[:test_limit], data.test_labels[:test_limit], batch_size, False, seed,
+                   resize, layout)
+    return train, test

@@ -1,0 +1,92 @@
+"""VGG in PyTorch: built from the plan in ``common.arch``, held to ``common.spec``."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
+    make_config, net_plan
+from common.report import summary_table
+from common.spec import spec
+
+
+def _layer(p: LayerPlan) -> nn.Module:
+    """The PyTorch layer for one planned layer."""
+    if p.kind == "conv":
+        return nn.Conv2d(p.in_width, p.out_width, p.kernel, padding=p.kernel // 2)
+    if p.kind == "bn":
+        return nn.BatchNorm2d(p.in_width, eps=BN_EPSILON, momentum=BN_MOMENTUM)
+    if p.kind == "relu":
+        return nn.ReLU()
+    if p.kind == "lrn":
+        return nn.LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"])
+    if p.kind == "pool":
+        return nn.MaxPool2d(kernel_size=2, stride=2)
+    if p.kind == "flatten":
+        return nn.Flatten()
+    if p.kind == "linear":
+        return nn.Linear(p.in_width, p.out_width)
+    if p.kind == "dropout":
+        return nn.Dropout(p.rate)
+    raise AssertionError(f"no PyTorch layer for {p.kind!r}")
+
+
+def _block(plan: list[LayerPlan]) -> nn.Sequential:
+    return nn.Sequential(OrderedDict((p.name, _layer(p)) for p in plan))
+
+
+def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+    """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool."""
+    return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
+
+
+class VGG(nn.Sequential):
+    """A VGG network: an ``nn.Sequential`` of named blocks and head layers that knows its configuration."""
+
+    def __init__(self, config):
+        super().__init__(OrderedDict((name, _block(p) if isinstance(p, list) else _layer(p))
+                                     for name, p in net_plan(config)))
+        self.config = config
+
+
+def init_xavier(net: nn.Module) -> None:
+    """The recipe's initialisation: Xavier-uniform conv and dense weights, zero biases."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
+        batch_norm=False):
+    """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
+    net = VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+    init_xavier(net)
+    return net
+
+
+def layer_shapes(net, input_size, in_channels=1, batch=1):
+    """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
+    size = check_trace_request(net.config, input_size, in_channels, batch)
+    x = torch.empty(batch, in_channels, size, size, device="meta")
+    out = []
+    with torch.no_grad():
+        for name, layer in net.named_children():
+            state = {k: torch.empty_like(v, device="meta") for k, v in layer.state_dict().items()}
+            x = torch.func.functional_call(layer, state, (x,))
+            out.append((name, tuple(x.shape)))
+    return out
+
+
+def count_params(net):
+    """Trainable parameters (batch-norm running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def summary(net, input_size, in_channels=1):
+    """A readable table: each layer's output shape, parameters, MACs and receptive field."""
+    params = {name: count_params(layer) for name, layer in net.named_children()}
+    buffers = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "PyTorch")
