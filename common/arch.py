@@ -101,6 +101,13 @@ class VGGConfig:
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"not a VGG configuration record ({e!r}); was it written by this project?") from None
 
+    def vgg_kwargs(self) -> dict:
+        """The ``vgg()`` arguments that rebuild this configuration in any backend."""
+        named = self.arch in CONFIGS
+        return {"arch": self.arch if named else conv_arch(self), "in_channels": self.in_channels,
+                "num_classes": self.num_classes, "input_size": self.input_size, "ratio": self.ratio,
+                "fc_hidden": self.fc_hidden, "dropout": self.dropout, "batch_norm": self.batch_norm}
+
     def describe(self) -> str:
         bn = ", batch norm" if self.batch_norm else ""
         return (f"{self.arch} (ratio {self.ratio}{bn}), {self.in_channels}x{self.input_size}x{self.input_size} in, "
@@ -181,8 +188,9 @@ def make_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, rat
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     size = check_input_size(input_size, len(blocks))
-    return VGGConfig(name, tuple(narrowed), in_channels, num_classes, size, ratio, fc_hidden,
-                     float(dropout), batch_norm)
+    # A custom conv_arch is recorded by its final widths (ratio 1): the same network, rebuilt the same way.
+    return VGGConfig(name, tuple(narrowed), in_channels, num_classes, size, ratio if name in CONFIGS else 1,
+                     fc_hidden, float(dropout), batch_norm)
 
 
 def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:

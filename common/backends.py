@@ -39,12 +39,17 @@ def parse_backends(text: str | list[str] | tuple[str, ...]) -> list[str]:
     return [n for n in BACKENDS if n in names]
 
 
-def get_backend(name: str) -> ModuleType:
-    """Import and return the backend package ``vgg_<name>``."""
+def require(name: str) -> None:
+    """Raise a clear error, without importing anything, if backend ``name`` cannot be used here."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    package, framework, extra, label = BACKENDS[name]
+    _, framework, extra, label = BACKENDS[name]
     if not is_available(name):
         raise BackendUnavailable(f"backend {name!r} needs {label} ({framework}), which is not installed here; "
                                  f"install it with: pip install -e '.[{extra}]'")
-    return importlib.import_module(package)
+
+
+def get_backend(name: str) -> ModuleType:
+    """Import and return the backend package ``vgg_<name>``."""
+    require(name)
+    return importlib.import_module(BACKENDS[name][0])

@@ -181,7 +181,7 @@ class Batches:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
 
     def batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = self.images[index].astype(np.float32) * np.float32(1 / 255)
+        x = self.images[index].astype(np.float32) / np.float32(255)
         x = resize_images(x, self.size)
         x = x[:, :, :, None] if self.layout == "NHWC" else x[:, None]
         return np.ascontiguousarray(x), self.labels[index]

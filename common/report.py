@@ -54,3 +54,80 @@ def summary_table(spec, trace: list[tuple[str, tuple]], params: dict[str, int], 
                         title=f"{label}: {spec.config.describe()}")
     return (f"{body}\ntrainable params: {total:,}   batch-norm statistics (not trained): {buffers:,}   "
             f"MACs per example: {spec.macs:,}")
+
+
+def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
+    """One row per backend of a `vgg compare` run, with the spec's figures beside the measured ones."""
+    from .arch import VGGConfig
+    from .spec import spec
+
+    headers = ["backend", "params", "spec params", "MACs/example", "train examples/s", "train acc", "test acc",
+               "wall s"]
+    rows = []
+    for r in records:
+        s = spec(VGGConfig.from_dict(r["config"]))
+        epochs = r["history"]["epochs"]
+        last = epochs[-1] if epochs else {}
+        speeds = sorted(e["examples_per_sec"] for e in epochs)
+        rows.append([r["framework"], r["params"], s.params, s.macs, speeds[len(speeds) // 2] if speeds else None,
+                     last.get("train_acc"), last.get("test_acc"), r["wall_seconds"]])
+    return headers, rows
+
+
+def plot_curves(records: list[dict], path) -> None:
+    """The book's training plot, one line style per backend: loss, train acc and test acc per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for r in records:
+        epochs = r["history"]["epochs"]
+        x = [e["epoch"] for e in epochs]
+        for ax, key in zip(axes, ("loss", "train_acc", "test_acc")):
+            ax.plot(x, [e[key] for e in epochs], marker="o", label=r["framework"])
+    for ax, title in zip(axes, ("training loss", "train accuracy", "test accuracy")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if records:
+        fig.suptitle(_run_title(records[0]))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _run_title(r: dict) -> str:
+    from .arch import VGGConfig
+
+    return (f"{VGGConfig.from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}, batch {r['batch_size']}, "
+            f"{r['train_examples']:,} train / {r['test_examples']:,} test examples")
+
+
+def write_compare_report(out, records: list[dict]) -> dict:
+    """Write report.md, curves.png and results.json into ``out``; return their paths and the text table."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    headers, rows = compare_rows(records)
+    plot_curves(records, out / "curves.png")
+    accs = [r[6] for r in rows if r[6] is not None]
+    spread = max(accs) - min(accs) if accs else 0.0
+    md = [f"# VGG on Fashion-MNIST in {len(records)} frameworks", "", _run_title(records[0]) if records else "", "",
+          markdown_table(headers, rows), "",
+          f"Spread of final test accuracy across backends: {spread:.4f}.", "",
+          "All backends start from the same weights (seeded Xavier-uniform from `common.weights`) and see the "
+          "same batch order (`common.data`); differences come from the frameworks' numerics and dropout masks.",
+          "", "![training curves](curves.png)", "", "## Per epoch", ""]
+    for r in records:
+        md += [f"### {r['framework']}", "", markdown_table(
+            ["epoch", "loss", "train acc", "test acc", "examples/s", "seconds"],
+            [[e["epoch"], e["loss"], e["train_acc"], e["test_acc"], e["examples_per_sec"], e["seconds"]]
+             for e in r["history"]["epochs"]]), ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "results.json").write_text(json.dumps({"runs": records, "test_acc_spread": spread}, indent=1))
+    return {"markdown": out / "report.md", "plot": out / "curves.png", "json": out / "results.json",
+            "table": format_table(headers, rows)}

@@ -1,0 +1,140 @@
+"""The real Fashion-MNIST: found, verified, read, resized and batched the same way for every backend."""
+import gzip
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from common.data import (FILES, Batches, fashion_mnist_batches, find_files, load_fashion_mnist, read_file,
+                         read_idx, resize_images, resize_matrix)
+from common.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_fashion_mnist()
+
+
+def test_real_dataset_counts_shapes_and_labels(data):
+    assert data.train_images.shape == (60_000, 28, 28) and data.train_images.dtype == np.uint8
+    assert data.test_images.shape == (10_000, 28, 28)
+    assert np.bincount(data.train_labels).tolist() == [6000] * 10     # Fashion-MNIST is balanced
+    assert np.bincount(data.test_labels).tolist() == [1000] * 10
+    assert data.train_images.max() == 255 and data.train_images.min() == 0
+
+
+def test_batches_are_scaled_resized_and_in_layout(data):
+    train, test = fashion_mnist_batches(64, resize=40, layout="NHWC", test_limit=100)
+    x, y = next(iter(train))
+    assert x.shape == (64, 40, 40, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.dtype == np.int64 and len(test) == 2 and test.num_examples == 100
+    x, _ = next(iter(fashion_mnist_batches(8, layout="NCHW")[1]))
+    np.testing.assert_array_equal(x[:, 0], data.test_images[:8] / np.float32(255))
+
+
+def test_seed_fixes_the_order_and_epochs_differ(data):
+    a = Batches(data.train_images, data.train_labels, 128, True, seed=3)
+    b = Batches(data.train_images, data.train_labels, 128, True, seed=3)
+    first_a, first_b = [y for _, y in a], [y for _, y in b]
+    assert all((p == q).all() for p, q in zip(first_a, first_b))
+    second = next(iter(a))[1]
+    assert not (second == first_a[0]).all()                     # the next epoch is another permutation
+    assert not (next(iter(Batches(data.train_images, data.train_labels, 128, True, seed=4)))[1] == first_a[0]).all()
+    assert sorted(np.concatenate(first_a).tolist()) == sorted(data.train_labels.tolist())  # each example once
+
+
+def test_bilinear_resize_matches_half_pixel_reference():
+    m = resize_matrix(4, 8)
+    np.testing.assert_allclose(m.sum(axis=1), 1, rtol=1e-6)
+    x = np.array([[0, 1, 2, 3]], dtype=np.float32)
+    np.testing.assert_allclose(x @ m.T, [[0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3]], rtol=1e-6)
+    img = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
+    assert resize_images(img, 224).shape == (3, 224, 224)
+    np.testing.assert_allclose(resize_images(np.full((1, 28, 28), 0.5, np.float32), 96), 0.5, rtol=1e-6)
+
+
+def test_resize_agrees_with_pytorch_bilinear():
+    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
+    img = np.random.default_rng(1).random((2, 28, 28), dtype=np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(img)[:, None], size=(96, 96), mode="bilinear",
+                                          align_corners=False)[:, 0].numpy()
+    np.testing.assert_allclose(resize_images(img, 96), ref, atol=1e-5)
+
+
+def _copy_dataset(tmp_path, data):
+    for name, path in find_files().items():
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
+def test_altered_file_is_refused_by_checksum(tmp_path, data):
+    folder = _copy_dataset(tmp_path, data)
+    target = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(target.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10                                 # a label changed: still a valid IDX file
+    target.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz is not the published Fashion-MNIST file.*"
+                                        r"truncated or altered.*apt-get install dataset-fashion-mnist"):
+        read_file(target)
+    assert read_file(target, verify=False)[100 - 8] == raw[100]          # 8-byte header, then the labels
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path, data):
+    folder = _copy_dataset(tmp_path, data)
+    target = folder / "train-labels-idx1-ubyte.gz"
+    target.write_bytes(target.read_bytes()[:1000])
+    with pytest.raises(DataError, match="cannot be read or decompressed.*damaged"):
+        read_file(target)
+
+
+def test_raw_files_are_accepted(tmp_path, data):
+    for name, path in find_files().items():
+        (tmp_path / name).write_bytes(gzip.decompress(path.read_bytes()))
+    assert find_files(tmp_path) == {name: tmp_path / name for name in FILES}
+    np.testing.assert_array_equal(read_file(tmp_path / "t10k-labels-idx1-ubyte"), data.test_labels)
+
+
+def test_missing_files_name_the_places_searched_and_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr("common.data.DEBIAN_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(DataError) as e:
+        find_files(tmp_path)
+    text = str(e.value)
+    assert "Fashion-MNIST not found" in text and str(tmp_path) in text and "FashionMNIST/raw" in text
+    assert "apt-get install dataset-fashion-mnist" in text
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"", "bad magic number empty"),
+    (b"\x01\x02\x08\x01", "bad magic number"),
+    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "unknown type"),
+    (b"\x00\x00\x08\x03\x00\x00", "truncated"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "has 10 bytes but its header (5,) says 13"),
+])
+def test_idx_reader_refuses_bad_headers(raw, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_idx(raw)
+
+
+def test_bad_batch_arguments():
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        fashion_mnist_batches(0)
+    with pytest.raises(ConfigError, match="minimum is 32"):
+        fashion_mnist_batches(32, resize=28)
+    with pytest.raises(ConfigError, match="train_limit must be a positive number"):
+        fashion_mnist_batches(32, train_limit=-1)
+
+
+def test_every_backend_sees_the_same_batches(backend):
+    train, _ = backend.load_data_fashion_mnist(256, resize=32, seed=7, train_limit=2048)
+    reference, _ = fashion_mnist_batches(256, resize=32, seed=7, train_limit=2048,
+                                         layout="NHWC" if backend.LAYOUT == "NHWC" else "NCHW")
+    for (x, y), (rx, ry) in zip(train, reference):
+        np.testing.assert_array_equal(np.asarray(_numpy(x)), rx)
+        np.testing.assert_array_equal(np.asarray(_numpy(y)).astype(np.int64), ry)
+    assert len(train) == 8
+
+
+def _numpy(t):
+    return t.asnumpy() if hasattr(t, "asnumpy") else t.numpy() if hasattr(t, "numpy") else t

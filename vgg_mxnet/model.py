@@ -1,0 +1,112 @@
+"""VGG in MXNet Gluon: built from the plan in ``common.arch``, held to ``common.spec``.
+
+Every layer gets its canonical name as its Gluon prefix (the network's own prefix is empty), so
+parameter ``block1_conv1_weight`` is canonical ``block1.conv1.weight``; see ``weights._params``.
+"""
+from __future__ import annotations
+
+import math
+
+import mxnet as mx
+from mxnet.gluon import nn
+
+from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
+    make_config, net_plan
+from common.report import summary_table
+from common.spec import spec
+
+
+class LocalResponseNorm(nn.HybridBlock):
+    """Local response normalisation across channels; MXNet's ``LRN`` divides ``alpha`` by ``size`` like PyTorch."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def hybrid_forward(self, F, x):
+        return F.LRN(x, alpha=self.alpha, beta=self.beta, knorm=self.k, nsize=self.size)
+
+
+def _layer(p: LayerPlan) -> nn.HybridBlock:
+    """The Gluon layer for one planned layer, prefixed with its canonical name."""
+    prefix = f"{p.name}_"
+    if p.kind == "conv":
+        return nn.Conv2D(p.out_width, p.kernel, padding=p.kernel // 2, in_channels=p.in_width, prefix=prefix)
+    if p.kind == "bn":
+        return nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=BN_EPSILON, in_channels=p.in_width, prefix=prefix)
+    if p.kind == "relu":
+        return nn.Activation("relu", prefix=prefix)
+    if p.kind == "lrn":
+        return LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"], prefix=prefix)
+    if p.kind == "pool":
+        return nn.MaxPool2D(pool_size=2, strides=2, prefix=prefix)
+    if p.kind == "flatten":
+        return nn.Flatten(prefix=prefix)
+    if p.kind == "linear":
+        return nn.Dense(p.out_width, in_units=p.in_width, prefix=prefix)
+    if p.kind == "dropout":
+        return nn.Dropout(p.rate, prefix=prefix)
+    raise AssertionError(f"no Gluon layer for {p.kind!r}")
+
+
+def _block(plan: list[LayerPlan], prefix: str | None = None) -> nn.HybridSequential:
+    block = nn.HybridSequential(prefix=prefix)
+    with block.name_scope():
+        block.add(*(_layer(p) for p in plan))
+    return block
+
+
+def _named_children(net) -> list[tuple[str, nn.HybridBlock]]:
+    """(name, layer) for each top-level layer, the name read back from its prefix (Gluon keys children 0, 1, ...)."""
+    return [(child.prefix[len(net.prefix):].rstrip("_"), child) for child in net]
+
+
+def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+    """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool."""
+    return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
+
+
+class VGG(nn.HybridSequential):
+    """A VGG network: a ``HybridSequential`` of named blocks and head layers that knows its configuration."""
+
+    def __init__(self, config):
+        super().__init__(prefix="")  # parameter names start at the layer: block1_conv1_weight, fc3_bias
+        with self.name_scope():
+            self.add(*(_block(p, f"{name}_") if isinstance(p, list) else _layer(p) for name, p in net_plan(config)))
+        self.config = config
+
+
+def init_xavier(net: nn.Block) -> None:
+    """The recipe's initialisation: Xavier-uniform conv and dense weights, zero biases, batch norm at identity."""
+    net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), force_reinit=True)
+
+
+def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
+        batch_norm=False):
+    """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
+    net = VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+    init_xavier(net)
+    return net
+
+
+def layer_shapes(net, input_size, in_channels=1, batch=1):
+    """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
+    size = check_trace_request(net.config, input_size, in_channels, batch)
+    shape = (batch, in_channels, size, size)
+    out = []
+    for name, layer in _named_children(net):
+        _, (shape,), _ = layer(mx.sym.var("data")).infer_shape(data=shape)
+        out.append((name, tuple(shape)))
+    return out
+
+
+def count_params(net):
+    """Trainable parameters (batch-norm running statistics have ``grad_req='null'``, not counted)."""
+    return sum(math.prod(p.shape) for p in net.collect_params().values() if p.grad_req != "null")
+
+
+def summary(net, input_size, in_channels=1):
+    """A readable table: each layer's output shape, parameters, MACs and receptive field."""
+    params = {name: count_params(layer) for name, layer in _named_children(net)}
+    buffers = sum(math.prod(p.shape) for n, p in net.collect_params().items() if n.endswith(("running_mean", "running_var")))
+    return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "MXNet Gluon")

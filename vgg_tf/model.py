@@ -1,0 +1,130 @@
+"""VGG in tf.keras (Keras 3): built from the plan in ``common.arch``, held to ``common.spec``.
+
+The network computes in NHWC (what TensorFlow's CPU convolutions take); everything that leaves this
+package is canonical: ``layer_shapes`` reports NCHW, and ``vgg_tf.weights`` converts layouts.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
+    make_config, net_plan
+from common.report import summary_table
+from common.spec import spec
+
+
+class LocalResponseNorm(keras.layers.Layer):
+    """Local response normalisation across channels (the last axis), in the canonical convention.
+
+    ``x / (k + alpha / size * sum(x^2 over size channels)) ** beta`` — TensorFlow's op does not divide
+    ``alpha`` by the window, so it is given ``alpha / size``; its window is ``2 * depth_radius + 1``.
+    """
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def call(self, x):
+        return tf.nn.local_response_normalization(x, depth_radius=self.size // 2, bias=self.k,
+                                                  alpha=self.alpha / self.size, beta=self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
+
+
+def _layer(p: LayerPlan) -> keras.layers.Layer:
+    """The Keras layer for one planned layer, named as in the plan."""
+    if p.kind == "conv":
+        return keras.layers.Conv2D(p.out_width, p.kernel, padding="same", name=p.name)  # k // 2 padding for odd k
+    if p.kind == "bn":
+        return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=1 - BN_MOMENTUM, name=p.name)
+    if p.kind == "relu":
+        return keras.layers.ReLU(name=p.name)
+    if p.kind == "lrn":
+        return LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"], name=p.name)
+    if p.kind == "pool":
+        return keras.layers.MaxPool2D(pool_size=2, strides=2, name=p.name)
+    if p.kind == "flatten":
+        return keras.layers.Flatten(name=p.name)
+    if p.kind == "linear":
+        return keras.layers.Dense(p.out_width, name=p.name)
+    if p.kind == "dropout":
+        return keras.layers.Dropout(p.rate, name=p.name)
+    raise AssertionError(f"no Keras layer for {p.kind!r}")
+
+
+def _block(plan: list[LayerPlan], name: str | None = None) -> keras.Sequential:
+    """A built block: its weights depend only on the input channels, so any NHWC image size fits."""
+    block = keras.Sequential([_layer(p) for p in plan], name=name)
+    block.build((None, None, None, plan[0].in_width))
+    return block
+
+
+def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+    """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool."""
+    return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
+
+
+class VGG(keras.Sequential):
+    """A VGG network: a built ``keras.Sequential`` of named blocks and head layers that knows its configuration."""
+
+    def __init__(self, config):
+        super().__init__([_block(p, name) if isinstance(p, list) else _layer(p) for name, p in net_plan(config)],
+                         name="vgg")
+        self.config = config
+        self.build((None, config.input_size, config.input_size, config.in_channels))
+
+
+def _named_layers(net: keras.Sequential, prefix: str = ""):
+    """(canonical name, layer) for every layer inside ``net``, nested blocks opened: ``block1.conv1``, ..., ``fc3``."""
+    for layer in net.layers:
+        if isinstance(layer, keras.Sequential):
+            yield from _named_layers(layer, f"{prefix}{layer.name}.")
+        else:
+            yield f"{prefix}{layer.name}", layer
+
+
+def init_xavier(net: keras.Sequential) -> None:
+    """The recipe's initialisation: Xavier-uniform (Glorot) conv and dense weights, zero biases."""
+    for _, layer in _named_layers(net):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            layer.kernel.assign(keras.initializers.GlorotUniform()(layer.kernel.shape))
+            layer.bias.assign(keras.ops.zeros(layer.bias.shape))
+
+
+def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
+        batch_norm=False):
+    """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
+    net = VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+    init_xavier(net)
+    return net
+
+
+def layer_shapes(net, input_size, in_channels=1, batch=1):
+    """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
+    size = check_trace_request(net.config, input_size, in_channels, batch)
+    x = keras.KerasTensor((batch, size, size, in_channels))
+    out = []
+    for layer in net.layers:
+        x = layer.compute_output_spec(x)
+        shape = tuple(int(d) for d in x.shape)
+        out.append((layer.name, (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else shape))
+    return out
+
+
+def count_params(net):
+    """Trainable parameters (batch-norm moving statistics are non-trainable weights, not counted)."""
+    return sum(int(np.prod(w.shape)) for w in net.trainable_weights)
+
+
+def summary(net, input_size, in_channels=1):
+    """A readable table: each layer's output shape, parameters, MACs and receptive field."""
+    params = {layer.name: count_params(layer) for layer in net.layers}
+    buffers = sum(2 * int(layer.moving_mean.shape[0]) for _, layer in _named_layers(net)
+                  if isinstance(layer, keras.layers.BatchNormalization))
+    return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "tf.keras")

@@ -1,0 +1,8 @@
+"""VGG of *Dive into Deep Learning* in PyTorch, behind the project's common API."""
+from .data import load_data_fashion_mnist
+from .model import count_params, layer_shapes, summary, vgg, vgg_block
+from .train import evaluate_accuracy, train, try_gpu
+from .weights import export_weights, import_weights, load_weights, save_weights
+
+FRAMEWORK = "PyTorch"
+LAYOUT = "NCHW"
