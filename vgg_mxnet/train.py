@@ -34,7 +34,7 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
     num_epochs, lr, optimizer = check_train_args(num_epochs, lr, optimizer)
     device = device or try_gpu()
     mx.random.seed(seed)  # dropout masks
-    net.reset_ctx(device)
+    net.collect_params().reset_ctx(device)
     net.hybridize()
     opt = _optimizer(net, optimizer, lr)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -49,7 +49,7 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
             loss.backward()
             opt.step(y.shape[0])  # gradients of the summed loss, scaled by 1 / batch: the mean
             # loss sum and correct count in one host sync
-            loss_sum, correct = mx.nd.stack(loss.sum(), (logits.argmax(axis=1) == y).sum()).asnumpy().tolist()
+            loss_sum, correct = mx.nd.concat(loss.sum(), (logits.argmax(axis=1) == y).sum(), dim=0).asnumpy().tolist()
             check_loss(loss_sum, epoch, step, lr)
             meter.add(loss_sum, correct, y.shape[0])
             bar.update(loss=meter.mean_loss)

@@ -11,8 +11,13 @@ import tensorflow as tf
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
     make_config, net_plan
+from common.errors import BackendUnavailable
 from common.report import summary_table
 from common.spec import spec
+
+if keras.backend.backend() != "tensorflow":
+    raise BackendUnavailable(f"vgg_tf needs Keras on TensorFlow, but Keras runs on {keras.backend.backend()!r}; "
+                             f"unset KERAS_BACKEND or set it to 'tensorflow'")
 
 
 class LocalResponseNorm(keras.layers.Layer):
@@ -74,10 +79,10 @@ class VGG(keras.Sequential):
     """A VGG network: a built ``keras.Sequential`` of named blocks and head layers that knows its configuration."""
 
     def __init__(self, config):
-        super().__init__([_block(p, name) if isinstance(p, list) else _layer(p) for name, p in net_plan(config)],
+        super().__init__([keras.Input((config.input_size, config.input_size, config.in_channels))] +
+                         [_block(p, name) if isinstance(p, list) else _layer(p) for name, p in net_plan(config)],
                          name="vgg")
         self.config = config
-        self.build((None, config.input_size, config.input_size, config.in_channels))
 
 
 def _named_layers(net: keras.Sequential, prefix: str = ""):

@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from common.training import Epoch, History, Meter, Progress, check_loss, check_train_args
 
+from .model import _named_layers
+
 
 def try_gpu(i=0):
     """The i-th GPU if TensorFlow sees one, else the CPU (a device string for ``tf.device``)."""
@@ -41,7 +43,7 @@ def _optimizer(net, optimizer, lr):
 def _seed_dropout(net, seed):
     """Restart every dropout layer's random stream from ``seed`` (Keras draws its seeds when a layer is made)."""
     rng = np.random.default_rng(seed)
-    for layer in net._flatten_layers(include_self=False):
+    for _, layer in _named_layers(net):
         if isinstance(layer, keras.layers.Dropout):
             layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
 
@@ -59,7 +61,8 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
         with tf.GradientTape() as tape:
             logits = net(x, training=True)
             loss = loss_fn(y, logits)
-        grads = tape.gradient(loss / tf.cast(tf.shape(y)[0], loss.dtype), net.trainable_variables)
+            mean = loss / tf.cast(tf.shape(y)[0], loss.dtype)
+        grads = tape.gradient(mean, net.trainable_variables)
         opt.apply_gradients(zip(grads, net.trainable_variables))
         return tf.stack([loss, _correct(logits, y)])  # one tensor: one host sync per step
 

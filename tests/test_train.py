@@ -1,0 +1,61 @@
+"""Training on the real data: the book's recipe beats chance in every backend, and runs are reproducible."""
+import numpy as np
+import pytest
+
+from common.errors import ConfigError, TrainingDiverged
+from common.weights import xavier_init
+
+SMALL = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=512)
+
+
+def _short_run(backend, seed=0, epochs=2, verbose=False):
+    net = backend.vgg(**SMALL)
+    backend.import_weights(net, xavier_init(net.config, seed))
+    train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, seed=seed, train_limit=6000,
+                                                            test_limit=2000)
+    return net, backend.train(net, train_iter, test_iter, epochs, seed=seed, verbose=verbose), test_iter
+
+
+def test_short_training_clearly_beats_chance(backend):
+    net, history, test_iter = _short_run(backend)
+    losses = [e.loss for e in history.epochs]
+    assert losses[1] < losses[0] < 2.3                        # chance is ln 10 = 2.30
+    assert history.last.test_acc > 0.6, history.to_dict()     # measured 0.72-0.80 here; chance is 0.1
+    assert backend.evaluate_accuracy(net, test_iter) == pytest.approx(history.last.test_acc)
+    assert all(e.examples_per_sec > 0 and e.seconds > 0 for e in history.epochs)
+
+
+def test_training_prints_the_books_line(backend, capsys):
+    net = backend.vgg(**SMALL)
+    train_iter, test_iter = backend.load_data_fashion_mnist(256, resize=32, train_limit=512, test_limit=256)
+    backend.train(net, train_iter, test_iter, 1)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"[{backend.__name__[4:]}] epoch 1, loss ") and "test acc" in line
+    assert line.endswith("examples/sec")
+
+
+def test_torch_same_seed_same_losses():
+    backend = pytest.importorskip("vgg_torch")
+    _, first, _ = _short_run(backend, seed=5, epochs=1)
+    _, second, _ = _short_run(backend, seed=5, epochs=1)
+    assert first.epochs[0].loss == second.epochs[0].loss
+    assert first.epochs[0].train_acc == second.epochs[0].train_acc
+
+
+def test_bad_recipe_is_refused_before_training(backend):
+    net = backend.vgg(**SMALL)
+    train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
+    for kwargs, message in [(dict(num_epochs=-1), "num_epochs must be a whole number"),
+                            (dict(num_epochs=1, lr=0), "lr must be a positive number"),
+                            (dict(num_epochs=1, optimizer="rmsprop"), "unknown optimizer 'rmsprop'")]:
+        with pytest.raises(ConfigError, match=message):
+            backend.train(net, train_iter, test_iter, **kwargs)
+
+
+def test_diverging_loss_stops_with_a_message(backend):
+    net = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    weights = {k: v * 1e6 if k.endswith("weight") else v for k, v in xavier_init(net.config, 0).items()}
+    backend.import_weights(net, weights)                      # absurd weights: the logits overflow
+    train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=512, test_limit=128)
+    with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf) at epoch 1, step 1 \(lr 0.05\)"):
+        backend.train(net, train_iter, test_iter, 1, verbose=False)
