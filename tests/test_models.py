@@ -12,6 +12,7 @@ from common.errors import ConfigError
 from common.spec import spec
 
 from conftest import load_backend
+from frameworks import forward
 
 # A sampled matrix in which every axis is covered for every backend: each configuration with and without
 # batch norm, ratios 1/2/4/8, inputs 32/96/224, in_channels 1 and 3, classes 10 and 1000, and a conv_arch.
@@ -113,16 +114,3 @@ def test_forward_pass_matches_the_traced_shape(backend, build):
     logits = forward(backend, net, x)
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
-
-def forward(backend, net, x_nchw: np.ndarray) -> np.ndarray:
-    """Evaluation-mode logits of a backend's network for a canonical NCHW batch (test helper)."""
-    name = backend.__name__
-    if name == "vgg_torch":
-        import torch
-        net.eval()
-        with torch.no_grad():
-            return net(torch.from_numpy(x_nchw)).numpy()
-    if name == "vgg_tf":
-        return np.asarray(net(np.transpose(x_nchw, (0, 2, 3, 1)), training=False))
-    import mxnet as mx
-    return net(mx.nd.array(x_nchw)).asnumpy()

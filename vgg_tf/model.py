@@ -44,8 +44,9 @@ class LocalResponseNorm(keras.layers.Layer):
 
 def _layer(p: LayerPlan) -> keras.layers.Layer:
     """The Keras layer for one planned layer, named as in the plan."""
-    if p.kind == "conv":
-        return keras.layers.Conv2D(p.out_width, p.kernel, padding="same", name=p.name)  # k // 2 padding for odd k
+    if p.kind == "conv":  # "same" is k // 2 padding for odd k; the initialisers are the recipe's (and Keras')
+        return keras.layers.Conv2D(p.out_width, p.kernel, padding="same", kernel_initializer="glorot_uniform",
+                                   bias_initializer="zeros", name=p.name)
     if p.kind == "bn":
         return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=1 - BN_MOMENTUM, name=p.name)
     if p.kind == "relu":
@@ -57,7 +58,8 @@ def _layer(p: LayerPlan) -> keras.layers.Layer:
     if p.kind == "flatten":
         return keras.layers.Flatten(name=p.name)
     if p.kind == "linear":
-        return keras.layers.Dense(p.out_width, name=p.name)
+        return keras.layers.Dense(p.out_width, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                                  name=p.name)
     if p.kind == "dropout":
         return keras.layers.Dropout(p.rate, name=p.name)
     raise AssertionError(f"no Keras layer for {p.kind!r}")
@@ -95,7 +97,10 @@ def _named_layers(net: keras.Sequential, prefix: str = ""):
 
 
 def init_xavier(net: keras.Sequential) -> None:
-    """The recipe's initialisation: Xavier-uniform (Glorot) conv and dense weights, zero biases."""
+    """The recipe's initialisation: Xavier-uniform (Glorot) conv and dense weights, zero biases.
+
+    Keras draws these already when a layer is built (see ``_layer``); this draws them afresh, e.g. to reset.
+    """
     for _, layer in _named_layers(net):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             layer.kernel.assign(keras.initializers.GlorotUniform()(layer.kernel.shape))
@@ -105,9 +110,8 @@ def init_xavier(net: keras.Sequential) -> None:
 def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
         batch_norm=False):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
-    net = VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
-    init_xavier(net)
-    return net
+    # built Xavier-initialised (see _layer), so init_xavier(net) is not called: it would draw everything twice
+    return VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

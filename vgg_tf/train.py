@@ -44,7 +44,7 @@ def _seed_dropout(net, seed):
     """Restart every dropout layer's random stream from ``seed`` (Keras draws its seeds when a layer is made)."""
     rng = np.random.default_rng(seed)
     for _, layer in _named_layers(net):
-        if isinstance(layer, keras.layers.Dropout):
+        if isinstance(layer, keras.layers.Dropout) and layer.rate > 0:  # Keras makes no generator for rate 0
             layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
 
 

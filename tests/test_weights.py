@@ -1,0 +1,167 @@
+"""Same weights, same numbers: every pair of backends computes the same function, forward and backward."""
+import itertools
+
+import numpy as np
+import pytest
+
+from common.backends import BACKENDS
+from common.errors import WeightsError
+from common.spec import spec
+from common.weights import load_npz, xavier_init
+
+from conftest import load_backend
+from frameworks import forward, loss_and_gradients
+
+# vgg11 and vgg16, with and without batch norm, ratio 1 and 4, 1 and 3 channels, inputs 32 and 224.
+CONFIGS = [
+    dict(arch="vgg11", ratio=4, input_size=32, fc_hidden=256),
+    dict(arch="vgg11", ratio=4, input_size=32, in_channels=3, batch_norm=True, fc_hidden=256),
+    dict(arch="vgg16", ratio=4, input_size=32, batch_norm=True, fc_hidden=256),
+    dict(arch="vgg16", ratio=1, input_size=32, in_channels=3, num_classes=1000),
+    dict(arch="vgg11_lrn", ratio=8, input_size=64, fc_hidden=128),
+    dict(arch="vgg16_c", ratio=8, input_size=64, batch_norm=True, fc_hidden=128),
+    dict(arch="vgg11", ratio=1, input_size=224),                                # the book's VGG-11
+]
+IDS = [f"{c['arch']}-r{c['ratio']}-{c['input_size']}px-c{c.get('in_channels', 1)}"
+       f"{'-bn' if c.get('batch_norm') else ''}" for c in CONFIGS]
+
+
+@pytest.fixture(scope="module")
+def backends():
+    return {name: load_backend(name) for name in BACKENDS}
+
+
+def random_weights(config, seed=0):
+    """Xavier weights plus non-trivial biases and batch-norm statistics, so every tensor matters."""
+    rng = np.random.default_rng(seed + 1)
+    w = xavier_init(config, seed)
+    for name, array in w.items():
+        if name.endswith("running_var"):
+            w[name] = rng.uniform(0.5, 2.0, array.shape).astype(np.float32)
+        elif name.endswith(("bias", "running_mean")) or (name.endswith("weight") and array.ndim == 1):
+            w[name] = (array + rng.normal(0, 0.1, array.shape)).astype(np.float32)
+    return w
+
+
+@pytest.fixture(scope="module", params=CONFIGS, ids=IDS)
+def loaded(request, backends):
+    """The same canonical weights imported into every backend's network for one configuration."""
+    nets = {name: b.vgg(**request.param) for name, b in backends.items()}
+    weights = random_weights(next(iter(nets.values())).config)
+    for name, b in backends.items():
+        b.import_weights(nets[name], weights)
+    x = np.random.default_rng(2).random((3, nets["torch"].config.in_channels, *(2 * (request.param["input_size"],))),
+                                        dtype=np.float32)
+    return nets, weights, x
+
+
+def test_export_returns_exactly_what_was_imported(backends, loaded):
+    nets, weights, _ = loaded
+    for name, b in backends.items():
+        exported = b.export_weights(nets[name])
+        assert list(exported) == list(weights)
+        for key in weights:
+            np.testing.assert_array_equal(exported[key], weights[key], err_msg=f"{name}: {key}")
+
+
+@pytest.mark.parametrize("src, dst", list(itertools.permutations(BACKENDS, 2)))
+def test_logits_agree_after_transfer(backends, loaded, src, dst):
+    nets, _, x = loaded
+    transferred = backends[dst].import_weights(nets[dst], backends[src].export_weights(nets[src]))
+    a, b = forward(backends[src], nets[src], x), forward(backends[dst], transferred, x)
+    assert np.abs(a).max() > 1e-2                          # the logits are not trivially zero
+    assert np.abs(a - b).max() <= 1e-4, f"{src}->{dst}: max abs diff {np.abs(a - b).max():.2e}"
+
+
+def test_loss_and_gradients_agree(backends):
+    # Dropout off so the three compute the same function; batch norm in training mode (batch statistics).
+    # Tolerance: fp32 convolutions summed in different orders (im2col, Winograd, oneDNN) differ by ~1e-6
+    # relative per layer; we allow 1e-4 of each gradient's norm, far below any real error (a transposed
+    # kernel or a mis-permuted fc1 gives O(1)).
+    config = dict(arch="vgg11", ratio=4, input_size=32, in_channels=3, batch_norm=True, fc_hidden=256, dropout=0.0)
+    nets = {n: b.vgg(**config) for n, b in backends.items()}
+    weights = random_weights(nets["torch"].config, seed=3)
+    rng = np.random.default_rng(4)
+    x, y = rng.random((16, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, 16)
+    results = {}
+    for n, b in backends.items():
+        b.import_weights(nets[n], weights)
+        results[n] = loss_and_gradients(b, nets[n], x, y)
+    ref_loss, ref_grads = results["torch"]
+    assert sorted(ref_grads) == sorted(k for k in spec(nets["torch"].config).param_shapes()
+                                       if not k.endswith(("running_mean", "running_var")))
+    for n, (loss, grads) in results.items():
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        for key, g in ref_grads.items():
+            if ".conv" in key and key.endswith(".bias"):
+                # A conv bias followed by batch norm (training mode) has a gradient of exactly zero in exact
+                # arithmetic: check that it is zero up to rounding in every framework, not a relative error.
+                assert np.abs(grads[key]).max() <= 1e-4 * max(np.abs(v).max() for v in ref_grads.values()), key
+                continue
+            err = np.linalg.norm(grads[key] - g) / max(np.linalg.norm(g), 1e-12)
+            assert err <= 1e-4, f"{n} gradient of {key}: relative error {err:.2e}"
+
+
+def test_one_sgd_step_leaves_the_same_weights(backends):
+    config = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=256, dropout=0.0)
+    after = {}
+    for n, b in backends.items():
+        net = b.vgg(**config)
+        b.import_weights(net, random_weights(net.config, seed=5))
+        train_iter, test_iter = b.load_data_fashion_mnist(128, resize=32, seed=1, train_limit=128, test_limit=128)
+        b.train(net, train_iter, test_iter, 1, lr=0.05, verbose=False)
+        after[n] = b.export_weights(net)
+    start = random_weights(b.vgg(**config).config, seed=5)
+    for n, w in after.items():
+        for key, ref in after["torch"].items():
+            if key.endswith("running_var"):
+                # PyTorch updates running_var with the unbiased batch variance, Keras and Gluon with the biased
+                # one: they differ by n/(n-1), n = values per channel (128 at 1x1 in block5).
+                np.testing.assert_allclose(w[key], ref, rtol=1 / 127 + 1e-5, err_msg=f"{n}: {key}")
+            else:
+                np.testing.assert_allclose(w[key], ref, rtol=1e-4, atol=2e-6, err_msg=f"{n}: {key}")
+        assert any(not np.array_equal(w[k], start[k]) for k in w)                  # the step changed them
+
+
+def test_round_trip_through_every_framework_is_exact(backends, tmp_path):
+    config = dict(arch="vgg16", ratio=8, input_size=32, batch_norm=True, fc_hidden=64)
+    order = ["torch", "tf", "mxnet", "torch"]
+    net = backends["torch"].vgg(**config)
+    weights = random_weights(net.config, seed=6)
+    backends["torch"].import_weights(net, weights)
+    path = tmp_path / "torch.npz"
+    backends["torch"].save_weights(net, path)
+    for n in order[1:]:
+        net = backends[n].vgg(**config)
+        backends[n].load_weights(net, path)
+        path = tmp_path / f"{n}.npz"
+        backends[n].save_weights(net, path)
+    final, meta = load_npz(path)
+    assert meta["source"] == "torch" and meta["config"] == net.config.to_dict()
+    for key in weights:
+        np.testing.assert_array_equal(final[key], weights[key])
+
+
+def test_wrong_shapes_are_refused_before_anything_changes(backend):
+    net = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    before = backend.export_weights(net)
+    other = xavier_init(backend.vgg(arch="vgg11", ratio=8, input_size=64, fc_hidden=64).config)
+    with pytest.raises(WeightsError, match=r"parameter fc1.weight has shape \(64, 256\) in the weights given but "
+                                           r"\(64, 64\) in this network"):
+        backend.import_weights(net, other)
+    missing = xavier_init(net.config)
+    del missing["fc3.bias"]
+    with pytest.raises(WeightsError, match=r"parameter fc3.bias \(10,\) is missing"):
+        backend.import_weights(net, missing)
+    with pytest.raises(WeightsError, match="1 parameter.* this network does not have, first fc4.weight"):
+        backend.import_weights(net, {**xavier_init(net.config), "fc4.weight": np.zeros(3, np.float32)})
+    after = backend.export_weights(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_loading_a_file_of_another_configuration_is_refused(backend, tmp_path):
+    small = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    backend.save_weights(small, tmp_path / "w.npz")
+    other = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64, batch_norm=True)
+    with pytest.raises(WeightsError, match="they differ in batch_norm"):
+        backend.load_weights(other, tmp_path / "w.npz")
