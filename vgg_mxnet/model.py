@@ -108,5 +108,6 @@ def count_params(net):
 def summary(net, input_size, in_channels=1):
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     params = {name: count_params(layer) for name, layer in _named_children(net)}
-    buffers = sum(math.prod(p.shape) for n, p in net.collect_params().items() if n.endswith(("running_mean", "running_var")))
+    buffers = sum(math.prod(p.shape) for n, p in net.collect_params().items()
+                  if n.endswith(("running_mean", "running_var")))
     return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "MXNet Gluon")

@@ -35,6 +35,8 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
     device = device or try_gpu()
     mx.random.seed(seed)  # dropout masks
     net.collect_params().reset_ctx(device)
+    # static_alloc / static_shape measured no faster on CPU (within 3%), and static_shape re-plans memory for
+    # every smaller last batch; the plain cached graph it is
     net.hybridize()
     opt = _optimizer(net, optimizer, lr)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()

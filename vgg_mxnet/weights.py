@@ -5,17 +5,18 @@ import mxnet as mx
 
 from common.weights import check_weights, load_npz, save_npz
 
-# Gluon's batch-norm parameter names -> canonical; every other suffix keeps its name
-_SUFFIXES = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var",
-             "weight": "weight", "bias": "bias"}
+# Gluon's batch-norm parameter names -> canonical; the other suffixes are canonical already
+_RENAME = {"gamma": "weight", "beta": "bias"}
+_SUFFIXES = ("weight", "bias", "gamma", "beta", "running_mean", "running_var")
 
 
 def _params(net):
-    """Canonical name -> Gluon ``Parameter``, the one mapping used both ways: ``block1_bn1_gamma`` -> ``block1.bn1.weight``."""
+    """Canonical name -> Gluon ``Parameter``, one mapping for both ways: ``block1_bn1_gamma`` is ``block1.bn1.weight``."""
     out = {}
     for name, p in net.collect_params().items():
-        layer, suffix = next((name[len(net.prefix):-len(s) - 1], s) for s in _SUFFIXES if name.endswith("_" + s))
-        out[f"{layer.replace('_', '.')}.{_SUFFIXES[suffix]}"] = p
+        suffix = next(s for s in _SUFFIXES if name.endswith("_" + s))
+        layer = name[len(net.prefix):-len(suffix) - 1]  # block1_bn1 (the network's own prefix, if any, dropped)
+        out[f"{layer.replace('_', '.')}.{_RENAME.get(suffix, suffix)}"] = p
     return out
 
 
