@@ -102,24 +102,46 @@ def test_loss_and_gradients_agree(backends):
             assert err <= 1e-4, f"{n} gradient of {key}: relative error {err:.2e}"
 
 
-def test_one_sgd_step_leaves_the_same_weights(backends):
-    config = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=256, dropout=0.0)
-    after = {}
+# Relative error allowed between two frameworks' one-step weight changes. Without batch norm the step is
+# well conditioned: fp32 rounding alone, measured <= 2e-5. With batch norm in training mode the frameworks
+# differ in how exactly they normalise: on this real batch the first block's channels have |mean|/std up to
+# 5.9, and against a float64 reference PyTorch's normalised output is off by 1e-6, Keras' by 7e-4 and
+# Gluon's by 3.7e-3 (one-pass fp32 statistics). The batch-norm backward pass removes the gradient's
+# components along the mean and the normalised input, which amplifies that into a 2-5% difference of the
+# early layers' gradients (measured), so the bound there is 10%: it still fails for a wrong learning rate,
+# a summed instead of averaged loss, a missing or misrouted gradient or a wrong sign.
+STEP_TOLERANCE = {False: 1e-4, True: 0.1}
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
+def test_one_sgd_step_leaves_the_same_weights(backends, batch_norm):
+    config = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=batch_norm, fc_hidden=256, dropout=0.0)
+    after, start = {}, None
     for n, b in backends.items():
         net = b.vgg(**config)
-        b.import_weights(net, random_weights(net.config, seed=5))
+        start = random_weights(net.config, seed=5)
+        b.import_weights(net, start)
         train_iter, test_iter = b.load_data_fashion_mnist(128, resize=32, seed=1, train_limit=128, test_limit=128)
         b.train(net, train_iter, test_iter, 1, lr=0.05, verbose=False)
         after[n] = b.export_weights(net)
-    start = random_weights(b.vgg(**config).config, seed=5)
+    tol = STEP_TOLERANCE[batch_norm]
     for n, w in after.items():
         for key, ref in after["torch"].items():
             if key.endswith("running_var"):
                 # PyTorch updates running_var with the unbiased batch variance, Keras and Gluon with the biased
                 # one: they differ by n/(n-1), n = values per channel (128 at 1x1 in block5).
-                np.testing.assert_allclose(w[key], ref, rtol=1 / 127 + 1e-5, err_msg=f"{n}: {key}")
-            else:
-                np.testing.assert_allclose(w[key], ref, rtol=1e-4, atol=2e-6, err_msg=f"{n}: {key}")
+                np.testing.assert_allclose(w[key], ref, rtol=1 / 127 + 1e-4, err_msg=f"{n}: {key}")
+                continue
+            step, ref_step = w[key] - start[key], ref - start[key]
+            if ".conv" in key and key.endswith(".bias") and batch_norm:
+                # zero gradient in exact arithmetic (the batch mean removes it): only rounding may move it,
+                # by far less than the same layer's weights move (measured: at most 1.4e-3 of it)
+                weight = key[:-len("bias")] + "weight"
+                bound = 1e-2 * np.abs(w[weight] - start[weight]).max()
+                assert np.abs(step).max() <= bound, f"{n}: {key} moved by {np.abs(step).max():.2e}"
+                continue
+            err = np.linalg.norm(step - ref_step) / np.linalg.norm(ref_step)
+            assert err <= tol, f"{n}: step of {key} differs from PyTorch's by {err:.2e} (relative)"
         assert any(not np.array_equal(w[k], start[k]) for k in w)                  # the step changed them
 
 
