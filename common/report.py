@@ -102,8 +102,9 @@ def plot_curves(records: list[dict], path) -> None:
 def _run_title(r: dict) -> str:
     from .arch import VGGConfig
 
-    return (f"{VGGConfig.from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}, batch {r['batch_size']}, "
-            f"{r['train_examples']:,} train / {r['test_examples']:,} test examples")
+    schedule = "" if r.get("lr_schedule", "constant") == "constant" else f" ({r['lr_schedule']})"
+    return (f"{VGGConfig.from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
+            f"batch {r['batch_size']}, {r['train_examples']:,} train / {r['test_examples']:,} test examples")
 
 
 def write_compare_report(out, records: list[dict]) -> dict:

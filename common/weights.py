@@ -49,6 +49,37 @@ def check_weights(config: VGGConfig, weights: dict[str, np.ndarray]) -> dict[str
     return out
 
 
+# Layouts other frameworks keep weights in, converted here once for every backend and zoo reader:
+# "conv": HWIO kernels (Keras); "dense": (in, out) kernels (Keras); "flat": the (in, out) kernel of the dense
+# layer right after Flatten on NHWC features, whose inputs arrive in H,W,C order — its rows must be permuted
+# to C,H,W, not only transposed. ``None``: vectors, the same everywhere.
+LAYOUTS = ("conv", "dense", "flat", None)
+
+
+def to_canonical(array: np.ndarray, layout: str | None, config: VGGConfig | None) -> np.ndarray:
+    """An array in ``layout`` -> canonical (conv OIHW, dense (out, in) with C,H,W features)."""
+    if layout == "conv":
+        return array.transpose(3, 2, 0, 1)
+    if layout == "dense":
+        return array.T
+    if layout == "flat":  # rows (h, w, c) -> columns (c, h, w)
+        s, c = config.final_size, config.final_channels
+        return array.reshape(s, s, c, -1).transpose(3, 2, 0, 1).reshape(array.shape[1], -1)
+    return array
+
+
+def from_canonical(array: np.ndarray, layout: str | None, config: VGGConfig | None) -> np.ndarray:
+    """A canonical array -> ``layout``; the inverse of :func:`to_canonical`."""
+    if layout == "conv":
+        return array.transpose(2, 3, 1, 0)
+    if layout == "dense":
+        return array.T
+    if layout == "flat":  # columns (c, h, w) -> rows (h, w, c)
+        s, c = config.final_size, config.final_channels
+        return array.reshape(-1, c, s, s).transpose(2, 3, 1, 0).reshape(-1, array.shape[0])
+    return array
+
+
 def xavier_init(config: VGGConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """The recipe's starting weights, drawn from one seeded generator in canonical order.
 
@@ -69,20 +100,29 @@ def xavier_init(config: VGGConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
+def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
 
-    A crash at any moment leaves either the old file or the new one, never half of one.
+    With ``by_name``, ``write`` gets the temporary file's path instead (for libraries that only write to a
+    path); that name ends like ``path`` (``.weights.h5``, ...). A crash at any moment leaves either the old
+    file or the new one, never half of one.
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        if by_name:
+            os.close(fd)
+            write(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -90,12 +130,66 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def make_meta(config: VGGConfig, source: str, source_version: str, **extra) -> dict:
+    """The metadata every saved model carries, whatever its format: format version, configuration, source."""
+    return {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "source": source,
+            "source_version": source_version, **extra}
+
+
+def parse_meta(text: str, path: str | os.PathLike) -> dict:
+    """Metadata read from a file: checked to be this project's and of a version this code reads."""
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged or of another format") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
+        raise WeightsError(f"{path} has format {got[0]!r} version {got[1]!r}; this version reads {FORMAT!r} "
+                           f"version {VERSION}")
+    return meta
+
+
+def meta_config(meta: dict, path: str | os.PathLike, expected: VGGConfig | None = None) -> VGGConfig:
+    """The configuration a file was saved from; with ``expected``, refuse another one before any tensor is read."""
+    try:
+        saved = VGGConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path} has a damaged configuration record ({e})") from None
+    if expected is not None and saved != expected:
+        diffs = [k for k, v in expected.to_dict().items() if saved.to_dict()[k] != v and k != "dropout"]
+        if diffs:
+            raise WeightsError(f"{path} holds weights for {saved.describe()}, but this network is "
+                               f"{expected.describe()} (they differ in {', '.join(diffs)}); build the network "
+                               f"with the saved configuration")
+    return saved
+
+
+# A saved model's format follows from its name: the portable .npz, or one framework's own file.
+MODEL_SUFFIXES = {"npz": ".npz", "torch": ".pt", "tf": ".weights.h5", "mxnet": ".params"}
+
+
+def model_format(path: str | os.PathLike) -> str:
+    """Which format a model file is in (``npz``, ``torch``, ``tf`` or ``mxnet``), from its name."""
+    name = Path(path).name
+    for fmt, suffix in MODEL_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ConfigError(f"cannot tell the format of {path}: name it " +
+                      ", ".join(f"*{s} ({f})" for f, s in MODEL_SUFFIXES.items()))
+
+
+def check_model_path(path: str | os.PathLike, fmt: str) -> Path:
+    """``path`` if its name has ``fmt``'s suffix, else an error that says which name to give."""
+    if model_format(path) != fmt:
+        raise ConfigError(f"{path}: a {fmt} model file must be named *{MODEL_SUFFIXES[fmt]}")
+    return Path(path)
+
+
 def save_npz(path: str | os.PathLike, config: VGGConfig, weights: dict[str, np.ndarray], source: str,
              source_version: str, extra: dict | None = None) -> Path:
     """Write canonical weights and their metadata atomically."""
     weights = check_weights(config, weights)
-    meta = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "source": source,
-            "source_version": source_version, **(extra or {})}
+    meta = make_meta(config, source, source_version, **(extra or {}))
     arrays = {**weights, META_KEY: np.array(json.dumps(meta))}
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -110,28 +204,19 @@ def read_meta(path: str | os.PathLike) -> dict:
             if META_KEY not in z.files:
                 raise WeightsError(f"{path} is an .npz file but not one of this project's weights files "
                                    f"(no {META_KEY} record)")
-            meta = json.loads(str(z[META_KEY]))
+            text = str(z[META_KEY])
     except WeightsError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise WeightsError(f"{path} is not a readable weights file ({type(e).__name__}: {e}); "
                            f"it is damaged or of another format") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise WeightsError(f"{path} has format {meta.get('format')!r} version {meta.get('version')!r}; "
-                           f"this version reads {FORMAT!r} version {VERSION}")
-    return meta
+    return parse_meta(text, path)
 
 
 def load_npz(path: str | os.PathLike, config: VGGConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Read a weights file; with ``config``, refuse one saved for another configuration before reading tensors."""
     meta = read_meta(path)
-    saved = VGGConfig.from_dict(meta["config"])
-    if config is not None and saved != config:
-        diffs = [k for k, v in config.to_dict().items() if saved.to_dict()[k] != v and k != "dropout"]
-        if diffs:
-            raise WeightsError(f"{path} holds weights for {saved.describe()}, but this network is "
-                               f"{config.describe()} (they differ in {', '.join(diffs)}); build the network "
-                               f"with the saved configuration")
+    saved = meta_config(meta, path, config)
     try:
         with np.load(path, allow_pickle=False) as z:
             weights = {k: z[k] for k in z.files if k != META_KEY}

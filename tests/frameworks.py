@@ -34,13 +34,14 @@ def loss_and_gradients(backend, net, x_nchw: np.ndarray, y: np.ndarray) -> tuple
     if name == "vgg_tf":
         import keras
         import tensorflow as tf
-        from vgg_tf.weights import _to_canonical, _variables
+        from common.weights import to_canonical
+        from vgg_tf.weights import _variables
         variables = {n: v for n, v in _variables(net).items() if v[0].trainable}
         with tf.GradientTape() as tape:
             logits = net(np.transpose(x_nchw, (0, 2, 3, 1)), training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         grads = tape.gradient(loss, [v for v, _ in variables.values()])
-        return float(loss), {n: _to_canonical(np.asarray(g), layout, net.config)
+        return float(loss), {n: to_canonical(np.asarray(g), layout, net.config)
                              for (n, (_, layout)), g in zip(variables.items(), grads)}
     import mxnet as mx
     from vgg_mxnet.weights import _params

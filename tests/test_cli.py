@@ -1,8 +1,11 @@
 """The `vgg` command end to end: summary agreement, errors without tracebacks, compare's report."""
 import json
+import os
+import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from common.backends import BACKENDS
@@ -57,3 +60,56 @@ def test_compare_end_to_end_writes_report_plot_and_json(all_backends, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| PyTorch |" in report and "| tf.keras |" in report and "| MXNet Gluon |" in report
     assert "![training curves](curves.png)" in report
+
+
+def run_main(capsys, *args) -> str:
+    """One `vgg` command in this process (the frameworks are imported once): its output, after a zero exit."""
+    from common.cli import main
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, out[-2000:] + err[-2000:]
+    return out
+
+
+def test_convert_round_trips_a_trained_model_through_every_framework(all_backends, tmp_path, capsys):
+    torch = all_backends[0]
+    run_main(capsys, "train", "--backend", "torch", "--out", tmp_path / "run", "--ratio", "8", "--resize", "32",
+             "--epochs", "1", "--train-limit", "2048", "--test-limit", "256", "--batch-size", "32", "--batch-norm")
+    chain = [(tmp_path / "run" / "model.pt", None), (tmp_path / "m.weights.h5", "tf"),
+             (tmp_path / "m.params", "mxnet"), (tmp_path / "back.pt", "torch"), (tmp_path / "m.npz", "npz")]
+    for (src, _), (dst, to) in zip(chain, chain[1:]):
+        assert f"-> {dst} ({to}" in run_main(capsys, "convert", src, dst, "--to", to)
+    accuracies = set()
+    runs = [(path, []) for path, _ in chain[:-1]] + [(chain[-1][0], ["--backend", b]) for b in BACKENDS]
+    for path, backend in runs:
+        out = run_main(capsys, "evaluate", path, "--test-limit", "2000", *backend)
+        accuracies.add(out.split("test acc ")[1].split()[0])
+    assert len(accuracies) == 1 and float(accuracies.pop()) > 0.3          # identical, and a trained model
+    first, back = torch.load_model(chain[0][0]), torch.load_model(chain[3][0])
+    for name, array in torch.export_weights(first).items():                 # the round trip is exact
+        assert np.array_equal(array, torch.export_weights(back)[name]), name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["convert", "{tmp}/a.npz", "{tmp}/b.onnx", "--to", "npz"], "cannot tell the format of {tmp}/b.onnx"),
+    (["convert", "{tmp}/a.npz", "{tmp}/b.params", "--to", "tf"], "a tf model file must be named *.weights.h5"),
+    (["evaluate", "{tmp}/a.npz"], "a .npz model belongs to no framework: say which one evaluates it with --backend"),
+    (["evaluate", "{tmp}/missing.pt"], "model file {tmp}/missing.pt does not exist"),
+    (["evaluate", "{tmp}/pickle.pt"], "is not a readable PyTorch model file"),
+])
+def test_model_files_bad_input(args, message, tmp_path, all_backends):
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
+    done = vgg(*[a.format(tmp=tmp_path) for a in args])
+    assert done.returncode != 0
+    assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "ran").exists()                      # a pickle payload in a model file never runs
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a malicious model file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)

@@ -1,9 +1,17 @@
 """Weights in canonical form: Gluon's parameter names map one-to-one onto the canonical names, layouts match."""
 from __future__ import annotations
 
-import mxnet as mx
+import json
 
-from common.weights import check_weights, load_npz, save_npz
+import mxnet as mx
+import numpy as np
+
+from common.errors import WeightsError
+from common.weights import META_KEY, atomic_write, check_model_path, check_weights, load_npz, make_meta, \
+    meta_config, parse_meta, save_npz
+from common.zoo import from_gluon_zoo
+
+from .model import vgg
 
 # Gluon's batch-norm parameter names -> canonical; the other suffixes are canonical already
 _RENAME = {"gamma": "weight", "beta": "bias"}
@@ -43,3 +51,39 @@ def load_weights(net, path):
     """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
     weights, _ = load_npz(path, net.config)
     return import_weights(net, weights)
+
+
+def save_model(net, path):
+    """MXNet's own NDArray file (``.params``): canonical names and the configuration, written atomically."""
+    path = check_model_path(path, "mxnet")
+    meta = json.dumps(make_meta(net.config, "mxnet", mx.__version__)).encode()
+    arrays = {name: mx.nd.array(a, dtype=a.dtype) for name, a in export_weights(net).items()}
+    arrays[META_KEY] = mx.nd.array(np.frombuffer(meta, np.uint8), dtype=np.uint8)
+    return atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays), by_name=True)
+
+
+def load_model(path):
+    """A network rebuilt from a ``.params`` of :func:`save_model` (MXNet's NDArray format: data only)."""
+    path = check_model_path(path, "mxnet")
+    if not path.is_file():
+        raise WeightsError(f"model file {path} does not exist")
+    try:
+        saved = mx.nd.load(str(path))
+    except mx.base.MXNetError as e:
+        raise WeightsError(f"{path} is not a readable MXNet parameter file ({str(e).splitlines()[0]}); "
+                           f"it is damaged or of another format") from None
+    if not isinstance(saved, dict) or META_KEY not in saved:
+        raise WeightsError(f"{path} is an MXNet parameter file but not one of this project's models")
+    meta = parse_meta(saved.pop(META_KEY).asnumpy().astype(np.uint8).tobytes().decode("utf-8", "replace"), path)
+    net = vgg(**meta_config(meta, path).vgg_kwargs())
+    return import_weights(net, {k: v.asnumpy() for k, v in saved.items()})
+
+
+def zoo_weights(zoo_net):
+    """(config, canonical weights) of a Gluon ``model_zoo.vision`` VGG (``vgg11`` ... ``vgg19_bn``), initialised."""
+    try:
+        params = [(name, p.data().asnumpy()) for name, p in zoo_net.collect_params().items()]
+    except mx.gluon.parameter.DeferredInitializationError:
+        raise WeightsError("the Gluon network's shapes are not known yet: run it on one 3x224x224 batch first "
+                           "(Gluon infers the first dense layer's input width then)") from None
+    return from_gluon_zoo(params)

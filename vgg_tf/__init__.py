@@ -1,8 +1,15 @@
 """VGG of *Dive into Deep Learning* in tf.keras (Keras 3 on TensorFlow), behind the project's common API."""
-from .data import load_data_fashion_mnist
-from .model import count_params, layer_shapes, summary, vgg, vgg_block
-from .train import evaluate_accuracy, train, try_gpu
-from .weights import export_weights, import_weights, load_weights, save_weights
+# TensorFlow's C++ start-up notices (oneDNN, CPU features) go to stderr on every run and bury the training
+# lines: keep warnings and errors only, unless the user set TF_CPP_MIN_LOG_LEVEL. Must run before tensorflow.
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from .data import load_data_fashion_mnist  # noqa: E402
+from .model import count_params, layer_shapes, summary, vgg, vgg_block  # noqa: E402
+from .train import evaluate_accuracy, train, try_gpu  # noqa: E402
+from .weights import (export_weights, import_weights, load_model, load_weights, save_model,  # noqa: E402
+                      save_weights, zoo_weights)
 
 FRAMEWORK = "tf.keras"
 LAYOUT = "NHWC"

@@ -1,13 +1,19 @@
 """Weights in canonical form: Keras' kernels converted at the edge (HWIO -> OIHW, (in, out) -> (out, in))."""
 from __future__ import annotations
 
+import json
+
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.weights import check_weights, load_npz, save_npz
+from common.errors import WeightsError
+from common.weights import atomic_write, check_model_path, check_weights, from_canonical, load_npz, make_meta, \
+    meta_config, parse_meta, save_npz, to_canonical
+from common.zoo import from_keras_applications
 
-from .model import _named_layers
+from .model import _named_layers, vgg
 
 # Keras' batch-norm variables under their canonical (PyTorch) names
 _BN = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance"))
@@ -35,31 +41,9 @@ def _variables(net):
     return out
 
 
-def _to_canonical(array, layout, config):
-    if layout == "conv":
-        return array.transpose(3, 2, 0, 1)
-    if layout == "dense":
-        return array.T
-    if layout == "flat":  # rows (h, w, c) -> columns (c, h, w)
-        s, c = config.final_size, config.final_channels
-        return array.reshape(s, s, c, -1).transpose(3, 2, 0, 1).reshape(array.shape[1], -1)
-    return array
-
-
-def _from_canonical(array, layout, config):
-    if layout == "conv":
-        return array.transpose(2, 3, 1, 0)
-    if layout == "dense":
-        return array.T
-    if layout == "flat":  # columns (c, h, w) -> rows (h, w, c)
-        s, c = config.final_size, config.final_channels
-        return array.reshape(-1, c, s, s).transpose(2, 3, 1, 0).reshape(-1, array.shape[0])
-    return array
-
-
 def export_weights(net):
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
-    return {name: np.ascontiguousarray(_to_canonical(keras.ops.convert_to_numpy(v), layout, net.config))
+    return {name: np.ascontiguousarray(to_canonical(keras.ops.convert_to_numpy(v), layout, net.config))
             for name, (v, layout) in _variables(net).items()}
 
 
@@ -67,7 +51,7 @@ def import_weights(net, weights):
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights)
     variables = _variables(net)
-    converted = {name: np.ascontiguousarray(_from_canonical(array, variables[name][1], net.config))
+    converted = {name: np.ascontiguousarray(from_canonical(array, variables[name][1], net.config))
                  for name, array in weights.items()}
     for name, array in converted.items():
         variables[name][0].assign(array)
@@ -83,3 +67,41 @@ def load_weights(net, path):
     """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
     weights, _ = load_npz(path, net.config)
     return import_weights(net, weights)
+
+
+def save_model(net, path):
+    """Keras' own weights file (``.weights.h5``) with the configuration as an HDF5 attribute, written atomically."""
+    path = check_model_path(path, "tf")
+    meta = json.dumps(make_meta(net.config, "tf", tf.__version__))
+
+    def write(tmp):
+        net.save_weights(tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["vgg_meta"] = meta
+    return atomic_write(path, write, by_name=True)
+
+
+def load_model(path):
+    """A network rebuilt from a ``.weights.h5`` of :func:`save_model` (HDF5: data only, no code)."""
+    path = check_model_path(path, "tf")
+    if not path.is_file():
+        raise WeightsError(f"model file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get("vgg_meta")
+    except OSError as e:
+        raise WeightsError(f"{path} is not a readable HDF5 file ({e}); it is damaged or of another format") from None
+    if text is None:
+        raise WeightsError(f"{path} is a Keras weights file but not one of this project's models")
+    net = vgg(**meta_config(parse_meta(text, path), path).vgg_kwargs())
+    try:
+        net.load_weights(path)
+    except (ValueError, KeyError, OSError) as e:
+        raise WeightsError(f"{path} does not fit the network it describes ({e}); it is damaged") from None
+    return net
+
+
+def zoo_weights(zoo_net):
+    """(config, canonical weights) of a ``keras.applications`` VGG16 or VGG19 built with ``include_top=True``."""
+    return from_keras_applications([(layer.name, [keras.ops.convert_to_numpy(w) for w in layer.weights])
+                                    for layer in zoo_net.layers if layer.weights])

@@ -1,10 +1,19 @@
 """Weights in canonical form: PyTorch's ``state_dict`` names are the canonical names, layouts too."""
 from __future__ import annotations
 
+import json
+import pickle
+import zipfile
+
 import numpy as np
 import torch
 
-from common.weights import check_weights, load_npz, save_npz
+from common.weights import atomic_write, check_model_path, check_weights, load_npz, make_meta, meta_config, \
+    parse_meta, save_npz
+from common.errors import WeightsError
+from common.zoo import from_torchvision
+
+from .model import vgg
 
 
 def export_weights(net):
@@ -32,3 +41,35 @@ def load_weights(net, path):
     """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
     weights, _ = load_npz(path, net.config)
     return import_weights(net, weights)
+
+
+def save_model(net, path):
+    """PyTorch's own format (``.pt``): the ``state_dict`` and the configuration, written atomically."""
+    path = check_model_path(path, "torch")
+    meta = json.dumps(make_meta(net.config, "torch", torch.__version__))
+    state = {name: torch.from_numpy(array) for name, array in export_weights(net).items()}
+    return atomic_write(path, lambda f: torch.save({"meta": meta, "state_dict": state}, f))
+
+
+def load_model(path):
+    """A network rebuilt from a ``.pt`` of :func:`save_model`; read with ``weights_only=True`` (no code runs)."""
+    path = check_model_path(path, "torch")
+    if not path.is_file():
+        raise WeightsError(f"model file {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise WeightsError(f"{path} is not a readable PyTorch model file ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0]}); it is damaged, of another format, or holds code") from None
+    if not isinstance(saved, dict) or "meta" not in saved or "state_dict" not in saved:
+        raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")
+    config = meta_config(parse_meta(saved["meta"], path), path)
+    net = vgg(**config.vgg_kwargs())
+    return import_weights(net, {k: v.numpy() for k, v in saved["state_dict"].items()})
+
+
+def zoo_weights(zoo_net):
+    """(config, canonical weights) of a torchvision VGG or its ``state_dict`` (``vgg11`` ... ``vgg19_bn``)."""
+    state = zoo_net.state_dict() if isinstance(zoo_net, torch.nn.Module) else zoo_net
+    return from_torchvision({k: v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+                             for k, v in state.items()})
