@@ -1,6 +1,7 @@
 """VGG of *Dive into Deep Learning* in tf.keras (Keras 3 on TensorFlow), behind the project's common API."""
-# TensorFlow's C++ start-up notices (oneDNN, CPU features) go to stderr on every run and bury the training
-# lines: keep warnings and errors only, unless the user set TF_CPP_MIN_LOG_LEVEL. Must run before tensorflow.
+# TensorFlow's C++ start-up notices go to stderr on every run and bury the training lines: keep warnings and
+# errors only, unless the user set TF_CPP_MIN_LOG_LEVEL (must be set before tensorflow loads). The oneDNN
+# notice printed before absl's logging starts ignores the variable (tensorflow issue #100442) and stays.
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
