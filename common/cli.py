@@ -1,4 +1,4 @@
-"""The ``vgg`` command: summary, train, compare, convert. Frameworks are imported only when a command needs one."""
+"""The ``vgg`` command: summary, train, compare, convert, evaluate. Frameworks are imported only when a command needs one."""
 from __future__ import annotations
 
 import argparse
@@ -10,16 +10,17 @@ import time
 from pathlib import Path
 
 from . import report
-from .arch import CONFIGS, make_config
+from .arch import CONFIGS, VGGConfig, make_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .errors import ConfigError, VGGError
 from .spec import spec
-from .training import DEFAULT_LR, OPTIMIZERS, History
+from .training import DEFAULT_LR, LR_SCHEDULES, OPTIMIZERS, History
 
 # The default `vgg compare` run: VGG-11 narrowed 4x with batch norm on 32 px images, measured to reach
 # >= 0.88 test accuracy in every backend within the time budget on a 2-core CPU (see README).
-COMPARE_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 32, "epochs": 3, "batch_norm": True,
-                    "fc_hidden": 512, "lr": 0.05, "optimizer": "sgd", "batch_size": 128}
+COMPARE_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 32, "epochs": 5, "batch_norm": True,
+                    "fc_hidden": 512, "lr": 0.05, "optimizer": "sgd", "batch_size": 128,
+                    "lr_schedule": "cosine"}
 
 
 def _positive(kind):
@@ -132,11 +133,70 @@ def _input_size(args) -> int:
     return args.resize
 
 
+# The options of `vgg train` that a checkpoint fixes: option -> where its value is in the checkpoint.
+RESUMED = {"arch": ("config", "arch"), "ratio": ("config", "ratio"), "resize": ("config", "input_size"),
+           "fc_hidden": ("config", "fc_hidden"), "dropout": ("config", "dropout"),
+           "batch_norm": ("config", "batch_norm"), "epochs": ("recipe", "num_epochs"), "lr": ("recipe", "lr"),
+           "optimizer": ("recipe", "optimizer"), "lr_schedule": ("recipe", "lr_schedule"),
+           "batch_size": ("recipe", "batch_size"), "seed": ("recipe", "seed"),
+           "train_limit": ("recipe", "train_examples"), "test_limit": ("recipe", "test_examples")}
+
+
+def _resume_args(args, path) -> None:
+    """Take the configuration and recipe of the checkpoint at ``path``; refuse options that ask for others."""
+    from .checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    if meta["backend"] != args.backend:
+        raise ConfigError(f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
+                          f"{meta['backend']}")
+    saved = {"config": VGGConfig.from_dict(meta["config"]).vgg_kwargs(), "recipe": meta["recipe"]}
+    for option, (group, key) in RESUMED.items():
+        value, given = saved[group].get(key), getattr(args, option)
+        if given is not None and given != value:
+            raise ConfigError(f"--{option.replace('_', '-')} {_arch_text(given) if option == 'arch' else given} "
+                              f"differs from the run saved in {path} ({value}); a resumed run keeps its "
+                              f"configuration and recipe: leave the option out, or start a new run in another "
+                              f"--out folder")
+        setattr(args, option, value)
+
+
+def _fresh_args(args) -> None:
+    """The defaults of a run that starts from scratch, for the options left out."""
+    for option, value in args.train_defaults.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+
+
+def _interrupted(args, path) -> int:
+    """Say what was kept after Ctrl-C and how to go on; the exit status of an interrupted command."""
+    from .checkpoint import read_checkpoint_meta
+
+    if path is None or not path.is_file():
+        kept = "nothing was saved (no epoch finished)" if path else "nothing was saved (--out DIR saves every epoch)"
+        print(f"interrupted: {kept}", file=sys.stderr)
+        return 130
+    meta = read_checkpoint_meta(path)
+    print(f"interrupted: epoch {meta['epoch']} of {meta['recipe']['num_epochs']} is saved in {path}; continue "
+          f"with: vgg train --backend {args.backend} --out {path.parent} --resume", file=sys.stderr)
+    return 130
+
+
 def cmd_train(args) -> int:
+    from .checkpoint import checkpoint_file, read_checkpoint_meta
+    from .errors import TrainingDiverged
+    from .weights import MODEL_SUFFIXES
+
+    out = Path(args.out) if args.out else None
+    ckpt = checkpoint_file(out) if out else None
+    if args.resume:
+        if out is None:
+            raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
+        _resume_args(args, ckpt)
+    _fresh_args(args)
     _input_size(args)
     lr = args.lr or DEFAULT_LR[args.optimizer]
     b = get_backend(args.backend)
-    out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
     net = _build(b, args)
@@ -145,16 +205,28 @@ def cmd_train(args) -> int:
     train_iter, test_iter = b.load_data_fashion_mnist(args.batch_size, args.resize, args.seed, args.data_dir,
                                                       args.train_limit, args.test_limit)
     start = time.perf_counter()
-    history = b.train(net, train_iter, test_iter, args.epochs, lr, args.optimizer, None, args.seed)
+    try:
+        history = b.train(net, train_iter, test_iter, args.epochs, lr, args.optimizer, None, args.seed,
+                          lr_schedule=args.lr_schedule, checkpoint=ckpt, resume_from=ckpt if args.resume else None)
+    except KeyboardInterrupt:
+        return _interrupted(args, ckpt)
+    except TrainingDiverged as e:
+        if ckpt is not None and ckpt.is_file():
+            raise TrainingDiverged(f"{e}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays "
+                                   f"in {ckpt}") from None
+        raise
     wall = time.perf_counter() - start
     if out:
         b.save_weights(net, out / "weights.npz")
+        native = out / f"model{MODEL_SUFFIXES[args.backend]}"
+        b.save_model(net, native)
         record = {"backend": args.backend, "framework": display_name(args.backend), "config": net.config.to_dict(),
-                  "params": b.count_params(net), "lr": lr, "optimizer": args.optimizer,
+                  "params": b.count_params(net), "lr": lr, "lr_schedule": args.lr_schedule,
+                  "optimizer": args.optimizer,
                   "batch_size": args.batch_size, "seed": args.seed, "train_examples": train_iter.batches.num_examples,
                   "test_examples": test_iter.batches.num_examples, "wall_seconds": wall, "history": history.to_dict()}
         (out / "history.json").write_text(json.dumps(record, indent=1))
-        print(f"[{args.backend}] wrote {out / 'weights.npz'} and {out / 'history.json'}")
+        print(f"[{args.backend}] wrote {out / 'weights.npz'}, {native}, {ckpt} and {out / 'history.json'}")
     return 0
 
 
@@ -171,6 +243,7 @@ def cmd_compare(args) -> int:
         cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--out", str(out / name),
                "--arch", _arch_text(args.arch), "--ratio", str(args.ratio), "--resize", str(args.resize),
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", args.optimizer,
+               "--lr-schedule", args.lr_schedule,
                "--fc-hidden", str(args.fc_hidden), "--dropout", str(args.dropout), "--seed", str(args.seed),
                "--batch-norm" if args.batch_norm else "--no-batch-norm"]
         for flag, value in (("--lr", args.lr), ("--train-limit", args.train_limit),
@@ -193,21 +266,66 @@ def _arch_text(arch) -> str:
     return arch if isinstance(arch, str) else ";".join(f"{n},{c}" for n, c in arch)
 
 
-def cmd_convert(args) -> int:
-    from .weights import load_npz, read_meta, save_npz
-    from .arch import VGGConfig
+def _read_model(path) -> tuple:
+    """(config, canonical weights, source framework) of a saved model in any of the four formats."""
+    from .weights import load_npz, model_format
 
-    meta = read_meta(args.src)
-    config = VGGConfig.from_dict(meta["config"])
-    weights, _ = load_npz(args.src)
+    fmt = model_format(path)
+    if fmt == "npz":
+        weights, meta = load_npz(path)
+        return VGGConfig.from_dict(meta["config"]), weights, meta["source"]
+    b = get_backend(fmt)
+    net = b.load_model(path)
+    return net.config, b.export_weights(net), fmt
+
+
+def cmd_convert(args) -> int:
+    from .weights import MODEL_SUFFIXES, check_model_path, save_npz
+
+    check_model_path(args.dst, args.to)
+    if Path(args.dst).resolve() == Path(args.src).resolve():
+        raise ConfigError(f"{args.dst} is the source file; give another destination")
+    config, weights, source = _read_model(args.src)
     if args.to == "npz":
-        save_npz(args.dst, config, weights, meta["source"], meta["source_version"])
+        save_npz(args.dst, config, weights, source, "")
     else:
         b = get_backend(args.to)
-        net = b.vgg(**config.vgg_kwargs())
-        b.import_weights(net, weights)
-        b.save_weights(net, args.dst)
-    print(f"converted {args.src} ({meta['source']}) -> {args.dst} ({args.to})")
+        b.save_model(b.import_weights(b.vgg(**config.vgg_kwargs()), weights), args.dst)
+    print(f"converted {args.src} ({source}) -> {args.dst} ({args.to}{MODEL_SUFFIXES[args.to]}): {config.describe()}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .weights import model_format
+
+    fmt = model_format(args.model)
+    name = args.backend or (fmt if fmt != "npz" else None)
+    if name is None:
+        raise ConfigError("a .npz model belongs to no framework: say which one evaluates it with --backend")
+    config, weights, source = _read_model(args.model)
+    if config.in_channels != 1 or config.num_classes != 10:
+        raise ConfigError(f"{args.model} is {config.describe()}; Fashion-MNIST needs 1 input channel and 10 classes")
+    b = get_backend(name)
+    net = b.import_weights(b.vgg(**config.vgg_kwargs()), weights)
+    _, test_iter = b.load_data_fashion_mnist(args.batch_size, config.input_size, 0, args.data_dir, None,
+                                             args.test_limit)
+    acc = b.evaluate_accuracy(net, test_iter)
+    print(f"{args.model} ({source}) in {display_name(name)}: test acc {acc:.4f} on "
+          f"{test_iter.batches.num_examples:,} Fashion-MNIST test images at {config.input_size} px")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_table, run_bench
+
+    names = parse_backends(args.backends)
+    for name in names:
+        require(name)
+    summary = run_bench(names, args.arch, args.ratio, args.resize, args.batch_size, args.steps, args.repeats,
+                        args.precision, args.json)
+    print(bench_table(summary))
+    if args.json:
+        print(f"numbers: {args.json}")
     return 0
 
 
@@ -232,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default: 0.05 for sgd, 0.001 for adam)")
         p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"])
+        p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults["lr_schedule"],
+                       help=f"constant (the book's) or cosine, annealed per epoch (default {defaults['lr_schedule']})")
         p.add_argument("--batch-size", type=_positive(int), default=defaults["batch_size"])
         p.add_argument("--seed", type=int, default=0, help="fixes the initial weights, batch order and dropout")
         p.add_argument("--train-limit", type=_positive(int), default=None, help="use only the first N training "
@@ -242,9 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
     add_training(p, {"arch": "vgg11", "ratio": 4, "resize": 224, "epochs": 10, "optimizer": "sgd",
-                     "batch_size": 128})
-    p.add_argument("--out", default=None, help="folder for weights.npz and history.json")
-    p.set_defaults(func=cmd_train)
+                     "batch_size": 128, "lr_schedule": "constant"})
+    p.add_argument("--out", default=None, help="folder for weights.npz, history.json and checkpoint.npz (written "
+                   "after every epoch)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last "
+                   "checkpoint (configuration and recipe come from it)")
+    # Options left out are None until cmd_train knows whether a checkpoint or the defaults fill them in.
+    p.set_defaults(func=cmd_train, train_defaults={k: p.get_default(k) for k in RESUMED}, **dict.fromkeys(RESUMED))
 
     p = sub.add_parser("compare", help="train the same VGG in every backend and write a report with plots")
     add_training(p, COMPARE_DEFAULTS)
@@ -252,11 +376,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.set_defaults(func=cmd_compare)
 
+    formats = "*.npz (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"
+    from .bench import BENCH_DEFAULTS, PRECISIONS
+    p = sub.add_parser("bench", help="training and inference speed per backend, beside the book's code and the peak")
+    p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
+    p.add_argument("--arch", type=_arch, default=BENCH_DEFAULTS["arch"])
+    p.add_argument("--ratio", type=_positive(int), default=BENCH_DEFAULTS["ratio"])
+    p.add_argument("--resize", type=_positive(int), default=BENCH_DEFAULTS["resize"])
+    p.add_argument("--batch-size", type=_positive(int), default=BENCH_DEFAULTS["batch_size"])
+    p.add_argument("--steps", type=_positive(int), default=BENCH_DEFAULTS["steps"], help="steps per timed repeat")
+    p.add_argument("--repeats", type=_positive(int), default=BENCH_DEFAULTS["repeats"], help="the median is shown")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--json", default=None, help="also write every number to this JSON file")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("convert", help="convert a saved model between frameworks")
-    p.add_argument("src", help="a weights .npz written by any backend")
-    p.add_argument("dst")
+    p.add_argument("src", help=f"a saved model: {formats}")
+    p.add_argument("dst", help="where to write it, named for its format")
     p.add_argument("--to", choices=[*BACKENDS, "npz"], required=True)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a saved model on the real Fashion-MNIST test set")
+    p.add_argument("model", help=f"a saved model: {formats}")
+    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+                   help="framework to run it in (default: the file's own; needed for .npz)")
+    p.add_argument("--batch-size", type=_positive(int), default=256)
+    p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

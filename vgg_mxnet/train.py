@@ -1,10 +1,16 @@
-"""The book's ``train_ch6`` in MXNet Gluon: SGD (or Adam), softmax cross-entropy, per-epoch history."""
+"""The book's ``train_ch6`` in MXNet Gluon: SGD (or Adam), softmax cross-entropy, per-epoch history, checkpoints."""
 from __future__ import annotations
 
 import mxnet as mx
+import numpy as np
 from mxnet import autograd, gluon
 
-from common.training import Epoch, History, Meter, Progress, check_loss, check_train_args
+from common.checkpoint import load_checkpoint, make_recipe, prepare_checkpoint, save_checkpoint
+from common.errors import InputError, WeightsError
+from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_train_args, \
+    data_epoch, epoch_lr, resume_point
+
+from .weights import export_weights, import_weights
 
 
 def try_gpu(i=0):
@@ -12,11 +18,28 @@ def try_gpu(i=0):
     return mx.gpu(i) if mx.context.num_gpus() > i else mx.cpu()
 
 
-def evaluate_accuracy(net, data_iter, device=None):
-    """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed)."""
+def _check_batch(net, x, y, check_finite, where):
+    """The checks of :func:`common.training.check_batch` on one batch of NDArrays (NCHW)."""
+    if not isinstance(x, mx.nd.NDArray) or not isinstance(y, mx.nd.NDArray):
+        raise InputError(f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
+                         f"NDArrays (mx.nd.array)")
+    if getattr(net, "config", None) is None:  # a network not built by vgg(): nothing to check against
+        return
+    floating = np.issubdtype(x.dtype, np.floating)
+    finite = bool(mx.nd.contrib.isfinite(x).min().asscalar()) if check_finite and floating else True
+    check_batch(net.config, x.shape, np.dtype(x.dtype).name, y.asnumpy(), "NCHW", finite, where)
+
+
+def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+    """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
+
+    Every batch is checked against the network first (rank, channels, size, dtype, labels; with
+    ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
+    """
     device = device or next(iter(net.collect_params().values())).list_ctx()[0]
     n, correct = 0, mx.nd.zeros((1,), ctx=device)  # summed on the device: one host sync per pass
-    for x, y in data_iter:  # outside autograd.record(): Gluon's prediction mode
+    for i, (x, y) in enumerate(data_iter, start=1):  # outside autograd.record(): Gluon's prediction mode
+        _check_batch(net, x, y, check_finite, f"evaluation batch {i}")
         x, y = x.as_in_context(device), y.as_in_context(device)
         correct += (net(x).argmax(axis=1) == y).sum()
         n += y.shape[0]
@@ -29,21 +52,99 @@ def _optimizer(net, optimizer, lr):
     return gluon.Trainer(net.collect_params(), "adam" if optimizer == "adam" else "sgd", {"learning_rate": lr})
 
 
-def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True):
-    """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch)."""
-    num_epochs, lr, optimizer = check_train_args(num_epochs, lr, optimizer)
+def _optimizer_state(net, opt) -> dict[str, np.ndarray]:
+    """The trainer's per-parameter state (Adam's moments; none for plain SGD) as ``<index>/<slot>`` arrays."""
+    out = {}
+    for index, state in opt._updaters[0].states.items():
+        slots = state if isinstance(state, (tuple, list)) else () if state is None else (state,)
+        out.update({f"{index}/{j}": slot.asnumpy() for j, slot in enumerate(slots)})
+    return out
+
+
+def _update_counts(opt) -> dict:
+    """The optimizer's update counters (Adam's bias correction reads them)."""
+    o = opt._optimizer
+    return {"num_update": o.num_update, "counts": {str(k): v for k, v in o._index_update_count.items()}}
+
+
+def _set_optimizer_state(net, opt, arrays: dict[str, np.ndarray], counts: dict) -> None:
+    updater, o = opt._updaters[0], opt._optimizer
+    params = opt._params  # the trainer's numbering of the parameters
+    for index in sorted({int(key.partition("/")[0]) for key in arrays}):
+        if index >= len(params):
+            raise WeightsError(f"the checkpoint holds optimizer state for parameter {index}; this network has "
+                               f"{len(params)}: resume with the configuration it was saved from")
+        weight = params[index].list_data()[0]
+        state = o.create_state_multi_precision(index, weight)
+        slots = state if isinstance(state, (tuple, list)) else (state,)
+        for j, slot in enumerate(slots):
+            slot[:] = mx.nd.array(arrays[f"{index}/{j}"], ctx=weight.context, dtype=slot.dtype)
+        updater.states[index], updater.states_synced[index] = state, True
+    o.num_update = counts.get("num_update", 0)
+    o._index_update_count.update({int(k): v for k, v in counts.get("counts", {}).items()})
+
+
+def _rng_state(net) -> dict[str, np.ndarray]:
+    """Nothing to save: dropout is reseeded from (seed, epoch) at the start of every epoch."""
+    return {}
+
+
+def _set_rng_state(net, arrays: dict[str, np.ndarray]) -> None:
+    """Nothing to restore: see :func:`_rng_state`."""
+
+
+def _seed_epoch(seed, epoch):
+    """Dropout masks of epoch ``epoch`` drawn from (seed, epoch): a resumed epoch draws what it would have."""
+    mx.random.seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31))
+
+
+def _resume(net, opt, resume_from, recipe, train_iter, verbose):
+    """Weights, optimizer state and history of a checkpoint; the first epoch still to train."""
+    ckpt = load_checkpoint(resume_from, "mxnet", net.config, recipe)
+    import_weights(net, ckpt.weights)
+    _set_optimizer_state(net, opt, ckpt.optimizer, ckpt.state.get("optimizer", {}))
+    _set_rng_state(net, ckpt.rng)
+    history = ckpt.history
+    if verbose:
+        print(f"[mxnet] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe['num_epochs']}", flush=True)
+    return history, resume_point(history, ckpt.state.get("data_epoch"), train_iter)
+
+
+def _save(path, net, opt, recipe, epoch, history, train_iter):
+    save_checkpoint(path, "mxnet", net.config, recipe, epoch, history, export_weights(net),
+                    _optimizer_state(net, opt), _rng_state(net),
+                    {"data_epoch": data_epoch(train_iter), "optimizer": _update_counts(opt)})
+
+
+def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True,
+          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True):
+    """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
+
+    ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see common.training).
+    ``checkpoint``: a folder (or ``.npz`` path) where a checkpoint is written atomically after every epoch;
+    ``resume_from``: a checkpoint to continue from (same configuration and recipe; no batch is repeated or
+    skipped). ``check_finite``: refuse batches with NaN or infinite pixels.
+    """
+    num_epochs, lr, optimizer = check_train_args(num_epochs, lr, optimizer, lr_schedule)
+    recipe = make_recipe(lr, lr_schedule, optimizer, seed, num_epochs, train_iter, test_iter)
+    checkpoint = None if checkpoint is None else prepare_checkpoint(checkpoint)
     device = device or try_gpu()
-    mx.random.seed(seed)  # dropout masks
     net.collect_params().reset_ctx(device)
     # static_alloc / static_shape measured no faster on CPU (within 3%), and static_shape re-plans memory for
     # every smaller last batch; the plain cached graph it is
     net.hybridize()
     opt = _optimizer(net, optimizer, lr)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    history = History("mxnet", str(device))
-    for epoch in range(1, num_epochs + 1):
+    history, first = History("mxnet", str(device)), 1
+    if resume_from is not None:
+        history, first = _resume(net, opt, resume_from, recipe, train_iter, verbose)
+    for epoch in range(first, num_epochs + 1):
+        _seed_epoch(seed, epoch)  # dropout masks
+        rate = epoch_lr(lr, lr_schedule, epoch, num_epochs)
+        opt.set_learning_rate(rate)
         meter, bar = Meter(), Progress(len(train_iter), f"[mxnet] epoch {epoch}", enabled=None if verbose else False)
         for step, (x, y) in enumerate(train_iter, start=1):
+            _check_batch(net, x, y, check_finite, f"training batch {step} of epoch {epoch}")
             x, y = x.as_in_context(device), y.as_in_context(device)
             with autograd.record():  # training mode: dropout on, batch-norm batch statistics
                 logits = net(x)
@@ -52,11 +153,13 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
             opt.step(y.shape[0])  # gradients of the summed loss, scaled by 1 / batch: the mean
             # loss sum and correct count in one host sync
             loss_sum, correct = mx.nd.concat(loss.sum(), (logits.argmax(axis=1) == y).sum(), dim=0).asnumpy().tolist()
-            check_loss(loss_sum, epoch, step, lr)
+            check_loss(loss_sum, epoch, step, rate)
             meter.add(loss_sum, correct, y.shape[0])
             bar.update(loss=meter.mean_loss)
         bar.close()
         seconds = meter.seconds
         history.add(Epoch(epoch, meter.mean_loss, meter.accuracy, evaluate_accuracy(net, test_iter, device),
                           meter.n / seconds, seconds), verbose)
+        if checkpoint is not None:
+            _save(checkpoint, net, opt, recipe, epoch, history, train_iter)
     return history

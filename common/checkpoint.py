@@ -1,0 +1,178 @@
+"""Training checkpoints: what a run needs to continue where it stopped, in one safe ``.npz`` file.
+
+A checkpoint holds the canonical weights (``weights/<name>``), the optimizer's state as named arrays
+(``optimizer/<key>``), the state of the random streams the training loop draws from (``rng/<key>``) and a
+JSON record ``__meta__``: format and version, backend, configuration, recipe (lr, lr_schedule, optimizer,
+batch_size, seed, num_epochs, train and test examples), the number of epochs completed, the history so far.
+
+Every backend's ``train(checkpoint=...)`` writes one at the end of each epoch, atomically (a temporary file,
+then a rename), so a run killed at any moment leaves the last complete epoch readable. It is read with
+``allow_pickle=False`` (loading can never run code), and its metadata is checked against the run that
+resumes it before any array is read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .arch import VGGConfig
+from .errors import ConfigError, WeightsError
+from .training import History
+from .weights import META_KEY, atomic_write, check_weights, meta_config
+
+FORMAT = "vgg-checkpoint"
+VERSION = 1
+FILE_NAME = "checkpoint.npz"
+GROUPS = ("weights", "optimizer", "rng")
+RECIPE_KEYS = ("lr", "lr_schedule", "optimizer", "batch_size", "seed", "num_epochs", "train_examples",
+               "test_examples")
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint file meant by ``path``: ``path`` itself if it names a ``.npz``, else ``path/checkpoint.npz``."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path / FILE_NAME
+
+
+def prepare_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file a run will write, its folder created now: a bad path fails before training starts."""
+    file = checkpoint_file(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the checkpoint folder {file.parent} ({e.strerror}); choose another") from None
+    if file.is_dir():
+        raise ConfigError(f"{file} is a folder; give the checkpoint another name")
+    return file
+
+
+def _examples(data_iter) -> int | None:
+    batches = getattr(data_iter, "batches", None)
+    return getattr(batches, "num_examples", None)
+
+
+def make_recipe(lr: float, lr_schedule: str, optimizer: str, seed: int, num_epochs: int, train_iter=None,
+                test_iter=None) -> dict:
+    """The recipe a checkpoint records and a resumed run must repeat; the data sizes come from the iterators."""
+    batches = getattr(train_iter, "batches", None)
+    return {"lr": float(lr), "lr_schedule": lr_schedule, "optimizer": optimizer,
+            "batch_size": getattr(batches, "batch_size", None), "seed": seed, "num_epochs": num_epochs,
+            "train_examples": _examples(train_iter), "test_examples": _examples(test_iter)}
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: its metadata and its three groups of named arrays."""
+
+    path: Path
+    meta: dict
+    weights: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    rng: dict[str, np.ndarray]
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed when it was written."""
+        return self.meta["epoch"]
+
+    @property
+    def history(self) -> History:
+        return History.from_dict(self.meta["history"])
+
+    @property
+    def state(self) -> dict:
+        """Backend-specific scalars saved beside the arrays (counters, the data stream's epoch)."""
+        return self.meta["state"]
+
+
+def save_checkpoint(path: str | os.PathLike, backend: str, config: VGGConfig, recipe: dict, epoch: int,
+                    history: History, weights: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
+                    rng: dict[str, np.ndarray], state: dict | None = None) -> Path:
+    """Write a checkpoint atomically: the previous one stays readable until the new one is complete."""
+    weights = check_weights(config, weights)
+    meta = {"format": FORMAT, "version": VERSION, "backend": backend, "config": config.to_dict(),
+            "recipe": recipe, "epoch": epoch, "history": history.to_dict(), "state": state or {}}
+    arrays = {META_KEY: np.array(json.dumps(meta))}
+    for group, named in zip(GROUPS, (weights, optimizer, rng)):
+        arrays.update({f"{group}/{name}": np.asarray(a) for name, a in named.items()})
+    return atomic_write(checkpoint_file(path), lambda f: np.savez(f, **arrays))
+
+
+def _damaged(path, e: Exception) -> WeightsError:
+    return WeightsError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); it is damaged, truncated "
+                        f"or of another format: resume from an intact one or start a new run")
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The metadata of a checkpoint, read and checked (format, version, fields) before any array."""
+    path = checkpoint_file(path)
+    if not path.is_file():
+        raise WeightsError(f"no checkpoint at {path}; a run saves one there at the end of every epoch "
+                           f"(vgg train --out {path.parent})")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if META_KEY not in z.files:
+                raise WeightsError(f"{path} is an .npz file but not a checkpoint (no {META_KEY} record)")
+            text = str(z[META_KEY])
+    except WeightsError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise _damaged(path, e) from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
+        raise WeightsError(f"{path} has format {got[0]!r} version {got[1]!r}; this version resumes {FORMAT!r} "
+                           f"version {VERSION} (a weights file is loaded with load_weights, not resumed)")
+    missing = [k for k in ("backend", "config", "recipe", "epoch", "history", "state") if k not in meta]
+    if missing or not isinstance(meta.get("recipe"), dict) or not isinstance(meta.get("epoch"), int):
+        raise WeightsError(f"{path} has a damaged metadata record (missing or wrong: "
+                           f"{', '.join(missing) or 'recipe/epoch'})")
+    return meta
+
+
+def check_checkpoint(meta: dict, path: str | os.PathLike, backend: str | None = None,
+                     config: VGGConfig | None = None, recipe: dict | None = None) -> VGGConfig:
+    """Refuse a checkpoint of another backend, configuration or recipe; return its configuration."""
+    if backend is not None and meta["backend"] != backend:
+        raise WeightsError(f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
+                           f"{meta['backend']} (optimizer and random states do not carry across frameworks; "
+                           f"the weights alone do: vgg convert)")
+    saved = meta_config(meta, path, config)
+    if config is not None and saved != config:  # meta_config lets a different dropout pass; a resumed run may not
+        raise WeightsError(f"{path} was saved from {saved.describe()}, dropout {saved.dropout}; this network has "
+                           f"dropout {config.dropout}: build it with the saved configuration")
+    for key in RECIPE_KEYS if recipe is not None else ():
+        if recipe.get(key) is not None and meta["recipe"].get(key) != recipe[key]:
+            raise ConfigError(f"{path} was trained with {key} {meta['recipe'].get(key)!r} but this run asks for "
+                              f"{recipe[key]!r}; a resumed run repeats the saved recipe: pass "
+                              f"{key}={meta['recipe'].get(key)!r}, or start a new run elsewhere")
+    if meta["epoch"] > meta["recipe"].get("num_epochs", meta["epoch"]) or meta["epoch"] < 0:
+        raise WeightsError(f"{path} claims epoch {meta['epoch']} of {meta['recipe'].get('num_epochs')}; it is damaged")
+    return saved
+
+
+def load_checkpoint(path: str | os.PathLike, backend: str | None = None, config: VGGConfig | None = None,
+                    recipe: dict | None = None) -> Checkpoint:
+    """Read a checkpoint for a run of ``backend``/``config``/``recipe``; refuses a mismatch before any array."""
+    path = checkpoint_file(path)
+    meta = read_checkpoint_meta(path)
+    saved = check_checkpoint(meta, path, backend, config, recipe)
+    groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in GROUPS}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                group, _, name = key.partition("/")
+                if key != META_KEY and group in groups:
+                    groups[group][name] = z[key]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise _damaged(path, e) from None
+    weights = check_weights(saved, groups["weights"])
+    return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])

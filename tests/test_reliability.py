@@ -1,0 +1,438 @@
+"""Nothing lost, nothing unclear: interrupted training, bad input, damaged files.
+
+One test per fault or bad input; each is a row of the README's reliability table.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.arch import CONFIGS, VGGConfig, make_config
+from common.checkpoint import FILE_NAME, load_checkpoint, make_recipe, read_checkpoint_meta, save_checkpoint
+from common.cli import main
+from common.data import read_file, read_idx
+from common.errors import ConfigError, DataError, InputError, TrainingDiverged, VGGError, WeightsError
+from common.training import History
+from common.weights import META_KEY, save_npz, xavier_init
+
+from conftest import load_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+# The smallest run that still learns: one thread per process so that two runs side by side stay fast.
+CLI_RUN = ["--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64", "--epochs", "4",
+           "--train-limit", "1024", "--test-limit", "500", "--seed", "3"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+       "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _vgg(*args, wait=True, **kwargs):
+    cmd = [sys.executable, "-m", "common.cli", *args]
+    if wait:
+        return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt_after_first_checkpoint(backend, out, sig):
+    """Start a run, and send ``sig`` while it trains the epoch after its first checkpoint."""
+    proc = _vgg("train", "--backend", backend, "--out", str(out), *CLI_RUN, wait=False)
+    deadline = time.monotonic() + 90
+    while not (out / FILE_NAME).exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint after 90 s"
+        time.sleep(0.02)
+    time.sleep(0.15)  # inside the next epoch
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def _weights(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != META_KEY}
+
+
+def _history(out):
+    return json.loads((out / "history.json").read_text())["history"]["epochs"]
+
+
+# --- 1. interruptions -------------------------------------------------------------------------------------
+
+def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+    pytest.importorskip("torch")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _vgg("train", "--backend", "torch", "--out", str(whole), *CLI_RUN).returncode == 0
+    rc, _ = _interrupt_after_first_checkpoint("torch", cut, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    assert 1 <= read_checkpoint_meta(cut).get("epoch") < 4            # the last complete epoch, readable
+    done = _vgg("train", "--backend", "torch", "--out", str(cut), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    a, b = _weights(whole / "weights.npz"), _weights(cut / "weights.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert [e["epoch"] for e in _history(cut)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["tf", "mxnet"])
+def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping(tmp_path, name):
+    load_backend(name)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _vgg("train", "--backend", name, "--out", str(whole), *CLI_RUN).returncode == 0
+    rc, _ = _interrupt_after_first_checkpoint(name, cut, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    done = _vgg("train", "--backend", name, "--out", str(cut), "--resume")
+    assert done.returncode == 0, done.stderr
+    epochs = _history(cut)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]                # each epoch exactly once
+    assert load_checkpoint(cut).state["data_epoch"] == 4             # the stream is where 4 epochs leave it
+    assert epochs[-1]["test_acc"] == pytest.approx(_history(whole)[-1]["test_acc"], abs=0.02)
+
+
+def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):
+    pytest.importorskip("torch")
+    rc, err = _interrupt_after_first_checkpoint("torch", tmp_path, signal.SIGINT)
+    assert rc == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
+    assert f"vgg train --backend torch --out {tmp_path} --resume" in err
+    assert load_checkpoint(tmp_path, "torch").epoch >= 1
+
+
+class _Poisoned:
+    """A training stream whose epoch ``bad_epoch`` holds an infinite pixel."""
+
+    def __init__(self, data_iter, bad_epoch):
+        self.data_iter, self.batches, self.bad_epoch, self.epoch = data_iter, data_iter.batches, bad_epoch, 0
+
+    def __len__(self):
+        return len(self.data_iter)
+
+    def __iter__(self):
+        self.epoch += 1
+        for x, y in self.data_iter:
+            if self.epoch == self.bad_epoch:
+                x = x.clone()
+                x[0, 0, 0, 0] = float("inf")
+            yield x, y
+
+
+@pytest.fixture
+def torch_one_thread():
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_backend("torch")
+    torch.set_num_threads(threads)
+
+
+def _tiny_torch_run(b):
+    """A tiny network and data streams of 256 training and 128 test examples."""
+    net = b.vgg(**TINY)
+    b.import_weights(net, xavier_init(net.config, 0))
+    train_iter, test_iter = b.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
+    return net, train_iter, test_iter
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, torch_one_thread):
+    b = torch_one_thread
+    net, train_iter, test_iter = _tiny_torch_run(b)
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 1 \(lr 0.05\).*--lr 0.005"):
+        b.train(net, _Poisoned(train_iter, 2), test_iter, 3, checkpoint=tmp_path, verbose=False,
+                check_finite=False)
+    kept = load_checkpoint(tmp_path, "torch", net.config)
+    assert kept.epoch == 1 and all(np.isfinite(w).all() for w in kept.weights.values())
+
+
+# --- 2. bad checkpoints -----------------------------------------------------------------------------------
+
+def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **meta_changes):
+    """A checkpoint written without training: xavier weights, no optimizer state."""
+    config = config or make_config(**TINY)
+    recipe = {**make_recipe(0.05, "constant", "sgd", 0, num_epochs), "batch_size": 128, "train_examples": 256,
+              "test_examples": 128}
+    history = History(backend, "cpu")
+    return save_checkpoint(path, backend, config, recipe, epoch, history, xavier_init(config, 0), {}, {})
+
+
+def _rewrite_meta(path, **changes):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = {**json.loads(str(arrays[META_KEY])), **changes}
+    np.savez(path, **{**arrays, META_KEY: np.array(json.dumps(meta))})
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path, capsys):
+    _checkpoint(tmp_path / FILE_NAME)
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--ratio", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "--ratio 4 differs from the run saved in" in err and "leave the option out" in err
+
+
+def test_resume_with_another_backend_is_refused(tmp_path, capsys):
+    _checkpoint(tmp_path / FILE_NAME, backend="mxnet")
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "resume it with --backend mxnet" in err
+
+
+def test_resume_with_another_recipe_is_refused_by_the_api(tmp_path, torch_one_thread):
+    b = torch_one_thread
+    path = _checkpoint(tmp_path / FILE_NAME)
+    net, train_iter, test_iter = _tiny_torch_run(b)
+    with pytest.raises(ConfigError, match="was trained with lr 0.05 but this run asks for 0.1"):
+        b.train(net, train_iter, test_iter, 2, lr=0.1, resume_from=path, verbose=False)
+    with pytest.raises(WeightsError, match="this network has dropout 0.2"):
+        b.train(b.vgg(**TINY, dropout=0.2), train_iter, test_iter, 2, resume_from=path, verbose=False)
+
+
+def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path, capsys):
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"no checkpoint at {tmp_path / FILE_NAME}" in err
+
+
+def test_checkpoint_of_another_format_version_is_refused(tmp_path):
+    path = _checkpoint(tmp_path / FILE_NAME)
+    _rewrite_meta(path, version=2)
+    with pytest.raises(WeightsError, match="format 'vgg-checkpoint' version 2; this version resumes"):
+        load_checkpoint(path)
+
+
+def test_weights_file_given_as_checkpoint_is_refused(tmp_path):
+    config = make_config(**TINY)
+    path = save_npz(tmp_path / "weights.npz", config, xavier_init(config), "torch", "")
+    with pytest.raises(WeightsError, match="format 'vgg-weights' version 1; .*load_weights, not resumed"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = _checkpoint(tmp_path / FILE_NAME)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="is not a readable checkpoint .*damaged, truncated"):
+        load_checkpoint(path)
+
+
+def test_corrupted_checkpoint_is_refused(tmp_path):
+    path = _checkpoint(tmp_path / FILE_NAME)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2                                           # inside the arrays, after the metadata
+    raw[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(raw))
+    assert read_checkpoint_meta(path)["epoch"] == 1                  # the metadata is intact ...
+    with pytest.raises(WeightsError, match="is not a readable checkpoint"):
+        load_checkpoint(path)                                        # ... the arrays are not: refused
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.mkdir, (str(_Payload.marker),))
+
+
+def test_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(tmp_path):
+    _Payload.marker = tmp_path / "code-ran"
+    path = tmp_path / FILE_NAME
+    path.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(WeightsError, match="is not a readable checkpoint"):
+        load_checkpoint(path)
+    assert not _Payload.marker.exists()
+
+
+def test_checkpoint_of_another_configuration_is_refused_before_any_tensor(tmp_path, monkeypatch):
+    path = _checkpoint(tmp_path / FILE_NAME, config=make_config(**{**TINY, "ratio": 4}))
+    reads = []
+    original = np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda z, k: reads.append(k) or original(z, k))
+    with pytest.raises(WeightsError, match="they differ in blocks"):
+        load_checkpoint(path, "torch", make_config(**TINY))
+    assert reads == [META_KEY]
+
+
+# --- 3. bad input to the API ------------------------------------------------------------------------------
+
+_NETS: dict = {}
+
+
+def _net_and_batch(backend):
+    """A tiny network of ``backend`` and a valid batch for it as NumPy (NCHW, or NHWC for tf.keras)."""
+    if backend.__name__ not in _NETS:
+        _NETS[backend.__name__] = backend.vgg(**TINY)
+    layout = backend.LAYOUT
+    x = np.random.default_rng(0).random((4, 1, 32, 32), dtype=np.float32)
+    x = x.transpose(0, 2, 3, 1) if layout == "NHWC" else x
+    return _NETS[backend.__name__], x, np.array([0, 1, 2, 9]), layout
+
+
+def _to_backend(backend, x, y):
+    name = backend.__name__
+    if name == "vgg_torch":
+        import torch
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    if name == "vgg_tf":
+        import tensorflow as tf
+        return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    import mxnet as mx
+    return mx.nd.array(x, dtype=x.dtype), mx.nd.array(y, dtype=np.float32)
+
+
+def _evaluate(backend, x, y, **kwargs):
+    net = _NETS[backend.__name__]
+    return backend.evaluate_accuracy(net, [_to_backend(backend, x, y)], **kwargs)
+
+
+def test_valid_batch_passes_the_checks(backend):
+    _, x, y, _ = _net_and_batch(backend)
+    assert 0 <= _evaluate(backend, x, y) <= 1
+
+
+def test_input_of_the_wrong_rank_is_refused(backend):
+    _, x, y, _ = _net_and_batch(backend)
+    with pytest.raises(InputError, match=r"batch 1 has shape \((1, 32, 32|32, 32, 1)\) \(rank 3\).*add the batch"):
+        _evaluate(backend, x[0], y[:1])
+
+
+def test_input_with_the_wrong_channel_count_is_refused(backend):
+    _, x, y, layout = _net_and_batch(backend)
+    x3 = np.repeat(x, 3, axis=1 if layout == "NCHW" else 3)
+    with pytest.raises(InputError, match=r"has 3 channel\(s\).*build the network with in_channels=3"):
+        _evaluate(backend, x3, y)
+
+
+def test_input_of_the_wrong_spatial_size_is_refused(backend):
+    _, x, y, layout = _net_and_batch(backend)
+    big = np.zeros((4, 1, 64, 64) if layout == "NCHW" else (4, 64, 64, 1), np.float32)
+    with pytest.raises(InputError, match=r"has 64x64 images .*resize them to 32x32"):
+        _evaluate(backend, big, y)
+
+
+def test_input_of_the_wrong_dtype_is_refused(backend):
+    _, x, y, _ = _net_and_batch(backend)
+    with pytest.raises(InputError, match="has dtype float64; .* in float32: convert it"):
+        _evaluate(backend, x.astype(np.float64), y)
+
+
+def test_labels_outside_the_classes_are_refused(backend):
+    _, x, y, _ = _net_and_batch(backend)
+    with pytest.raises(InputError, match=r"has label 10, outside \[0, 10\)"):
+        _evaluate(backend, x, np.array([0, 1, 10, 3]))
+    with pytest.raises(InputError, match=r"has label -1, outside \[0, 10\)"):
+        _evaluate(backend, x, np.array([0, -1, 2, 3]))
+
+
+def test_non_finite_pixels_are_refused_unless_the_check_is_off(backend):
+    _, x, y, _ = _net_and_batch(backend)
+    x = x.copy()
+    x.flat[5] = np.nan
+    with pytest.raises(InputError, match="holds NaN or infinite pixel values.*check_finite=False"):
+        _evaluate(backend, x, y)
+    assert 0 <= _evaluate(backend, x, y, check_finite=False) <= 1
+
+
+def test_bad_training_batch_is_refused_before_any_step(backend):
+    net, x, y, _ = _net_and_batch(backend)
+    before = backend.export_weights(net)
+    with pytest.raises(InputError, match=r"training batch 1 of epoch 1 has label 12"):
+        backend.train(net, [_to_backend(backend, x, np.array([0, 1, 12, 3]))], [], 1, verbose=False)
+    after = backend.export_weights(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+# --- 4. random and mutated input: only the project's own errors -------------------------------------------
+
+_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-5, 600), st.floats(allow_nan=True), st.text(max_size=6),
+                 st.lists(st.integers(-2, 70), max_size=3))
+_ARCH = st.one_of(st.sampled_from(list(CONFIGS)), st.text(max_size=8), st.integers(),
+                  st.lists(st.lists(st.integers(-1, 4), max_size=3), max_size=6),
+                  st.lists(st.tuples(st.integers(0, 3), st.integers(0, 128)), min_size=1, max_size=6))
+
+
+@_SETTINGS
+@given(arch=_ARCH, in_channels=_ANY, num_classes=_ANY, input_size=_ANY, ratio=_ANY, fc_hidden=_ANY,
+       dropout=st.one_of(_ANY, st.floats(-1, 2)), batch_norm=st.one_of(st.booleans(), _ANY))
+def test_configuration_validation_gives_a_valid_config_or_its_own_error(arch, in_channels, num_classes, input_size,
+                                                                       ratio, fc_hidden, dropout, batch_norm):
+    try:
+        config = make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
+    except VGGError:
+        return
+    assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
+    assert all(b.out_channels >= 1 and b.kernels for b in config.blocks)
+    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config   # the record round-trips
+    assert make_config(**config.vgg_kwargs()) == config                                # and rebuilds the same
+
+
+def _idx(array: np.ndarray, code: int) -> bytes:
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.tobytes()
+
+
+_IDX_CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@_SETTINGS
+@given(code=st.sampled_from(sorted(_IDX_CODES)), shape=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+       mutation=st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(0, 255)),
+                          st.integers(0, 40), st.binary(max_size=5)))
+def test_idx_reader_returns_exactly_the_data_or_its_own_error(code, shape, mutation):
+    array = (np.arange(int(np.prod(shape))) % 100).astype(_IDX_CODES[code]).reshape(shape)
+    raw = _idx(array, code)
+    if isinstance(mutation, tuple):                      # overwrite one byte
+        i = mutation[0] % len(raw)
+        raw = raw[:i] + bytes([mutation[1]]) + raw[i + 1:]
+    elif isinstance(mutation, int):                      # cut the file
+        raw = raw[:mutation]
+    elif isinstance(mutation, bytes):                    # append junk
+        raw = raw + mutation
+    try:
+        parsed = read_idx(raw)
+    except DataError:
+        assert raw != _idx(array, code), "a valid file was refused"
+        return
+    header = 4 + 4 * raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3]))
+    assert parsed.shape == dims and len(raw) == header + parsed.nbytes    # never a silent wrong result
+    assert parsed.tobytes() == raw[header:]
+    if raw == _idx(array, code):
+        assert np.array_equal(parsed, array) and parsed.dtype == array.dtype
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=64), compressed=st.booleans())
+def test_idx_files_of_random_bytes_give_only_data_errors(tmp_path, payload, compressed):
+    path = tmp_path / ("t10k-labels-idx1-ubyte" + (".gz" if compressed else ""))
+    path.write_bytes(gzip.compress(payload) if compressed and payload[:1] != b"\0" else payload)
+    with pytest.raises(DataError):                        # the published file's checksum cannot match
+        read_file(path)
+
+
+# --- 5. the command line: one line on stderr, a non-zero exit, no traceback -------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--backend", "torch", "--resize", "16"], "input_size 16 is too small"),
+    (["train", "--backend", "torch", "--resume"], "--resume continues the run saved in an --out folder"),
+    (["train", "--backend", "torch", "--arch", "1,0"], "out_channels of block 1 must be a positive integer"),
+    (["summary", "--arch", "vgg11", "--ratio", "128"], "leaves block 1 (64 channels) with zero width"),
+    (["evaluate", "missing.npz", "--backend", "torch"], "weights file missing.npz does not exist"),
+    (["convert", "missing.pt", "out.npz", "--to", "npz"], "missing.pt does not exist"),
+])
+def test_every_command_answers_bad_input_with_one_line_and_no_traceback(argv, message, capsys, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
