@@ -113,3 +113,18 @@ class RunsCode:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+def test_bench_measures_every_backend_side_by_side(all_backends, tmp_path):
+    done = vgg("bench", "--resize", "32", "--ratio", "8", "--steps", "1", "--repeats", "1",
+               "--json", str(tmp_path / "bench.json"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["backend"] for r in summary["runs"]] == list(BACKENDS)
+    assert summary["peak_gflops"]["fp32"] > 1
+    for r in summary["runs"]:
+        for key in ("train_book", "train_project", "train_project_real_data", "infer_book", "infer_project"):
+            assert r[key] > 0, key
+        assert r["train_speedup"] == pytest.approx(r["train_project"] / r["train_book"])
+        assert 0 < r["train_fraction_of_peak"] < 1.5                     # measured, not assumed
+    assert "PyTorch" in done.stdout and "machine peak" in done.stdout

@@ -1,0 +1,66 @@
+"""Speed in tf.keras: the book's plain training step beside the project's, and the machine's matmul peak.
+
+``path="book"`` is what the book's ``train_ch6`` runs through ``model.fit``: one ``tf.function`` step,
+NHWC, no XLA. ``path="project"`` compiles that step with XLA (``jit_compile=True``), which fuses the
+element-wise work around the convolutions. ``precision="bf16"`` runs under Keras' ``mixed_bfloat16``
+policy (bfloat16 compute, fp32 weights); the network must be built under that policy (see ``policy``).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import keras
+import tensorflow as tf
+
+PATHS = ("book", "project")
+
+
+def matmul_gflops(precision="fp32", n=2048, repeats=5):
+    """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
+    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[precision]
+    a = tf.cast(tf.random.uniform((n, n)), dtype)
+    b = tf.cast(tf.random.uniform((n, n)), dtype)
+    try:
+        tf.linalg.matmul(a, b).numpy()
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+        return None
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+@contextlib.contextmanager
+def policy(precision="fp32"):
+    """Build networks inside this block to get ``precision``'s dtype policy (Keras fixes it per layer)."""
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05):
+    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
+    opt = keras.optimizers.SGD(learning_rate=lr)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(jit_compile=path == "project")
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, tf.cast(net(x, training=True), tf.float32))
+        grads = tape.gradient(loss, net.trainable_variables)
+        opt.apply_gradients(zip(grads, net.trainable_variables))
+        return loss
+    return lambda x, y: float(step(x, y))
+
+
+def infer_step(net, path="book", precision="fp32"):
+    """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
+    step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=path == "project")
+    return lambda x: step(x).numpy()
+

@@ -1,0 +1,72 @@
+"""Speed in PyTorch: the book's plain training step beside the project's, and the machine's matmul peak.
+
+``path="book"`` is the book's ``train_ch6`` step as written: eager, NCHW (PyTorch's default layout).
+``path="project"`` adds the lever measured to help on CPUs: channels-last memory format, which lets
+oneDNN run its blocked convolution kernels without reordering every tensor. ``precision="bf16"``
+runs forward and backward under ``torch.autocast`` (bfloat16 matmuls and convolutions, fp32 weights).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from torch import nn
+
+PATHS = ("book", "project")
+
+
+def matmul_gflops(precision="fp32", n=2048, repeats=5):
+    """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+@contextlib.contextmanager
+def policy(precision="fp32"):
+    """Build networks inside this block for ``precision`` (PyTorch needs nothing: autocast acts per step)."""
+    yield
+
+
+def _autocast(precision):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05):
+    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
+    channels_last = path == "project"
+    net = net.to(memory_format=torch.channels_last) if channels_last else net
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        opt.zero_grad()
+        with _autocast(precision):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def infer_step(net, path="book", precision="fp32"):
+    """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
+    channels_last = path == "project"
+    net = net.to(memory_format=torch.channels_last) if channels_last else net
+    net.eval()
+
+    def step(x):
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with torch.no_grad(), _autocast(precision):
+            return net(x).float().numpy()
+    return step
+
