@@ -11,8 +11,9 @@ Three naming schemes, one canonical one:
 
 Each ``from_*`` function takes plain NumPy arrays (the backend package reads them out of its framework's
 network), infers the configuration (arch from the number of convolutions, batch norm, channels, classes) and
-returns ``(config, canonical weights)``; ``to_torchvision`` goes the other way. All zoo networks take 224 px
-input with 4096-wide hidden layers: torchvision's adaptive average pool is the identity at that size.
+returns ``(config, canonical weights)``; ``to_torchvision`` goes the other way. The zoo networks have
+4096-wide hidden layers and take 224 px input (torchvision's adaptive average pool is the identity at that
+size); a Gluon network first run on other sizes has a narrower first dense layer, and its size is inferred.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ ZOO_ARCHS = {8: "vgg11", 10: "vgg13", 13: "vgg16", 16: "vgg19"}
 _BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 
 
-def zoo_config(arch: str = "vgg16", batch_norm: bool = False, in_channels: int = 3,
-               num_classes: int = 1000) -> VGGConfig:
-    """The configuration of a zoo network: full width, 224 px, 4096-wide head."""
-    return make_config(arch, in_channels, num_classes, 224, 1, 4096, 0.5, batch_norm)
+def zoo_config(arch: str = "vgg16", batch_norm: bool = False, in_channels: int = 3, num_classes: int = 1000,
+               input_size: int = 224) -> VGGConfig:
+    """The configuration of a zoo network: full width, 4096-wide head, 224 px unless built for another size."""
+    return make_config(arch, in_channels, num_classes, input_size, 1, 4096, 0.5, batch_norm)
 
 
 def _layers(config: VGGConfig) -> dict[str, list[str]]:
@@ -46,11 +47,16 @@ def _layers(config: VGGConfig) -> dict[str, list[str]]:
     return out
 
 
-def _config(source: str, convs: list[np.ndarray], has_bn: bool, num_classes: int) -> VGGConfig:
+def _config(source: str, convs: list[np.ndarray], has_bn: bool, fc1: np.ndarray, fc3: np.ndarray) -> VGGConfig:
+    """The zoo network's configuration: arch from the number of convs, input size from fc1's input width."""
     if len(convs) not in ZOO_ARCHS:
         raise WeightsError(f"the {source} network has {len(convs)} convolutions; VGG-11/13/16/19 have "
                            f"{', '.join(map(str, ZOO_ARCHS))}")
-    return zoo_config(ZOO_ARCHS[len(convs)], has_bn, int(convs[0].shape[1]), num_classes)
+    side = (fc1.shape[1] / convs[-1].shape[0]) ** 0.5  # Gluon's Dense infers its width from the first input
+    if side != int(side):
+        raise WeightsError(f"the {source} network's first dense layer takes {fc1.shape[1]} inputs, not "
+                           f"{convs[-1].shape[0]} x s x s; it is not a VGG head")
+    return zoo_config(ZOO_ARCHS[len(convs)], has_bn, int(convs[0].shape[1]), int(fc3.shape[0]), int(side) * 32)
 
 
 def _assign(source: str, config: VGGConfig, found: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -82,7 +88,7 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray]) -> tuple[VGGConfig, d
     if not found["linear"]:
         raise WeightsError("the state_dict has no classifier.<i> layers: it is not a whole torchvision VGG")
     config = _config("torchvision", [p["weight"] for p in found["conv"]], bool(found["bn"]),
-                     found["linear"][-1]["weight"].shape[0])
+                     found["linear"][0]["weight"], found["linear"][-1]["weight"])
     return config, _assign("torchvision", config, found)
 
 
@@ -119,7 +125,7 @@ def from_keras_applications(layers: list[tuple[str, list[np.ndarray]]]) -> tuple
                            "block<b>_conv<i>, fc1, fc2, predictions); got layers "
                            + ", ".join(name for name, _ in layers[:6]) + ", ...")
     config = _config("keras.applications", [to_canonical(k, "conv", None) for k, _ in convs], False,
-                     dense[-1][1][0].shape[1])
+                     dense[0][1][0].T, dense[-1][1][0].T)
     found = {"conv": [{"weight": to_canonical(k, "conv", config), "bias": b} for k, b in convs], "bn": [],
              "linear": [{"weight": to_canonical(k, "flat" if name == "fc1" else "dense", config), "bias": b}
                         for name, (k, b) in dense]}
@@ -145,5 +151,5 @@ def from_gluon_zoo(params: list[tuple[str, np.ndarray]]) -> tuple[VGGConfig, dic
     if not found["linear"]:
         raise WeightsError("the parameters hold no dense layers: not a whole Gluon model_zoo VGG")
     config = _config("Gluon model_zoo", [p["weight"] for p in found["conv"]], bool(found["bn"]),
-                     found["linear"][-1]["weight"].shape[0])
+                     found["linear"][0]["weight"], found["linear"][-1]["weight"])
     return config, _assign("Gluon model_zoo", config, found)

@@ -4,6 +4,8 @@ Each zoo network is built randomly initialised (nothing is downloaded), every co
 biases, identity batch norms) is replaced by random values so that a wrongly mapped tensor changes the
 result, and our network loaded with its weights must give the zoo network's logits on real images.
 """
+import gc
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,13 @@ from frameworks import forward
 
 ZOO = [(arch, bn) for arch in ("vgg11", "vgg13", "vgg16", "vgg19") for bn in (False, True)]
 IDS = [f"{arch}{'_bn' if bn else ''}" for arch, bn in ZOO]
+
+
+@pytest.fixture(autouse=True)
+def _free_memory():
+    """Each zoo network holds over half a gigabyte: let it go before the next one is built."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +126,32 @@ def test_keras_applications_vgg_runs_in_ours(arch, images):
 
 @pytest.mark.parametrize("arch, bn", ZOO, ids=IDS)
 def test_gluon_model_zoo_vgg_runs_in_ours(arch, bn, images):
+    """Gluon sizes its first dense layer on the first batch: built on 32 px images the network is small."""
     mxnet = load_backend("mxnet")
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
+    x = np.ascontiguousarray(images[:, :, ::7, ::7])  # 32 px (every 7th pixel of the 224 px images)
     zoo = vision.get_vgg(int(arch[3:]), batch_norm=bn)
     zoo.initialize(mx.init.Xavier())
-    zoo(mx.nd.array(images[:1]))  # Gluon infers the first dense layer's width on the first batch
+    zoo(mx.nd.array(x[:1]))
     params = zoo.collect_params()
     for name, array in _randomise_constants({n: p.data().asnumpy() for n, p in params.items()}, seed=3).items():
         params[name].set_data(mx.nd.array(array))
+    expected = zoo(mx.nd.array(x)).asnumpy()
+    config, weights = mxnet.zoo_weights(zoo)
+    assert (config.arch, config.batch_norm, config.num_classes, config.input_size) == (arch, bn, 1000, 32)
+    _check_logits(forward(mxnet, _ours(mxnet, config, weights), x), expected)
+
+
+def test_gluon_model_zoo_vgg16_at_224_px(images):
+    mxnet = load_backend("mxnet")
+    import mxnet as mx
+    from mxnet.gluon.model_zoo import vision
+    zoo = vision.vgg16()
+    zoo.initialize(mx.init.Xavier())
     expected = zoo(mx.nd.array(images)).asnumpy()
     config, weights = mxnet.zoo_weights(zoo)
-    assert (config.arch, config.batch_norm, config.num_classes) == (arch, bn, 1000)
+    assert config.input_size == 224 and config.flat_features == 25088
     _check_logits(forward(mxnet, _ours(mxnet, config, weights), images), expected)
 
 
