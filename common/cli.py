@@ -329,8 +329,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (argparse prints the whole usage first), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, "
+    parser = _Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, "
                                      "held to one analytic spec.")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -1,8 +1,7 @@
 """Speed in MXNet Gluon: the book's plain training step beside the project's, and the machine's matmul peak.
 
 ``path="book"`` is the book's ``train_ch6`` step as written: an imperative (not hybridized) network.
-``path="project"`` hybridizes it with ``static_alloc`` and ``static_shape``: one cached graph whose
-memory is planned once. ``precision="bf16"`` is not offered: MXNet 1.9's AMP converts to bfloat16 only
+``path="project"`` is what ``vgg_mxnet.train`` runs: the network hybridized into one cached graph. ``precision="bf16"`` is not offered: MXNet 1.9's AMP converts to bfloat16 only
 symbolic models for inference, not a Gluon training loop (see the README's performance section).
 """
 from __future__ import annotations
@@ -38,7 +37,7 @@ def policy(precision="fp32"):
 
 def _prepare(net, path):
     if path == "project":
-        net.hybridize(static_alloc=True, static_shape=True)
+        net.hybridize()
     return net
 
 

@@ -1,8 +1,8 @@
 """Speed in PyTorch: the book's plain training step beside the project's, and the machine's matmul peak.
 
 ``path="book"`` is the book's ``train_ch6`` step as written: eager, NCHW (PyTorch's default layout).
-``path="project"`` adds the lever measured to help on CPUs: channels-last memory format, which lets
-oneDNN run its blocked convolution kernels without reordering every tensor. ``precision="bf16"``
+``path="project"`` is what ``vgg_torch.train`` runs: channels-last memory format, which lets oneDNN run
+its blocked convolution kernels without reordering every tensor. ``precision="bf16"``
 runs forward and backward under ``torch.autocast`` (bfloat16 matmuls and convolutions, fp32 weights).
 """
 from __future__ import annotations
