@@ -100,6 +100,42 @@ def xavier_init(config: VGGConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+INIT_SCHEMES = ("normal", "constant", "xavier", "default")
+
+
+def scheme_weights(config: VGGConfig, scheme="xavier", seed: int = 0, value: float = 1.0) -> dict[str, np.ndarray]:
+    """Starting weights by one of the book's schemes, drawn from one seeded generator in canonical order.
+
+    ``"normal"``: N(0, 0.01) conv and dense weights; ``"constant"``: every weight ``value``; ``"xavier"``:
+    :func:`xavier_init`; a function ``(name, shape, rng) -> array`` (the book's ``my_init``) for each conv
+    and dense weight. Biases are zero and batch norm at identity in every scheme, so the same seed gives
+    bit-identical weights in every framework. (``"default"``, the framework's own, is each backend's.)
+    """
+    if scheme == "xavier":
+        return xavier_init(config, seed)
+    if not callable(scheme) and scheme not in ("normal", "constant"):
+        raise ConfigError(f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)} or give a "
+                          f"function (name, shape, rng) -> array")
+    rng, out = np.random.default_rng(seed), xavier_init(config, seed)
+    for name, array in out.items():
+        if not (name.endswith(".weight") and array.ndim > 1):
+            continue
+        if scheme == "normal":
+            drawn = rng.normal(0.0, 0.01, array.shape)
+        elif scheme == "constant":
+            drawn = np.full(array.shape, value)
+        else:
+            drawn = np.asarray(scheme(name, array.shape, rng))
+            if drawn.shape != array.shape:
+                raise ConfigError(f"the init function returned shape {drawn.shape} for {name}, which is "
+                                  f"{array.shape}")
+        out[name] = drawn.astype(np.float32)
+    for name, array in out.items():  # biases zero whatever xavier_init drew for the weights above
+        if name.endswith(".bias"):
+            array[...] = 0
+    return out
+
+
 def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from common.backends import BACKENDS
-from common.errors import WeightsError
+from common.errors import ConfigError, WeightsError
 from common.spec import spec
 from common.weights import load_npz, xavier_init
 
@@ -187,3 +187,58 @@ def test_loading_a_file_of_another_configuration_is_refused(backend, tmp_path):
     other = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64, batch_norm=True)
     with pytest.raises(WeightsError, match="they differ in batch_norm"):
         backend.load_weights(other, tmp_path / "w.npz")
+
+
+def my_init(name, shape, rng):
+    """The book's custom initialisation: uniform in [-10, 10], zeroed where |w| < 5."""
+    w = rng.uniform(-10, 10, shape)
+    return w * (np.abs(w) >= 5)
+
+
+PARAM_CONFIG = dict(arch="vgg11", ratio=8, input_size=32, batch_norm=True, fc_hidden=64)
+
+
+def test_named_parameters_are_the_same_list_in_every_backend(backends):
+    lists = {n: b.named_parameters(b.vgg(**PARAM_CONFIG)) for n, b in backends.items()}
+    expected = [(k, s) for k, s in spec(backends["torch"].vgg(**PARAM_CONFIG).config).param_shapes().items()
+                if not k.endswith(("running_mean", "running_var"))]
+    for n, names in lists.items():
+        assert names == expected, n
+    assert sum(int(np.prod(s)) for _, s in expected) == backends["torch"].count_params(
+        backends["torch"].vgg(**PARAM_CONFIG))
+
+
+@pytest.mark.parametrize("scheme, value", [("normal", 1.0), ("constant", 0.5), ("xavier", 1.0), (my_init, 1.0)],
+                         ids=["normal", "constant", "xavier", "my_init"])
+def test_init_schemes_give_bit_identical_weights_in_every_backend(backends, scheme, value):
+    exported = {}
+    for n, b in backends.items():
+        exported[n] = b.export_weights(b.init_weights(b.vgg(**PARAM_CONFIG), scheme, seed=7, value=value))
+    for n, w in exported.items():
+        for key, ref in exported["torch"].items():
+            assert np.array_equal(w[key], ref), f"{n}: {key}"
+    w = exported["torch"]
+    kernels = [a for k, a in w.items() if k.endswith(".weight") and a.ndim > 1]
+    assert all(not a.any() for k, a in w.items() if k.endswith(".bias"))
+    if scheme == "normal":
+        assert np.concatenate([a.ravel() for a in kernels]).std() == pytest.approx(0.01, rel=0.05)
+    if scheme == "constant":
+        assert all(np.all(a == 0.5) for a in kernels)
+    if scheme is my_init:
+        values = np.abs(np.concatenate([a.ravel() for a in kernels]))
+        assert np.all((values == 0) | ((values >= 5) & (values <= 10))) and (values == 0).mean() > 0.4
+
+
+def test_default_scheme_is_each_frameworks_own(backends):
+    for n, b in backends.items():
+        net = b.init_weights(b.vgg(**PARAM_CONFIG), "xavier", seed=1)
+        before = b.export_weights(net)
+        after = b.export_weights(b.init_weights(net, "default"))
+        assert not np.array_equal(after["block1.conv1.weight"], before["block1.conv1.weight"]), n
+        assert np.all(after["block1.bn1.weight"] == 1) and np.all(after["block1.bn1.running_var"] == 1), n
+
+
+def test_unknown_init_scheme_is_refused(backends):
+    b = backends["torch"]
+    with pytest.raises(ConfigError, match="unknown init scheme 'kaiming'; choose from normal, constant, xavier"):
+        b.init_weights(b.vgg(**PARAM_CONFIG), "kaiming")

@@ -8,7 +8,7 @@ import numpy as np
 
 from common.errors import WeightsError
 from common.weights import META_KEY, atomic_write, check_model_path, check_weights, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz
+    meta_config, parse_meta, save_npz, scheme_weights
 from common.zoo import from_gluon_zoo
 
 from .model import vgg
@@ -41,6 +41,24 @@ def import_weights(net, weights):
         params[name].set_data(mx.nd.array(array, dtype=array.dtype))
     return net
 
+
+
+def named_parameters(net):
+    """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
+    return [(name, tuple(array.shape)) for name, array in export_weights(net).items()
+            if not name.endswith(("running_mean", "running_var"))]
+
+
+def init_weights(net, scheme="xavier", seed=0, value=1.0):
+    """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
+
+    Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
+    all three frameworks; ``"default"`` is the framework's own initialisation.
+    """
+    if scheme == "default":  # Gluon's own: uniform(-0.07, 0.07) weights, zero biases, batch norm at identity
+        net.initialize(mx.init.Uniform(), force_reinit=True)
+        return net
+    return import_weights(net, scheme_weights(net.config, scheme, seed, value))
 
 def save_weights(net, path):
     """Write the canonical weights and configuration to a ``.npz`` file, atomically."""

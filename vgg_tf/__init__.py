@@ -9,8 +9,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from .data import load_data_fashion_mnist  # noqa: E402
 from .model import count_params, layer_shapes, summary, vgg, vgg_block  # noqa: E402
 from .train import evaluate_accuracy, train, try_gpu  # noqa: E402
-from .weights import (export_weights, import_weights, load_model, load_weights, save_model,  # noqa: E402
-                      save_weights, zoo_weights)
+from .weights import (export_weights, import_weights, init_weights, load_model, load_weights, named_parameters,  # noqa: E402
+                      save_model, save_weights, zoo_weights)
 
 FRAMEWORK = "tf.keras"
 LAYOUT = "NHWC"

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from common.errors import WeightsError
 from common.weights import atomic_write, check_model_path, check_weights, from_canonical, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz, to_canonical
+    meta_config, parse_meta, save_npz, scheme_weights, to_canonical
 from common.zoo import from_keras_applications
 
 from .model import _named_layers, vgg
@@ -57,6 +57,30 @@ def import_weights(net, weights):
         variables[name][0].assign(array)
     return net
 
+
+
+def named_parameters(net):
+    """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
+    return [(name, tuple(array.shape)) for name, array in export_weights(net).items()
+            if not name.endswith(("running_mean", "running_var"))]
+
+
+def init_weights(net, scheme="xavier", seed=0, value=1.0):
+    """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
+
+    Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
+    all three frameworks; ``"default"`` is the framework's own initialisation.
+    """
+    if scheme == "default":  # Keras' own: Glorot-uniform kernels, zero biases, batch norm at identity
+        for _, layer in _named_layers(net):
+            for w in layer.weights:
+                initializer = getattr(layer, {"kernel": "kernel_initializer", "bias": "bias_initializer",
+                                              "gamma": "gamma_initializer", "beta": "beta_initializer",
+                                              "moving_mean": "moving_mean_initializer",
+                                              "moving_variance": "moving_variance_initializer"}[w.name])
+                w.assign(initializer(w.shape))
+        return net
+    return import_weights(net, scheme_weights(net.config, scheme, seed, value))
 
 def save_weights(net, path):
     """Write the canonical weights and configuration to a ``.npz`` file, atomically."""

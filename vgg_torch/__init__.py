@@ -2,8 +2,8 @@
 from .data import load_data_fashion_mnist
 from .model import count_params, layer_shapes, summary, vgg, vgg_block
 from .train import evaluate_accuracy, train, try_gpu
-from .weights import (export_weights, import_weights, load_model, load_weights, save_model,
-                      save_weights, zoo_weights)
+from .weights import (export_weights, import_weights, init_weights, load_model, load_weights, named_parameters,
+                      save_model, save_weights, zoo_weights)
 
 FRAMEWORK = "PyTorch"
 LAYOUT = "NCHW"
