@@ -25,6 +25,17 @@ BENCH_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 96, "batch_size": 128, 
 PRECISIONS = ("fp32", "bf16")
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls of ``fn`` (after one untimed call that warms it up)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _forever(batches):
     """Iterate ``batches`` again and again (an iterator object restarts: a loader re-shuffles and re-resizes)."""
     while True:

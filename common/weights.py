@@ -103,6 +103,12 @@ def xavier_init(config: VGGConfig, seed: int = 0) -> dict[str, np.ndarray]:
 INIT_SCHEMES = ("normal", "constant", "xavier", "default")
 
 
+def trainable_shapes(weights: dict[str, np.ndarray]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of the trainable parameters among canonical weights (batch-norm statistics left out)."""
+    return [(name, tuple(np.shape(a))) for name, a in weights.items()
+            if not name.endswith(("running_mean", "running_var"))]
+
+
 def scheme_weights(config: VGGConfig, scheme="xavier", seed: int = 0, value: float = 1.0) -> dict[str, np.ndarray]:
     """Starting weights by one of the book's schemes, drawn from one seeded generator in canonical order.
 

@@ -7,10 +7,11 @@ symbolic models for inference, not a Gluon training loop (see the README's perfo
 from __future__ import annotations
 
 import contextlib
-import time
 
 import mxnet as mx
 from mxnet import autograd, gluon
+
+from common.bench import best_seconds
 
 PATHS = ("book", "project")
 
@@ -20,13 +21,7 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     if precision != "fp32":
         return None
     a, b = mx.nd.random.uniform(shape=(n, n)), mx.nd.random.uniform(shape=(n, n))
-    mx.nd.dot(a, b).wait_to_read()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        mx.nd.dot(a, b).wait_to_read()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n ** 3 / best_seconds(lambda: mx.nd.dot(a, b).wait_to_read(), repeats) / 1e9
 
 
 @contextlib.contextmanager

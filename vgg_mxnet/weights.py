@@ -8,7 +8,7 @@ import numpy as np
 
 from common.errors import WeightsError
 from common.weights import META_KEY, atomic_write, check_model_path, check_weights, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz, scheme_weights
+    meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
 from common.zoo import from_gluon_zoo
 
 from .model import vgg
@@ -45,8 +45,7 @@ def import_weights(net, weights):
 
 def named_parameters(net):
     """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
-    return [(name, tuple(array.shape)) for name, array in export_weights(net).items()
-            if not name.endswith(("running_mean", "running_var"))]
+    return trainable_shapes(export_weights(net))
 
 
 def init_weights(net, scheme="xavier", seed=0, value=1.0):

@@ -9,10 +9,11 @@ policy (bfloat16 compute, fp32 weights); the network must be built under that po
 from __future__ import annotations
 
 import contextlib
-import time
 
 import keras
 import tensorflow as tf
+
+from common.bench import best_seconds
 
 PATHS = ("book", "project")
 
@@ -23,15 +24,9 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     a = tf.cast(tf.random.uniform((n, n)), dtype)
     b = tf.cast(tf.random.uniform((n, n)), dtype)
     try:
-        tf.linalg.matmul(a, b).numpy()
+        return 2 * n ** 3 / best_seconds(lambda: tf.linalg.matmul(a, b).numpy(), repeats) / 1e9
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
         return None
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.linalg.matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
 
 
 @contextlib.contextmanager

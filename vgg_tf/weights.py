@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from common.errors import WeightsError
 from common.weights import atomic_write, check_model_path, check_weights, from_canonical, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz, scheme_weights, to_canonical
+    meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes, to_canonical
 from common.zoo import from_keras_applications
 
 from .model import _named_layers, vgg
@@ -61,8 +61,7 @@ def import_weights(net, weights):
 
 def named_parameters(net):
     """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
-    return [(name, tuple(array.shape)) for name, array in export_weights(net).items()
-            if not name.endswith(("running_mean", "running_var"))]
+    return trainable_shapes(export_weights(net))
 
 
 def init_weights(net, scheme="xavier", seed=0, value=1.0):

@@ -8,10 +8,11 @@ runs forward and backward under ``torch.autocast`` (bfloat16 matmuls and convolu
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 from torch import nn
+
+from common.bench import best_seconds
 
 PATHS = ("book", "project")
 
@@ -20,13 +21,7 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 @contextlib.contextmanager
