@@ -227,6 +227,14 @@ def check_model_path(path: str | os.PathLike, fmt: str) -> Path:
     return Path(path)
 
 
+def existing_model(path: str | os.PathLike, fmt: str) -> Path:
+    """``path``, checked to be named for ``fmt`` and to exist: what every ``load_model`` starts with."""
+    path = check_model_path(path, fmt)
+    if not path.is_file():
+        raise WeightsError(f"model file {path} does not exist")
+    return path
+
+
 def save_npz(path: str | os.PathLike, config: VGGConfig, weights: dict[str, np.ndarray], source: str,
              source_version: str, extra: dict | None = None) -> Path:
     """Write canonical weights and their metadata atomically."""

@@ -7,8 +7,8 @@ import mxnet as mx
 import numpy as np
 
 from common.errors import WeightsError
-from common.weights import META_KEY, atomic_write, check_model_path, check_weights, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
+from common.weights import META_KEY, atomic_write, check_model_path, check_weights, existing_model, load_npz, \
+    make_meta, meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
 from common.zoo import from_gluon_zoo
 
 from .model import vgg
@@ -81,9 +81,7 @@ def save_model(net, path):
 
 def load_model(path):
     """A network rebuilt from a ``.params`` of :func:`save_model` (MXNet's NDArray format: data only)."""
-    path = check_model_path(path, "mxnet")
-    if not path.is_file():
-        raise WeightsError(f"model file {path} does not exist")
+    path = existing_model(path, "mxnet")
     try:
         saved = mx.nd.load(str(path))
     except mx.base.MXNetError as e:

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import WeightsError
-from common.weights import atomic_write, check_model_path, check_weights, from_canonical, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes, to_canonical
+from common.weights import atomic_write, check_model_path, check_weights, existing_model, from_canonical, \
+    load_npz, make_meta, meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes, to_canonical
 from common.zoo import from_keras_applications
 
 from .model import _named_layers, vgg
@@ -106,9 +106,7 @@ def save_model(net, path):
 
 def load_model(path):
     """A network rebuilt from a ``.weights.h5`` of :func:`save_model` (HDF5: data only, no code)."""
-    path = check_model_path(path, "tf")
-    if not path.is_file():
-        raise WeightsError(f"model file {path} does not exist")
+    path = existing_model(path, "tf")
     try:
         with h5py.File(path, "r") as f:
             text = f.attrs.get("vgg_meta")

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import torch
 
-from common.weights import atomic_write, check_model_path, check_weights, load_npz, make_meta, meta_config, \
-    parse_meta, save_npz, scheme_weights, trainable_shapes
+from common.weights import atomic_write, check_model_path, check_weights, existing_model, load_npz, make_meta, \
+    meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
 from common.errors import WeightsError
 from common.zoo import from_torchvision
 
@@ -72,9 +72,7 @@ def save_model(net, path):
 
 def load_model(path):
     """A network rebuilt from a ``.pt`` of :func:`save_model`; read with ``weights_only=True`` (no code runs)."""
-    path = check_model_path(path, "torch")
-    if not path.is_file():
-        raise WeightsError(f"model file {path} does not exist")
+    path = existing_model(path, "torch")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
