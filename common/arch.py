@@ -10,6 +10,10 @@ Canonical layer names (the same in every backend, 1-based like ``keras.applicati
     block{b}.conv{i}  block{b}.bn{i}  block{b}.relu{i}  block{b}.lrn  block{b}.pool
     flatten  fc1  relu1  dropout1  fc2  relu2  dropout2  fc3
 
+AlexNet (Krizhevsky et al., 2012, as the book writes it) is planned the same way from
+:class:`AlexNetConfig`, with the names of its Caffe reference model: ``conv1`` ... ``conv5``, ``relu1`` ...,
+``pool1``, ``pool2``, ``pool5``, ``flatten``, ``fc6``, ``relu6``, ``dropout6``, ``fc7``, ``relu7``, ``dropout7``, ``fc8``.
+
 Parameters append ``.weight`` / ``.bias`` (and ``.running_mean`` / ``.running_var`` for batch
 norm), e.g. ``block1.conv1.weight``, ``fc3.bias``. Layouts: conv OIHW, dense (out, in), the
 features entering ``fc1`` flattened in C,H,W order.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass
+from typing import Union
 
 from .errors import ConfigError
 
@@ -108,10 +113,134 @@ class VGGConfig:
                 "num_classes": self.num_classes, "input_size": self.input_size, "ratio": self.ratio,
                 "fc_hidden": self.fc_hidden, "dropout": self.dropout, "batch_norm": self.batch_norm}
 
+    def kwargs(self) -> dict:
+        """The arguments of this network's builder (:attr:`builder`) in every backend."""
+        return self.vgg_kwargs()
+
+    @property
+    def builder(self) -> str:
+        """The backend function that builds this network: ``vgg``."""
+        return "vgg"
+
+    def check_size(self, input_size) -> int:
+        """The side of a square input this network takes, or a ConfigError saying which sizes work."""
+        return check_input_size(input_size, len(self.blocks))
+
     def describe(self) -> str:
         bn = ", batch norm" if self.batch_norm else ""
         return (f"{self.arch} (ratio {self.ratio}{bn}), {self.in_channels}x{self.input_size}x{self.input_size} in, "
                 f"{self.num_classes} classes, fc_hidden {self.fc_hidden}")
+
+
+# AlexNet as the book writes it (one input channel for Fashion-MNIST, 10 classes by default): conv1 11x11
+# stride 4 padding 1, then 3x3/2 max-pools. name -> (kind, out_channels, kernel, stride, padding).
+ALEXNET_FEATURES: tuple[tuple[str, str, int, int, int, int], ...] = (
+    ("conv1", "conv", 96, 11, 4, 1), ("relu1", "relu", 0, 0, 1, 0), ("pool1", "pool", 0, 3, 2, 0),
+    ("conv2", "conv", 256, 5, 1, 2), ("relu2", "relu", 0, 0, 1, 0), ("pool2", "pool", 0, 3, 2, 0),
+    ("conv3", "conv", 384, 3, 1, 1), ("relu3", "relu", 0, 0, 1, 0),
+    ("conv4", "conv", 384, 3, 1, 1), ("relu4", "relu", 0, 0, 1, 0),
+    ("conv5", "conv", 256, 3, 1, 1), ("relu5", "relu", 0, 0, 1, 0), ("pool5", "pool", 0, 3, 2, 0),
+)
+ALEXNET_HIDDEN = 4096
+
+
+def side_after(side: int, kind: str, kernel: int, stride: int, padding: int) -> int:
+    """The side of the feature map after one conv or pool (PyTorch's floor rule; other layers keep it)."""
+    if kind in ("conv", "pool"):
+        return (side + 2 * padding - kernel) // stride + 1
+    return side
+
+
+def _alexnet_side(input_size: int) -> int:
+    side = input_size
+    for _, kind, _, kernel, stride, padding in ALEXNET_FEATURES:
+        side = side_after(side, kind, kernel, stride, padding)
+        if side < 1:
+            return 0
+    return side
+
+
+ALEXNET_MIN_SIZE = next(s for s in range(1, 1024) if _alexnet_side(s) >= 1)  # 65
+
+
+@dataclass(frozen=True)
+class AlexNetConfig:
+    """Everything a backend needs to build the book's AlexNet, validated (:func:`make_alexnet_config`)."""
+
+    in_channels: int
+    num_classes: int
+    input_size: int
+    dropout: float
+    arch: str = "alexnet"
+
+    @property
+    def final_size(self) -> int:
+        """Side of the feature map that leaves ``pool5`` (5 at 224 px)."""
+        return _alexnet_side(self.input_size)
+
+    @property
+    def final_channels(self) -> int:
+        return ALEXNET_FEATURES[-3][2]
+
+    @property
+    def flat_features(self) -> int:
+        return self.final_channels * self.final_size**2
+
+    @property
+    def min_input_size(self) -> int:
+        return ALEXNET_MIN_SIZE
+
+    # The VGG options AlexNet does not have, fixed, so code reading any configuration can ask for them.
+    batch_norm = False
+    ratio = 1
+    fc_hidden = ALEXNET_HIDDEN
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def kwargs(self) -> dict:
+        """The ``alexnet()`` arguments that rebuild this configuration in any backend."""
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": self.input_size,
+                "dropout": self.dropout}
+
+    @property
+    def builder(self) -> str:
+        """The backend function that builds this network: ``alexnet``."""
+        return "alexnet"
+
+    def check_size(self, input_size) -> int:
+        """The side of a square input AlexNet takes, or a ConfigError saying which sizes work."""
+        return check_alexnet_size(input_size)
+
+    def describe(self) -> str:
+        return (f"alexnet, {self.in_channels}x{self.input_size}x{self.input_size} in, {self.num_classes} classes")
+
+
+def check_alexnet_size(input_size) -> int:
+    """Return the side of a square AlexNet input, or raise ConfigError saying what size would work."""
+    size = _square_side(input_size)
+    if size < ALEXNET_MIN_SIZE:
+        raise ConfigError(f"input_size {size} is too small for AlexNet: its 11x11 stride-4 convolution and "
+                          f"three 3x3 stride-2 pools leave no pixel below {ALEXNET_MIN_SIZE}; resize the "
+                          f"images (e.g. --resize {ALEXNET_MIN_SIZE}; the book uses 224)")
+    return size
+
+
+NetConfig = Union[VGGConfig, AlexNetConfig]
+
+
+def config_from_dict(d: dict) -> NetConfig:
+    """A configuration from its :meth:`to_dict` record, of either network."""
+    if isinstance(d, dict) and d.get("arch") == "alexnet":
+        try:
+            return AlexNetConfig(int(d["in_channels"]), int(d["num_classes"]), int(d["input_size"]),
+                                 float(d["dropout"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"not an AlexNet configuration record ({e!r}); was it written by this project?") \
+                from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"not a configuration record: {d!r}")
+    return VGGConfig.from_dict(d)
 
 
 def _positive_int(value, what: str, hint: str = "") -> int:
@@ -120,8 +249,8 @@ def _positive_int(value, what: str, hint: str = "") -> int:
     return int(value)
 
 
-def check_input_size(input_size, num_blocks: int = len(WIDTHS)) -> int:
-    """Return the side of a square input, or raise ConfigError saying what size would work."""
+def _square_side(input_size) -> int:
+    """The side of a square input given as an int or an (h, w) pair; a ConfigError for anything else."""
     if isinstance(input_size, (tuple, list)):
         if len(input_size) != 2:
             raise ConfigError(f"input_size must be an int or a (height, width) pair, got {input_size!r}")
@@ -130,7 +259,12 @@ def check_input_size(input_size, num_blocks: int = len(WIDTHS)) -> int:
             raise ConfigError(f"input_size must be square (these networks take HxH images), got {h}x{w}; "
                               f"resize to {max(h, w)}x{max(h, w)}")
         input_size = h
-    size = _positive_int(input_size, "input_size")
+    return _positive_int(input_size, "input_size")
+
+
+def check_input_size(input_size, num_blocks: int = len(WIDTHS)) -> int:
+    """Return the side of a square input, or raise ConfigError saying what size would work."""
+    size = _square_side(input_size)
     minimum = 2**num_blocks
     if size < minimum:
         raise ConfigError(f"input_size {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so "
@@ -193,6 +327,33 @@ def make_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, rat
                      fc_hidden, float(dropout), batch_norm)
 
 
+def make_alexnet_config(in_channels=1, num_classes=10, input_size=224, dropout=0.5) -> AlexNetConfig:
+    """Validate ``alexnet()``'s arguments and resolve them into an :class:`AlexNetConfig`."""
+    in_channels = _positive_int(in_channels, "in_channels")
+    num_classes = _positive_int(num_classes, "num_classes")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    return AlexNetConfig(in_channels, num_classes, check_alexnet_size(input_size), float(dropout))
+
+
+def make_any_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=None, fc_hidden=None,
+                    dropout=0.5, batch_norm=None) -> NetConfig:
+    """A configuration of either network from the command line's options; ``None`` is "not given".
+
+    ``arch="alexnet"`` is the book's AlexNet, which has no ``ratio``, ``fc_hidden`` or ``batch_norm`` to set;
+    any other ``arch`` is VGG (``ratio`` 1, ``fc_hidden`` 4096, no batch norm when not given).
+    """
+    if arch == "alexnet":
+        given = [f"--{k.replace('_', '-')}" for k, v in (("ratio", ratio), ("fc_hidden", fc_hidden),
+                                                          ("batch_norm", batch_norm)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} change VGG only; AlexNet is the book's network as written: "
+                              f"leave {'it' if len(given) == 1 else 'them'} out")
+        return make_alexnet_config(in_channels, num_classes, input_size, dropout)
+    return make_config(arch, in_channels, num_classes, input_size, 1 if ratio is None else ratio,
+                       4096 if fc_hidden is None else fc_hidden, dropout, bool(batch_norm))
+
+
 def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:
     """Validate ``vgg_block()``'s arguments; the book's block is ``num_convs`` 3x3 convolutions."""
     n = _positive_int(num_convs, "num_convs")
@@ -211,7 +372,9 @@ class LayerPlan:
     kind: str              # conv, bn, relu, lrn, pool, flatten, linear, dropout
     in_width: int = 0      # conv/linear: input channels/features; bn: channels
     out_width: int = 0     # conv/linear: output channels/features
-    kernel: int = 0        # conv: kernel side (padding kernel // 2 keeps the size)
+    kernel: int = 0        # conv, pool: window side
+    stride: int = 1        # conv, pool: step of the window
+    padding: int = 0       # conv: zeros added on every side (VGG's kernel // 2 keeps the size)
     rate: float = 0.0      # dropout: probability of dropping
 
 
@@ -220,39 +383,58 @@ def block_plan(block: Block, in_channels: int, batch_norm: bool) -> list[LayerPl
     out: list[LayerPlan] = []
     c = in_channels
     for i, k in enumerate(block.kernels, start=1):
-        out.append(LayerPlan(f"conv{i}", "conv", c, block.out_channels, k))
+        out.append(LayerPlan(f"conv{i}", "conv", c, block.out_channels, k, padding=k // 2))
         c = block.out_channels
         if batch_norm:
             out.append(LayerPlan(f"bn{i}", "bn", c))
         out.append(LayerPlan(f"relu{i}", "relu"))
         if block.lrn and i == 1:
             out.append(LayerPlan("lrn", "lrn"))
-    out.append(LayerPlan("pool", "pool"))
+    out.append(LayerPlan("pool", "pool", kernel=2, stride=2))
     return out
 
 
-def net_plan(config: VGGConfig) -> list[tuple[str, list[LayerPlan] | LayerPlan]]:
-    """Top-level layers in order: (name, block plan) for each block, then (name, layer) for the head."""
+def net_plan(config: NetConfig) -> list[tuple[str, list[LayerPlan] | LayerPlan]]:
+    """Top-level layers in order: (name, block plan) for each block, then (name, layer) for the head.
+
+    AlexNet's layers are all top-level (the book's ``nn.Sequential`` has no blocks).
+    """
+    if isinstance(config, AlexNetConfig):
+        return alexnet_plan(config)
     out: list[tuple[str, list[LayerPlan] | LayerPlan]] = []
     c = config.in_channels
     for b, block in enumerate(config.blocks, start=1):
         out.append((f"block{b}", block_plan(block, c, config.batch_norm)))
         c = block.out_channels
-    out.append(("flatten", LayerPlan("flatten", "flatten")))
-    features = config.flat_features
-    widths = (config.fc_hidden, config.fc_hidden, config.num_classes)
-    for j, width in enumerate(widths, start=1):
+    return out + head_plan(config.flat_features, config.fc_hidden, config.num_classes, config.dropout, first=1)
+
+
+def head_plan(features: int, hidden: int, num_classes: int, dropout: float, first: int):
+    """Flatten, then three dense layers (two hidden ones with ReLU and dropout), numbered from ``first``."""
+    out: list[tuple[str, LayerPlan]] = [("flatten", LayerPlan("flatten", "flatten"))]
+    widths = (hidden, hidden, num_classes)
+    for j, width in enumerate(widths, start=first):
         out.append((f"fc{j}", LayerPlan(f"fc{j}", "linear", features, width)))
         features = width
-        if j < len(widths):
+        if j < first + len(widths) - 1:
             out.append((f"relu{j}", LayerPlan(f"relu{j}", "relu")))
-            out.append((f"dropout{j}", LayerPlan(f"dropout{j}", "dropout", rate=config.dropout)))
+            out.append((f"dropout{j}", LayerPlan(f"dropout{j}", "dropout", rate=dropout)))
     return out
 
 
-def check_trace_request(config: VGGConfig, input_size, in_channels, batch) -> int:
+def alexnet_plan(config: AlexNetConfig) -> list[tuple[str, LayerPlan]]:
+    """AlexNet's layers in order, all top-level: the book's ``nn.Sequential``, named as in Caffe's model."""
+    out: list[tuple[str, LayerPlan]] = []
+    c = config.in_channels
+    for name, kind, width, kernel, stride, padding in ALEXNET_FEATURES:
+        out.append((name, LayerPlan(name, kind, c, width, kernel, stride, padding)))
+        c = width or c
+    return out + head_plan(config.flat_features, ALEXNET_HIDDEN, config.num_classes, config.dropout, first=6)
+
+
+def check_trace_request(config: NetConfig, input_size, in_channels, batch) -> int:
     """Validate ``layer_shapes()``'s arguments against the network built from ``config``; return the size."""
-    size = check_input_size(input_size, len(config.blocks))
+    size = config.check_size(input_size)
     in_channels = _positive_int(in_channels, "in_channels")
     _positive_int(batch, "batch")
     if in_channels != config.in_channels:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import VGGConfig
+from .arch import NetConfig
 from .errors import ConfigError, WeightsError
 from .training import History
 from .weights import META_KEY, atomic_write, check_weights, meta_config
@@ -90,7 +90,7 @@ class Checkpoint:
         return self.meta["state"]
 
 
-def save_checkpoint(path: str | os.PathLike, backend: str, config: VGGConfig, recipe: dict, epoch: int,
+def save_checkpoint(path: str | os.PathLike, backend: str, config: NetConfig, recipe: dict, epoch: int,
                     history: History, weights: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
                     rng: dict[str, np.ndarray], state: dict | None = None) -> Path:
     """Write a checkpoint atomically: the previous one stays readable until the new one is complete."""
@@ -139,7 +139,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
 
 
 def check_checkpoint(meta: dict, path: str | os.PathLike, backend: str | None = None,
-                     config: VGGConfig | None = None, recipe: dict | None = None) -> VGGConfig:
+                     config: NetConfig | None = None, recipe: dict | None = None) -> NetConfig:
     """Refuse a checkpoint of another backend, configuration or recipe; return its configuration."""
     if backend is not None and meta["backend"] != backend:
         raise WeightsError(f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
@@ -159,7 +159,7 @@ def check_checkpoint(meta: dict, path: str | os.PathLike, backend: str | None = 
     return saved
 
 
-def load_checkpoint(path: str | os.PathLike, backend: str | None = None, config: VGGConfig | None = None,
+def load_checkpoint(path: str | os.PathLike, backend: str | None = None, config: NetConfig | None = None,
                     recipe: dict | None = None) -> Checkpoint:
     """Read a checkpoint for a run of ``backend``/``config``/``recipe``; refuses a mismatch before any array."""
     path = checkpoint_file(path)

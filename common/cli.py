@@ -1,4 +1,4 @@
-"""The ``vgg`` command: summary, train, compare, convert, evaluate. Frameworks are imported only when a command needs one."""
+"""The ``vgg`` command: summary, train, compare, convert, evaluate, bench. Frameworks are imported only when needed."""
 from __future__ import annotations
 
 import argparse
@@ -10,17 +10,26 @@ import time
 from pathlib import Path
 
 from . import report
-from .arch import CONFIGS, VGGConfig, make_config
+from .arch import CONFIGS, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .errors import ConfigError, VGGError
 from .spec import spec
-from .training import DEFAULT_LR, LR_SCHEDULES, OPTIMIZERS, History
+from .training import LR_SCHEDULES, OPTIMIZERS, History, default_lr
 
+# Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
+# on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
+TRAIN_DEFAULTS = {"arch": "vgg11", "ratio": 4, "fc_hidden": 4096, "batch_norm": False, "dropout": 0.5,
+                  "resize": 224, "epochs": 10, "optimizer": "sgd", "lr_schedule": "constant", "batch_size": 128,
+                  "seed": 0}
 # The default `vgg compare` run: VGG-11 narrowed 4x with batch norm on 32 px images, measured to reach
 # >= 0.88 test accuracy in every backend within the time budget on a 2-core CPU (see README).
-COMPARE_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 32, "epochs": 5, "batch_norm": True,
-                    "fc_hidden": 512, "lr": 0.05, "optimizer": "sgd", "batch_size": 128,
+COMPARE_DEFAULTS = {**TRAIN_DEFAULTS, "resize": 32, "epochs": 5, "batch_norm": True, "fc_hidden": 512,
                     "lr_schedule": "cosine"}
+# AlexNet in either command: the book's recipe (lr 0.01 for SGD, see default_lr), 10 epochs at 224 px.
+ALEXNET_DEFAULTS = {"resize": 224, "epochs": 10, "lr_schedule": "constant"}
+VGG_ONLY = ("ratio", "fc_hidden", "batch_norm")  # options AlexNet does not have
+# `vgg summary`: the book's full-width network.
+SUMMARY_DEFAULTS = {"arch": "vgg11", "ratio": 1, "fc_hidden": 4096, "batch_norm": False, "dropout": 0.5}
 
 
 def _positive(kind):
@@ -46,40 +55,55 @@ def _non_negative_int(text):
 
 
 def _arch(text):
-    """A configuration name, or a book-style conv_arch such as '1,64;1,128;2,256;2,512;2,512'."""
+    """A configuration name ('alexnet' included), or a book-style conv_arch such as '1,64;1,128;2,256;2,512;2,512'."""
     if text in CONFIGS or ";" not in text and "," not in text:
         return text
     try:
         return tuple(tuple(int(v) for v in pair.split(",")) for pair in text.split(";"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"arch {text!r}: give a name ({', '.join(CONFIGS)}) or pairs like "
-                                         f"'1,64;1,128;2,256'") from None
+        raise argparse.ArgumentTypeError(f"arch {text!r}: give a name ({', '.join(CONFIGS)}, alexnet) or pairs "
+                                         f"like '1,64;1,128;2,256'") from None
 
 
-def _add_net_args(p, defaults=None):
-    d = {"arch": "vgg11", "ratio": 1, "fc_hidden": 4096, "batch_norm": False, **(defaults or {})}
-    p.add_argument("--arch", type=_arch, default=d["arch"],
-                   help=f"configuration name ({', '.join(CONFIGS)}) or conv_arch pairs '1,64;1,128;...' "
-                        f"(default {d['arch']})")
-    p.add_argument("--ratio", type=_positive(int), default=d["ratio"], help="divide every conv width by this "
-                   f"(the book's small_conv_arch is 4; default {d['ratio']})")
-    p.add_argument("--fc-hidden", type=_positive(int), default=d["fc_hidden"],
-                   help=f"width of the two hidden dense layers (default {d['fc_hidden']})")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=d["batch_norm"],
-                   help="batch norm between each conv and its ReLU")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout of the two hidden dense layers")
+def _add_net_args(p, defaults):
+    """The network's options; left out, they are None until the command fills in ``defaults`` (VGG's or AlexNet's)."""
+    p.add_argument("--arch", type=_arch, default=None,
+                   help=f"alexnet, a VGG configuration ({', '.join(CONFIGS)}) or VGG conv_arch pairs "
+                        f"'1,64;1,128;...' (default {defaults['arch']})")
+    p.add_argument("--ratio", type=_positive(int), default=None, help="VGG: divide every conv width by this "
+                   f"(the book's small_conv_arch is 4; default {defaults['ratio']})")
+    p.add_argument("--fc-hidden", type=_positive(int), default=None,
+                   help=f"VGG: width of the two hidden dense layers (default {defaults['fc_hidden']})")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"VGG: batch norm between each conv and its ReLU (default {defaults['batch_norm']})")
+    p.add_argument("--dropout", type=float, default=None, help="dropout of the two hidden dense layers (default "
+                   f"{defaults['dropout']})")
+
+
+def _fill_defaults(args, defaults: dict) -> None:
+    """Options left out (None) take ``defaults``, or AlexNet's where ``--arch alexnet``; VGG's own stay None there."""
+    alexnet = (args.arch or defaults["arch"]) == "alexnet"
+    for option, value in {**defaults, **(ALEXNET_DEFAULTS if alexnet else {})}.items():
+        if getattr(args, option, None) is None and not (alexnet and option in VGG_ONLY):
+            setattr(args, option, value)
+
+
+def _config(args, input_size: int, in_channels: int = 1, num_classes: int = 10):
+    """The network the options describe, validated (either network)."""
+    return make_any_config(args.arch, in_channels, num_classes, input_size, args.ratio, args.fc_hidden,
+                           args.dropout, args.batch_norm)
 
 
 def cmd_summary(args) -> int:
-    config = make_config(args.arch, args.in_channels, args.num_classes, args.input_size, args.ratio,
-                         args.fc_hidden, args.dropout, args.batch_norm)
+    _fill_defaults(args, SUMMARY_DEFAULTS)
+    config = _config(args, args.input_size, args.in_channels, args.num_classes)
     s = spec(config)
     names = parse_backends(args.backends)
     headers = ["layer", "spec shape", "spec params"]
     columns, totals = [], {}
     for name in names:
         b = get_backend(name)
-        net = b.vgg(**config.vgg_kwargs())
+        net = b.from_config(config)
         trace = b.layer_shapes(net, config.input_size, config.in_channels)
         params = _group_params(b, net)
         columns.append((name, trace, params))
@@ -96,7 +120,7 @@ def cmd_summary(args) -> int:
         rows.append(row)
     rows.append(["total", "", s.params] + sum(([("" if totals[n] == s.params else "≠"), totals[n]]
                                                 for n in names), []))
-    print(report.format_table(headers, rows, title=f"VGG summary: {config.describe()}"))
+    print(report.format_table(headers, rows, title=f"summary: {config.describe()}"))
     print(f"MACs per example: {s.macs:,}   batch-norm statistics: {s.buffers:,}   "
           f"receptive field of the last conv: {max(l.rf for l in s.layers if l.rf)} px")
     mismatched = bad + sum(totals[n] != s.params for n in names)
@@ -121,16 +145,9 @@ def _group_params(backend, net) -> dict[str, int]:
 def _build(backend, args):
     from .weights import xavier_init
 
-    net = backend.vgg(args.arch, 1, 10, args.resize, args.ratio, args.fc_hidden, args.dropout, args.batch_norm)
+    net = backend.from_config(_config(args, args.resize))
     backend.import_weights(net, xavier_init(net.config, args.seed))  # identical start in every framework
     return net
-
-
-def _input_size(args) -> int:
-    if args.resize is None:
-        raise ConfigError("Fashion-MNIST's 28 px images cannot pass five 2x2 pools; give --resize 32 or more "
-                          "(the book uses 224)")
-    return args.resize
 
 
 # The options of `vgg train` that a checkpoint fixes: option -> where its value is in the checkpoint.
@@ -150,7 +167,9 @@ def _resume_args(args, path) -> None:
     if meta["backend"] != args.backend:
         raise ConfigError(f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
                           f"{meta['backend']}")
-    saved = {"config": VGGConfig.from_dict(meta["config"]).vgg_kwargs(), "recipe": meta["recipe"]}
+    config = config_from_dict(meta["config"])
+    options = {**dict.fromkeys(VGG_ONLY), "arch": config.arch, **config.kwargs()}  # AlexNet: no VGG options
+    saved = {"config": options, "recipe": meta["recipe"]}
     for option, (group, key) in RESUMED.items():
         value, given = saved[group].get(key), getattr(args, option)
         if given is not None and given != value:
@@ -159,13 +178,6 @@ def _resume_args(args, path) -> None:
                               f"configuration and recipe: leave the option out, or start a new run in another "
                               f"--out folder")
         setattr(args, option, value)
-
-
-def _fresh_args(args) -> None:
-    """The defaults of a run that starts from scratch, for the options left out."""
-    for option, value in args.train_defaults.items():
-        if getattr(args, option) is None:
-            setattr(args, option, value)
 
 
 def _interrupted(args, path) -> int:
@@ -193,9 +205,13 @@ def cmd_train(args) -> int:
         if out is None:
             raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
         _resume_args(args, ckpt)
-    _fresh_args(args)
-    _input_size(args)
-    lr = args.lr or DEFAULT_LR[args.optimizer]
+    elif ckpt is not None and ckpt.is_file() and not args.overwrite:
+        meta = read_checkpoint_meta(ckpt)
+        raise ConfigError(f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
+                          f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
+                          f"--overwrite, or choose another --out")
+    _fill_defaults(args, TRAIN_DEFAULTS)
+    lr = args.lr or default_lr(args.optimizer, args.arch)
     b = get_backend(args.backend)
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -232,22 +248,24 @@ def cmd_train(args) -> int:
 
 def cmd_compare(args) -> int:
     names = parse_backends(args.backends)
-    _input_size(args)
-    make_config(args.arch, 1, 10, args.resize, args.ratio, args.fc_hidden, args.dropout, args.batch_norm)
+    _fill_defaults(args, COMPARE_DEFAULTS)
+    _config(args, args.resize)
     for name in names:
         require(name)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for name in names:
+        # each backend's run replaces the one an earlier `vgg compare` left in the same folder
         cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--out", str(out / name),
-               "--arch", _arch_text(args.arch), "--ratio", str(args.ratio), "--resize", str(args.resize),
+               "--overwrite", "--arch", _arch_text(args.arch), "--resize", str(args.resize),
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", args.optimizer,
-               "--lr-schedule", args.lr_schedule,
-               "--fc-hidden", str(args.fc_hidden), "--dropout", str(args.dropout), "--seed", str(args.seed),
-               "--batch-norm" if args.batch_norm else "--no-batch-norm"]
-        for flag, value in (("--lr", args.lr), ("--train-limit", args.train_limit),
-                            ("--test-limit", args.test_limit), ("--data-dir", args.data_dir)):
+               "--lr-schedule", args.lr_schedule, "--dropout", str(args.dropout), "--seed", str(args.seed)]
+        if args.batch_norm is not None:
+            cmd.append("--batch-norm" if args.batch_norm else "--no-batch-norm")
+        for flag, value in (("--ratio", args.ratio), ("--fc-hidden", args.fc_hidden), ("--lr", args.lr),
+                            ("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
+                            ("--data-dir", args.data_dir)):
             if value is not None:
                 cmd += [flag, str(value)]
         print(f"== {display_name(name)}", flush=True)
@@ -273,7 +291,7 @@ def _read_model(path) -> tuple:
     fmt = model_format(path)
     if fmt == "npz":
         weights, meta = load_npz(path)
-        return VGGConfig.from_dict(meta["config"]), weights, meta["source"]
+        return config_from_dict(meta["config"]), weights, meta["source"]
     b = get_backend(fmt)
     net = b.load_model(path)
     return net.config, b.export_weights(net), fmt
@@ -290,7 +308,7 @@ def cmd_convert(args) -> int:
         save_npz(args.dst, config, weights, source, "")
     else:
         b = get_backend(args.to)
-        b.save_model(b.import_weights(b.vgg(**config.vgg_kwargs()), weights), args.dst)
+        b.save_model(b.import_weights(b.from_config(config), weights), args.dst)
     print(f"converted {args.src} ({source}) -> {args.dst} ({args.to}{MODEL_SUFFIXES[args.to]}): {config.describe()}")
     return 0
 
@@ -306,7 +324,7 @@ def cmd_evaluate(args) -> int:
     if config.in_channels != 1 or config.num_classes != 10:
         raise ConfigError(f"{args.model} is {config.describe()}; Fashion-MNIST needs 1 input channel and 10 classes")
     b = get_backend(name)
-    net = b.import_weights(b.vgg(**config.vgg_kwargs()), weights)
+    net = b.import_weights(b.from_config(config), weights)
     _, test_iter = b.load_data_fashion_mnist(args.batch_size, config.input_size, 0, args.data_dir, None,
                                              args.test_limit)
     acc = b.evaluate_accuracy(net, test_iter)
@@ -342,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer-by-layer shapes and parameters of every backend beside the spec")
-    _add_net_args(p)
+    _add_net_args(p, SUMMARY_DEFAULTS)
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
     p.add_argument("--in-channels", type=_positive(int), default=1)
     p.add_argument("--num-classes", type=_positive(int), default=10)
@@ -350,17 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     def add_training(p, defaults):
+        """The training options, all None when left out: the command fills in ``defaults`` (or a checkpoint's)."""
         _add_net_args(p, defaults)
-        p.add_argument("--resize", type=_positive(int), default=defaults["resize"],
-                       help=f"input side in pixels, bilinear from 28 (>= 32; default {defaults['resize']})")
-        p.add_argument("--epochs", type=_non_negative_int, default=defaults["epochs"])
+        alex = ALEXNET_DEFAULTS
+        p.add_argument("--resize", type=_positive(int), default=None,
+                       help=f"input side in pixels, bilinear from 28 (VGG >= 32, AlexNet >= 65; default "
+                            f"{defaults['resize']}, AlexNet {alex['resize']})")
+        p.add_argument("--epochs", type=_non_negative_int, default=None,
+                       help=f"(default {defaults['epochs']}, AlexNet {alex['epochs']})")
         p.add_argument("--lr", type=_positive(float), default=None,
-                       help="learning rate (default: 0.05 for sgd, 0.001 for adam)")
-        p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"])
-        p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults["lr_schedule"],
-                       help=f"constant (the book's) or cosine, annealed per epoch (default {defaults['lr_schedule']})")
-        p.add_argument("--batch-size", type=_positive(int), default=defaults["batch_size"])
-        p.add_argument("--seed", type=int, default=0, help="fixes the initial weights, batch order and dropout")
+                       help="learning rate (default: sgd 0.05, AlexNet 0.01 as in the book; adam 0.001)")
+        p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"(default {defaults['optimizer']})")
+        p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                       help=f"constant (the book's) or cosine, annealed per epoch (default {defaults['lr_schedule']}"
+                            f", AlexNet {alex['lr_schedule']})")
+        p.add_argument("--batch-size", type=_positive(int), default=None,
+                       help=f"(default {defaults['batch_size']})")
+        p.add_argument("--seed", type=int, default=None, help="fixes the initial weights, batch order and dropout")
         p.add_argument("--train-limit", type=_positive(int), default=None, help="use only the first N training "
                        "examples")
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
@@ -368,14 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
-    add_training(p, {"arch": "vgg11", "ratio": 4, "resize": 224, "epochs": 10, "optimizer": "sgd",
-                     "batch_size": 128, "lr_schedule": "constant"})
+    add_training(p, TRAIN_DEFAULTS)
     p.add_argument("--out", default=None, help="folder for weights.npz, history.json and checkpoint.npz (written "
                    "after every epoch)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last "
-                   "checkpoint (configuration and recipe come from it)")
-    # Options left out are None until cmd_train knows whether a checkpoint or the defaults fill them in.
-    p.set_defaults(func=cmd_train, train_defaults={k: p.get_default(k) for k in RESUMED}, **dict.fromkeys(RESUMED))
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last "
+                        "checkpoint (configuration and recipe come from it)")
+    resume.add_argument("--overwrite", action="store_true", help="replace a run already saved in --out (without "
+                        "it, an existing checkpoint there is never overwritten)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="train the same VGG in every backend and write a report with plots")
     add_training(p, COMPARE_DEFAULTS)

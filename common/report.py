@@ -58,14 +58,14 @@ def summary_table(spec, trace: list[tuple[str, tuple]], params: dict[str, int], 
 
 def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
     """One row per backend of a `vgg compare` run, with the spec's figures beside the measured ones."""
-    from .arch import VGGConfig
+    from .arch import config_from_dict
     from .spec import spec
 
     headers = ["backend", "params", "spec params", "MACs/example", "train examples/s", "train acc", "test acc",
                "wall s"]
     rows = []
     for r in records:
-        s = spec(VGGConfig.from_dict(r["config"]))
+        s = spec(config_from_dict(r["config"]))
         epochs = r["history"]["epochs"]
         last = epochs[-1] if epochs else {}
         speeds = sorted(e["examples_per_sec"] for e in epochs)
@@ -100,10 +100,10 @@ def plot_curves(records: list[dict], path) -> None:
 
 
 def _run_title(r: dict) -> str:
-    from .arch import VGGConfig
+    from .arch import config_from_dict
 
     schedule = "" if r.get("lr_schedule", "constant") == "constant" else f" ({r['lr_schedule']})"
-    return (f"{VGGConfig.from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
+    return (f"{config_from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
             f"batch {r['batch_size']}, {r['train_examples']:,} train / {r['test_examples']:,} test examples")
 
 
@@ -117,7 +117,8 @@ def write_compare_report(out, records: list[dict]) -> dict:
     plot_curves(records, out / "curves.png")
     accs = [r[6] for r in rows if r[6] is not None]
     spread = max(accs) - min(accs) if accs else 0.0
-    md = [f"# VGG on Fashion-MNIST in {len(records)} frameworks", "", _run_title(records[0]) if records else "", "",
+    arch = records[0]["config"]["arch"] if records else "VGG"
+    md = [f"# {'AlexNet' if arch == 'alexnet' else 'VGG'} on Fashion-MNIST in {len(records)} frameworks", "", _run_title(records[0]) if records else "", "",
           markdown_table(headers, rows), "",
           f"Spread of final test accuracy across backends: {spread:.4f}.", "",
           "All backends start from the same weights (seeded Xavier-uniform from `common.weights`) and see the "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arch import LRN, LayerPlan, VGGConfig, make_config, net_plan
+from .arch import LRN, LayerPlan, NetConfig, side_after, make_config, net_plan
 from .errors import ConfigError
 
 
@@ -18,7 +18,7 @@ from .errors import ConfigError
 class Layer:
     name: str                 # canonical, e.g. "block1.conv1" or "fc1"
     kind: str                 # conv, bn, relu, lrn, pool, flatten, linear, dropout
-    group: str                # the top-level layer it belongs to: "block1", ..., "flatten", "fc1", ...
+    group: str                # the top-level layer it belongs to: "block1", ..., "flatten", "fc1", ... (AlexNet: its own names)
     shape: tuple[int, ...]    # output shape of one example, NCHW without N
     params: int
     buffers: int
@@ -29,7 +29,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class Spec:
-    config: VGGConfig
+    config: NetConfig
     layers: tuple[Layer, ...]
 
     @property
@@ -82,9 +82,9 @@ def _spec_layer(p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...]
                 jump: int) -> tuple[Layer, tuple[int, ...], int | None, int]:
     """One planned layer -> its spec row, and the (shape, receptive field, jump) after it."""
     if p.kind == "conv":
-        k, (_, s, _) = p.kernel, shape
-        shape = (p.out_width, s + 2 * (k // 2) - k + 1, s + 2 * (k // 2) - k + 1)
-        rf += (k - 1) * jump
+        k, side = p.kernel, side_after(shape[1], "conv", p.kernel, p.stride, p.padding)
+        shape = (p.out_width, side, side)
+        rf, jump = rf + (k - 1) * jump, jump * p.stride
         n = p.out_width * p.in_width * k * k
         return Layer(full_name, "conv", group, shape, n + p.out_width, 0, n * shape[1] * shape[2], rf,
                      (("weight", (p.out_width, p.in_width, k, k)), ("bias", (p.out_width,)))), shape, rf, jump
@@ -93,8 +93,9 @@ def _spec_layer(p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...]
         return Layer(full_name, "bn", group, shape, 2 * p.in_width, 2 * p.in_width, 0, rf,
                      (("weight", c), ("bias", c), ("running_mean", c), ("running_var", c))), shape, rf, jump
     if p.kind == "pool":
-        rf, jump = rf + jump, jump * 2
-        shape = (shape[0], shape[1] // 2, shape[2] // 2)
+        side = side_after(shape[1], "pool", p.kernel, p.stride, p.padding)
+        rf, jump = rf + (p.kernel - 1) * jump, jump * p.stride
+        shape = (shape[0], side, side)
     elif p.kind == "flatten":
         shape, rf = (int(np.prod(shape)),), None
     elif p.kind == "linear":
@@ -105,8 +106,8 @@ def _spec_layer(p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...]
     return Layer(full_name, p.kind, group, shape, 0, 0, 0, rf), shape, rf, jump
 
 
-def spec(config: VGGConfig | None = None, **kwargs) -> Spec:
-    """The analytic table for a configuration (or for ``make_config(**kwargs)``)."""
+def spec(config: NetConfig | None = None, **kwargs) -> Spec:
+    """The analytic table for a configuration of either network (or for VGG's ``make_config(**kwargs)``)."""
     if config is None:
         config = make_config(**kwargs)
     elif kwargs:

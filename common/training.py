@@ -12,6 +12,7 @@ from .errors import ConfigError, InputError, TrainingDiverged
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}   # the book's SGD recipe; Adam as in its older edition
+ALEXNET_SGD_LR = 0.01  # the book's AlexNet recipe (without batch norm, 0.05 diverges there)
 # "constant" is the book's; "cosine" anneals the rate per epoch from lr towards 0 (half a cosine), which
 # settles the final test accuracy where a constant rate leaves it jumping by +-0.02 between epochs.
 LR_SCHEDULES = ("constant", "cosine")
@@ -28,6 +29,13 @@ def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple
     if lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
     return num_epochs, float(lr), optimizer
+
+
+def default_lr(optimizer: str, arch="vgg11") -> float:
+    """The book's learning rate for ``optimizer`` on ``arch``: SGD 0.05 for VGG, 0.01 for AlexNet; Adam 0.001."""
+    if optimizer == "sgd" and arch == "alexnet":
+        return ALEXNET_SGD_LR
+    return DEFAULT_LR[optimizer]
 
 
 def epoch_lr(lr: float, lr_schedule: str, epoch: int, num_epochs: int) -> float:

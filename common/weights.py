@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import VGGConfig
+from .arch import NetConfig, config_from_dict
 from .errors import ConfigError, WeightsError
 from .spec import spec
 
@@ -24,7 +24,7 @@ VERSION = 1
 META_KEY = "__meta__"
 
 
-def check_weights(config: VGGConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def check_weights(config: NetConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every canonical parameter present with its canonical shape, nothing extra; float32 copies back."""
     expected = spec(config).param_shapes()
     for name, shape in expected.items():
@@ -56,7 +56,7 @@ def check_weights(config: VGGConfig, weights: dict[str, np.ndarray]) -> dict[str
 LAYOUTS = ("conv", "dense", "flat", None)
 
 
-def to_canonical(array: np.ndarray, layout: str | None, config: VGGConfig | None) -> np.ndarray:
+def to_canonical(array: np.ndarray, layout: str | None, config: NetConfig | None) -> np.ndarray:
     """An array in ``layout`` -> canonical (conv OIHW, dense (out, in) with C,H,W features)."""
     if layout == "conv":
         return array.transpose(3, 2, 0, 1)
@@ -68,7 +68,7 @@ def to_canonical(array: np.ndarray, layout: str | None, config: VGGConfig | None
     return array
 
 
-def from_canonical(array: np.ndarray, layout: str | None, config: VGGConfig | None) -> np.ndarray:
+def from_canonical(array: np.ndarray, layout: str | None, config: NetConfig | None) -> np.ndarray:
     """A canonical array -> ``layout``; the inverse of :func:`to_canonical`."""
     if layout == "conv":
         return array.transpose(2, 3, 1, 0)
@@ -80,7 +80,7 @@ def from_canonical(array: np.ndarray, layout: str | None, config: VGGConfig | No
     return array
 
 
-def xavier_init(config: VGGConfig, seed: int = 0) -> dict[str, np.ndarray]:
+def xavier_init(config: NetConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """The recipe's starting weights, drawn from one seeded generator in canonical order.
 
     Xavier-uniform (Glorot) conv and dense weights, zero biases, batch norm at identity — so every
@@ -109,7 +109,7 @@ def trainable_shapes(weights: dict[str, np.ndarray]) -> list[tuple[str, tuple[in
             if not name.endswith(("running_mean", "running_var"))]
 
 
-def scheme_weights(config: VGGConfig, scheme="xavier", seed: int = 0, value: float = 1.0) -> dict[str, np.ndarray]:
+def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: float = 1.0) -> dict[str, np.ndarray]:
     """Starting weights by one of the book's schemes, drawn from one seeded generator in canonical order.
 
     ``"normal"``: N(0, 0.01) conv and dense weights; ``"constant"``: every weight ``value``; ``"xavier"``:
@@ -172,7 +172,7 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     return path
 
 
-def make_meta(config: VGGConfig, source: str, source_version: str, **extra) -> dict:
+def make_meta(config: NetConfig, source: str, source_version: str, **extra) -> dict:
     """The metadata every saved model carries, whatever its format: format version, configuration, source."""
     return {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "source": source,
             "source_version": source_version, **extra}
@@ -191,12 +191,15 @@ def parse_meta(text: str, path: str | os.PathLike) -> dict:
     return meta
 
 
-def meta_config(meta: dict, path: str | os.PathLike, expected: VGGConfig | None = None) -> VGGConfig:
+def meta_config(meta: dict, path: str | os.PathLike, expected: NetConfig | None = None) -> NetConfig:
     """The configuration a file was saved from; with ``expected``, refuse another one before any tensor is read."""
     try:
-        saved = VGGConfig.from_dict(meta["config"])
+        saved = config_from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path} has a damaged configuration record ({e})") from None
+    if expected is not None and type(saved) is not type(expected):
+        raise WeightsError(f"{path} holds weights for {saved.describe()}, but this network is "
+                           f"{expected.describe()}; build the network with the saved configuration")
     if expected is not None and saved != expected:
         diffs = [k for k, v in expected.to_dict().items() if saved.to_dict()[k] != v and k != "dropout"]
         if diffs:
@@ -235,7 +238,7 @@ def existing_model(path: str | os.PathLike, fmt: str) -> Path:
     return path
 
 
-def save_npz(path: str | os.PathLike, config: VGGConfig, weights: dict[str, np.ndarray], source: str,
+def save_npz(path: str | os.PathLike, config: NetConfig, weights: dict[str, np.ndarray], source: str,
              source_version: str, extra: dict | None = None) -> Path:
     """Write canonical weights and their metadata atomically."""
     weights = check_weights(config, weights)
@@ -263,7 +266,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     return parse_meta(text, path)
 
 
-def load_npz(path: str | os.PathLike, config: VGGConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
+def load_npz(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Read a weights file; with ``config``, refuse one saved for another configuration before reading tensors."""
     meta = read_meta(path)
     saved = meta_config(meta, path, config)

@@ -1,4 +1,4 @@
-"""VGG in MXNet Gluon: built from the plan in ``common.arch``, held to ``common.spec``.
+"""VGG and AlexNet in MXNet Gluon: built from the plan in ``common.arch``, held to ``common.spec``.
 
 Every layer gets its canonical name as its Gluon prefix (the network's own prefix is empty), so
 parameter ``block1_conv1_weight`` is canonical ``block1.conv1.weight``; see ``weights._params``.
@@ -11,9 +11,11 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
-    make_config, net_plan
+    make_alexnet_config, make_config, net_plan
+from common.errors import InputError
 from common.report import summary_table
 from common.spec import spec
+from common.training import check_batch
 
 
 class LocalResponseNorm(nn.HybridBlock):
@@ -31,7 +33,8 @@ def _layer(p: LayerPlan) -> nn.HybridBlock:
     """The Gluon layer for one planned layer, prefixed with its canonical name."""
     prefix = f"{p.name}_"
     if p.kind == "conv":
-        return nn.Conv2D(p.out_width, p.kernel, padding=p.kernel // 2, in_channels=p.in_width, prefix=prefix)
+        return nn.Conv2D(p.out_width, p.kernel, strides=p.stride, padding=p.padding, in_channels=p.in_width,
+                         prefix=prefix)
     if p.kind == "bn":
         return nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=BN_EPSILON, in_channels=p.in_width, prefix=prefix)
     if p.kind == "relu":
@@ -39,7 +42,7 @@ def _layer(p: LayerPlan) -> nn.HybridBlock:
     if p.kind == "lrn":
         return LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"], prefix=prefix)
     if p.kind == "pool":
-        return nn.MaxPool2D(pool_size=2, strides=2, prefix=prefix)
+        return nn.MaxPool2D(pool_size=p.kernel, strides=p.stride, prefix=prefix)
     if p.kind == "flatten":
         return nn.Flatten(prefix=prefix)
     if p.kind == "linear":
@@ -66,8 +69,12 @@ def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
     return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
 
 
-class VGG(nn.HybridSequential):
-    """A VGG network: a ``HybridSequential`` of named blocks and head layers that knows its configuration."""
+class Network(nn.HybridSequential):
+    """VGG or AlexNet: a ``HybridSequential`` of named blocks and layers that knows its configuration.
+
+    Calling it checks the input against the configuration first (rank, channels, size, dtype), so a
+    mistake is one :class:`common.errors.InputError` that says what to change, not a shape error deep inside.
+    """
 
     def __init__(self, config):
         super().__init__(prefix="")  # parameter names start at the layer: block1_conv1_weight, fc3_bias
@@ -75,18 +82,36 @@ class VGG(nn.HybridSequential):
             self.add(*(_block(p, f"{name}_") if isinstance(p, list) else _layer(p) for name, p in net_plan(config)))
         self.config = config
 
+    def forward(self, x, *args):
+        if isinstance(x, mx.nd.NDArray):  # a Symbol (shape inference, export) has no shape to check
+            check_batch(self.config, x.shape, x.dtype.__name__ if isinstance(x.dtype, type) else str(x.dtype),
+                        where="the input")
+        elif not isinstance(x, mx.sym.Symbol):
+            raise InputError(f"the input is a {type(x).__name__}; give an MXNet NDArray (mx.nd.array)")
+        return super().forward(x, *args)
+
 
 def init_xavier(net: nn.Block) -> None:
     """The recipe's initialisation: Xavier-uniform conv and dense weights, zero biases, batch norm at identity."""
     net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), force_reinit=True)
 
 
+def from_config(config):
+    """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    net = Network(config)
+    init_xavier(net)
+    return net
+
+
 def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
         batch_norm=False):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
-    net = VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
-    init_xavier(net)
-    return net
+    return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+
+
+def alexnet(in_channels=1, num_classes=10, input_size=224, dropout=0.5):
+    """AlexNet (Krizhevsky et al., 2012) as in *Dive into Deep Learning*, the network VGG answers."""
+    return from_config(make_alexnet_config(in_channels, num_classes, input_size, dropout))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

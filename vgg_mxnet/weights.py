@@ -11,7 +11,7 @@ from common.weights import META_KEY, atomic_write, check_model_path, check_weigh
     make_meta, meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
 from common.zoo import from_gluon_zoo
 
-from .model import vgg
+from .model import from_config
 
 # Gluon's batch-norm parameter names -> canonical; the other suffixes are canonical already
 _RENAME = {"gamma": "weight", "beta": "bias"}
@@ -90,7 +90,7 @@ def load_model(path):
     if not isinstance(saved, dict) or META_KEY not in saved:
         raise WeightsError(f"{path} is an MXNet parameter file but not one of this project's models")
     meta = parse_meta(saved.pop(META_KEY).asnumpy().astype(np.uint8).tobytes().decode("utf-8", "replace"), path)
-    net = vgg(**meta_config(meta, path).vgg_kwargs())
+    net = from_config(meta_config(meta, path))
     return import_weights(net, {k: v.asnumpy() for k, v in saved.items()})
 
 

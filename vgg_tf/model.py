@@ -1,4 +1,4 @@
-"""VGG in tf.keras (Keras 3): built from the plan in ``common.arch``, held to ``common.spec``.
+"""VGG and AlexNet in tf.keras (Keras 3): built from the plan in ``common.arch``, held to ``common.spec``.
 
 The network computes in NHWC (what TensorFlow's CPU convolutions take); everything that leaves this
 package is canonical: ``layer_shapes`` reports NCHW, and ``vgg_tf.weights`` converts layouts.
@@ -10,10 +10,11 @@ import numpy as np
 import tensorflow as tf
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
-    make_config, net_plan
-from common.errors import BackendUnavailable
+    make_alexnet_config, make_config, net_plan
+from common.errors import BackendUnavailable, InputError
 from common.report import summary_table
 from common.spec import spec
+from common.training import check_batch
 
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailable(f"vgg_tf needs Keras on TensorFlow, but Keras runs on {keras.backend.backend()!r}; "
@@ -42,11 +43,37 @@ class LocalResponseNorm(keras.layers.Layer):
         return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
 
 
+class PaddedConv2D(keras.layers.Conv2D):
+    """A convolution with explicit zero padding on every side (PyTorch's ``padding=p``).
+
+    Keras' ``padding="same"`` equals it only at stride 1 with ``p = kernel // 2``; AlexNet's first layer
+    (11x11, stride 4, padding 1) is neither, so the padding is added before a ``"valid"`` convolution.
+    """
+
+    def __init__(self, filters, kernel_size, pad, **kwargs):
+        super().__init__(filters, kernel_size, padding="valid", **kwargs)
+        self.pad = pad
+
+    def call(self, x):
+        p = self.pad
+        return super().call(keras.ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0))))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        grow = lambda d: None if d is None else d + 2 * self.pad  # noqa: E731
+        return super().compute_output_shape((n, grow(h), grow(w), c))
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
 def _layer(p: LayerPlan) -> keras.layers.Layer:
     """The Keras layer for one planned layer, named as in the plan."""
-    if p.kind == "conv":  # "same" is k // 2 padding for odd k; the initialisers are the recipe's (and Keras')
-        return keras.layers.Conv2D(p.out_width, p.kernel, padding="same", kernel_initializer="glorot_uniform",
-                                   bias_initializer="zeros", name=p.name)
+    if p.kind == "conv":  # the initialisers are the recipe's (and Keras' own)
+        init = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros", "name": p.name}
+        if p.stride == 1 and p.padding == p.kernel // 2 and p.kernel % 2:  # "same" is exactly this padding
+            return keras.layers.Conv2D(p.out_width, p.kernel, padding="same", **init)
+        return PaddedConv2D(p.out_width, p.kernel, p.padding, strides=p.stride, **init)
     if p.kind == "bn":
         return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=1 - BN_MOMENTUM, name=p.name)
     if p.kind == "relu":
@@ -54,7 +81,7 @@ def _layer(p: LayerPlan) -> keras.layers.Layer:
     if p.kind == "lrn":
         return LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"], name=p.name)
     if p.kind == "pool":
-        return keras.layers.MaxPool2D(pool_size=2, strides=2, name=p.name)
+        return keras.layers.MaxPool2D(pool_size=p.kernel, strides=p.stride, name=p.name)
     if p.kind == "flatten":
         return keras.layers.Flatten(name=p.name)
     if p.kind == "linear":
@@ -77,14 +104,26 @@ def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
     return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
 
 
-class VGG(keras.Sequential):
-    """A VGG network: a built ``keras.Sequential`` of named blocks and head layers that knows its configuration."""
+class Network(keras.Sequential):
+    """VGG or AlexNet: a built ``keras.Sequential`` of named blocks and layers that knows its configuration.
+
+    Calling it checks the input against the configuration first (rank, channels, size, dtype; NHWC), so a
+    mistake is one :class:`common.errors.InputError` that says what to change, not a shape error deep inside.
+    """
 
     def __init__(self, config):
         super().__init__([keras.Input((config.input_size, config.input_size, config.in_channels))] +
                          [_block(p, name) if isinstance(p, list) else _layer(p) for name, p in net_plan(config)],
-                         name="vgg")
+                         name=config.arch)
         self.config = config
+
+    def __call__(self, x, *args, **kwargs):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise InputError(f"the input is a {type(x).__name__}; give a NumPy array or a tensor (NHWC)")
+        dtype = getattr(x.dtype, "name", None) or str(x.dtype)
+        check_batch(self.config, tuple(-1 if d is None else d for d in x.shape), dtype, layout="NHWC",
+                    where="the input")
+        return super().__call__(x, *args, **kwargs)
 
 
 def _named_layers(net: keras.Sequential, prefix: str = ""):
@@ -107,11 +146,21 @@ def init_xavier(net: keras.Sequential) -> None:
             layer.bias.assign(keras.ops.zeros(layer.bias.shape))
 
 
+def from_config(config):
+    """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    # built Xavier-initialised (see _layer), so init_xavier(net) is not called: it would draw everything twice
+    return Network(config)
+
+
 def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
         batch_norm=False):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
-    # built Xavier-initialised (see _layer), so init_xavier(net) is not called: it would draw everything twice
-    return VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+    return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+
+
+def alexnet(in_channels=1, num_classes=10, input_size=224, dropout=0.5):
+    """AlexNet (Krizhevsky et al., 2012) as in *Dive into Deep Learning*, the network VGG answers."""
+    return from_config(make_alexnet_config(in_channels, num_classes, input_size, dropout))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

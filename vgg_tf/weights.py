@@ -13,7 +13,7 @@ from common.weights import atomic_write, check_model_path, check_weights, existi
     load_npz, make_meta, meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes, to_canonical
 from common.zoo import from_keras_applications
 
-from .model import _named_layers, vgg
+from .model import _named_layers, from_config
 
 # Keras' batch-norm variables under their canonical (PyTorch) names
 _BN = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance"))
@@ -114,7 +114,7 @@ def load_model(path):
         raise WeightsError(f"{path} is not a readable HDF5 file ({e}); it is damaged or of another format") from None
     if text is None:
         raise WeightsError(f"{path} is a Keras weights file but not one of this project's models")
-    net = vgg(**meta_config(parse_meta(text, path), path).vgg_kwargs())
+    net = from_config(meta_config(parse_meta(text, path), path))
     try:
         net.load_weights(path)
     except (ValueError, KeyError, OSError) as e:

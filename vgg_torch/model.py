@@ -1,4 +1,4 @@
-"""VGG in PyTorch: built from the plan in ``common.arch``, held to ``common.spec``."""
+"""VGG and AlexNet in PyTorch: built from the plan in ``common.arch``, held to ``common.spec``."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -7,15 +7,17 @@ import torch
 from torch import nn
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
-    make_config, net_plan
+    make_alexnet_config, make_config, net_plan
+from common.errors import InputError
 from common.report import summary_table
 from common.spec import spec
+from common.training import check_batch
 
 
 def _layer(p: LayerPlan) -> nn.Module:
     """The PyTorch layer for one planned layer."""
     if p.kind == "conv":
-        return nn.Conv2d(p.in_width, p.out_width, p.kernel, padding=p.kernel // 2)
+        return nn.Conv2d(p.in_width, p.out_width, p.kernel, stride=p.stride, padding=p.padding)
     if p.kind == "bn":
         return nn.BatchNorm2d(p.in_width, eps=BN_EPSILON, momentum=BN_MOMENTUM)
     if p.kind == "relu":
@@ -23,7 +25,7 @@ def _layer(p: LayerPlan) -> nn.Module:
     if p.kind == "lrn":
         return nn.LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"])
     if p.kind == "pool":
-        return nn.MaxPool2d(kernel_size=2, stride=2)
+        return nn.MaxPool2d(kernel_size=p.kernel, stride=p.stride)
     if p.kind == "flatten":
         return nn.Flatten()
     if p.kind == "linear":
@@ -42,13 +44,23 @@ def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
     return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
 
 
-class VGG(nn.Sequential):
-    """A VGG network: an ``nn.Sequential`` of named blocks and head layers that knows its configuration."""
+class Network(nn.Sequential):
+    """VGG or AlexNet: an ``nn.Sequential`` of named blocks and layers that knows its configuration.
+
+    Calling it checks the input against the configuration first (rank, channels, size, dtype), so a
+    mistake is one :class:`common.errors.InputError` that says what to change, not a shape error deep inside.
+    """
 
     def __init__(self, config):
         super().__init__(OrderedDict((name, _block(p) if isinstance(p, list) else _layer(p))
                                      for name, p in net_plan(config)))
         self.config = config
+
+    def forward(self, x):
+        if not torch.is_tensor(x):
+            raise InputError(f"the input is a {type(x).__name__}; give a torch tensor (torch.from_numpy)")
+        check_batch(self.config, x.shape, str(x.dtype).removeprefix("torch."), where="the input")
+        return super().forward(x)
 
 
 def init_xavier(net: nn.Module) -> None:
@@ -59,12 +71,22 @@ def init_xavier(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def from_config(config):
+    """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    net = Network(config)
+    init_xavier(net)
+    return net
+
+
 def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
         batch_norm=False):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
-    net = VGG(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
-    init_xavier(net)
-    return net
+    return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
+
+
+def alexnet(in_channels=1, num_classes=10, input_size=224, dropout=0.5):
+    """AlexNet (Krizhevsky et al., 2012) as in *Dive into Deep Learning*, the network VGG answers."""
+    return from_config(make_alexnet_config(in_channels, num_classes, input_size, dropout))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

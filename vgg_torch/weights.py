@@ -13,7 +13,7 @@ from common.weights import atomic_write, check_model_path, check_weights, existi
 from common.errors import WeightsError
 from common.zoo import from_torchvision
 
-from .model import vgg
+from .model import from_config
 
 
 def export_weights(net):
@@ -81,7 +81,7 @@ def load_model(path):
     if not isinstance(saved, dict) or "meta" not in saved or "state_dict" not in saved:
         raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")
     config = meta_config(parse_meta(saved["meta"], path), path)
-    net = vgg(**config.vgg_kwargs())
+    net = from_config(config)
     return import_weights(net, {k: v.numpy() for k, v in saved["state_dict"].items()})
 
 
