@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -199,6 +200,19 @@ def test_resume_with_another_recipe_is_refused_by_the_api(tmp_path, torch_one_th
         b.train(b.vgg(**TINY, dropout=0.2), train_iter, test_iter, 2, resume_from=path, verbose=False)
 
 
+def test_a_new_run_never_overwrites_a_saved_one(tmp_path, capsys):
+    path = _checkpoint(tmp_path / FILE_NAME)
+    before = path.read_bytes()
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), *CLI_RUN])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert f"{tmp_path} already holds a run (checkpoint.npz: epoch 1 of 2); continue it with --resume" in err
+    assert path.read_bytes() == before                                 # untouched
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--overwrite"])
+    assert stop.value.code == 2 and "--overwrite: not allowed with argument --resume" in capsys.readouterr().err
+
+
 def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path, capsys):
     rc = main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume"])
     err = capsys.readouterr().err
@@ -322,6 +336,16 @@ def test_input_of_the_wrong_dtype_is_refused(backend):
     _, x, y, _ = _net_and_batch(backend)
     with pytest.raises(InputError, match="has dtype float64; .* in float32: convert it"):
         _evaluate(backend, x.astype(np.float64), y)
+
+
+def test_calling_the_network_directly_checks_its_input(backend):
+    net, x, y, layout = _net_and_batch(backend)
+    wrong = {"has 3 channel(s)": np.repeat(x, 3, axis=1 if layout == "NCHW" else 3),
+             "has shape": x[0], "has dtype float64": x.astype(np.float64)}
+    for message, bad in wrong.items():
+        with pytest.raises(InputError, match=re.escape(f"the input {message}")):
+            net(_to_backend(backend, bad, y)[0])
+    assert tuple(net(_to_backend(backend, x, y)[0]).shape) == (4, 10)
 
 
 def test_labels_outside_the_classes_are_refused(backend):
