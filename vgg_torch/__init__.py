@@ -1,4 +1,5 @@
 """VGG of *Dive into Deep Learning* in PyTorch, behind the project's common API."""
+from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp
 from .data import load_data_fashion_mnist
 from .model import count_params, layer_shapes, summary, vgg, vgg_block
 from .train import evaluate_accuracy, train, try_gpu
