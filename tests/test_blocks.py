@@ -19,6 +19,8 @@ CONFIGS = [
     dict(arch="vgg11_lrn", ratio=8, input_size=32, fc_hidden=64, in_channels=3),
 ]
 IDS = ["plain", "bn", "lrn-c3"]
+HIDDEN = 8                                  # tied_mlp's hidden width
+SHARED = HIDDEN * HIDDEN + HIDDEN           # parameters of its shared layer
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,16 @@ def test_hand_vgg_is_the_built_in_vgg(backend, case, images):
     assert np.abs(a).max() > 1e-2
     assert np.abs(a - b).max() <= 1e-5, f"max abs diff {np.abs(a - b).max():.2e}"
     assert np.array_equal(forward(backend, hand, x), b)                # deterministic: dropout really is off
+
+
+def test_my_sequential_runs_unnamed_children_in_order(backend):
+    # the book's use: MySequential(layer, layer, ...), here the layers of the framework's own Sequential
+    net = backend.tied_mlp(hidden=HIDDEN, tied=False)
+    mine = backend.MySequential(*(layer for _, layer in children(backend, net)))
+    x = np.random.default_rng(7).random((4, 20), dtype=np.float32)
+    assert backend.count_params(mine) == backend.count_params(net)
+    out, _ = output_and_gradients(backend, net, x)
+    np.testing.assert_array_equal(output_and_gradients(backend, mine, x)[0], out)
 
 
 def test_hand_vgg_takes_a_configuration(backend):
@@ -102,10 +114,6 @@ def test_fixed_hidden_mlp_agrees_across_frameworks_and_shares_its_layer(backends
             assert err <= 1e-5, f"{name} gradient of {key}: relative error {err:.2e}"
     for name, out in outputs.items():
         assert out == pytest.approx(outputs["torch"], rel=1e-5), name
-
-
-HIDDEN = 8
-SHARED = HIDDEN * HIDDEN + HIDDEN
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
