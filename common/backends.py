@@ -17,7 +17,8 @@ BACKENDS: dict[str, tuple[str, str, str, str]] = {
 # The contract: every backend package exports these names with identical signatures.
 API = ("vgg_block", "vgg", "layer_shapes", "count_params", "summary", "load_data_fashion_mnist", "train",
        "evaluate_accuracy", "try_gpu", "export_weights", "import_weights", "save_weights", "load_weights",
-       "save_model", "load_model", "zoo_weights", "named_parameters", "init_weights", "alexnet", "from_config")
+       "save_model", "load_model", "zoo_weights", "named_parameters", "init_weights", "alexnet", "from_config",
+       "MySequential", "hand_vgg", "FixedHiddenMLP", "tied_mlp")
 
 
 def display_name(name: str) -> str:

@@ -15,6 +15,7 @@ if "OMP_NUM_THREADS" not in _os.environ and "MXNET_OMP_MAX_THREADS" not in _os.e
     _os.environ["MXNET_OMP_MAX_THREADS"] = str(len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity")
                                                else _os.cpu_count() or 1)
 
+from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
 from .data import load_data_fashion_mnist  # noqa: E402
 from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block  # noqa: E402
 from .train import evaluate_accuracy, train, try_gpu  # noqa: E402

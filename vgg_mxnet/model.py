@@ -61,7 +61,7 @@ def _block(plan: list[LayerPlan], prefix: str | None = None) -> nn.HybridSequent
 
 def _named_children(net) -> list[tuple[str, nn.HybridBlock]]:
     """(name, layer) for each top-level layer, the name read back from its prefix (Gluon keys children 0, 1, ...)."""
-    return [(child.prefix[len(net.prefix):].rstrip("_"), child) for child in net]
+    return [(child.prefix[len(net.prefix):].rstrip("_"), child) for child in net._children.values()]
 
 
 def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):

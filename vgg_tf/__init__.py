@@ -6,6 +6,7 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
 from .data import load_data_fashion_mnist  # noqa: E402
 from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block  # noqa: E402
 from .train import evaluate_accuracy, train, try_gpu  # noqa: E402

@@ -129,7 +129,7 @@ class Network(keras.Sequential):
 def _named_layers(net: keras.Sequential, prefix: str = ""):
     """(canonical name, layer) for every layer inside ``net``, nested blocks opened: ``block1.conv1``, ..., ``fc3``."""
     for layer in net.layers:
-        if isinstance(layer, keras.Sequential):
+        if isinstance(layer, keras.Model):
             yield from _named_layers(layer, f"{prefix}{layer.name}.")
         else:
             yield f"{prefix}{layer.name}", layer
