@@ -15,14 +15,12 @@ import time
 
 from .arch import make_config
 from .backends import display_name, get_backend
-from .errors import ConfigError
 from .report import format_table, fmt
 from .spec import spec
-from .training import Progress
+from .training import PRECISIONS, Progress, check_precision
 from .weights import atomic_write, xavier_init
 
 BENCH_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 96, "batch_size": 128, "steps": 4, "repeats": 3}
-PRECISIONS = ("fp32", "bf16")
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -115,8 +113,7 @@ def bench_table(summary: dict) -> str:
 def run_bench(backends: list[str], arch, ratio: int, resize: int, batch_size: int, steps: int, repeats: int,
               precision: str, json_path: str | None = None) -> dict:
     """Measure every backend in turn, print the table, write the JSON; return the summary."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precision(precision)
     config = make_config(arch, 1, 10, resize, ratio, 4096, 0.5, False)  # the book's head
     progress = Progress(len(backends) * 6, "[bench]")
     results = [bench_backend(name, config, batch_size, steps, repeats, precision, progress) for name in backends]

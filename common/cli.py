@@ -14,7 +14,7 @@ from .arch import CONFIGS, VGGConfig, make_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .errors import ConfigError, VGGError
 from .spec import spec
-from .training import DEFAULT_LR, LR_SCHEDULES, OPTIMIZERS, History
+from .training import DEFAULT_LR, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, History
 
 # The default `vgg compare` run: VGG-11 narrowed 4x with batch norm on 32 px images, measured to reach
 # >= 0.88 test accuracy in every backend within the time budget on a 2-core CPU (see README).
@@ -139,7 +139,8 @@ RESUMED = {"arch": ("config", "arch"), "ratio": ("config", "ratio"), "resize": (
            "batch_norm": ("config", "batch_norm"), "epochs": ("recipe", "num_epochs"), "lr": ("recipe", "lr"),
            "optimizer": ("recipe", "optimizer"), "lr_schedule": ("recipe", "lr_schedule"),
            "batch_size": ("recipe", "batch_size"), "seed": ("recipe", "seed"),
-           "train_limit": ("recipe", "train_examples"), "test_limit": ("recipe", "test_examples")}
+           "train_limit": ("recipe", "train_examples"), "test_limit": ("recipe", "test_examples"),
+           "precision": ("recipe", "precision")}
 
 
 def _resume_args(args, path) -> None:
@@ -201,13 +202,15 @@ def cmd_train(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     net = _build(b, args)
     print(f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
-          f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}", flush=True)
+          f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
+          f"{args.precision}", flush=True)
     train_iter, test_iter = b.load_data_fashion_mnist(args.batch_size, args.resize, args.seed, args.data_dir,
                                                       args.train_limit, args.test_limit)
     start = time.perf_counter()
     try:
         history = b.train(net, train_iter, test_iter, args.epochs, lr, args.optimizer, None, args.seed,
-                          lr_schedule=args.lr_schedule, checkpoint=ckpt, resume_from=ckpt if args.resume else None)
+                          lr_schedule=args.lr_schedule, checkpoint=ckpt, resume_from=ckpt if args.resume else None,
+                          precision=args.precision)
     except KeyboardInterrupt:
         return _interrupted(args, ckpt)
     except TrainingDiverged as e:
@@ -222,7 +225,7 @@ def cmd_train(args) -> int:
         b.save_model(net, native)
         record = {"backend": args.backend, "framework": display_name(args.backend), "config": net.config.to_dict(),
                   "params": b.count_params(net), "lr": lr, "lr_schedule": args.lr_schedule,
-                  "optimizer": args.optimizer,
+                  "optimizer": args.optimizer, "precision": args.precision,
                   "batch_size": args.batch_size, "seed": args.seed, "train_examples": train_iter.batches.num_examples,
                   "test_examples": test_iter.batches.num_examples, "wall_seconds": wall, "history": history.to_dict()}
         (out / "history.json").write_text(json.dumps(record, indent=1))
@@ -243,7 +246,7 @@ def cmd_compare(args) -> int:
         cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--out", str(out / name),
                "--arch", _arch_text(args.arch), "--ratio", str(args.ratio), "--resize", str(args.resize),
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", args.optimizer,
-               "--lr-schedule", args.lr_schedule,
+               "--lr-schedule", args.lr_schedule, "--precision", args.precision,
                "--fc-hidden", str(args.fc_hidden), "--dropout", str(args.dropout), "--seed", str(args.seed),
                "--batch-norm" if args.batch_norm else "--no-batch-norm"]
         for flag, value in (("--lr", args.lr), ("--train-limit", args.train_limit),
@@ -365,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "examples")
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision: fp32, or bf16 "
+                       "(bfloat16 convolutions and matmuls, float32 weights; default fp32)")
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
@@ -384,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     formats = "*.npz (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"
-    from .bench import BENCH_DEFAULTS, PRECISIONS
+    from .bench import BENCH_DEFAULTS
     p = sub.add_parser("bench", help="training and inference speed per backend, beside the book's code and the peak")
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
     p.add_argument("--arch", type=_arch, default=BENCH_DEFAULTS["arch"])

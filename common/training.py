@@ -15,6 +15,9 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}   # the book's SGD recipe; Adam as in 
 # "constant" is the book's; "cosine" anneals the rate per epoch from lr towards 0 (half a cosine), which
 # settles the final test accuracy where a constant rate leaves it jumping by +-0.02 between epochs.
 LR_SCHEDULES = ("constant", "cosine")
+# "bf16": forward and backward compute in bfloat16 where the framework's mixed precision says it is safe
+# (convolutions, matrix products), weights and optimizer stay float32.
+PRECISIONS = ("fp32", "bf16")
 
 
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
@@ -28,6 +31,13 @@ def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple
     if lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
     return num_epochs, float(lr), optimizer
+
+
+def check_precision(precision) -> str:
+    """Validate the compute precision of a run (one of :data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return precision
 
 
 def epoch_lr(lr: float, lr_schedule: str, epoch: int, num_epochs: int) -> float:
