@@ -1,8 +1,8 @@
 """Speed in MXNet Gluon: the book's plain training step beside the project's, and the machine's matmul peak.
 
 ``path="book"`` is the book's ``train_ch6`` step as written: an imperative (not hybridized) network.
-``path="project"`` is what ``vgg_mxnet.train`` runs: the network hybridized into one cached graph
-(``vgg_mxnet.train.hybridize``). ``precision="bf16"`` runs that graph after MXNet's AMP pass
+``path="project"`` is what ``vgg_mxnet.train`` runs: the network hybridized into one cached graph with static
+memory and shapes (``vgg_mxnet.train.hybridize``). ``precision="bf16"`` runs that graph after MXNet's AMP pass
 (``vgg_mxnet.train.in_precision``: bfloat16 convolutions and dense layers, float32 parameters).
 """
 from __future__ import annotations
