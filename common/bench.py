@@ -110,10 +110,10 @@ def summarise(results: list[dict], config, batch_size: int) -> dict:
     peaks = {p: max((r["peak_gflops"][p] for r in results if r["peak_gflops"][p]), default=None)
              for p in PRECISIONS}
     for r in results:
-        peak = peaks[r["precision"]] or peaks["fp32"]
+        peak = peaks[r["precision"]]  # None: no framework here multiplies matrices in that precision
         r["train_flops_per_example"], r["infer_flops_per_example"] = s.train_flops, 2 * s.macs
         r["train_gflops"] = r["train_project"] * s.train_flops / 1e9
-        r["train_fraction_of_peak"] = r["train_gflops"] / peak
+        r["train_fraction_of_peak"] = r["train_gflops"] / peak if peak else None
         r["train_book_fraction_of_peak"] = r["train_book"] * s.train_flops / 1e9 / peaks["fp32"]
         r["infer_gflops"] = r["infer_project"] * 2 * s.macs / 1e9
         r["train_speedup"] = r["train_project"] / r["train_book"]
@@ -122,12 +122,16 @@ def summarise(results: list[dict], config, batch_size: int) -> dict:
     return {"config": config.to_dict(), "batch_size": batch_size, "peak_gflops": peaks, "runs": results}
 
 
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{fraction:.0%}"
+
+
 def bench_table(summary: dict) -> str:
     """The printed table: one row per backend."""
     headers = ["backend", "precision", "train ex/s (book)", "train ex/s", "speedup", "GFLOP/s", "of peak",
                "real-data ratio", "infer ex/s (book)", "infer ex/s", "speedup"]
     rows = [[r["framework"], r["precision"], r["train_book"], r["train_project"], r["train_speedup"],
-             r["train_gflops"], f"{r['train_fraction_of_peak']:.0%}", r["real_data_ratio"], r["infer_book"],
+             r["train_gflops"], _percent(r["train_fraction_of_peak"]), r["real_data_ratio"], r["infer_book"],
              r["infer_project"], r["infer_speedup"]] for r in summary["runs"]]
     peaks = ", ".join(f"{p} {fmt(v)} GFLOP/s" for p, v in summary["peak_gflops"].items() if v)
     return format_table(headers, rows) + f"\nmachine peak (best matrix product in any framework): {peaks}"
@@ -267,6 +271,7 @@ def plot_sweep(summary: dict, path) -> None:
             ax.grid(alpha=0.3)
             if key == "train":
                 ax.set_yscale("log")
+                ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 5.0)))
                 ax.yaxis.set_major_formatter(plain)
                 ax.yaxis.set_minor_formatter(plain)
             if x_key == "ratio":

@@ -157,3 +157,14 @@ def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("PyTorch")]
     assert [(int(r[1]), int(r[2])) for r in rows] == [(32, 8), (64, 8), (32, 4)]
     assert f"plot: {plot}" in done.stdout
+
+
+def test_bench_bf16_in_gluon_runs_the_amp_graph(tmp_path):
+    load_backend("mxnet")
+    done = vgg("bench", "--backends", "mxnet", "--precision", "bf16", "--resize", "32", "--ratio", "8", "--steps", "1",
+               "--repeats", "1", "--json", str(tmp_path / "bench.json"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "bench.json").read_text())["runs"]
+    assert run["precision"] == "bf16" and run["train_project"] > 0 and run["infer_project"] > 0
+    assert run["peak_gflops"]["bf16"] is None and run["train_fraction_of_peak"] is None  # no bf16 peak known here
+    assert "MXNet Gluon  bf16" in done.stdout
