@@ -14,7 +14,7 @@ from .arch import CONFIGS, VGGConfig, make_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .errors import ConfigError, VGGError
 from .spec import spec
-from .training import DEFAULT_LR, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, History
+from .training import DEFAULT_LR, LR_SCHEDULES, OPTIMIZERS, History
 
 # The default `vgg compare` run: VGG-11 narrowed 4x with batch norm on 32 px images, measured to reach
 # >= 0.88 test accuracy in every backend within the time budget on a 2-core CPU (see README).
@@ -246,13 +246,14 @@ def cmd_compare(args) -> int:
         cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--out", str(out / name),
                "--arch", _arch_text(args.arch), "--ratio", str(args.ratio), "--resize", str(args.resize),
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", args.optimizer,
-               "--lr-schedule", args.lr_schedule, "--precision", args.precision,
+               "--lr-schedule", args.lr_schedule,
                "--fc-hidden", str(args.fc_hidden), "--dropout", str(args.dropout), "--seed", str(args.seed),
                "--batch-norm" if args.batch_norm else "--no-batch-norm"]
         for flag, value in (("--lr", args.lr), ("--train-limit", args.train_limit),
                             ("--test-limit", args.test_limit), ("--data-dir", args.data_dir)):
             if value is not None:
                 cmd += [flag, str(value)]
+        cmd += ["--precision", args.precision]
         print(f"== {display_name(name)}", flush=True)
         done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
@@ -344,6 +345,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _add_precision(p):
+    from .training import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision: fp32, or bf16 "
+                   "(bfloat16 convolutions and matmuls, float32 weights; default fp32)")
+
+
 def _positive_ints(text):
     """A comma list of whole numbers > 0, such as '32,64,96'."""
     return [_positive(int)(v) for v in text.split(",")]
@@ -385,8 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "examples")
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
-        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision: fp32, or bf16 "
-                       "(bfloat16 convolutions and matmuls, float32 weights; default fp32)")
+        _add_precision(p)
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
@@ -421,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"steps per timed repeat (default {bd['steps']}; {sw['steps']} with --sweep)")
     p.add_argument("--repeats", type=_positive(int), default=None,
                    help=f"the median is shown (default {bd['repeats']}; {sw['repeats']} with --sweep)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    _add_precision(p)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
     p.add_argument("--sweep", action="store_true", help="how cost grows: every --sizes at --ratio and every "
                    "--ratios at --resize, the project's path, each point in a fresh process (peak memory per point)")

@@ -103,9 +103,8 @@ def _run_title(r: dict) -> str:
     from .arch import VGGConfig
 
     schedule = "" if r.get("lr_schedule", "constant") == "constant" else f" ({r['lr_schedule']})"
-    precision = "" if r.get("precision", "fp32") == "fp32" else f", {r['precision']}"
     return (f"{VGGConfig.from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
-            f"batch {r['batch_size']}{precision}, {r['train_examples']:,} train / {r['test_examples']:,} test examples")
+            f"batch {r['batch_size']}, {r['train_examples']:,} train / {r['test_examples']:,} test examples")
 
 
 def write_compare_report(out, records: list[dict]) -> dict:

@@ -33,13 +33,6 @@ def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple
     return num_epochs, float(lr), optimizer
 
 
-def check_precision(precision) -> str:
-    """Validate the compute precision of a run (one of :data:`PRECISIONS`)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    return precision
-
-
 def epoch_lr(lr: float, lr_schedule: str, epoch: int, num_epochs: int) -> float:
     """The learning rate of epoch ``epoch`` (1-based): ``lr`` throughout, or cosine-annealed from ``lr``."""
     if lr_schedule == "constant":
@@ -52,6 +45,13 @@ def check_loss(loss: float, epoch: int, step: int, lr: float) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training "
                                f"stopped. Lower the learning rate (e.g. --lr {lr / 10:g}) or use --batch-norm")
+
+
+def check_precision(precision) -> str:
+    """Validate the compute precision of a run (one of :data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return precision
 
 
 def _expected_shape(config, layout: str) -> tuple[int, int, int]:
