@@ -5,24 +5,36 @@ book's plain step and the project's step (each backend's ``bench`` module says w
 Fashion-MNIST batch held in memory and on the real resized batch stream; and the machine's peak, the best
 GFLOP/s of a large matrix product in any of the frameworks. Achieved GFLOP/s use the analytic FLOPs of
 ``common.spec`` (forward + backward = 6 x MACs per example for training, 2 x MACs for inference).
+
+``--sweep`` (:func:`run_sweep`) measures how that cost grows: the project's path at several input sizes and
+width ratios, each point in a fresh process (``python -m common.bench POINT``) so that its peak resident
+memory is its own; a table, a PNG plot (:func:`plot_sweep`) and the JSON.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 from .arch import make_config
+from .errors import VGGError
 from .backends import display_name, get_backend
-from .errors import ConfigError
 from .report import format_table, fmt
 from .spec import spec
-from .training import Progress
+from .training import PRECISIONS, Progress, check_precision
 from .weights import atomic_write, xavier_init
 
 BENCH_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 96, "batch_size": 128, "steps": 4, "repeats": 3}
-PRECISIONS = ("fp32", "bf16")
+# `vgg bench --sweep`: input sizes (at --ratio) and width ratios (at --resize), each point a fresh process.
+# Few steps and a small batch, so that the whole grid takes minutes on a 2-core CPU (224 px at batch 128
+# would need several GiB per point and minutes per step at ratio 1).
+SWEEP_DEFAULTS = {"sizes": (32, 64, 96, 160, 224), "ratios": (8, 4, 2, 1), "batch_size": 32, "steps": 2,
+                  "repeats": 1, "plot": "runs/bench/sweep.png"}
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -56,12 +68,22 @@ def examples_per_sec(step, batches, batch_size: int, steps: int, repeats: int, w
     return statistics.median(rates)
 
 
+def bench_modules(name: str):
+    """The backend package and its ``bench`` module."""
+    b = get_backend(name)
+    return b, importlib.import_module(f"{b.__name__}.bench")
+
+
+def build_net(b, bench, config, precision: str):
+    """The network of ``config`` in backend ``b``, built for ``precision``, from the seed-0 Xavier weights."""
+    with bench.policy(precision):
+        return b.import_weights(b.vgg(**config.vgg_kwargs()), xavier_init(config, 0))
+
+
 def bench_backend(name: str, config, batch_size: int, steps: int, repeats: int, precision: str,
                   progress: Progress) -> dict:
     """One backend's numbers: train and inference examples/s on the book's and the project's path, the peaks."""
-    b = get_backend(name)
-    bench = importlib.import_module(f"{b.__name__}.bench")
-    start_weights = xavier_init(config, 0)
+    b, bench = bench_modules(name)
     stream, _ = b.load_data_fashion_mnist(batch_size, config.input_size, 0, None, batch_size * (steps + 2), 1)
     memory = [next(iter(stream))]  # one real resized batch, already the framework's tensors
     out = {"backend": name, "framework": display_name(name), "precision": precision,
@@ -69,8 +91,7 @@ def bench_backend(name: str, config, batch_size: int, steps: int, repeats: int, 
     progress.update()
     for path in bench.PATHS:
         p = precision if path == "project" else "fp32"
-        with bench.policy(p):
-            net = b.import_weights(b.vgg(**config.vgg_kwargs()), start_weights)
+        net = build_net(b, bench, config, p)
         step = bench.train_step(net, path, p)
         out[f"train_{path}"] = examples_per_sec(step, memory, batch_size, steps, repeats)
         progress.update()
@@ -89,10 +110,10 @@ def summarise(results: list[dict], config, batch_size: int) -> dict:
     peaks = {p: max((r["peak_gflops"][p] for r in results if r["peak_gflops"][p]), default=None)
              for p in PRECISIONS}
     for r in results:
-        peak = peaks[r["precision"]] or peaks["fp32"]
+        peak = peaks[r["precision"]]  # None: no framework here multiplies matrices in that precision
         r["train_flops_per_example"], r["infer_flops_per_example"] = s.train_flops, 2 * s.macs
         r["train_gflops"] = r["train_project"] * s.train_flops / 1e9
-        r["train_fraction_of_peak"] = r["train_gflops"] / peak
+        r["train_fraction_of_peak"] = r["train_gflops"] / peak if peak else None
         r["train_book_fraction_of_peak"] = r["train_book"] * s.train_flops / 1e9 / peaks["fp32"]
         r["infer_gflops"] = r["infer_project"] * 2 * s.macs / 1e9
         r["train_speedup"] = r["train_project"] / r["train_book"]
@@ -101,12 +122,16 @@ def summarise(results: list[dict], config, batch_size: int) -> dict:
     return {"config": config.to_dict(), "batch_size": batch_size, "peak_gflops": peaks, "runs": results}
 
 
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{fraction:.0%}"
+
+
 def bench_table(summary: dict) -> str:
     """The printed table: one row per backend."""
     headers = ["backend", "precision", "train ex/s (book)", "train ex/s", "speedup", "GFLOP/s", "of peak",
                "real-data ratio", "infer ex/s (book)", "infer ex/s", "speedup"]
     rows = [[r["framework"], r["precision"], r["train_book"], r["train_project"], r["train_speedup"],
-             r["train_gflops"], f"{r['train_fraction_of_peak']:.0%}", r["real_data_ratio"], r["infer_book"],
+             r["train_gflops"], _percent(r["train_fraction_of_peak"]), r["real_data_ratio"], r["infer_book"],
              r["infer_project"], r["infer_speedup"]] for r in summary["runs"]]
     peaks = ", ".join(f"{p} {fmt(v)} GFLOP/s" for p, v in summary["peak_gflops"].items() if v)
     return format_table(headers, rows) + f"\nmachine peak (best matrix product in any framework): {peaks}"
@@ -115,8 +140,7 @@ def bench_table(summary: dict) -> str:
 def run_bench(backends: list[str], arch, ratio: int, resize: int, batch_size: int, steps: int, repeats: int,
               precision: str, json_path: str | None = None) -> dict:
     """Measure every backend in turn, print the table, write the JSON; return the summary."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precision(precision)
     config = make_config(arch, 1, 10, resize, ratio, 4096, 0.5, False)  # the book's head
     progress = Progress(len(backends) * 6, "[bench]")
     results = [bench_backend(name, config, batch_size, steps, repeats, precision, progress) for name in backends]
@@ -125,3 +149,147 @@ def run_bench(backends: list[str], arch, ratio: int, resize: int, batch_size: in
     if json_path:
         atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
     return summary
+
+
+def _memory_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MiB; the peak from getrusage where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
+
+
+def sweep_point(backend: str, arch, ratio: int, size: int, batch_size: int, steps: int, repeats: int,
+                precision: str) -> dict:
+    """One point of the sweep, measured in this process: the project's training and inference speed, peak memory.
+
+    Meant to run in a fresh process per point (``python -m common.bench``), so that the peak resident memory
+    is this point's alone; ``baseline_mib`` is the memory before the network is built (framework and data).
+    """
+    config = make_config(arch, 1, 10, size, ratio, 4096, 0.5, False)  # the book's head, as in run_bench
+    b, bench = bench_modules(backend)
+    stream, _ = b.load_data_fashion_mnist(batch_size, size, 0, None, batch_size, 1)
+    memory = [next(iter(stream))]
+    baseline = _memory_mib("VmRSS")
+    net = build_net(b, bench, config, precision)
+    train = examples_per_sec(bench.train_step(net, "project", precision), memory, batch_size, steps, repeats)
+    infer_step = bench.infer_step(net, "project", precision)
+    infer = examples_per_sec(lambda x, y: infer_step(x), memory, batch_size, steps, repeats)
+    s = spec(config)
+    return {"backend": backend, "framework": display_name(backend), "input_size": size, "ratio": ratio,
+            "batch_size": batch_size, "precision": precision, "train": train, "infer": infer,
+            "train_flops_per_example": s.train_flops, "train_gflops": train * s.train_flops / 1e9,
+            "infer_gflops": infer * 2 * s.macs / 1e9, "params": s.params,
+            "peak_mib": _memory_mib("VmHWM"), "baseline_mib": baseline}
+
+
+def sweep_grid(sizes, ratios, size: int, ratio: int) -> list[tuple[int, int]]:
+    """(input size, ratio) points: every size at ``ratio``, then every ratio at ``size``; each point once."""
+    points = [(s, ratio) for s in sizes] + [(size, r) for r in ratios]
+    return list(dict.fromkeys(points))
+
+
+def _measure_in_child(point: dict) -> dict:
+    """Run :func:`sweep_point` in a fresh Python process; its JSON is the last line it prints."""
+    done = subprocess.run([sys.executable, "-m", "common.bench", json.dumps(point)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return {"backend": point["backend"], "framework": display_name(point["backend"]), "input_size": point["size"],
+                "ratio": point["ratio"], "error": f"exit {done.returncode}: {tail}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_sweep(backends: list[str], arch, sizes, ratios, size: int, ratio: int, batch_size: int, steps: int,
+              repeats: int, precision: str, json_path: str | None = None, plot_path: str | None = None) -> dict:
+    """Measure every backend at every point of :func:`sweep_grid`, each in a fresh process; plot, write the JSON."""
+    check_precision(precision)
+    for s, r in ((max(*sizes, size), min(*ratios, ratio)), (min(*sizes, size), max(*ratios, ratio))):
+        make_config(arch, 1, 10, s, r, 4096, 0.5, False)  # a bad point fails before any work
+    points = []
+    for name in backends:
+        for s, r in sweep_grid(sizes, ratios, size, ratio):
+            result = _measure_in_child({"backend": name, "arch": arch, "ratio": r, "size": s, "batch_size": batch_size,
+                                        "steps": steps, "repeats": repeats, "precision": precision})
+            points.append(result)
+            said = result.get("error") or (f"{fmt(result['train'])} train ex/s, {fmt(result['peak_mib'])} MiB peak")
+            print(f"[sweep] {display_name(name)} {s} px ratio {r}: {said}", file=sys.stderr, flush=True)
+    summary = {"arch": arch if isinstance(arch, str) else [list(p) for p in arch], "sizes": list(sizes),
+               "ratios": list(ratios), "size": size, "ratio": ratio, "batch_size": batch_size, "steps": steps,
+               "repeats": repeats, "precision": precision, "points": points}
+    if plot_path:
+        plot_sweep(summary, plot_path)
+        summary["plot"] = str(plot_path)
+    if json_path:
+        atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
+    return summary
+
+
+def sweep_table(summary: dict) -> str:
+    """The printed table: one row per backend and point."""
+    headers = ["backend", "input px", "ratio", "GFLOP/example", "train ex/s", "train GFLOP/s", "infer ex/s",
+               "peak MiB", "over baseline MiB"]
+    rows = [[p["framework"], p["input_size"], p["ratio"], p.get("train_flops_per_example", 0) / 1e9 or None,
+             p.get("train"), p.get("train_gflops"), p.get("infer"), p.get("peak_mib"),
+             p["peak_mib"] - p["baseline_mib"] if "peak_mib" in p else None] for p in summary["points"]]
+    failed = [f"{p['framework']} {p['input_size']} px ratio {p['ratio']}: {p['error']}" for p in summary["points"]
+              if "error" in p]
+    return "\n".join([format_table(headers, rows, title=f"vgg bench --sweep: {summary['precision']}, batch "
+                                                         f"{summary['batch_size']}, {summary['steps']} steps x "
+                                                         f"{summary['repeats']} repeat(s) per point"),
+                      *(f"failed: {line}" for line in failed)])
+
+
+def plot_sweep(summary: dict, path) -> None:
+    """Training examples/s, GFLOP/s and peak memory against input size (top) and width ratio (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ok = [p for p in summary["points"] if "error" not in p]
+    series = (("input_size", summary["ratio"], "ratio", "input size (px)"),
+              ("ratio", summary["size"], "input_size", "width ratio (conv widths / ratio)"))
+    metrics = (("train", "training examples/s"), ("train_gflops", "training GFLOP/s"), ("peak_mib", "peak memory (MiB)"))
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    for row, (x_key, fixed, fixed_key, x_label) in zip(axes, series):
+        for backend in dict.fromkeys(p["backend"] for p in ok):
+            line = sorted((p[x_key], p) for p in ok if p["backend"] == backend and p[fixed_key] == fixed)
+            for ax, (key, label) in zip(row, metrics):
+                ax.plot([x for x, _ in line], [p[key] for _, p in line], marker="o",
+                        label=line[0][1]["framework"] if line else backend)
+        for ax, (key, label) in zip(row, metrics):
+            ax.set_xlabel(x_label)
+            ax.set_title(f"{label}, {fixed_key.replace('_', ' ')} {fixed}")
+            ax.grid(alpha=0.3)
+            if key == "train":
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 5.0)))
+                ax.yaxis.set_major_formatter(plain)
+                ax.yaxis.set_minor_formatter(plain)
+            if x_key == "ratio":
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(summary["ratios"], [str(r) for r in summary["ratios"]])
+                ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+                ax.invert_xaxis()  # wider networks to the right
+            ax.legend()
+    fig.suptitle(f"vgg bench --sweep ({summary['precision']}, batch {summary['batch_size']}, "
+                 f"project path, each point a fresh process)")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # one sweep point: `python -m common.bench '{"backend": "torch", ...}'`
+    try:
+        print(json.dumps(sweep_point(**json.loads(sys.argv[1]))))
+    except VGGError as e:
+        sys.exit(f"error: {e}")

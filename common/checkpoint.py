@@ -3,7 +3,8 @@
 A checkpoint holds the canonical weights (``weights/<name>``), the optimizer's state as named arrays
 (``optimizer/<key>``), the state of the random streams the training loop draws from (``rng/<key>``) and a
 JSON record ``__meta__``: format and version, backend, configuration, recipe (lr, lr_schedule, optimizer,
-batch_size, seed, num_epochs, train and test examples), the number of epochs completed, the history so far.
+batch_size, seed, num_epochs, train and test examples, precision), the number of epochs completed, the
+history so far.
 
 Every backend's ``train(checkpoint=...)`` writes one at the end of each epoch, atomically (a temporary file,
 then a rename), so a run killed at any moment leaves the last complete epoch readable. It is read with
@@ -30,7 +31,9 @@ VERSION = 1
 FILE_NAME = "checkpoint.npz"
 GROUPS = ("weights", "optimizer", "rng")
 RECIPE_KEYS = ("lr", "lr_schedule", "optimizer", "batch_size", "seed", "num_epochs", "train_examples",
-               "test_examples")
+               "test_examples", "precision")
+# What a recipe written before a key existed meant by it.
+RECIPE_FORMER = {"precision": "fp32"}
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
@@ -57,12 +60,12 @@ def _examples(data_iter) -> int | None:
 
 
 def make_recipe(lr: float, lr_schedule: str, optimizer: str, seed: int, num_epochs: int, train_iter=None,
-                test_iter=None) -> dict:
+                test_iter=None, precision: str = "fp32") -> dict:
     """The recipe a checkpoint records and a resumed run must repeat; the data sizes come from the iterators."""
     batches = getattr(train_iter, "batches", None)
     return {"lr": float(lr), "lr_schedule": lr_schedule, "optimizer": optimizer,
             "batch_size": getattr(batches, "batch_size", None), "seed": seed, "num_epochs": num_epochs,
-            "train_examples": _examples(train_iter), "test_examples": _examples(test_iter)}
+            "train_examples": _examples(train_iter), "test_examples": _examples(test_iter), "precision": precision}
 
 
 @dataclass
@@ -150,10 +153,11 @@ def check_checkpoint(meta: dict, path: str | os.PathLike, backend: str | None = 
         raise WeightsError(f"{path} was saved from {saved.describe()}, dropout {saved.dropout}; this network has "
                            f"dropout {config.dropout}: build it with the saved configuration")
     for key in RECIPE_KEYS if recipe is not None else ():
-        if recipe.get(key) is not None and meta["recipe"].get(key) != recipe[key]:
-            raise ConfigError(f"{path} was trained with {key} {meta['recipe'].get(key)!r} but this run asks for "
+        saved_value = meta["recipe"].get(key, RECIPE_FORMER.get(key))
+        if recipe.get(key) is not None and saved_value != recipe[key]:
+            raise ConfigError(f"{path} was trained with {key} {saved_value!r} but this run asks for "
                               f"{recipe[key]!r}; a resumed run repeats the saved recipe: pass "
-                              f"{key}={meta['recipe'].get(key)!r}, or start a new run elsewhere")
+                              f"{key}={saved_value!r}, or start a new run elsewhere")
     if meta["epoch"] > meta["recipe"].get("num_epochs", meta["epoch"]) or meta["epoch"] < 0:
         raise WeightsError(f"{path} claims epoch {meta['epoch']} of {meta['recipe'].get('num_epochs')}; it is damaged")
     return saved

@@ -156,7 +156,8 @@ RESUMED = {"arch": ("config", "arch"), "ratio": ("config", "ratio"), "resize": (
            "batch_norm": ("config", "batch_norm"), "epochs": ("recipe", "num_epochs"), "lr": ("recipe", "lr"),
            "optimizer": ("recipe", "optimizer"), "lr_schedule": ("recipe", "lr_schedule"),
            "batch_size": ("recipe", "batch_size"), "seed": ("recipe", "seed"),
-           "train_limit": ("recipe", "train_examples"), "test_limit": ("recipe", "test_examples")}
+           "train_limit": ("recipe", "train_examples"), "test_limit": ("recipe", "test_examples"),
+           "precision": ("recipe", "precision")}
 
 
 def _resume_args(args, path) -> None:
@@ -217,13 +218,15 @@ def cmd_train(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     net = _build(b, args)
     print(f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
-          f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}", flush=True)
+          f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
+          f"{args.precision}", flush=True)
     train_iter, test_iter = b.load_data_fashion_mnist(args.batch_size, args.resize, args.seed, args.data_dir,
                                                       args.train_limit, args.test_limit)
     start = time.perf_counter()
     try:
         history = b.train(net, train_iter, test_iter, args.epochs, lr, args.optimizer, None, args.seed,
-                          lr_schedule=args.lr_schedule, checkpoint=ckpt, resume_from=ckpt if args.resume else None)
+                          lr_schedule=args.lr_schedule, checkpoint=ckpt, resume_from=ckpt if args.resume else None,
+                          precision=args.precision)
     except KeyboardInterrupt:
         return _interrupted(args, ckpt)
     except TrainingDiverged as e:
@@ -238,7 +241,7 @@ def cmd_train(args) -> int:
         b.save_model(net, native)
         record = {"backend": args.backend, "framework": display_name(args.backend), "config": net.config.to_dict(),
                   "params": b.count_params(net), "lr": lr, "lr_schedule": args.lr_schedule,
-                  "optimizer": args.optimizer,
+                  "optimizer": args.optimizer, "precision": args.precision,
                   "batch_size": args.batch_size, "seed": args.seed, "train_examples": train_iter.batches.num_examples,
                   "test_examples": test_iter.batches.num_examples, "wall_seconds": wall, "history": history.to_dict()}
         (out / "history.json").write_text(json.dumps(record, indent=1))
@@ -268,6 +271,7 @@ def cmd_compare(args) -> int:
                             ("--data-dir", args.data_dir)):
             if value is not None:
                 cmd += [flag, str(value)]
+        cmd += ["--precision", args.precision]
         print(f"== {display_name(name)}", flush=True)
         done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
@@ -334,17 +338,41 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_table, run_bench
+    from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS, bench_table, run_bench, run_sweep, sweep_table
 
     names = parse_backends(args.backends)
     for name in names:
         require(name)
-    summary = run_bench(names, args.arch, args.ratio, args.resize, args.batch_size, args.steps, args.repeats,
-                        args.precision, args.json)
-    print(bench_table(summary))
+    defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
+    batch_size, steps, repeats = (getattr(args, k) or defaults[k] for k in ("batch_size", "steps", "repeats"))
+    if args.sweep:
+        plot = args.plot or SWEEP_DEFAULTS["plot"]
+        summary = run_sweep(names, args.arch, args.sizes or list(SWEEP_DEFAULTS["sizes"]),
+                            args.ratios or list(SWEEP_DEFAULTS["ratios"]), args.resize, args.ratio, batch_size,
+                            steps, repeats, args.precision, args.json, plot)
+        print(sweep_table(summary))
+        print(f"plot: {plot}")
+    else:
+        if args.sizes or args.ratios or args.plot:
+            raise ConfigError("--sizes, --ratios and --plot belong to --sweep; add --sweep")
+        summary = run_bench(names, args.arch, args.ratio, args.resize, batch_size, steps, repeats, args.precision,
+                            args.json)
+        print(bench_table(summary))
     if args.json:
         print(f"numbers: {args.json}")
     return 0
+
+
+def _add_precision(p):
+    from .training import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision: fp32, or bf16 "
+                   "(bfloat16 convolutions and matmuls, float32 weights; default fp32)")
+
+
+def _positive_ints(text):
+    """A comma list of whole numbers > 0, such as '32,64,96'."""
+    return [_positive(int)(v) for v in text.split(",")]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -389,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "examples")
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
+        _add_precision(p)
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
@@ -409,17 +438,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     formats = "*.npz (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"
-    from .bench import BENCH_DEFAULTS, PRECISIONS
+    from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS
+    bd, sw = BENCH_DEFAULTS, SWEEP_DEFAULTS
     p = sub.add_parser("bench", help="training and inference speed per backend, beside the book's code and the peak")
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
-    p.add_argument("--arch", type=_arch, default=BENCH_DEFAULTS["arch"])
-    p.add_argument("--ratio", type=_positive(int), default=BENCH_DEFAULTS["ratio"])
-    p.add_argument("--resize", type=_positive(int), default=BENCH_DEFAULTS["resize"])
-    p.add_argument("--batch-size", type=_positive(int), default=BENCH_DEFAULTS["batch_size"])
-    p.add_argument("--steps", type=_positive(int), default=BENCH_DEFAULTS["steps"], help="steps per timed repeat")
-    p.add_argument("--repeats", type=_positive(int), default=BENCH_DEFAULTS["repeats"], help="the median is shown")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--arch", type=_arch, default=bd["arch"])
+    p.add_argument("--ratio", type=_positive(int), default=bd["ratio"], help=f"(default {bd['ratio']}; with --sweep, "
+                   "the ratio of the input-size series)")
+    p.add_argument("--resize", type=_positive(int), default=bd["resize"], help=f"(default {bd['resize']}; with "
+                   "--sweep, the input size of the ratio series)")
+    p.add_argument("--batch-size", type=_positive(int), default=None,
+                   help=f"(default {bd['batch_size']}; {sw['batch_size']} with --sweep)")
+    p.add_argument("--steps", type=_positive(int), default=None,
+                   help=f"steps per timed repeat (default {bd['steps']}; {sw['steps']} with --sweep)")
+    p.add_argument("--repeats", type=_positive(int), default=None,
+                   help=f"the median is shown (default {bd['repeats']}; {sw['repeats']} with --sweep)")
+    _add_precision(p)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
+    p.add_argument("--sweep", action="store_true", help="how cost grows: every --sizes at --ratio and every "
+                   "--ratios at --resize, the project's path, each point in a fresh process (peak memory per point)")
+    p.add_argument("--sizes", type=_positive_ints, default=None,
+                   help=f"with --sweep: input sizes (default {','.join(map(str, sw['sizes']))})")
+    p.add_argument("--ratios", type=_positive_ints, default=None,
+                   help=f"with --sweep: width ratios (default {','.join(map(str, sw['ratios']))})")
+    p.add_argument("--plot", default=None, help=f"with --sweep: where the PNG goes (default {sw['plot']})")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("convert", help="convert a saved model between frameworks")

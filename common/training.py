@@ -16,6 +16,9 @@ ALEXNET_SGD_LR = 0.01  # the book's AlexNet recipe (without batch norm, 0.05 div
 # "constant" is the book's; "cosine" anneals the rate per epoch from lr towards 0 (half a cosine), which
 # settles the final test accuracy where a constant rate leaves it jumping by +-0.02 between epochs.
 LR_SCHEDULES = ("constant", "cosine")
+# "bf16": forward and backward compute in bfloat16 where the framework's mixed precision says it is safe
+# (convolutions, matrix products), weights and optimizer stay float32.
+PRECISIONS = ("fp32", "bf16")
 
 
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
@@ -50,6 +53,13 @@ def check_loss(loss: float, epoch: int, step: int, lr: float) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training "
                                f"stopped. Lower the learning rate (e.g. --lr {lr / 10:g}) or use --batch-norm")
+
+
+def check_precision(precision) -> str:
+    """Validate the compute precision of a run (one of :data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return precision
 
 
 def _expected_shape(config, layout: str) -> tuple[int, int, int]:

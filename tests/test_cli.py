@@ -40,6 +40,10 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(all_backends):
     (["train", "--backend", "torch", "--lr", "0"], "argument --lr: must be > 0"),
     (["train", "--backend", "torch", "--batch-size", "0"], "argument --batch-size: must be > 0"),
     (["convert", "/nonexistent.npz", "/tmp/x.npz", "--to", "npz"], "weights file /nonexistent.npz does not exist"),
+    (["train", "--backend", "torch", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (["bench", "--backends", "torch", "--sizes", "32"], "--sizes, --ratios and --plot belong to --sweep"),
+    (["bench", "--sweep", "--backends", "torch", "--sizes", "16,32"], "minimum is 32"),
+    (["bench", "--sweep", "--ratios", "4,x"], "argument --ratios: expected a int, got 'x'"),
 ])
 def test_bad_input_is_one_message_and_a_non_zero_exit(args, message):
     done = vgg(*args)
@@ -128,3 +132,39 @@ def test_bench_measures_every_backend_side_by_side(all_backends, tmp_path):
         assert r["train_speedup"] == pytest.approx(r["train_project"] / r["train_book"])
         assert 0 < r["train_fraction_of_peak"] < 1.5                     # measured, not assumed
     assert "PyTorch" in done.stdout and "machine peak" in done.stdout
+
+
+def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
+    load_backend("torch")
+    plot, numbers = tmp_path / "plots" / "sweep.png", tmp_path / "sweep.json"
+    done = vgg("bench", "--sweep", "--backends", "torch", "--sizes", "32,64", "--ratios", "8,4", "--resize", "32",
+               "--ratio", "8", "--batch-size", "16", "--json", str(numbers), "--plot", str(plot))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(numbers.read_text())
+    # every size at --ratio 8, then every ratio at --resize 32; (32, 8) is measured once
+    assert [(p["input_size"], p["ratio"]) for p in summary["points"]] == [(32, 8), (64, 8), (32, 4)]
+    for p in summary["points"]:
+        assert "error" not in p, p
+        assert p["backend"] == "torch" and p["batch_size"] == 16 and p["precision"] == "fp32"
+        for key in ("train", "infer", "train_gflops", "infer_gflops", "baseline_mib"):
+            assert p[key] > 0, key
+        assert p["peak_mib"] > p["baseline_mib"]                          # the network's own memory shows
+        assert p["train_gflops"] == pytest.approx(p["train"] * p["train_flops_per_example"] / 1e9)
+    flops = {(p["input_size"], p["ratio"]): p["train_flops_per_example"] for p in summary["points"]}
+    assert flops[(64, 8)] > flops[(32, 8)] and flops[(32, 4)] > flops[(32, 8)]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert summary["plot"] == str(plot)
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("PyTorch")]
+    assert [(int(r[1]), int(r[2])) for r in rows] == [(32, 8), (64, 8), (32, 4)]
+    assert f"plot: {plot}" in done.stdout
+
+
+def test_bench_bf16_in_gluon_runs_the_amp_graph(tmp_path):
+    load_backend("mxnet")
+    done = vgg("bench", "--backends", "mxnet", "--precision", "bf16", "--resize", "32", "--ratio", "8", "--steps", "1",
+               "--repeats", "1", "--json", str(tmp_path / "bench.json"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "bench.json").read_text())["runs"]
+    assert run["precision"] == "bf16" and run["train_project"] > 0 and run["infer_project"] > 0
+    assert run["peak_gflops"]["bf16"] is None and run["train_fraction_of_peak"] is None  # no bf16 peak known here
+    assert "MXNet Gluon  bf16" in done.stdout

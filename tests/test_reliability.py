@@ -265,6 +265,23 @@ def test_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(tmp_path)
     assert not _Payload.marker.exists()
 
 
+def test_resume_keeps_the_saved_precision(tmp_path, capsys):
+    path = _checkpoint(tmp_path / FILE_NAME)
+    recipe = read_checkpoint_meta(path)["recipe"]
+    assert recipe["precision"] == "fp32"
+    _rewrite_meta(path, recipe={**recipe, "precision": "bf16"})
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--precision", "fp32"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--precision fp32 differs from the run saved in" in err and "(bf16)" in err
+    with pytest.raises(ConfigError, match="was trained with precision 'bf16' but this run asks for 'fp32'"):
+        load_checkpoint(path, "torch", make_config(**TINY), recipe)
+    # a checkpoint written before the recipe recorded the precision was trained in fp32
+    _rewrite_meta(path, recipe={k: v for k, v in recipe.items() if k != "precision"})
+    assert load_checkpoint(path, "torch", make_config(**TINY), recipe).epoch == 1
+    with pytest.raises(ConfigError, match="was trained with precision 'fp32' but this run asks for 'bf16'"):
+        load_checkpoint(path, "torch", make_config(**TINY), {**recipe, "precision": "bf16"})
+
+
 def test_checkpoint_of_another_configuration_is_refused_before_any_tensor(tmp_path, monkeypatch):
     path = _checkpoint(tmp_path / FILE_NAME, config=make_config(**{**TINY, "ratio": 4}))
     reads = []

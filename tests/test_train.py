@@ -5,6 +5,8 @@ import pytest
 from common.errors import ConfigError, TrainingDiverged
 from common.weights import xavier_init
 
+from conftest import load_backend
+
 SMALL = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=512)
 
 
@@ -60,3 +62,32 @@ def test_diverging_loss_stops_with_a_message(backend):
     train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=512, test_limit=128)
     with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf) at epoch 1, step 1 \(lr 0.05\)"):
         backend.train(net, train_iter, test_iter, 1, verbose=False)
+
+
+@pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
+def test_bf16_training_learns_like_fp32_and_trains_the_given_network(name):
+    backend = load_backend(name)
+    losses, weights = {}, {}
+    for precision in ("fp32", "bf16"):
+        net = backend.vgg(arch="vgg11", ratio=8, input_size=32, batch_norm=True, fc_hidden=128)
+        backend.import_weights(net, xavier_init(net.config, 0))
+        train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=2048, test_limit=1024)
+        history = backend.train(net, train_iter, test_iter, 2, verbose=False, precision=precision)
+        losses[precision] = [e.loss for e in history.epochs]
+        weights[precision] = backend.export_weights(net)              # the network passed in was trained
+        assert np.isfinite(losses[precision]).all() and losses[precision][1] < min(losses[precision][0], 2.1)
+        assert history.last.test_acc > 0.3, history.to_dict()         # chance is 0.1 (ln 10 = 2.30 for the loss)
+    # bfloat16 really computed (not the same numbers) yet follows the float32 run closely
+    assert losses["bf16"] != losses["fp32"]
+    np.testing.assert_allclose(losses["bf16"], losses["fp32"], atol=0.08)
+    assert all(w.dtype == np.float32 for w in weights["bf16"].values())
+    if name == "tf":
+        import keras
+        assert keras.config.dtype_policy().name == "float32"          # the global policy is restored
+
+
+def test_unknown_precision_is_refused_before_training(backend):
+    net = backend.vgg(**SMALL)
+    train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; choose from fp32, bf16"):
+        backend.train(net, train_iter, test_iter, 1, precision="fp16")

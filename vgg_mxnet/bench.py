@@ -1,8 +1,9 @@
 """Speed in MXNet Gluon: the book's plain training step beside the project's, and the machine's matmul peak.
 
 ``path="book"`` is the book's ``train_ch6`` step as written: an imperative (not hybridized) network.
-``path="project"`` is what ``vgg_mxnet.train`` runs: the network hybridized into one cached graph. ``precision="bf16"`` is not offered: MXNet 1.9's AMP converts to bfloat16 only
-symbolic models for inference, not a Gluon training loop (see the README's performance section).
+``path="project"`` is what ``vgg_mxnet.train`` runs: the network hybridized into one cached graph with static
+memory and shapes (``vgg_mxnet.train.hybridize``). ``precision="bf16"`` runs that graph after MXNet's AMP pass
+(``vgg_mxnet.train.in_precision``: bfloat16 convolutions and dense layers, float32 parameters).
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from mxnet import autograd, gluon
 
 from common.bench import best_seconds
 
+from .train import hybridize, in_precision
+
 PATHS = ("book", "project")
 
 
 def matmul_gflops(precision="fp32", n=2048, repeats=5):
     """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
-    if precision != "fp32":
+    if precision != "fp32":  # NDArray has no bfloat16 matrix product outside AMP's graphs
         return None
     a, b = mx.nd.random.uniform(shape=(n, n)), mx.nd.random.uniform(shape=(n, n))
     return 2 * n ** 3 / best_seconds(lambda: mx.nd.dot(a, b).wait_to_read(), repeats) / 1e9
@@ -26,27 +29,32 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
 
 @contextlib.contextmanager
 def policy(precision="fp32"):
-    """Build networks inside this block for ``precision`` (fp32 only in MXNet; nothing to set)."""
+    """Build networks inside this block for ``precision`` (MXNet needs nothing: the AMP pass acts on the graph)."""
     yield
 
 
-def _prepare(net, path):
-    if path == "project":
-        net.hybridize()
-    return net
+class _Lazy:
+    """``net`` on the given path and precision, made at the first batch (the AMP pass needs a traced graph)."""
+
+    def __init__(self, net, path, precision):
+        self.net, self.path, self.precision, self.block = net, path, precision, None
+
+    def __call__(self, x):
+        if self.block is None:
+            net = hybridize(self.net) if self.path == "project" else self.net
+            self.block = in_precision(net, x, self.precision)
+        return self.block(x)
 
 
 def train_step(net, path="book", precision="fp32", lr=0.05):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
-    if precision != "fp32":
-        raise NotImplementedError("MXNet 1.9 has no bfloat16 training for Gluon networks")
-    net = _prepare(net, path)
+    forward = _Lazy(net, path, precision)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     def step(x, y):
         with autograd.record():
-            loss = loss_fn(net(x), y)
+            loss = loss_fn(forward(x), y)
         loss.backward()
         trainer.step(x.shape[0])
         return float(loss.mean().asscalar())
@@ -55,8 +63,5 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
 
 def infer_step(net, path="book", precision="fp32"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
-    if precision != "fp32":
-        raise NotImplementedError("MXNet 1.9 has no bfloat16 inference for Gluon networks")
-    net = _prepare(net, path)
-    return lambda x: net(x).asnumpy()
-
+    forward = _Lazy(net, path, precision)
+    return lambda x: forward(x).asnumpy()

@@ -8,12 +8,12 @@ policy (bfloat16 compute, fp32 weights); the network must be built under that po
 """
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
 from common.bench import best_seconds
+
+from .train import policy  # noqa: F401  (part of every backend's bench interface)
 
 PATHS = ("book", "project")
 
@@ -27,17 +27,6 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
         return 2 * n ** 3 / best_seconds(lambda: tf.linalg.matmul(a, b).numpy(), repeats) / 1e9
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
         return None
-
-
-@contextlib.contextmanager
-def policy(precision="fp32"):
-    """Build networks inside this block to get ``precision``'s dtype policy (Keras fixes it per layer)."""
-    old = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(old)
 
 
 def train_step(net, path="book", precision="fp32", lr=0.05):

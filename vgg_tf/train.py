@@ -5,16 +5,18 @@ progress bar and the history are the same as in every other backend.
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from common.checkpoint import load_checkpoint, make_recipe, prepare_checkpoint, save_checkpoint
-from common.errors import InputError, WeightsError
-from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_train_args, \
-    data_epoch, epoch_lr, resume_point
+from common.errors import ConfigError, InputError, WeightsError
+from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_precision, \
+    check_train_args, data_epoch, epoch_lr, resume_point
 
-from .model import _named_layers
+from .model import _named_layers, vgg
 from .weights import export_weights, import_weights
 
 
@@ -98,6 +100,35 @@ def _set_rng_state(net, arrays: dict[str, np.ndarray]) -> None:
         layer.seed_generator.state.assign(arrays[name])
 
 
+@contextlib.contextmanager
+def policy(precision="fp32"):
+    """Networks built inside this block get ``precision``'s dtype policy (Keras fixes it per layer when built).
+
+    ``"bf16"`` is Keras' ``mixed_bfloat16`` (bfloat16 compute, float32 variables). The global policy is
+    restored on leaving, whatever happens inside.
+    """
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def _in_precision(net, precision):
+    """``net`` itself if its layers already compute in ``precision``, else a twin built for it with its weights."""
+    want = "mixed_bfloat16" if precision == "bf16" else "float32"
+    if all(layer.dtype_policy.name == want for _, layer in _named_layers(net)):
+        return net
+    if getattr(net, "config", None) is None:
+        raise ConfigError(f"precision={precision!r} needs a network built by vgg_tf.vgg() (or inside "
+                          f"vgg_tf.train.policy({precision!r})); this one computes in "
+                          f"{net.dtype_policy.name}")
+    with policy(precision):
+        twin = vgg(**net.config.vgg_kwargs())
+    return import_weights(twin, export_weights(net))
+
+
 def _resume(net, opt, resume_from, recipe, train_iter, verbose):
     """Weights, optimizer state, random state and history of a checkpoint; the first epoch still to train."""
     ckpt = load_checkpoint(resume_from, "tf", net.config, recipe)
@@ -116,18 +147,34 @@ def _save(path, net, opt, recipe, epoch, history, train_iter):
 
 
 def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True,
-          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True):
+          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True, precision="fp32"):
     """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
     ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see common.training).
     ``checkpoint``: a folder (or ``.npz`` path) where a checkpoint is written atomically after every epoch;
     ``resume_from``: a checkpoint to continue from (same configuration and recipe; no batch is repeated or
     skipped). ``check_finite``: refuse batches with NaN or infinite pixels.
+    ``precision``: ``"fp32"``, or ``"bf16"``: Keras' ``mixed_bfloat16`` policy (bfloat16 compute, float32
+    variables). Keras fixes a layer's policy when it is built, so a float32 ``net`` is trained through a twin
+    built under that policy, whose weights are copied back into ``net`` when training ends or stops.
     """
     num_epochs, lr, optimizer = check_train_args(num_epochs, lr, optimizer, lr_schedule)
-    recipe = make_recipe(lr, lr_schedule, optimizer, seed, num_epochs, train_iter, test_iter)
+    precision = check_precision(precision)
+    recipe = make_recipe(lr, lr_schedule, optimizer, seed, num_epochs, train_iter, test_iter, precision)
     checkpoint = None if checkpoint is None else prepare_checkpoint(checkpoint)
     device = device or try_gpu()
+    work = _in_precision(net, precision)
+    try:
+        return _train(work, train_iter, test_iter, num_epochs, lr, optimizer, device, seed, verbose, lr_schedule,
+                      checkpoint, resume_from, check_finite, recipe)
+    finally:
+        if work is not net:
+            import_weights(net, export_weights(work))
+
+
+def _train(net, train_iter, test_iter, num_epochs, lr, optimizer, device, seed, verbose, lr_schedule, checkpoint,
+           resume_from, check_finite, recipe):
+    """The loop of :func:`train`, on a network already in the run's precision."""
     _seed_dropout(net, seed)  # dropout masks
     opt = _optimizer(net, optimizer, lr)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
@@ -135,7 +182,7 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
     @tf.function(reduce_retracing=True)
     def step_fn(x, y):
         with tf.GradientTape() as tape:
-            logits = net(x, training=True)
+            logits = tf.cast(net(x, training=True), tf.float32)  # bfloat16 under mixed_bfloat16
             loss = loss_fn(y, logits)
             mean = loss / tf.cast(tf.shape(y)[0], loss.dtype)
         grads = tape.gradient(mean, net.trainable_variables)

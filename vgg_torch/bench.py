@@ -14,6 +14,8 @@ from torch import nn
 
 from common.bench import best_seconds
 
+from .train import autocast
+
 PATHS = ("book", "project")
 
 
@@ -30,10 +32,6 @@ def policy(precision="fp32"):
     yield
 
 
-def _autocast(precision):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-
-
 def train_step(net, path="book", precision="fp32", lr=0.05):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
     channels_last = path == "project"
@@ -45,7 +43,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
     def step(x, y):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         opt.zero_grad()
-        with _autocast(precision):
+        with autocast(precision):
             loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
@@ -61,7 +59,7 @@ def infer_step(net, path="book", precision="fp32"):
 
     def step(x):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        with torch.no_grad(), _autocast(precision):
+        with torch.no_grad(), autocast(precision):
             return net(x).float().numpy()
     return step
 

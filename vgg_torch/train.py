@@ -1,14 +1,16 @@
 """The book's ``train_ch6`` in PyTorch: SGD (or Adam), softmax cross-entropy, per-epoch history, checkpoints."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
 
 from common.checkpoint import load_checkpoint, make_recipe, prepare_checkpoint, save_checkpoint
 from common.errors import InputError
-from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_train_args, \
-    data_epoch, epoch_lr, resume_point
+from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_precision, \
+    check_train_args, data_epoch, epoch_lr, resume_point
 
 from .weights import export_weights, import_weights
 
@@ -104,17 +106,27 @@ def _save(path, net, opt, device, recipe, epoch, history, train_iter):
                     _optimizer_state(net, opt), _rng_state(device), {"data_epoch": data_epoch(train_iter)})
 
 
+def autocast(precision="fp32", device="cpu"):
+    """Forward and loss inside this block compute in ``precision``: bfloat16 convolutions and matmuls for bf16."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True,
-          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True):
+          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True, precision="fp32"):
     """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
     ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see common.training).
     ``checkpoint``: a folder (or ``.npz`` path) where a checkpoint is written atomically after every epoch;
     ``resume_from``: a checkpoint to continue from (same configuration and recipe; the run then ends with
     the same weights as one never interrupted). ``check_finite``: refuse batches with NaN or infinite pixels.
+    ``precision``: ``"fp32"``, or ``"bf16"``: forward and loss under ``torch.autocast`` (bfloat16 compute,
+    fp32 weights and optimizer; evaluation stays fp32).
     """
     num_epochs, lr, optimizer = check_train_args(num_epochs, lr, optimizer, lr_schedule)
-    recipe = make_recipe(lr, lr_schedule, optimizer, seed, num_epochs, train_iter, test_iter)
+    precision = check_precision(precision)
+    recipe = make_recipe(lr, lr_schedule, optimizer, seed, num_epochs, train_iter, test_iter, precision)
     checkpoint = None if checkpoint is None else prepare_checkpoint(checkpoint)
     device = device or try_gpu()
     torch.manual_seed(seed)  # dropout masks
@@ -135,8 +147,9 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
         for step, (x, y) in enumerate(train_iter, start=1):
             _check_batch(net, x, y, check_finite, f"training batch {step} of epoch {epoch}")
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
-            logits = net(x)
-            loss = loss_fn(logits, y)
+            with autocast(precision, device):
+                logits = net(x)
+                loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
             (loss / y.numel()).backward()
             opt.step()
