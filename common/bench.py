@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from .arch import make_config
+from .arch import make_alexnet_config, make_config
 from .errors import VGGError
 from .backends import display_name, get_backend
 from .report import format_table, fmt
@@ -77,7 +77,7 @@ def bench_modules(name: str):
 def build_net(b, bench, config, precision: str):
     """The network of ``config`` in backend ``b``, built for ``precision``, from the seed-0 Xavier weights."""
     with bench.policy(precision):
-        return b.import_weights(b.vgg(**config.vgg_kwargs()), xavier_init(config, 0))
+        return b.import_weights(b.from_config(config), xavier_init(config, 0))
 
 
 def bench_backend(name: str, config, batch_size: int, steps: int, repeats: int, precision: str,
@@ -137,11 +137,18 @@ def bench_table(summary: dict) -> str:
     return format_table(headers, rows) + f"\nmachine peak (best matrix product in any framework): {peaks}"
 
 
+def bench_config(arch, size: int, ratio: int):
+    """The network measured: VGG with the book's head (4096-wide, no batch norm) at ``ratio``, or AlexNet."""
+    if arch == "alexnet":
+        return make_alexnet_config(1, 10, size)
+    return make_config(arch, 1, 10, size, ratio, 4096, 0.5, False)
+
+
 def run_bench(backends: list[str], arch, ratio: int, resize: int, batch_size: int, steps: int, repeats: int,
               precision: str, json_path: str | None = None) -> dict:
     """Measure every backend in turn, print the table, write the JSON; return the summary."""
     check_precision(precision)
-    config = make_config(arch, 1, 10, resize, ratio, 4096, 0.5, False)  # the book's head
+    config = bench_config(arch, resize, ratio)
     progress = Progress(len(backends) * 6, "[bench]")
     results = [bench_backend(name, config, batch_size, steps, repeats, precision, progress) for name in backends]
     progress.close()
@@ -171,7 +178,7 @@ def sweep_point(backend: str, arch, ratio: int, size: int, batch_size: int, step
     Meant to run in a fresh process per point (``python -m common.bench``), so that the peak resident memory
     is this point's alone; ``baseline_mib`` is the memory before the network is built (framework and data).
     """
-    config = make_config(arch, 1, 10, size, ratio, 4096, 0.5, False)  # the book's head, as in run_bench
+    config = bench_config(arch, size, ratio)
     b, bench = bench_modules(backend)
     stream, _ = b.load_data_fashion_mnist(batch_size, size, 0, None, batch_size, 1)
     memory = [next(iter(stream))]
@@ -209,6 +216,9 @@ def run_sweep(backends: list[str], arch, sizes, ratios, size: int, ratio: int, b
               repeats: int, precision: str, json_path: str | None = None, plot_path: str | None = None) -> dict:
     """Measure every backend at every point of :func:`sweep_grid`, each in a fresh process; plot, write the JSON."""
     check_precision(precision)
+    if arch == "alexnet":
+        raise ConfigError("--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
+                          "time: vgg bench --arch alexnet --resize N")
     for s, r in ((max(*sizes, size), min(*ratios, ratio)), (min(*sizes, size), max(*ratios, ratio))):
         make_config(arch, 1, 10, s, r, 4096, 0.5, False)  # a bad point fails before any work
     points = []

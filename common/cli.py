@@ -20,7 +20,7 @@ from .training import LR_SCHEDULES, OPTIMIZERS, History, default_lr
 # on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
 TRAIN_DEFAULTS = {"arch": "vgg11", "ratio": 4, "fc_hidden": 4096, "batch_norm": False, "dropout": 0.5,
                   "resize": 224, "epochs": 10, "optimizer": "sgd", "lr_schedule": "constant", "batch_size": 128,
-                  "seed": 0}
+                  "seed": 0, "precision": "fp32"}
 # The default `vgg compare` run: VGG-11 narrowed 4x with batch norm on 32 px images, measured to reach
 # >= 0.88 test accuracy in every backend within the time budget on a 2-core CPU (see README).
 COMPARE_DEFAULTS = {**TRAIN_DEFAULTS, "resize": 32, "epochs": 5, "batch_norm": True, "fc_hidden": 512,
@@ -363,10 +363,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _add_precision(p):
+def _add_precision(p, default="fp32"):
+    """``--precision``; ``default=None`` where the command fills it in (a resumed run takes the checkpoint's)."""
     from .training import PRECISIONS
 
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision: fp32, or bf16 "
+    p.add_argument("--precision", choices=PRECISIONS, default=default, help="compute precision: fp32, or bf16 "
                    "(bfloat16 convolutions and matmuls, float32 weights; default fp32)")
 
 
@@ -417,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "examples")
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
-        _add_precision(p)
+        _add_precision(p, default=None)
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)

@@ -16,7 +16,7 @@ from common.errors import ConfigError, InputError, WeightsError
 from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_precision, \
     check_train_args, data_epoch, epoch_lr, resume_point
 
-from .model import _named_layers, vgg
+from .model import _named_layers, from_config
 from .weights import export_weights, import_weights
 
 
@@ -121,11 +121,11 @@ def _in_precision(net, precision):
     if all(layer.dtype_policy.name == want for _, layer in _named_layers(net)):
         return net
     if getattr(net, "config", None) is None:
-        raise ConfigError(f"precision={precision!r} needs a network built by vgg_tf.vgg() (or inside "
+        raise ConfigError(f"precision={precision!r} needs a network built by vgg_tf.vgg() or alexnet() (or inside "
                           f"vgg_tf.train.policy({precision!r})); this one computes in "
                           f"{net.dtype_policy.name}")
     with policy(precision):
-        twin = vgg(**net.config.vgg_kwargs())
+        twin = from_config(net.config)
     return import_weights(twin, export_weights(net))
 
 
