@@ -80,6 +80,7 @@ def plot_curves(records: list[dict], path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for r in records:
@@ -90,6 +91,7 @@ def plot_curves(records: list[dict], path) -> None:
     for ax, title in zip(axes, ("training loss", "train accuracy", "test accuracy")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     if records:
