@@ -347,7 +347,8 @@ def make_any_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224,
         given = [f"--{k.replace('_', '-')}" for k, v in (("ratio", ratio), ("fc_hidden", fc_hidden),
                                                           ("batch_norm", batch_norm)) if v is not None]
         if given:
-            raise ConfigError(f"{', '.join(given)} change VGG only; AlexNet is the book's network as written: "
+            raise ConfigError(f"{', '.join(given)} change{'s' if len(given) == 1 else ''} VGG only; AlexNet is the "
+                              f"book's network as written: "
                               f"leave {'it' if len(given) == 1 else 'them'} out")
         return make_alexnet_config(in_channels, num_classes, input_size, dropout)
     return make_config(arch, in_channels, num_classes, input_size, 1 if ratio is None else ratio,

@@ -22,8 +22,8 @@ import sys
 import time
 
 from .arch import make_alexnet_config, make_config
-from .errors import VGGError
 from .backends import display_name, get_backend
+from .errors import ConfigError, VGGError
 from .report import format_table, fmt
 from .spec import spec
 from .training import PRECISIONS, Progress, check_precision

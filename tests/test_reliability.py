@@ -467,6 +467,9 @@ def test_idx_files_of_random_bytes_give_only_data_errors(tmp_path, payload, comp
     (["train", "--backend", "torch", "--resume"], "--resume continues the run saved in an --out folder"),
     (["train", "--backend", "torch", "--arch", "1,0"], "out_channels of block 1 must be a positive integer"),
     (["summary", "--arch", "vgg11", "--ratio", "128"], "leaves block 1 (64 channels) with zero width"),
+    (["train", "--backend", "torch", "--arch", "alexnet", "--fc-hidden", "512"], "--fc-hidden changes VGG only"),
+    (["compare", "--arch", "alexnet", "--resize", "64"], "input_size 64 is too small for AlexNet"),
+    (["bench", "--arch", "alexnet", "--sweep"], "--sweep varies VGG's width ratio and input size"),
     (["evaluate", "missing.npz", "--backend", "torch"], "weights file missing.npz does not exist"),
     (["convert", "missing.pt", "out.npz", "--to", "npz"], "missing.pt does not exist"),
 ])
