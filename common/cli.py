@@ -399,18 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     def add_training(p, defaults):
         """The training options, all None when left out: the command fills in ``defaults`` (or a checkpoint's)."""
         _add_net_args(p, defaults)
-        alex = ALEXNET_DEFAULTS
+
+        def default(option):  # "default X", and AlexNet's where it differs
+            alex = ALEXNET_DEFAULTS.get(option, defaults[option])
+            return f"default {defaults[option]}" + (f", AlexNet {alex}" if alex != defaults[option] else "")
         p.add_argument("--resize", type=_positive(int), default=None,
-                       help=f"input side in pixels, bilinear from 28 (VGG >= 32, AlexNet >= 65; default "
-                            f"{defaults['resize']}, AlexNet {alex['resize']})")
-        p.add_argument("--epochs", type=_non_negative_int, default=None,
-                       help=f"(default {defaults['epochs']}, AlexNet {alex['epochs']})")
+                       help=f"input side in pixels, bilinear from 28 (VGG >= 32, AlexNet >= 65; {default('resize')})")
+        p.add_argument("--epochs", type=_non_negative_int, default=None, help=f"({default('epochs')})")
         p.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default: sgd 0.05, AlexNet 0.01 as in the book; adam 0.001)")
         p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"(default {defaults['optimizer']})")
         p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                       help=f"constant (the book's) or cosine, annealed per epoch (default {defaults['lr_schedule']}"
-                            f", AlexNet {alex['lr_schedule']})")
+                       help=f"constant (the book's) or cosine, annealed per epoch ({default('lr_schedule')})")
         p.add_argument("--batch-size", type=_positive(int), default=None,
                        help=f"(default {defaults['batch_size']})")
         p.add_argument("--seed", type=int, default=None, help="fixes the initial weights, batch order and dropout")
