@@ -76,4 +76,6 @@ def main(name: str, backend: str | None = None, rounds: int = 9, steps: int = 3)
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("torch", "mxnet", "bf16") or (sys.argv[1] == "bf16") != (len(sys.argv) == 3):
+        sys.exit("usage: python scripts/levers.py {torch | mxnet | bf16 BACKEND}")
     print(json.dumps(main(*sys.argv[1:3]), indent=1))
