@@ -114,13 +114,8 @@ class VGGConfig:
                 "fc_hidden": self.fc_hidden, "dropout": self.dropout, "batch_norm": self.batch_norm}
 
     def kwargs(self) -> dict:
-        """The arguments of this network's builder (:attr:`builder`) in every backend."""
+        """The ``vgg()`` arguments that rebuild this configuration (what ``alexnet()`` takes, for AlexNet's)."""
         return self.vgg_kwargs()
-
-    @property
-    def builder(self) -> str:
-        """The backend function that builds this network: ``vgg``."""
-        return "vgg"
 
     def check_size(self, input_size) -> int:
         """The side of a square input this network takes, or a ConfigError saying which sizes work."""
@@ -180,20 +175,12 @@ class AlexNetConfig:
 
     @property
     def final_channels(self) -> int:
-        return ALEXNET_FEATURES[-3][2]
+        """Width of the last convolution (``conv5``)."""
+        return [width for _, kind, width, *_ in ALEXNET_FEATURES if kind == "conv"][-1]
 
     @property
     def flat_features(self) -> int:
         return self.final_channels * self.final_size**2
-
-    @property
-    def min_input_size(self) -> int:
-        return ALEXNET_MIN_SIZE
-
-    # The VGG options AlexNet does not have, fixed, so code reading any configuration can ask for them.
-    batch_norm = False
-    ratio = 1
-    fc_hidden = ALEXNET_HIDDEN
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,11 +189,6 @@ class AlexNetConfig:
         """The ``alexnet()`` arguments that rebuild this configuration in any backend."""
         return {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": self.input_size,
                 "dropout": self.dropout}
-
-    @property
-    def builder(self) -> str:
-        """The backend function that builds this network: ``alexnet``."""
-        return "alexnet"
 
     def check_size(self, input_size) -> int:
         """The side of a square input AlexNet takes, or a ConfigError saying which sizes work."""

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from .arch import make_alexnet_config, make_config
+from .arch import make_any_config
 from .backends import display_name, get_backend
 from .errors import ConfigError, VGGError
 from .report import format_table, fmt
@@ -137,18 +137,11 @@ def bench_table(summary: dict) -> str:
     return format_table(headers, rows) + f"\nmachine peak (best matrix product in any framework): {peaks}"
 
 
-def bench_config(arch, size: int, ratio: int):
-    """The network measured: VGG with the book's head (4096-wide, no batch norm) at ``ratio``, or AlexNet."""
-    if arch == "alexnet":
-        return make_alexnet_config(1, 10, size)
-    return make_config(arch, 1, 10, size, ratio, 4096, 0.5, False)
-
-
 def run_bench(backends: list[str], arch, ratio: int, resize: int, batch_size: int, steps: int, repeats: int,
               precision: str, json_path: str | None = None) -> dict:
     """Measure every backend in turn, print the table, write the JSON; return the summary."""
     check_precision(precision)
-    config = bench_config(arch, resize, ratio)
+    config = make_any_config(arch, 1, 10, resize, ratio)  # VGG with the book's head, or AlexNet (ratio None)
     progress = Progress(len(backends) * 6, "[bench]")
     results = [bench_backend(name, config, batch_size, steps, repeats, precision, progress) for name in backends]
     progress.close()
@@ -178,7 +171,7 @@ def sweep_point(backend: str, arch, ratio: int, size: int, batch_size: int, step
     Meant to run in a fresh process per point (``python -m common.bench``), so that the peak resident memory
     is this point's alone; ``baseline_mib`` is the memory before the network is built (framework and data).
     """
-    config = bench_config(arch, size, ratio)
+    config = make_any_config(arch, 1, 10, size, ratio)  # as in run_bench
     b, bench = bench_modules(backend)
     stream, _ = b.load_data_fashion_mnist(batch_size, size, 0, None, batch_size, 1)
     memory = [next(iter(stream))]
@@ -220,7 +213,7 @@ def run_sweep(backends: list[str], arch, sizes, ratios, size: int, ratio: int, b
         raise ConfigError("--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
                           "time: vgg bench --arch alexnet --resize N")
     for s, r in ((max(*sizes, size), min(*ratios, ratio)), (min(*sizes, size), max(*ratios, ratio))):
-        make_config(arch, 1, 10, s, r, 4096, 0.5, False)  # a bad point fails before any work
+        make_any_config(arch, 1, 10, s, r)  # a bad point fails before any work
     points = []
     for name in backends:
         for s, r in sweep_grid(sizes, ratios, size, ratio):

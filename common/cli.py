@@ -343,6 +343,7 @@ def cmd_bench(args) -> int:
     names = parse_backends(args.backends)
     for name in names:
         require(name)
+    _fill_defaults(args, {k: BENCH_DEFAULTS[k] for k in ("arch", "ratio")})  # AlexNet has no ratio
     defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
     batch_size, steps, repeats = (getattr(args, k) or defaults[k] for k in ("batch_size", "steps", "repeats"))
     if args.sweep:
@@ -444,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and inference speed per backend, beside the book's code and the peak")
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
     p.add_argument("--arch", type=_arch, default=bd["arch"])
-    p.add_argument("--ratio", type=_positive(int), default=bd["ratio"], help=f"(default {bd['ratio']}; with --sweep, "
+    p.add_argument("--ratio", type=_positive(int), default=None, help=f"VGG (default {bd['ratio']}; with --sweep, "
                    "the ratio of the input-size series)")
     p.add_argument("--resize", type=_positive(int), default=bd["resize"], help=f"(default {bd['resize']}; with "
                    "--sweep, the input size of the ratio series)")

@@ -95,8 +95,8 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray]) -> tuple[VGGConfig, d
 def to_torchvision(config: VGGConfig, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical weights under torchvision's key names, for ``torchvision.models.vgg*`` ``load_state_dict``."""
     weights = check_weights(config, dict(weights))
-    if config.in_channels != 3 or config.input_size != 224 or config.fc_hidden != 4096 or config.ratio != 1 \
-            or config.arch not in ZOO_ARCHS.values():
+    if config.arch not in ZOO_ARCHS.values() or config.in_channels != 3 or config.input_size != 224 \
+            or config.fc_hidden != 4096 or config.ratio != 1:
         raise WeightsError(f"torchvision's VGG is a full-width vgg11/13/16/19 on 3x224x224 input with a "
                            f"4096-wide head; these weights are for {config.describe()}")
     out, index, linear = {}, 0, iter((0, 3, 6))

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from common.arch import make_config
+from common.arch import make_any_config
 from common.bench import BENCH_DEFAULTS, bench_modules, build_net
 from common.cli import COMPARE_DEFAULTS
 
@@ -44,10 +44,11 @@ def _variants(name, b, bench, config):
 def main(name: str, backend: str | None = None, rounds: int = 9, steps: int = 3) -> dict:
     if name == "bf16":
         C = COMPARE_DEFAULTS
-        config = make_config(C["arch"], 1, 10, C["resize"], C["ratio"], C["fc_hidden"], 0.5, C["batch_norm"])
+        config = make_any_config(C["arch"], 1, 10, C["resize"], C["ratio"], C["fc_hidden"], C["dropout"],
+                                 C["batch_norm"])
         steps *= 4  # small steps at 32 px: more of them per round
     else:
-        config, backend = make_config(D["arch"], 1, 10, D["resize"], D["ratio"], 4096, 0.5, False), name
+        config, backend = make_any_config(D["arch"], 1, 10, D["resize"], D["ratio"]), name  # vgg bench's network
     b, bench = bench_modules(backend)
     stream, _ = b.load_data_fashion_mnist(D["batch_size"], config.input_size, 0, None, D["batch_size"], 1)
     x, y = next(iter(stream))

@@ -470,6 +470,7 @@ def test_idx_files_of_random_bytes_give_only_data_errors(tmp_path, payload, comp
     (["train", "--backend", "torch", "--arch", "alexnet", "--fc-hidden", "512"], "--fc-hidden changes VGG only"),
     (["compare", "--arch", "alexnet", "--resize", "64"], "input_size 64 is too small for AlexNet"),
     (["bench", "--arch", "alexnet", "--sweep"], "--sweep varies VGG's width ratio and input size"),
+    (["bench", "--arch", "alexnet", "--ratio", "2"], "--ratio changes VGG only"),
     (["evaluate", "missing.npz", "--backend", "torch"], "weights file missing.npz does not exist"),
     (["convert", "missing.pt", "out.npz", "--to", "npz"], "missing.pt does not exist"),
 ])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import nn
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
@@ -84,8 +85,7 @@ class Network(nn.HybridSequential):
 
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):  # a Symbol (shape inference, export) has no shape to check
-            check_batch(self.config, x.shape, x.dtype.__name__ if isinstance(x.dtype, type) else str(x.dtype),
-                        where="the input")
+            check_batch(self.config, x.shape, np.dtype(x.dtype).name, where="the input")
         elif not isinstance(x, mx.sym.Symbol):
             raise InputError(f"the input is a {type(x).__name__}; give an MXNet NDArray (mx.nd.array)")
         return super().forward(x, *args)
