@@ -12,17 +12,18 @@ Canonical layer names (the same in every backend, 1-based like ``keras.applicati
 
 AlexNet (Krizhevsky et al., 2012, as the book writes it) is planned the same way from
 :class:`AlexNetConfig`, with the names of its Caffe reference model: ``conv1`` ... ``conv5``, ``relu1`` ...,
-``pool1``, ``pool2``, ``pool5``, ``flatten``, ``fc6``, ``relu6``, ``dropout6``, ``fc7``, ``relu7``, ``dropout7``, ``fc8``.
+``pool1``, ``pool2``, ``pool5``, ``flatten``, ``fc6``, ``relu6``, ``dropout6``, ``fc7``, ``relu7``, ``dropout7``,
+``fc8``.
 
 Parameters append ``.weight`` / ``.bias`` (and ``.running_mean`` / ``.running_var`` for batch
 norm), e.g. ``block1.conv1.weight``, ``fc3.bias``. Layouts: conv OIHW, dense (out, in), the
 features entering ``fc1`` flattened in C,H,W order.
 """
+
 from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass
-from typing import Union
 
 from .errors import ConfigError
 
@@ -96,22 +97,36 @@ class VGGConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VGGConfig":
+    def from_dict(cls, d: dict) -> VGGConfig:
         try:
             blocks = tuple(Block(int(c), tuple(int(k) for k in ks), bool(lrn)) for c, ks, lrn in d["blocks"])
-            return cls(arch=str(d["arch"]), blocks=blocks, in_channels=int(d["in_channels"]),
-                       num_classes=int(d["num_classes"]), input_size=int(d["input_size"]),
-                       ratio=int(d["ratio"]), fc_hidden=int(d["fc_hidden"]), dropout=float(d["dropout"]),
-                       batch_norm=bool(d["batch_norm"]))
+            return cls(
+                arch=str(d["arch"]),
+                blocks=blocks,
+                in_channels=int(d["in_channels"]),
+                num_classes=int(d["num_classes"]),
+                input_size=int(d["input_size"]),
+                ratio=int(d["ratio"]),
+                fc_hidden=int(d["fc_hidden"]),
+                dropout=float(d["dropout"]),
+                batch_norm=bool(d["batch_norm"]),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"not a VGG configuration record ({e!r}); was it written by this project?") from None
 
     def vgg_kwargs(self) -> dict:
         """The ``vgg()`` arguments that rebuild this configuration in any backend."""
         named = self.arch in CONFIGS
-        return {"arch": self.arch if named else conv_arch(self), "in_channels": self.in_channels,
-                "num_classes": self.num_classes, "input_size": self.input_size, "ratio": self.ratio,
-                "fc_hidden": self.fc_hidden, "dropout": self.dropout, "batch_norm": self.batch_norm}
+        return {
+            "arch": self.arch if named else conv_arch(self),
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "ratio": self.ratio,
+            "fc_hidden": self.fc_hidden,
+            "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
+        }
 
     def kwargs(self) -> dict:
         """The ``vgg()`` arguments that rebuild this configuration (what ``alexnet()`` takes, for AlexNet's)."""
@@ -123,18 +138,28 @@ class VGGConfig:
 
     def describe(self) -> str:
         bn = ", batch norm" if self.batch_norm else ""
-        return (f"{self.arch} (ratio {self.ratio}{bn}), {self.in_channels}x{self.input_size}x{self.input_size} in, "
-                f"{self.num_classes} classes, fc_hidden {self.fc_hidden}")
+        return (
+            f"{self.arch} (ratio {self.ratio}{bn}), {self.in_channels}x{self.input_size}x{self.input_size} in, "
+            f"{self.num_classes} classes, fc_hidden {self.fc_hidden}"
+        )
 
 
 # AlexNet as the book writes it (one input channel for Fashion-MNIST, 10 classes by default): conv1 11x11
 # stride 4 padding 1, then 3x3/2 max-pools. name -> (kind, out_channels, kernel, stride, padding).
 ALEXNET_FEATURES: tuple[tuple[str, str, int, int, int, int], ...] = (
-    ("conv1", "conv", 96, 11, 4, 1), ("relu1", "relu", 0, 0, 1, 0), ("pool1", "pool", 0, 3, 2, 0),
-    ("conv2", "conv", 256, 5, 1, 2), ("relu2", "relu", 0, 0, 1, 0), ("pool2", "pool", 0, 3, 2, 0),
-    ("conv3", "conv", 384, 3, 1, 1), ("relu3", "relu", 0, 0, 1, 0),
-    ("conv4", "conv", 384, 3, 1, 1), ("relu4", "relu", 0, 0, 1, 0),
-    ("conv5", "conv", 256, 3, 1, 1), ("relu5", "relu", 0, 0, 1, 0), ("pool5", "pool", 0, 3, 2, 0),
+    ("conv1", "conv", 96, 11, 4, 1),
+    ("relu1", "relu", 0, 0, 1, 0),
+    ("pool1", "pool", 0, 3, 2, 0),
+    ("conv2", "conv", 256, 5, 1, 2),
+    ("relu2", "relu", 0, 0, 1, 0),
+    ("pool2", "pool", 0, 3, 2, 0),
+    ("conv3", "conv", 384, 3, 1, 1),
+    ("relu3", "relu", 0, 0, 1, 0),
+    ("conv4", "conv", 384, 3, 1, 1),
+    ("relu4", "relu", 0, 0, 1, 0),
+    ("conv5", "conv", 256, 3, 1, 1),
+    ("relu5", "relu", 0, 0, 1, 0),
+    ("pool5", "pool", 0, 3, 2, 0),
 )
 ALEXNET_HIDDEN = 4096
 
@@ -187,39 +212,45 @@ class AlexNetConfig:
 
     def kwargs(self) -> dict:
         """The ``alexnet()`` arguments that rebuild this configuration in any backend."""
-        return {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": self.input_size,
-                "dropout": self.dropout}
+        return {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "dropout": self.dropout,
+        }
 
     def check_size(self, input_size) -> int:
         """The side of a square input AlexNet takes, or a ConfigError saying which sizes work."""
         return check_alexnet_size(input_size)
 
     def describe(self) -> str:
-        return (f"alexnet, {self.in_channels}x{self.input_size}x{self.input_size} in, {self.num_classes} classes")
+        return f"alexnet, {self.in_channels}x{self.input_size}x{self.input_size} in, {self.num_classes} classes"
 
 
 def check_alexnet_size(input_size) -> int:
     """Return the side of a square AlexNet input, or raise ConfigError saying what size would work."""
     size = _square_side(input_size)
     if size < ALEXNET_MIN_SIZE:
-        raise ConfigError(f"input_size {size} is too small for AlexNet: its 11x11 stride-4 convolution and "
-                          f"three 3x3 stride-2 pools leave no pixel below {ALEXNET_MIN_SIZE}; resize the "
-                          f"images (e.g. --resize {ALEXNET_MIN_SIZE}; the book uses 224)")
+        raise ConfigError(
+            f"input_size {size} is too small for AlexNet: its 11x11 stride-4 convolution and "
+            f"three 3x3 stride-2 pools leave no pixel below {ALEXNET_MIN_SIZE}; resize the "
+            f"images (e.g. --resize {ALEXNET_MIN_SIZE}; the book uses 224)"
+        )
     return size
 
 
-NetConfig = Union[VGGConfig, AlexNetConfig]
+NetConfig = VGGConfig | AlexNetConfig
 
 
 def config_from_dict(d: dict) -> NetConfig:
     """A configuration from its :meth:`to_dict` record, of either network."""
     if isinstance(d, dict) and d.get("arch") == "alexnet":
         try:
-            return AlexNetConfig(int(d["in_channels"]), int(d["num_classes"]), int(d["input_size"]),
-                                 float(d["dropout"]))
+            return AlexNetConfig(
+                int(d["in_channels"]), int(d["num_classes"]), int(d["input_size"]), float(d["dropout"])
+            )
         except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"not an AlexNet configuration record ({e!r}); was it written by this project?") \
-                from None
+            raise ConfigError(f"not an AlexNet configuration record ({e!r}); was it written by this project?") from None
     if not isinstance(d, dict):
         raise ConfigError(f"not a configuration record: {d!r}")
     return VGGConfig.from_dict(d)
@@ -238,8 +269,10 @@ def _square_side(input_size) -> int:
             raise ConfigError(f"input_size must be an int or a (height, width) pair, got {input_size!r}")
         h, w = input_size
         if h != w:
-            raise ConfigError(f"input_size must be square (these networks take HxH images), got {h}x{w}; "
-                              f"resize to {max(h, w)}x{max(h, w)}")
+            raise ConfigError(
+                f"input_size must be square (these networks take HxH images), got {h}x{w}; "
+                f"resize to {max(h, w)}x{max(h, w)}"
+            )
         input_size = h
     return _positive_int(input_size, "input_size")
 
@@ -249,8 +282,10 @@ def check_input_size(input_size, num_blocks: int = len(WIDTHS)) -> int:
     size = _square_side(input_size)
     minimum = 2**num_blocks
     if size < minimum:
-        raise ConfigError(f"input_size {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so "
-                          f"the minimum is {minimum}; resize the images (e.g. --resize {minimum})")
+        raise ConfigError(
+            f"input_size {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so "
+            f"the minimum is {minimum}; resize the images (e.g. --resize {minimum})"
+        )
     return size
 
 
@@ -258,8 +293,9 @@ def _blocks_from_conv_arch(conv_arch) -> tuple[Block, ...]:
     try:
         pairs = [tuple(p) for p in conv_arch]
     except TypeError:
-        raise ConfigError(f"arch must be a configuration name or a tuple of (num_convs, out_channels) pairs, "
-                          f"got {conv_arch!r}") from None
+        raise ConfigError(
+            f"arch must be a configuration name or a tuple of (num_convs, out_channels) pairs, got {conv_arch!r}"
+        ) from None
     if not pairs:
         raise ConfigError("arch has no blocks; give at least one (num_convs, out_channels) pair")
     blocks = []
@@ -272,19 +308,23 @@ def _blocks_from_conv_arch(conv_arch) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
-def make_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096,
-                dropout=0.5, batch_norm=False) -> VGGConfig:
+def make_config(
+    arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5, batch_norm=False
+) -> VGGConfig:
     """Validate ``vgg()``'s arguments and resolve them into a :class:`VGGConfig`."""
     if isinstance(arch, str):
         if arch not in CONFIGS:
-            raise ConfigError(f"unknown arch {arch!r}; known: {', '.join(CONFIGS)} "
-                              f"(or a tuple of (num_convs, out_channels) pairs)")
+            raise ConfigError(
+                f"unknown arch {arch!r}; known: {', '.join(CONFIGS)} (or a tuple of (num_convs, out_channels) pairs)"
+            )
         kernels, lrn, _ = CONFIGS[arch]
-        blocks = tuple(Block(w, k, lrn and i == 0) for i, (w, k) in enumerate(zip(WIDTHS, kernels)))
+        blocks = tuple(Block(w, k, lrn and i == 0) for i, (w, k) in enumerate(zip(WIDTHS, kernels, strict=True)))
         name = arch
         if lrn and batch_norm:
-            raise ConfigError(f"{arch} has local response normalisation and no batch-norm variant; "
-                              f"use vgg11 with batch_norm=True instead")
+            raise ConfigError(
+                f"{arch} has local response normalisation and no batch-norm variant; "
+                f"use vgg11 with batch_norm=True instead"
+            )
     else:
         blocks = _blocks_from_conv_arch(arch)
         name = "custom"
@@ -293,8 +333,10 @@ def make_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, rat
     for i, b in enumerate(blocks):
         width = b.out_channels // ratio
         if width == 0:
-            raise ConfigError(f"ratio {ratio} leaves block {i + 1} ({b.out_channels} channels) with zero width; "
-                              f"use a ratio of at most {min(x.out_channels for x in blocks)}")
+            raise ConfigError(
+                f"ratio {ratio} leaves block {i + 1} ({b.out_channels} channels) with zero width; "
+                f"use a ratio of at most {min(x.out_channels for x in blocks)}"
+            )
         narrowed.append(Block(width, b.kernels, b.lrn))
     in_channels = _positive_int(in_channels, "in_channels")
     num_classes = _positive_int(num_classes, "num_classes")
@@ -305,8 +347,17 @@ def make_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, rat
         raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     size = check_input_size(input_size, len(blocks))
     # A custom conv_arch is recorded by its final widths (ratio 1): the same network, rebuilt the same way.
-    return VGGConfig(name, tuple(narrowed), in_channels, num_classes, size, ratio if name in CONFIGS else 1,
-                     fc_hidden, float(dropout), batch_norm)
+    return VGGConfig(
+        name,
+        tuple(narrowed),
+        in_channels,
+        num_classes,
+        size,
+        ratio if name in CONFIGS else 1,
+        fc_hidden,
+        float(dropout),
+        batch_norm,
+    )
 
 
 def make_alexnet_config(in_channels=1, num_classes=10, input_size=224, dropout=0.5) -> AlexNetConfig:
@@ -318,23 +369,44 @@ def make_alexnet_config(in_channels=1, num_classes=10, input_size=224, dropout=0
     return AlexNetConfig(in_channels, num_classes, check_alexnet_size(input_size), float(dropout))
 
 
-def make_any_config(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=None, fc_hidden=None,
-                    dropout=0.5, batch_norm=None) -> NetConfig:
+def make_any_config(
+    arch="vgg11",
+    in_channels=1,
+    num_classes=10,
+    input_size=224,
+    ratio=None,
+    fc_hidden=None,
+    dropout=0.5,
+    batch_norm=None,
+) -> NetConfig:
     """A configuration of either network from the command line's options; ``None`` is "not given".
 
     ``arch="alexnet"`` is the book's AlexNet, which has no ``ratio``, ``fc_hidden`` or ``batch_norm`` to set;
     any other ``arch`` is VGG (``ratio`` 1, ``fc_hidden`` 4096, no batch norm when not given).
     """
     if arch == "alexnet":
-        given = [f"--{k.replace('_', '-')}" for k, v in (("ratio", ratio), ("fc_hidden", fc_hidden),
-                                                          ("batch_norm", batch_norm)) if v is not None]
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k, v in (("ratio", ratio), ("fc_hidden", fc_hidden), ("batch_norm", batch_norm))
+            if v is not None
+        ]
         if given:
-            raise ConfigError(f"{', '.join(given)} change{'s' if len(given) == 1 else ''} VGG only; AlexNet is the "
-                              f"book's network as written: "
-                              f"leave {'it' if len(given) == 1 else 'them'} out")
+            raise ConfigError(
+                f"{', '.join(given)} change{'s' if len(given) == 1 else ''} VGG only; AlexNet is the "
+                f"book's network as written: "
+                f"leave {'it' if len(given) == 1 else 'them'} out"
+            )
         return make_alexnet_config(in_channels, num_classes, input_size, dropout)
-    return make_config(arch, in_channels, num_classes, input_size, 1 if ratio is None else ratio,
-                       4096 if fc_hidden is None else fc_hidden, dropout, bool(batch_norm))
+    return make_config(
+        arch,
+        in_channels,
+        num_classes,
+        input_size,
+        1 if ratio is None else ratio,
+        4096 if fc_hidden is None else fc_hidden,
+        dropout,
+        bool(batch_norm),
+    )
 
 
 def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:
@@ -351,14 +423,14 @@ def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block
 class LayerPlan:
     """One layer to build: what every backend turns into its framework's layer of the same name."""
 
-    name: str              # name inside its group: "conv1", "bn1", "relu1", "lrn", "pool", or the group's own
-    kind: str              # conv, bn, relu, lrn, pool, flatten, linear, dropout
-    in_width: int = 0      # conv/linear: input channels/features; bn: channels
-    out_width: int = 0     # conv/linear: output channels/features
-    kernel: int = 0        # conv, pool: window side
-    stride: int = 1        # conv, pool: step of the window
-    padding: int = 0       # conv: zeros added on every side (VGG's kernel // 2 keeps the size)
-    rate: float = 0.0      # dropout: probability of dropping
+    name: str  # name inside its group: "conv1", "bn1", "relu1", "lrn", "pool", or the group's own
+    kind: str  # conv, bn, relu, lrn, pool, flatten, linear, dropout
+    in_width: int = 0  # conv/linear: input channels/features; bn: channels
+    out_width: int = 0  # conv/linear: output channels/features
+    kernel: int = 0  # conv, pool: window side
+    stride: int = 1  # conv, pool: step of the window
+    padding: int = 0  # conv: zeros added on every side (VGG's kernel // 2 keeps the size)
+    rate: float = 0.0  # dropout: probability of dropping
 
 
 def block_plan(block: Block, in_channels: int, batch_norm: bool) -> list[LayerPlan]:
@@ -421,12 +493,16 @@ def check_trace_request(config: NetConfig, input_size, in_channels, batch) -> in
     in_channels = _positive_int(in_channels, "in_channels")
     _positive_int(batch, "batch")
     if in_channels != config.in_channels:
-        raise ConfigError(f"the network takes {config.in_channels}-channel input but in_channels={in_channels} was "
-                          f"given; pass in_channels={config.in_channels} or build with vgg(in_channels={in_channels})")
+        raise ConfigError(
+            f"the network takes {config.in_channels}-channel input but in_channels={in_channels} was "
+            f"given; pass in_channels={config.in_channels} or build with vgg(in_channels={in_channels})"
+        )
     if size != config.input_size:
-        raise ConfigError(f"the network was built for {config.input_size}x{config.input_size} input (its first dense "
-                          f"layer expects {config.flat_features} features) but input_size={size} was given; "
-                          f"pass input_size={config.input_size} or build with vgg(input_size={size})")
+        raise ConfigError(
+            f"the network was built for {config.input_size}x{config.input_size} input (its first dense "
+            f"layer expects {config.flat_features} features) but input_size={size} was given; "
+            f"pass input_size={config.input_size} or build with vgg(input_size={size})"
+        )
     return size
 
 

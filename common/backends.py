@@ -1,4 +1,5 @@
 """The one registry of backends: found by name, imported lazily, a missing framework is a clear message."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,10 +16,32 @@ BACKENDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 # The contract: every backend package exports these names with identical signatures.
-API = ("vgg_block", "vgg", "layer_shapes", "count_params", "summary", "load_data_fashion_mnist", "train",
-       "evaluate_accuracy", "try_gpu", "export_weights", "import_weights", "save_weights", "load_weights",
-       "save_model", "load_model", "zoo_weights", "named_parameters", "init_weights", "alexnet", "from_config",
-       "MySequential", "hand_vgg", "FixedHiddenMLP", "tied_mlp")
+API = (
+    "vgg_block",
+    "vgg",
+    "layer_shapes",
+    "count_params",
+    "summary",
+    "load_data_fashion_mnist",
+    "train",
+    "evaluate_accuracy",
+    "try_gpu",
+    "export_weights",
+    "import_weights",
+    "save_weights",
+    "load_weights",
+    "save_model",
+    "load_model",
+    "zoo_weights",
+    "named_parameters",
+    "init_weights",
+    "alexnet",
+    "from_config",
+    "MySequential",
+    "hand_vgg",
+    "FixedHiddenMLP",
+    "tied_mlp",
+)
 
 
 def display_name(name: str) -> str:
@@ -32,12 +55,17 @@ def is_available(name: str) -> bool:
 
 def parse_backends(text: str | list[str] | tuple[str, ...]) -> list[str]:
     """'all', 'torch,tf' or a list -> validated backend names, in the registry's order."""
-    names = list(BACKENDS) if text in ("all", ["all"]) else \
-        [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    names = (
+        list(BACKENDS)
+        if text in ("all", ["all"])
+        else [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    )
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
-        raise ConfigError(f"unknown backend {', '.join(map(repr, unknown)) or '(none given)'}; "
-                          f"choose from {', '.join(BACKENDS)} or 'all'")
+        raise ConfigError(
+            f"unknown backend {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(BACKENDS)} or 'all'"
+        )
     return [n for n in BACKENDS if n in names]
 
 
@@ -47,8 +75,10 @@ def require(name: str) -> None:
         raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     _, framework, extra, label = BACKENDS[name]
     if not is_available(name):
-        raise BackendUnavailable(f"backend {name!r} needs {label} ({framework}), which is not installed here; "
-                                 f"install it with: pip install -e '.[{extra}]'")
+        raise BackendUnavailable(
+            f"backend {name!r} needs {label} ({framework}), which is not installed here; "
+            f"install it with: pip install -e '.[{extra}]'"
+        )
 
 
 def get_backend(name: str) -> ModuleType:

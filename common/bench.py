@@ -10,6 +10,7 @@ GFLOP/s of a large matrix product in any of the frameworks. Achieved GFLOP/s use
 width ratios, each point in a fresh process (``python -m common.bench POINT``) so that its peak resident
 memory is its own; a table, a PNG plot (:func:`plot_sweep`) and the JSON.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,7 @@ import time
 from .arch import make_any_config
 from .backends import display_name, get_backend
 from .errors import ConfigError, VGGError
-from .report import format_table, fmt
+from .report import fmt, format_table
 from .spec import spec
 from .training import PRECISIONS, Progress, check_precision
 from .weights import atomic_write, xavier_init
@@ -33,8 +34,14 @@ BENCH_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 96, "batch_size": 128, 
 # `vgg bench --sweep`: input sizes (at --ratio) and width ratios (at --resize), each point a fresh process.
 # Few steps and a small batch, so that the whole grid takes minutes on a 2-core CPU (224 px at batch 128
 # would need several GiB per point and minutes per step at ratio 1).
-SWEEP_DEFAULTS = {"sizes": (32, 64, 96, 160, 224), "ratios": (8, 4, 2, 1), "batch_size": 32, "steps": 2,
-                  "repeats": 1, "plot": "runs/bench/sweep.png"}
+SWEEP_DEFAULTS = {
+    "sizes": (32, 64, 96, 160, 224),
+    "ratios": (8, 4, 2, 1),
+    "batch_size": 32,
+    "steps": 2,
+    "repeats": 1,
+    "plot": "runs/bench/sweep.png",
+}
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -80,14 +87,19 @@ def build_net(b, bench, config, precision: str):
         return b.import_weights(b.from_config(config), xavier_init(config, 0))
 
 
-def bench_backend(name: str, config, batch_size: int, steps: int, repeats: int, precision: str,
-                  progress: Progress) -> dict:
+def bench_backend(
+    name: str, config, batch_size: int, steps: int, repeats: int, precision: str, progress: Progress
+) -> dict:
     """One backend's numbers: train and inference examples/s on the book's and the project's path, the peaks."""
     b, bench = bench_modules(name)
     stream, _ = b.load_data_fashion_mnist(batch_size, config.input_size, 0, None, batch_size * (steps + 2), 1)
     memory = [next(iter(stream))]  # one real resized batch, already the framework's tensors
-    out = {"backend": name, "framework": display_name(name), "precision": precision,
-           "peak_gflops": {p: bench.matmul_gflops(p) for p in PRECISIONS}}
+    out = {
+        "backend": name,
+        "framework": display_name(name),
+        "precision": precision,
+        "peak_gflops": {p: bench.matmul_gflops(p) for p in PRECISIONS},
+    }
     progress.update()
     for path in bench.PATHS:
         p = precision if path == "project" else "fp32"
@@ -99,7 +111,7 @@ def bench_backend(name: str, config, batch_size: int, steps: int, repeats: int, 
             out["train_project_real_data"] = examples_per_sec(step, stream, batch_size, steps, repeats)
             progress.update()
         infer = bench.infer_step(net, path, p)
-        out[f"infer_{path}"] = examples_per_sec(lambda x, y: infer(x), memory, batch_size, steps, repeats)
+        out[f"infer_{path}"] = examples_per_sec(lambda x, y, infer=infer: infer(x), memory, batch_size, steps, repeats)
         progress.update()
     return out
 
@@ -107,8 +119,7 @@ def bench_backend(name: str, config, batch_size: int, steps: int, repeats: int, 
 def summarise(results: list[dict], config, batch_size: int) -> dict:
     """Derived numbers: GFLOP/s, fraction of the machine's peak, speedup over the book's path, data-path ratio."""
     s = spec(config)
-    peaks = {p: max((r["peak_gflops"][p] for r in results if r["peak_gflops"][p]), default=None)
-             for p in PRECISIONS}
+    peaks = {p: max((r["peak_gflops"][p] for r in results if r["peak_gflops"][p]), default=None) for p in PRECISIONS}
     for r in results:
         peak = peaks[r["precision"]]  # None: no framework here multiplies matrices in that precision
         r["train_flops_per_example"], r["infer_flops_per_example"] = s.train_flops, 2 * s.macs
@@ -128,17 +139,50 @@ def _percent(fraction: float | None) -> str:
 
 def bench_table(summary: dict) -> str:
     """The printed table: one row per backend."""
-    headers = ["backend", "precision", "train ex/s (book)", "train ex/s", "speedup", "GFLOP/s", "of peak",
-               "real-data ratio", "infer ex/s (book)", "infer ex/s", "speedup"]
-    rows = [[r["framework"], r["precision"], r["train_book"], r["train_project"], r["train_speedup"],
-             r["train_gflops"], _percent(r["train_fraction_of_peak"]), r["real_data_ratio"], r["infer_book"],
-             r["infer_project"], r["infer_speedup"]] for r in summary["runs"]]
+    headers = [
+        "backend",
+        "precision",
+        "train ex/s (book)",
+        "train ex/s",
+        "speedup",
+        "GFLOP/s",
+        "of peak",
+        "real-data ratio",
+        "infer ex/s (book)",
+        "infer ex/s",
+        "speedup",
+    ]
+    rows = [
+        [
+            r["framework"],
+            r["precision"],
+            r["train_book"],
+            r["train_project"],
+            r["train_speedup"],
+            r["train_gflops"],
+            _percent(r["train_fraction_of_peak"]),
+            r["real_data_ratio"],
+            r["infer_book"],
+            r["infer_project"],
+            r["infer_speedup"],
+        ]
+        for r in summary["runs"]
+    ]
     peaks = ", ".join(f"{p} {fmt(v)} GFLOP/s" for p, v in summary["peak_gflops"].items() if v)
     return format_table(headers, rows) + f"\nmachine peak (best matrix product in any framework): {peaks}"
 
 
-def run_bench(backends: list[str], arch, ratio: int, resize: int, batch_size: int, steps: int, repeats: int,
-              precision: str, json_path: str | None = None) -> dict:
+def run_bench(
+    backends: list[str],
+    arch,
+    ratio: int,
+    resize: int,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    precision: str,
+    json_path: str | None = None,
+) -> dict:
     """Measure every backend in turn, print the table, write the JSON; return the summary."""
     check_precision(precision)
     config = make_any_config(arch, 1, 10, resize, ratio)  # VGG with the book's head, or AlexNet (ratio None)
@@ -164,8 +208,9 @@ def _memory_mib(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
 
 
-def sweep_point(backend: str, arch, ratio: int, size: int, batch_size: int, steps: int, repeats: int,
-                precision: str) -> dict:
+def sweep_point(
+    backend: str, arch, ratio: int, size: int, batch_size: int, steps: int, repeats: int, precision: str
+) -> dict:
     """One point of the sweep, measured in this process: the project's training and inference speed, peak memory.
 
     Meant to run in a fresh process per point (``python -m common.bench``), so that the peak resident memory
@@ -181,11 +226,22 @@ def sweep_point(backend: str, arch, ratio: int, size: int, batch_size: int, step
     infer_step = bench.infer_step(net, "project", precision)
     infer = examples_per_sec(lambda x, y: infer_step(x), memory, batch_size, steps, repeats)
     s = spec(config)
-    return {"backend": backend, "framework": display_name(backend), "input_size": size, "ratio": ratio,
-            "batch_size": batch_size, "precision": precision, "train": train, "infer": infer,
-            "train_flops_per_example": s.train_flops, "train_gflops": train * s.train_flops / 1e9,
-            "infer_gflops": infer * 2 * s.macs / 1e9, "params": s.params,
-            "peak_mib": _memory_mib("VmHWM"), "baseline_mib": baseline}
+    return {
+        "backend": backend,
+        "framework": display_name(backend),
+        "input_size": size,
+        "ratio": ratio,
+        "batch_size": batch_size,
+        "precision": precision,
+        "train": train,
+        "infer": infer,
+        "train_flops_per_example": s.train_flops,
+        "train_gflops": train * s.train_flops / 1e9,
+        "infer_gflops": infer * 2 * s.macs / 1e9,
+        "params": s.params,
+        "peak_mib": _memory_mib("VmHWM"),
+        "baseline_mib": baseline,
+    }
 
 
 def sweep_grid(sizes, ratios, size: int, ratio: int) -> list[tuple[int, int]]:
@@ -196,35 +252,77 @@ def sweep_grid(sizes, ratios, size: int, ratio: int) -> list[tuple[int, int]]:
 
 def _measure_in_child(point: dict) -> dict:
     """Run :func:`sweep_point` in a fresh Python process; its JSON is the last line it prints."""
-    done = subprocess.run([sys.executable, "-m", "common.bench", json.dumps(point)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "common.bench", json.dumps(point)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        return {"backend": point["backend"], "framework": display_name(point["backend"]), "input_size": point["size"],
-                "ratio": point["ratio"], "error": f"exit {done.returncode}: {tail}"}
+        return {
+            "backend": point["backend"],
+            "framework": display_name(point["backend"]),
+            "input_size": point["size"],
+            "ratio": point["ratio"],
+            "error": f"exit {done.returncode}: {tail}",
+        }
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_sweep(backends: list[str], arch, sizes, ratios, size: int, ratio: int, batch_size: int, steps: int,
-              repeats: int, precision: str, json_path: str | None = None, plot_path: str | None = None) -> dict:
+def run_sweep(
+    backends: list[str],
+    arch,
+    sizes,
+    ratios,
+    size: int,
+    ratio: int,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    precision: str,
+    json_path: str | None = None,
+    plot_path: str | None = None,
+) -> dict:
     """Measure every backend at every point of :func:`sweep_grid`, each in a fresh process; plot, write the JSON."""
     check_precision(precision)
     if arch == "alexnet":
-        raise ConfigError("--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
-                          "time: vgg bench --arch alexnet --resize N")
+        raise ConfigError(
+            "--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
+            "time: vgg bench --arch alexnet --resize N"
+        )
     for s, r in ((max(*sizes, size), min(*ratios, ratio)), (min(*sizes, size), max(*ratios, ratio))):
         make_any_config(arch, 1, 10, s, r)  # a bad point fails before any work
     points = []
     for name in backends:
         for s, r in sweep_grid(sizes, ratios, size, ratio):
-            result = _measure_in_child({"backend": name, "arch": arch, "ratio": r, "size": s, "batch_size": batch_size,
-                                        "steps": steps, "repeats": repeats, "precision": precision})
+            result = _measure_in_child(
+                {
+                    "backend": name,
+                    "arch": arch,
+                    "ratio": r,
+                    "size": s,
+                    "batch_size": batch_size,
+                    "steps": steps,
+                    "repeats": repeats,
+                    "precision": precision,
+                }
+            )
             points.append(result)
             said = result.get("error") or (f"{fmt(result['train'])} train ex/s, {fmt(result['peak_mib'])} MiB peak")
             print(f"[sweep] {display_name(name)} {s} px ratio {r}: {said}", file=sys.stderr, flush=True)
-    summary = {"arch": arch if isinstance(arch, str) else [list(p) for p in arch], "sizes": list(sizes),
-               "ratios": list(ratios), "size": size, "ratio": ratio, "batch_size": batch_size, "steps": steps,
-               "repeats": repeats, "precision": precision, "points": points}
+    summary = {
+        "arch": arch if isinstance(arch, str) else [list(p) for p in arch],
+        "sizes": list(sizes),
+        "ratios": list(ratios),
+        "size": size,
+        "ratio": ratio,
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "precision": precision,
+        "points": points,
+    }
     if plot_path:
         plot_sweep(summary, plot_path)
         summary["plot"] = str(plot_path)
@@ -235,17 +333,48 @@ def run_sweep(backends: list[str], arch, sizes, ratios, size: int, ratio: int, b
 
 def sweep_table(summary: dict) -> str:
     """The printed table: one row per backend and point."""
-    headers = ["backend", "input px", "ratio", "GFLOP/example", "train ex/s", "train GFLOP/s", "infer ex/s",
-               "peak MiB", "over baseline MiB"]
-    rows = [[p["framework"], p["input_size"], p["ratio"], p.get("train_flops_per_example", 0) / 1e9 or None,
-             p.get("train"), p.get("train_gflops"), p.get("infer"), p.get("peak_mib"),
-             p["peak_mib"] - p["baseline_mib"] if "peak_mib" in p else None] for p in summary["points"]]
-    failed = [f"{p['framework']} {p['input_size']} px ratio {p['ratio']}: {p['error']}" for p in summary["points"]
-              if "error" in p]
-    return "\n".join([format_table(headers, rows, title=f"vgg bench --sweep: {summary['precision']}, batch "
-                                                         f"{summary['batch_size']}, {summary['steps']} steps x "
-                                                         f"{summary['repeats']} repeat(s) per point"),
-                      *(f"failed: {line}" for line in failed)])
+    headers = [
+        "backend",
+        "input px",
+        "ratio",
+        "GFLOP/example",
+        "train ex/s",
+        "train GFLOP/s",
+        "infer ex/s",
+        "peak MiB",
+        "over baseline MiB",
+    ]
+    rows = [
+        [
+            p["framework"],
+            p["input_size"],
+            p["ratio"],
+            p.get("train_flops_per_example", 0) / 1e9 or None,
+            p.get("train"),
+            p.get("train_gflops"),
+            p.get("infer"),
+            p.get("peak_mib"),
+            p["peak_mib"] - p["baseline_mib"] if "peak_mib" in p else None,
+        ]
+        for p in summary["points"]
+    ]
+    failed = [
+        f"{p['framework']} {p['input_size']} px ratio {p['ratio']}: {p['error']}"
+        for p in summary["points"]
+        if "error" in p
+    ]
+    return "\n".join(
+        [
+            format_table(
+                headers,
+                rows,
+                title=f"vgg bench --sweep: {summary['precision']}, batch "
+                f"{summary['batch_size']}, {summary['steps']} steps x "
+                f"{summary['repeats']} repeat(s) per point",
+            ),
+            *(f"failed: {line}" for line in failed),
+        ]
+    )
 
 
 def plot_sweep(summary: dict, path) -> None:
@@ -258,17 +387,27 @@ def plot_sweep(summary: dict, path) -> None:
 
     plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
     ok = [p for p in summary["points"] if "error" not in p]
-    series = (("input_size", summary["ratio"], "ratio", "input size (px)"),
-              ("ratio", summary["size"], "input_size", "width ratio (conv widths / ratio)"))
-    metrics = (("train", "training examples/s"), ("train_gflops", "training GFLOP/s"), ("peak_mib", "peak memory (MiB)"))
+    series = (
+        ("input_size", summary["ratio"], "ratio", "input size (px)"),
+        ("ratio", summary["size"], "input_size", "width ratio (conv widths / ratio)"),
+    )
+    metrics = (
+        ("train", "training examples/s"),
+        ("train_gflops", "training GFLOP/s"),
+        ("peak_mib", "peak memory (MiB)"),
+    )
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
-    for row, (x_key, fixed, fixed_key, x_label) in zip(axes, series):
+    for row, (x_key, fixed, fixed_key, x_label) in zip(axes, series, strict=True):
         for backend in dict.fromkeys(p["backend"] for p in ok):
             line = sorted((p[x_key], p) for p in ok if p["backend"] == backend and p[fixed_key] == fixed)
-            for ax, (key, label) in zip(row, metrics):
-                ax.plot([x for x, _ in line], [p[key] for _, p in line], marker="o",
-                        label=line[0][1]["framework"] if line else backend)
-        for ax, (key, label) in zip(row, metrics):
+            for ax, (key, _) in zip(row, metrics, strict=True):
+                ax.plot(
+                    [x for x, _ in line],
+                    [p[key] for _, p in line],
+                    marker="o",
+                    label=line[0][1]["framework"] if line else backend,
+                )
+        for ax, (key, label) in zip(row, metrics, strict=True):
             ax.set_xlabel(x_label)
             ax.set_title(f"{label}, {fixed_key.replace('_', ' ')} {fixed}")
             ax.grid(alpha=0.3)
@@ -283,8 +422,10 @@ def plot_sweep(summary: dict, path) -> None:
                 ax.xaxis.set_minor_formatter(ticker.NullFormatter())
                 ax.invert_xaxis()  # wider networks to the right
             ax.legend()
-    fig.suptitle(f"vgg bench --sweep ({summary['precision']}, batch {summary['batch_size']}, "
-                 f"project path, each point a fresh process)")
+    fig.suptitle(
+        f"vgg bench --sweep ({summary['precision']}, batch {summary['batch_size']}, "
+        f"project path, each point a fresh process)"
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -5,6 +5,7 @@ Management" (tied parameters). This module holds the parts the three frameworks 
 ``FixedHiddenMLP`` (one seeded NumPy draw, so all three hold the same numbers), a float64 reference of what
 ``FixedHiddenMLP`` computes, and the layer plan of the tied MLP with its canonical names.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from .arch import LayerPlan, VGGConfig, _positive_int
 from .errors import ConfigError
 
-MLP_WIDTH = 20          # FixedHiddenMLP's width: the book's input is rand(2, 20)
+MLP_WIDTH = 20  # FixedHiddenMLP's width: the book's input is rand(2, 20)
 SECOND_USE = "shared2"  # the tied MLP's second use of ``shared``; a layer of its own only when untied
 
 
@@ -21,8 +22,9 @@ def fixed_weight(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((MLP_WIDTH, MLP_WIDTH), dtype=np.float32)
 
 
-def fixed_hidden_mlp(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-                     rand_weight: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+def fixed_hidden_mlp(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, rand_weight: np.ndarray
+) -> tuple[float, dict[str, np.ndarray]]:
     """FixedHiddenMLP's output for ``x`` in float64, and the gradient of its dense layer (both uses summed).
 
     ``weight`` is canonical (out, in). Forward: ``h = relu(linear(x) @ rand_weight + 1)``, ``y = linear(h)``,
@@ -37,10 +39,12 @@ def fixed_hidden_mlp(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
     scale = 1.0
     while np.abs(y * scale).sum() > 1:
         scale /= 2
-    grad_y = np.full_like(y, scale)                       # d(sum(scale * y)) / dy
-    grad_first = ((grad_y @ w) * (pre > 0)) @ r.T         # back through relu(first @ r + 1)
-    return float((y * scale).sum()), {"linear.weight": grad_y.T @ hidden + grad_first.T @ x,
-                                      "linear.bias": grad_y.sum(0) + grad_first.sum(0)}
+    grad_y = np.full_like(y, scale)  # d(sum(scale * y)) / dy
+    grad_first = ((grad_y @ w) * (pre > 0)) @ r.T  # back through relu(first @ r + 1)
+    return float((y * scale).sum()), {
+        "linear.weight": grad_y.T @ hidden + grad_first.T @ x,
+        "linear.bias": grad_y.sum(0) + grad_first.sum(0),
+    }
 
 
 def tied_plan(in_features: int, hidden: int, out_features: int, tied: bool) -> list[LayerPlan]:
@@ -54,15 +58,22 @@ def tied_plan(in_features: int, hidden: int, out_features: int, tied: bool) -> l
     out_features = _positive_int(out_features, "out_features")
     if not isinstance(tied, bool):
         raise ConfigError(f"tied must be True or False, got {tied!r}")
-    return [LayerPlan("fc1", "linear", in_width=in_features, out_width=hidden), LayerPlan("relu1", "relu"),
-            LayerPlan("shared", "linear", in_width=hidden, out_width=hidden), LayerPlan("relu2", "relu"),
-            LayerPlan(SECOND_USE, "linear", in_width=hidden, out_width=hidden), LayerPlan("relu3", "relu"),
-            LayerPlan("fc2", "linear", in_width=hidden, out_width=out_features)]
+    return [
+        LayerPlan("fc1", "linear", in_width=in_features, out_width=hidden),
+        LayerPlan("relu1", "relu"),
+        LayerPlan("shared", "linear", in_width=hidden, out_width=hidden),
+        LayerPlan("relu2", "relu"),
+        LayerPlan(SECOND_USE, "linear", in_width=hidden, out_width=hidden),
+        LayerPlan("relu3", "relu"),
+        LayerPlan("fc2", "linear", in_width=hidden, out_width=out_features),
+    ]
 
 
 def check_config(config) -> VGGConfig:
     """``hand_vgg``'s argument: a :class:`VGGConfig`, e.g. ``vgg(...).config`` or ``make_config(...)``."""
     if not isinstance(config, VGGConfig):
-        raise ConfigError(f"hand_vgg takes a VGGConfig (a network's .config, or common.arch.make_config(...)), "
-                          f"got {type(config).__name__}")
+        raise ConfigError(
+            f"hand_vgg takes a VGGConfig (a network's .config, or common.arch.make_config(...)), "
+            f"got {type(config).__name__}"
+        )
     return config

@@ -11,6 +11,7 @@ then a rename), so a run killed at any moment leaves the last complete epoch rea
 ``allow_pickle=False`` (loading can never run code), and its metadata is checked against the run that
 resumes it before any array is read.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,17 @@ FORMAT = "vgg-checkpoint"
 VERSION = 1
 FILE_NAME = "checkpoint.npz"
 GROUPS = ("weights", "optimizer", "rng")
-RECIPE_KEYS = ("lr", "lr_schedule", "optimizer", "batch_size", "seed", "num_epochs", "train_examples",
-               "test_examples", "precision")
+RECIPE_KEYS = (
+    "lr",
+    "lr_schedule",
+    "optimizer",
+    "batch_size",
+    "seed",
+    "num_epochs",
+    "train_examples",
+    "test_examples",
+    "precision",
+)
 # What a recipe written before a key existed meant by it.
 RECIPE_FORMER = {"precision": "fp32"}
 
@@ -59,13 +69,29 @@ def _examples(data_iter) -> int | None:
     return getattr(batches, "num_examples", None)
 
 
-def make_recipe(lr: float, lr_schedule: str, optimizer: str, seed: int, num_epochs: int, train_iter=None,
-                test_iter=None, precision: str = "fp32") -> dict:
+def make_recipe(
+    lr: float,
+    lr_schedule: str,
+    optimizer: str,
+    seed: int,
+    num_epochs: int,
+    train_iter=None,
+    test_iter=None,
+    precision: str = "fp32",
+) -> dict:
     """The recipe a checkpoint records and a resumed run must repeat; the data sizes come from the iterators."""
     batches = getattr(train_iter, "batches", None)
-    return {"lr": float(lr), "lr_schedule": lr_schedule, "optimizer": optimizer,
-            "batch_size": getattr(batches, "batch_size", None), "seed": seed, "num_epochs": num_epochs,
-            "train_examples": _examples(train_iter), "test_examples": _examples(test_iter), "precision": precision}
+    return {
+        "lr": float(lr),
+        "lr_schedule": lr_schedule,
+        "optimizer": optimizer,
+        "batch_size": getattr(batches, "batch_size", None),
+        "seed": seed,
+        "num_epochs": num_epochs,
+        "train_examples": _examples(train_iter),
+        "test_examples": _examples(test_iter),
+        "precision": precision,
+    }
 
 
 @dataclass
@@ -93,30 +119,50 @@ class Checkpoint:
         return self.meta["state"]
 
 
-def save_checkpoint(path: str | os.PathLike, backend: str, config: NetConfig, recipe: dict, epoch: int,
-                    history: History, weights: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
-                    rng: dict[str, np.ndarray], state: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    backend: str,
+    config: NetConfig,
+    recipe: dict,
+    epoch: int,
+    history: History,
+    weights: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    rng: dict[str, np.ndarray],
+    state: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically: the previous one stays readable until the new one is complete."""
     weights = check_weights(config, weights)
-    meta = {"format": FORMAT, "version": VERSION, "backend": backend, "config": config.to_dict(),
-            "recipe": recipe, "epoch": epoch, "history": history.to_dict(), "state": state or {}}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "backend": backend,
+        "config": config.to_dict(),
+        "recipe": recipe,
+        "epoch": epoch,
+        "history": history.to_dict(),
+        "state": state or {},
+    }
     arrays = {META_KEY: np.array(json.dumps(meta))}
-    for group, named in zip(GROUPS, (weights, optimizer, rng)):
+    for group, named in zip(GROUPS, (weights, optimizer, rng), strict=True):
         arrays.update({f"{group}/{name}": np.asarray(a) for name, a in named.items()})
     return atomic_write(checkpoint_file(path), lambda f: np.savez(f, **arrays))
 
 
 def _damaged(path, e: Exception) -> WeightsError:
-    return WeightsError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); it is damaged, truncated "
-                        f"or of another format: resume from an intact one or start a new run")
+    return WeightsError(
+        f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); it is damaged, truncated "
+        f"or of another format: resume from an intact one or start a new run"
+    )
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     """The metadata of a checkpoint, read and checked (format, version, fields) before any array."""
     path = checkpoint_file(path)
     if not path.is_file():
-        raise WeightsError(f"no checkpoint at {path}; a run saves one there at the end of every epoch "
-                           f"(vgg train --out {path.parent})")
+        raise WeightsError(
+            f"no checkpoint at {path}; a run saves one there at the end of every epoch (vgg train --out {path.parent})"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
@@ -132,39 +178,54 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
-        raise WeightsError(f"{path} has format {got[0]!r} version {got[1]!r}; this version resumes {FORMAT!r} "
-                           f"version {VERSION} (a weights file is loaded with load_weights, not resumed)")
+        raise WeightsError(
+            f"{path} has format {got[0]!r} version {got[1]!r}; this version resumes {FORMAT!r} "
+            f"version {VERSION} (a weights file is loaded with load_weights, not resumed)"
+        )
     missing = [k for k in ("backend", "config", "recipe", "epoch", "history", "state") if k not in meta]
     if missing or not isinstance(meta.get("recipe"), dict) or not isinstance(meta.get("epoch"), int):
-        raise WeightsError(f"{path} has a damaged metadata record (missing or wrong: "
-                           f"{', '.join(missing) or 'recipe/epoch'})")
+        raise WeightsError(
+            f"{path} has a damaged metadata record (missing or wrong: {', '.join(missing) or 'recipe/epoch'})"
+        )
     return meta
 
 
-def check_checkpoint(meta: dict, path: str | os.PathLike, backend: str | None = None,
-                     config: NetConfig | None = None, recipe: dict | None = None) -> NetConfig:
+def check_checkpoint(
+    meta: dict,
+    path: str | os.PathLike,
+    backend: str | None = None,
+    config: NetConfig | None = None,
+    recipe: dict | None = None,
+) -> NetConfig:
     """Refuse a checkpoint of another backend, configuration or recipe; return its configuration."""
     if backend is not None and meta["backend"] != backend:
-        raise WeightsError(f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
-                           f"{meta['backend']} (optimizer and random states do not carry across frameworks; "
-                           f"the weights alone do: vgg convert)")
+        raise WeightsError(
+            f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
+            f"{meta['backend']} (optimizer and random states do not carry across frameworks; "
+            f"the weights alone do: vgg convert)"
+        )
     saved = meta_config(meta, path, config)
     if config is not None and saved != config:  # meta_config lets a different dropout pass; a resumed run may not
-        raise WeightsError(f"{path} was saved from {saved.describe()}, dropout {saved.dropout}; this network has "
-                           f"dropout {config.dropout}: build it with the saved configuration")
+        raise WeightsError(
+            f"{path} was saved from {saved.describe()}, dropout {saved.dropout}; this network has "
+            f"dropout {config.dropout}: build it with the saved configuration"
+        )
     for key in RECIPE_KEYS if recipe is not None else ():
         saved_value = meta["recipe"].get(key, RECIPE_FORMER.get(key))
         if recipe.get(key) is not None and saved_value != recipe[key]:
-            raise ConfigError(f"{path} was trained with {key} {saved_value!r} but this run asks for "
-                              f"{recipe[key]!r}; a resumed run repeats the saved recipe: pass "
-                              f"{key}={saved_value!r}, or start a new run elsewhere")
+            raise ConfigError(
+                f"{path} was trained with {key} {saved_value!r} but this run asks for "
+                f"{recipe[key]!r}; a resumed run repeats the saved recipe: pass "
+                f"{key}={saved_value!r}, or start a new run elsewhere"
+            )
     if meta["epoch"] > meta["recipe"].get("num_epochs", meta["epoch"]) or meta["epoch"] < 0:
         raise WeightsError(f"{path} claims epoch {meta['epoch']} of {meta['recipe'].get('num_epochs')}; it is damaged")
     return saved
 
 
-def load_checkpoint(path: str | os.PathLike, backend: str | None = None, config: NetConfig | None = None,
-                    recipe: dict | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, backend: str | None = None, config: NetConfig | None = None, recipe: dict | None = None
+) -> Checkpoint:
     """Read a checkpoint for a run of ``backend``/``config``/``recipe``; refuses a mismatch before any array."""
     path = checkpoint_file(path)
     meta = read_checkpoint_meta(path)

@@ -1,4 +1,5 @@
 """The ``vgg`` command: summary, train, compare, convert, evaluate, bench. Frameworks are imported only when needed."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,17 +15,34 @@ from .arch import CONFIGS, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .errors import ConfigError, VGGError
 from .spec import spec
-from .training import LR_SCHEDULES, OPTIMIZERS, History, default_lr
+from .training import LR_SCHEDULES, OPTIMIZERS, default_lr
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
 # on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
-TRAIN_DEFAULTS = {"arch": "vgg11", "ratio": 4, "fc_hidden": 4096, "batch_norm": False, "dropout": 0.5,
-                  "resize": 224, "epochs": 10, "optimizer": "sgd", "lr_schedule": "constant", "batch_size": 128,
-                  "seed": 0, "precision": "fp32"}
+TRAIN_DEFAULTS = {
+    "arch": "vgg11",
+    "ratio": 4,
+    "fc_hidden": 4096,
+    "batch_norm": False,
+    "dropout": 0.5,
+    "resize": 224,
+    "epochs": 10,
+    "optimizer": "sgd",
+    "lr_schedule": "constant",
+    "batch_size": 128,
+    "seed": 0,
+    "precision": "fp32",
+}
 # The default `vgg compare` run: VGG-11 narrowed 4x with batch norm on 32 px images, measured to reach
 # >= 0.88 test accuracy in every backend within the time budget on a 2-core CPU (see README).
-COMPARE_DEFAULTS = {**TRAIN_DEFAULTS, "resize": 32, "epochs": 5, "batch_norm": True, "fc_hidden": 512,
-                    "lr_schedule": "cosine"}
+COMPARE_DEFAULTS = {
+    **TRAIN_DEFAULTS,
+    "resize": 32,
+    "epochs": 5,
+    "batch_norm": True,
+    "fc_hidden": 512,
+    "lr_schedule": "cosine",
+}
 # AlexNet in either command: the book's recipe (lr 0.01 for SGD, see default_lr), 10 epochs at 224 px.
 ALEXNET_DEFAULTS = {"resize": 224, "epochs": 10, "lr_schedule": "constant"}
 VGG_ONLY = ("ratio", "fc_hidden", "batch_norm")  # options AlexNet does not have
@@ -41,6 +59,7 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
@@ -61,23 +80,44 @@ def _arch(text):
     try:
         return tuple(tuple(int(v) for v in pair.split(",")) for pair in text.split(";"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"arch {text!r}: give a name ({', '.join(CONFIGS)}, alexnet) or pairs "
-                                         f"like '1,64;1,128;2,256'") from None
+        raise argparse.ArgumentTypeError(
+            f"arch {text!r}: give a name ({', '.join(CONFIGS)}, alexnet) or pairs like '1,64;1,128;2,256'"
+        ) from None
 
 
 def _add_net_args(p, defaults):
     """The network's options; left out, they are None until the command fills in ``defaults`` (VGG's or AlexNet's)."""
-    p.add_argument("--arch", type=_arch, default=None,
-                   help=f"alexnet, a VGG configuration ({', '.join(CONFIGS)}) or VGG conv_arch pairs "
-                        f"'1,64;1,128;...' (default {defaults['arch']})")
-    p.add_argument("--ratio", type=_positive(int), default=None, help="VGG: divide every conv width by this "
-                   f"(the book's small_conv_arch is 4; default {defaults['ratio']})")
-    p.add_argument("--fc-hidden", type=_positive(int), default=None,
-                   help=f"VGG: width of the two hidden dense layers (default {defaults['fc_hidden']})")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"VGG: batch norm between each conv and its ReLU (default {defaults['batch_norm']})")
-    p.add_argument("--dropout", type=float, default=None, help="dropout of the two hidden dense layers (default "
-                   f"{defaults['dropout']})")
+    p.add_argument(
+        "--arch",
+        type=_arch,
+        default=None,
+        help=f"alexnet, a VGG configuration ({', '.join(CONFIGS)}) or VGG conv_arch pairs "
+        f"'1,64;1,128;...' (default {defaults['arch']})",
+    )
+    p.add_argument(
+        "--ratio",
+        type=_positive(int),
+        default=None,
+        help=f"VGG: divide every conv width by this (the book's small_conv_arch is 4; default {defaults['ratio']})",
+    )
+    p.add_argument(
+        "--fc-hidden",
+        type=_positive(int),
+        default=None,
+        help=f"VGG: width of the two hidden dense layers (default {defaults['fc_hidden']})",
+    )
+    p.add_argument(
+        "--batch-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"VGG: batch norm between each conv and its ReLU (default {defaults['batch_norm']})",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help=f"dropout of the two hidden dense layers (default {defaults['dropout']})",
+    )
 
 
 def _fill_defaults(args, defaults: dict) -> None:
@@ -90,8 +130,9 @@ def _fill_defaults(args, defaults: dict) -> None:
 
 def _config(args, input_size: int, in_channels: int = 1, num_classes: int = 10):
     """The network the options describe, validated (either network)."""
-    return make_any_config(args.arch, in_channels, num_classes, input_size, args.ratio, args.fc_hidden,
-                           args.dropout, args.batch_norm)
+    return make_any_config(
+        args.arch, in_channels, num_classes, input_size, args.ratio, args.fc_hidden, args.dropout, args.batch_norm
+    )
 
 
 def cmd_summary(args) -> int:
@@ -118,11 +159,12 @@ def cmd_summary(args) -> int:
             bad += not ok
             row += [report.fmt(shape) + ("" if ok else "  ≠"), n]
         rows.append(row)
-    rows.append(["total", "", s.params] + sum(([("" if totals[n] == s.params else "≠"), totals[n]]
-                                                for n in names), []))
+    rows.append(["total", "", s.params] + sum(([("" if totals[n] == s.params else "≠"), totals[n]] for n in names), []))
     print(report.format_table(headers, rows, title=f"summary: {config.describe()}"))
-    print(f"MACs per example: {s.macs:,}   batch-norm statistics: {s.buffers:,}   "
-          f"receptive field of the last conv: {max(l.rf for l in s.layers if l.rf)} px")
+    print(
+        f"MACs per example: {s.macs:,}   batch-norm statistics: {s.buffers:,}   "
+        f"receptive field of the last conv: {max(layer.rf for layer in s.layers if layer.rf)} px"
+    )
     mismatched = bad + sum(totals[n] != s.params for n in names)
     if mismatched:
         print(f"DISAGREEMENT: {mismatched} value(s) differ from the spec (marked ≠)", file=sys.stderr)
@@ -151,13 +193,23 @@ def _build(backend, args):
 
 
 # The options of `vgg train` that a checkpoint fixes: option -> where its value is in the checkpoint.
-RESUMED = {"arch": ("config", "arch"), "ratio": ("config", "ratio"), "resize": ("config", "input_size"),
-           "fc_hidden": ("config", "fc_hidden"), "dropout": ("config", "dropout"),
-           "batch_norm": ("config", "batch_norm"), "epochs": ("recipe", "num_epochs"), "lr": ("recipe", "lr"),
-           "optimizer": ("recipe", "optimizer"), "lr_schedule": ("recipe", "lr_schedule"),
-           "batch_size": ("recipe", "batch_size"), "seed": ("recipe", "seed"),
-           "train_limit": ("recipe", "train_examples"), "test_limit": ("recipe", "test_examples"),
-           "precision": ("recipe", "precision")}
+RESUMED = {
+    "arch": ("config", "arch"),
+    "ratio": ("config", "ratio"),
+    "resize": ("config", "input_size"),
+    "fc_hidden": ("config", "fc_hidden"),
+    "dropout": ("config", "dropout"),
+    "batch_norm": ("config", "batch_norm"),
+    "epochs": ("recipe", "num_epochs"),
+    "lr": ("recipe", "lr"),
+    "optimizer": ("recipe", "optimizer"),
+    "lr_schedule": ("recipe", "lr_schedule"),
+    "batch_size": ("recipe", "batch_size"),
+    "seed": ("recipe", "seed"),
+    "train_limit": ("recipe", "train_examples"),
+    "test_limit": ("recipe", "test_examples"),
+    "precision": ("recipe", "precision"),
+}
 
 
 def _resume_args(args, path) -> None:
@@ -166,18 +218,21 @@ def _resume_args(args, path) -> None:
 
     meta = read_checkpoint_meta(path)
     if meta["backend"] != args.backend:
-        raise ConfigError(f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
-                          f"{meta['backend']}")
+        raise ConfigError(
+            f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend {meta['backend']}"
+        )
     config = config_from_dict(meta["config"])
     options = {**dict.fromkeys(VGG_ONLY), "arch": config.arch, **config.kwargs()}  # AlexNet: no VGG options
     saved = {"config": options, "recipe": meta["recipe"]}
     for option, (group, key) in RESUMED.items():
         value, given = saved[group].get(key), getattr(args, option)
         if given is not None and given != value:
-            raise ConfigError(f"--{option.replace('_', '-')} {_arch_text(given) if option == 'arch' else given} "
-                              f"differs from the run saved in {path} ({value}); a resumed run keeps its "
-                              f"configuration and recipe: leave the option out, or start a new run in another "
-                              f"--out folder")
+            raise ConfigError(
+                f"--{option.replace('_', '-')} {_arch_text(given) if option == 'arch' else given} "
+                f"differs from the run saved in {path} ({value}); a resumed run keeps its "
+                f"configuration and recipe: leave the option out, or start a new run in another "
+                f"--out folder"
+            )
         setattr(args, option, value)
 
 
@@ -190,8 +245,11 @@ def _interrupted(args, path) -> int:
         print(f"interrupted: {kept}", file=sys.stderr)
         return 130
     meta = read_checkpoint_meta(path)
-    print(f"interrupted: epoch {meta['epoch']} of {meta['recipe']['num_epochs']} is saved in {path}; continue "
-          f"with: vgg train --backend {args.backend} --out {path.parent} --resume", file=sys.stderr)
+    print(
+        f"interrupted: epoch {meta['epoch']} of {meta['recipe']['num_epochs']} is saved in {path}; continue "
+        f"with: vgg train --backend {args.backend} --out {path.parent} --resume",
+        file=sys.stderr,
+    )
     return 130
 
 
@@ -208,42 +266,71 @@ def cmd_train(args) -> int:
         _resume_args(args, ckpt)
     elif ckpt is not None and ckpt.is_file() and not args.overwrite:
         meta = read_checkpoint_meta(ckpt)
-        raise ConfigError(f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
-                          f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
-                          f"--overwrite, or choose another --out")
+        raise ConfigError(
+            f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
+            f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
+            f"--overwrite, or choose another --out"
+        )
     _fill_defaults(args, TRAIN_DEFAULTS)
     lr = args.lr or default_lr(args.optimizer, args.arch)
     b = get_backend(args.backend)
     if out:
         out.mkdir(parents=True, exist_ok=True)
     net = _build(b, args)
-    print(f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
-          f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
-          f"{args.precision}", flush=True)
-    train_iter, test_iter = b.load_data_fashion_mnist(args.batch_size, args.resize, args.seed, args.data_dir,
-                                                      args.train_limit, args.test_limit)
+    print(
+        f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
+        f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
+        f"{args.precision}",
+        flush=True,
+    )
+    train_iter, test_iter = b.load_data_fashion_mnist(
+        args.batch_size, args.resize, args.seed, args.data_dir, args.train_limit, args.test_limit
+    )
     start = time.perf_counter()
     try:
-        history = b.train(net, train_iter, test_iter, args.epochs, lr, args.optimizer, None, args.seed,
-                          lr_schedule=args.lr_schedule, checkpoint=ckpt, resume_from=ckpt if args.resume else None,
-                          precision=args.precision)
+        history = b.train(
+            net,
+            train_iter,
+            test_iter,
+            args.epochs,
+            lr,
+            args.optimizer,
+            None,
+            args.seed,
+            lr_schedule=args.lr_schedule,
+            checkpoint=ckpt,
+            resume_from=ckpt if args.resume else None,
+            precision=args.precision,
+        )
     except KeyboardInterrupt:
         return _interrupted(args, ckpt)
     except TrainingDiverged as e:
         if ckpt is not None and ckpt.is_file():
-            raise TrainingDiverged(f"{e}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays "
-                                   f"in {ckpt}") from None
+            raise TrainingDiverged(
+                f"{e}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays in {ckpt}"
+            ) from None
         raise
     wall = time.perf_counter() - start
     if out:
         b.save_weights(net, out / "weights.npz")
         native = out / f"model{MODEL_SUFFIXES[args.backend]}"
         b.save_model(net, native)
-        record = {"backend": args.backend, "framework": display_name(args.backend), "config": net.config.to_dict(),
-                  "params": b.count_params(net), "lr": lr, "lr_schedule": args.lr_schedule,
-                  "optimizer": args.optimizer, "precision": args.precision,
-                  "batch_size": args.batch_size, "seed": args.seed, "train_examples": train_iter.batches.num_examples,
-                  "test_examples": test_iter.batches.num_examples, "wall_seconds": wall, "history": history.to_dict()}
+        record = {
+            "backend": args.backend,
+            "framework": display_name(args.backend),
+            "config": net.config.to_dict(),
+            "params": b.count_params(net),
+            "lr": lr,
+            "lr_schedule": args.lr_schedule,
+            "optimizer": args.optimizer,
+            "precision": args.precision,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "train_examples": train_iter.batches.num_examples,
+            "test_examples": test_iter.batches.num_examples,
+            "wall_seconds": wall,
+            "history": history.to_dict(),
+        }
         (out / "history.json").write_text(json.dumps(record, indent=1))
         print(f"[{args.backend}] wrote {out / 'weights.npz'}, {native}, {ckpt} and {out / 'history.json'}")
     return 0
@@ -260,15 +347,43 @@ def cmd_compare(args) -> int:
     records = []
     for name in names:
         # each backend's run replaces the one an earlier `vgg compare` left in the same folder
-        cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--out", str(out / name),
-               "--overwrite", "--arch", _arch_text(args.arch), "--resize", str(args.resize),
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", args.optimizer,
-               "--lr-schedule", args.lr_schedule, "--dropout", str(args.dropout), "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "common.cli",
+            "train",
+            "--backend",
+            name,
+            "--out",
+            str(out / name),
+            "--overwrite",
+            "--arch",
+            _arch_text(args.arch),
+            "--resize",
+            str(args.resize),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--optimizer",
+            args.optimizer,
+            "--lr-schedule",
+            args.lr_schedule,
+            "--dropout",
+            str(args.dropout),
+            "--seed",
+            str(args.seed),
+        ]
         if args.batch_norm is not None:
             cmd.append("--batch-norm" if args.batch_norm else "--no-batch-norm")
-        for flag, value in (("--ratio", args.ratio), ("--fc-hidden", args.fc_hidden), ("--lr", args.lr),
-                            ("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
-                            ("--data-dir", args.data_dir)):
+        for flag, value in (
+            ("--ratio", args.ratio),
+            ("--fc-hidden", args.fc_hidden),
+            ("--lr", args.lr),
+            ("--train-limit", args.train_limit),
+            ("--test-limit", args.test_limit),
+            ("--data-dir", args.data_dir),
+        ):
             if value is not None:
                 cmd += [flag, str(value)]
         cmd += ["--precision", args.precision]
@@ -329,11 +444,14 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(f"{args.model} is {config.describe()}; Fashion-MNIST needs 1 input channel and 10 classes")
     b = get_backend(name)
     net = b.import_weights(b.from_config(config), weights)
-    _, test_iter = b.load_data_fashion_mnist(args.batch_size, config.input_size, 0, args.data_dir, None,
-                                             args.test_limit)
+    _, test_iter = b.load_data_fashion_mnist(
+        args.batch_size, config.input_size, 0, args.data_dir, None, args.test_limit
+    )
     acc = b.evaluate_accuracy(net, test_iter)
-    print(f"{args.model} ({source}) in {display_name(name)}: test acc {acc:.4f} on "
-          f"{test_iter.batches.num_examples:,} Fashion-MNIST test images at {config.input_size} px")
+    print(
+        f"{args.model} ({source}) in {display_name(name)}: test acc {acc:.4f} on "
+        f"{test_iter.batches.num_examples:,} Fashion-MNIST test images at {config.input_size} px"
+    )
     return 0
 
 
@@ -348,16 +466,28 @@ def cmd_bench(args) -> int:
     batch_size, steps, repeats = (getattr(args, k) or defaults[k] for k in ("batch_size", "steps", "repeats"))
     if args.sweep:
         plot = args.plot or SWEEP_DEFAULTS["plot"]
-        summary = run_sweep(names, args.arch, args.sizes or list(SWEEP_DEFAULTS["sizes"]),
-                            args.ratios or list(SWEEP_DEFAULTS["ratios"]), args.resize, args.ratio, batch_size,
-                            steps, repeats, args.precision, args.json, plot)
+        summary = run_sweep(
+            names,
+            args.arch,
+            args.sizes or list(SWEEP_DEFAULTS["sizes"]),
+            args.ratios or list(SWEEP_DEFAULTS["ratios"]),
+            args.resize,
+            args.ratio,
+            batch_size,
+            steps,
+            repeats,
+            args.precision,
+            args.json,
+            plot,
+        )
         print(sweep_table(summary))
         print(f"plot: {plot}")
     else:
         if args.sizes or args.ratios or args.plot:
             raise ConfigError("--sizes, --ratios and --plot belong to --sweep; add --sweep")
-        summary = run_bench(names, args.arch, args.ratio, args.resize, batch_size, steps, repeats, args.precision,
-                            args.json)
+        summary = run_bench(
+            names, args.arch, args.ratio, args.resize, batch_size, steps, repeats, args.precision, args.json
+        )
         print(bench_table(summary))
     if args.json:
         print(f"numbers: {args.json}")
@@ -368,8 +498,12 @@ def _add_precision(p, default="fp32"):
     """``--precision``; ``default=None`` where the command fills it in (a resumed run takes the checkpoint's)."""
     from .training import PRECISIONS
 
-    p.add_argument("--precision", choices=PRECISIONS, default=default, help="compute precision: fp32, or bf16 "
-                   "(bfloat16 convolutions and matmuls, float32 weights; default fp32)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help="compute precision: fp32, or bf16 (bfloat16 convolutions and matmuls, float32 weights; default fp32)",
+    )
 
 
 def _positive_ints(text):
@@ -385,8 +519,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, "
-                                     "held to one analytic spec.")
+    parser = _Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, held to one analytic spec.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer-by-layer shapes and parameters of every backend beside the spec")
@@ -404,19 +537,32 @@ def build_parser() -> argparse.ArgumentParser:
         def default(option):  # "default X", and AlexNet's where it differs
             alex = ALEXNET_DEFAULTS.get(option, defaults[option])
             return f"default {defaults[option]}" + (f", AlexNet {alex}" if alex != defaults[option] else "")
-        p.add_argument("--resize", type=_positive(int), default=None,
-                       help=f"input side in pixels, bilinear from 28 (VGG >= 32, AlexNet >= 65; {default('resize')})")
+
+        p.add_argument(
+            "--resize",
+            type=_positive(int),
+            default=None,
+            help=f"input side in pixels, bilinear from 28 (VGG >= 32, AlexNet >= 65; {default('resize')})",
+        )
         p.add_argument("--epochs", type=_non_negative_int, default=None, help=f"({default('epochs')})")
-        p.add_argument("--lr", type=_positive(float), default=None,
-                       help="learning rate (default: sgd 0.05, AlexNet 0.01 as in the book; adam 0.001)")
+        p.add_argument(
+            "--lr",
+            type=_positive(float),
+            default=None,
+            help="learning rate (default: sgd 0.05, AlexNet 0.01 as in the book; adam 0.001)",
+        )
         p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"(default {defaults['optimizer']})")
-        p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                       help=f"constant (the book's) or cosine, annealed per epoch ({default('lr_schedule')})")
-        p.add_argument("--batch-size", type=_positive(int), default=None,
-                       help=f"(default {defaults['batch_size']})")
+        p.add_argument(
+            "--lr-schedule",
+            choices=LR_SCHEDULES,
+            default=None,
+            help=f"constant (the book's) or cosine, annealed per epoch ({default('lr_schedule')})",
+        )
+        p.add_argument("--batch-size", type=_positive(int), default=None, help=f"(default {defaults['batch_size']})")
         p.add_argument("--seed", type=int, default=None, help="fixes the initial weights, batch order and dropout")
-        p.add_argument("--train-limit", type=_positive(int), default=None, help="use only the first N training "
-                       "examples")
+        p.add_argument(
+            "--train-limit", type=_positive(int), default=None, help="use only the first N training examples"
+        )
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
         _add_precision(p, default=None)
@@ -424,13 +570,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
     add_training(p, TRAIN_DEFAULTS)
-    p.add_argument("--out", default=None, help="folder for weights.npz, history.json and checkpoint.npz (written "
-                   "after every epoch)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for weights.npz, history.json and checkpoint.npz (written after every epoch)",
+    )
     resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last "
-                        "checkpoint (configuration and recipe come from it)")
-    resume.add_argument("--overwrite", action="store_true", help="replace a run already saved in --out (without "
-                        "it, an existing checkpoint there is never overwritten)")
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out from its last checkpoint (configuration and recipe come from it)",
+    )
+    resume.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already saved in --out (without it, an existing checkpoint there is never overwritten)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="train the same VGG in every backend and write a report with plots")
@@ -441,28 +596,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     formats = "*.npz (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"
     from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS
+
     bd, sw = BENCH_DEFAULTS, SWEEP_DEFAULTS
     p = sub.add_parser("bench", help="training and inference speed per backend, beside the book's code and the peak")
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
     p.add_argument("--arch", type=_arch, default=bd["arch"])
-    p.add_argument("--ratio", type=_positive(int), default=None, help=f"VGG (default {bd['ratio']}; with --sweep, "
-                   "the ratio of the input-size series)")
-    p.add_argument("--resize", type=_positive(int), default=bd["resize"], help=f"(default {bd['resize']}; with "
-                   "--sweep, the input size of the ratio series)")
-    p.add_argument("--batch-size", type=_positive(int), default=None,
-                   help=f"(default {bd['batch_size']}; {sw['batch_size']} with --sweep)")
-    p.add_argument("--steps", type=_positive(int), default=None,
-                   help=f"steps per timed repeat (default {bd['steps']}; {sw['steps']} with --sweep)")
-    p.add_argument("--repeats", type=_positive(int), default=None,
-                   help=f"the median is shown (default {bd['repeats']}; {sw['repeats']} with --sweep)")
+    p.add_argument(
+        "--ratio",
+        type=_positive(int),
+        default=None,
+        help=f"VGG (default {bd['ratio']}; with --sweep, the ratio of the input-size series)",
+    )
+    p.add_argument(
+        "--resize",
+        type=_positive(int),
+        default=bd["resize"],
+        help=f"(default {bd['resize']}; with --sweep, the input size of the ratio series)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=None,
+        help=f"(default {bd['batch_size']}; {sw['batch_size']} with --sweep)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive(int),
+        default=None,
+        help=f"steps per timed repeat (default {bd['steps']}; {sw['steps']} with --sweep)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive(int),
+        default=None,
+        help=f"the median is shown (default {bd['repeats']}; {sw['repeats']} with --sweep)",
+    )
     _add_precision(p)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
-    p.add_argument("--sweep", action="store_true", help="how cost grows: every --sizes at --ratio and every "
-                   "--ratios at --resize, the project's path, each point in a fresh process (peak memory per point)")
-    p.add_argument("--sizes", type=_positive_ints, default=None,
-                   help=f"with --sweep: input sizes (default {','.join(map(str, sw['sizes']))})")
-    p.add_argument("--ratios", type=_positive_ints, default=None,
-                   help=f"with --sweep: width ratios (default {','.join(map(str, sw['ratios']))})")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="how cost grows: every --sizes at --ratio and every "
+        "--ratios at --resize, the project's path, each point in a fresh process (peak memory per point)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_positive_ints,
+        default=None,
+        help=f"with --sweep: input sizes (default {','.join(map(str, sw['sizes']))})",
+    )
+    p.add_argument(
+        "--ratios",
+        type=_positive_ints,
+        default=None,
+        help=f"with --sweep: width ratios (default {','.join(map(str, sw['ratios']))})",
+    )
     p.add_argument("--plot", default=None, help=f"with --sweep: where the PNG goes (default {sw['plot']})")
     p.set_defaults(func=cmd_bench)
 
@@ -474,8 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model on the real Fashion-MNIST test set")
     p.add_argument("model", help=f"a saved model: {formats}")
-    p.add_argument("--backend", choices=list(BACKENDS), default=None,
-                   help="framework to run it in (default: the file's own; needed for .npz)")
+    p.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default=None,
+        help="framework to run it in (default: the file's own; needed for .npz)",
+    )
     p.add_argument("--batch-size", type=_positive(int), default=256)
     p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")

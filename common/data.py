@@ -3,6 +3,7 @@
 Every backend's ``load_data_fashion_mnist`` wraps :class:`Batches` in its own iterable, so the same
 seed gives the same batch order in all three frameworks.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -28,10 +29,18 @@ FILES = {
     "t10k-labels-idx1-ubyte": (10_008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-INSTALL_HINT = ("install it with: sudo apt-get install dataset-fashion-mnist "
-                "(or point --data-dir / $FASHION_MNIST_DIR at a folder holding the four IDX files, .gz or raw)")
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+INSTALL_HINT = (
+    "install it with: sudo apt-get install dataset-fashion-mnist "
+    "(or point --data-dir / $FASHION_MNIST_DIR at a folder holding the four IDX files, .gz or raw)"
+)
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -58,8 +67,14 @@ def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
             return found
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"--data-dir {data_dir} is not a folder")
-    raise DataError("Fashion-MNIST not found: no folder holds all four files (" + ", ".join(FILES) +
-                    "). Searched: " + ", ".join(str(d) for d in dirs) + ". " + INSTALL_HINT)
+    raise DataError(
+        "Fashion-MNIST not found: no folder holds all four files ("
+        + ", ".join(FILES)
+        + "). Searched: "
+        + ", ".join(str(d) for d in dirs)
+        + ". "
+        + INSTALL_HINT
+    )
 
 
 def read_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
@@ -72,11 +87,13 @@ def read_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{source} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
     if len(raw) != expected:
-        raise DataError(f"{source} has {len(raw)} bytes but its header {dims} says {expected}: "
-                        f"the file is {'truncated' if len(raw) < expected else 'longer than it should be'}")
+        raise DataError(
+            f"{source} has {len(raw)} bytes but its header {dims} says {expected}: "
+            f"the file is {'truncated' if len(raw) < expected else 'longer than it should be'}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
@@ -86,14 +103,17 @@ def read_file(path: Path, verify: bool = True) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path} cannot be read or decompressed ({e}); it is damaged: reinstall it. "
-                        + INSTALL_HINT) from None
+        raise DataError(
+            f"{path} cannot be read or decompressed ({e}); it is damaged: reinstall it. " + INSTALL_HINT
+        ) from None
     if verify and name in FILES:
         size, sha = FILES[name]
         if len(raw) != size or hashlib.sha256(raw).hexdigest() != sha:
-            raise DataError(f"{path} is not the published Fashion-MNIST file ({len(raw):,} bytes decompressed, "
-                            f"expected {size:,} with SHA-256 {sha[:12]}…): it is truncated or altered; "
-                            f"replace it. " + INSTALL_HINT)
+            raise DataError(
+                f"{path} is not the published Fashion-MNIST file ({len(raw):,} bytes decompressed, "
+                f"expected {size:,} with SHA-256 {sha[:12]}…): it is truncated or altered; "
+                f"replace it. " + INSTALL_HINT
+            )
     return read_idx(raw, str(path))
 
 
@@ -114,11 +134,17 @@ def _load(paths: tuple[tuple[str, str], ...]) -> FashionMNIST:
     for split, n in (("train", 60_000), ("t10k", 10_000)):
         images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
         if images.shape != (n, 28, 28) or labels.shape != (n,) or labels.max() >= len(CLASSES):
-            raise DataError(f"{split} files hold images {images.shape} and labels {labels.shape}; "
-                            f"expected ({n}, 28, 28) and ({n},) with labels 0-9")
-    return FashionMNIST(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"].astype(np.int64),
-                        arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"].astype(np.int64),
-                        str(Path(paths[0][1]).parent))
+            raise DataError(
+                f"{split} files hold images {images.shape} and labels {labels.shape}; "
+                f"expected ({n}, 28, 28) and ({n},) with labels 0-9"
+            )
+    return FashionMNIST(
+        arrays["train-images-idx3-ubyte"],
+        arrays["train-labels-idx1-ubyte"].astype(np.int64),
+        arrays["t10k-images-idx3-ubyte"],
+        arrays["t10k-labels-idx1-ubyte"].astype(np.int64),
+        str(Path(paths[0][1]).parent),
+    )
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> FashionMNIST:
@@ -156,8 +182,16 @@ class Batches:
     Iterating starts the next epoch; set :attr:`epoch` to jump.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
-                 resize: int | None = None, layout: str = "NCHW"):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        resize: int | None = None,
+        layout: str = "NCHW",
+    ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if layout not in ("NCHW", "NHWC"):
@@ -190,19 +224,27 @@ class Batches:
         order = self.order(self.epoch)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
-            yield self.batch(order[start:start + self.batch_size])
+            yield self.batch(order[start : start + self.batch_size])
 
 
-def fashion_mnist_batches(batch_size: int, resize: int | None = None, seed: int = 0, layout: str = "NCHW",
-                          data_dir=None, train_limit: int | None = None,
-                          test_limit: int | None = None) -> tuple[Batches, Batches]:
+def fashion_mnist_batches(
+    batch_size: int,
+    resize: int | None = None,
+    seed: int = 0,
+    layout: str = "NCHW",
+    data_dir=None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> tuple[Batches, Batches]:
     """(train, test) batch streams over the real data; the training stream is shuffled by ``seed``."""
     data = load_fashion_mnist(data_dir)
     for limit, what in ((train_limit, "train_limit"), (test_limit, "test_limit")):
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
             raise ConfigError(f"{what} must be a positive number of examples, got {limit!r}")
-    train = Batches(data.train_images[:train_limit], data.train_labels[:train_limit], batch_size, True, seed,
-                    resize, layout)
-    test = Batches(data.test_images[:test_limit], data.test_labels[:test_limit], batch_size, False, seed,
-                   resize, layout)
+    train = Batches(
+        data.train_images[:train_limit], data.train_labels[:train_limit], batch_size, True, seed, resize, layout
+    )
+    test = Batches(
+        data.test_images[:test_limit], data.test_labels[:test_limit], batch_size, False, seed, resize, layout
+    )
     return train, test

@@ -1,4 +1,5 @@
 """Readable tables, the comparison report and its PNG plots (numpy and matplotlib only)."""
+
 from __future__ import annotations
 
 import numbers
@@ -23,11 +24,14 @@ def format_table(headers: list[str], rows: list[list], title: str | None = None)
     """A plain-text table with aligned columns: text left, numbers right."""
     cells = [[fmt(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], numbers.Number) or row[i] is None for row in rows) and rows
-               for i in range(len(headers))]
+    numeric = [
+        all(isinstance(row[i], numbers.Number) or row[i] is None for row in rows) and rows for i in range(len(headers))
+    ]
 
     def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     out = [title] if title else []
     out += [line(headers), "  ".join("-" * w for w in widths)]
@@ -37,8 +41,9 @@ def format_table(headers: list[str], rows: list[list], title: str | None = None)
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """The same table in GitHub Markdown."""
-    numeric = [bool(rows) and all(isinstance(r[i], numbers.Number) or r[i] is None for r in rows)
-               for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], numbers.Number) or r[i] is None for r in rows) for i in range(len(headers))
+    ]
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     out += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(out)
@@ -47,13 +52,18 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def summary_table(spec, trace: list[tuple[str, tuple]], params: dict[str, int], buffers: int, label: str) -> str:
     """A ``model.summary()``-style table: a backend's traced shapes and parameter counts, the spec's MACs and RF."""
     rows = []
-    for (name, shape), srow in zip(trace, spec.group_rows()):
+    for (name, shape), srow in zip(trace, spec.group_rows(), strict=True):
         rows.append([name, shape, params.get(name, 0), srow["macs"], srow["rf"]])
     total = sum(params.values())
-    body = format_table(["layer", "output shape (NCHW)", "params", "MACs", "receptive field"], rows,
-                        title=f"{label}: {spec.config.describe()}")
-    return (f"{body}\ntrainable params: {total:,}   batch-norm statistics (not trained): {buffers:,}   "
-            f"MACs per example: {spec.macs:,}")
+    body = format_table(
+        ["layer", "output shape (NCHW)", "params", "MACs", "receptive field"],
+        rows,
+        title=f"{label}: {spec.config.describe()}",
+    )
+    return (
+        f"{body}\ntrainable params: {total:,}   batch-norm statistics (not trained): {buffers:,}   "
+        f"MACs per example: {spec.macs:,}"
+    )
 
 
 def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
@@ -61,16 +71,34 @@ def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
     from .arch import config_from_dict
     from .spec import spec
 
-    headers = ["backend", "params", "spec params", "MACs/example", "train examples/s", "train acc", "test acc",
-               "wall s"]
+    headers = [
+        "backend",
+        "params",
+        "spec params",
+        "MACs/example",
+        "train examples/s",
+        "train acc",
+        "test acc",
+        "wall s",
+    ]
     rows = []
     for r in records:
         s = spec(config_from_dict(r["config"]))
         epochs = r["history"]["epochs"]
         last = epochs[-1] if epochs else {}
         speeds = sorted(e["examples_per_sec"] for e in epochs)
-        rows.append([r["framework"], r["params"], s.params, s.macs, speeds[len(speeds) // 2] if speeds else None,
-                     last.get("train_acc"), last.get("test_acc"), r["wall_seconds"]])
+        rows.append(
+            [
+                r["framework"],
+                r["params"],
+                s.params,
+                s.macs,
+                speeds[len(speeds) // 2] if speeds else None,
+                last.get("train_acc"),
+                last.get("test_acc"),
+                r["wall_seconds"],
+            ]
+        )
     return headers, rows
 
 
@@ -86,9 +114,9 @@ def plot_curves(records: list[dict], path) -> None:
     for r in records:
         epochs = r["history"]["epochs"]
         x = [e["epoch"] for e in epochs]
-        for ax, key in zip(axes, ("loss", "train_acc", "test_acc")):
+        for ax, key in zip(axes, ("loss", "train_acc", "test_acc"), strict=True):
             ax.plot(x, [e[key] for e in epochs], marker="o", label=r["framework"])
-    for ax, title in zip(axes, ("training loss", "train accuracy", "test accuracy")):
+    for ax, title in zip(axes, ("training loss", "train accuracy", "test accuracy"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -105,8 +133,10 @@ def _run_title(r: dict) -> str:
     from .arch import config_from_dict
 
     schedule = "" if r.get("lr_schedule", "constant") == "constant" else f" ({r['lr_schedule']})"
-    return (f"{config_from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
-            f"batch {r['batch_size']}, {r['train_examples']:,} train / {r['test_examples']:,} test examples")
+    return (
+        f"{config_from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
+        f"batch {r['batch_size']}, {r['train_examples']:,} train / {r['test_examples']:,} test examples"
+    )
 
 
 def write_compare_report(out, records: list[dict]) -> dict:
@@ -120,18 +150,41 @@ def write_compare_report(out, records: list[dict]) -> dict:
     accs = [r[6] for r in rows if r[6] is not None]
     spread = max(accs) - min(accs) if accs else 0.0
     arch = records[0]["config"]["arch"] if records else "VGG"
-    md = [f"# {'AlexNet' if arch == 'alexnet' else 'VGG'} on Fashion-MNIST in {len(records)} frameworks", "", _run_title(records[0]) if records else "", "",
-          markdown_table(headers, rows), "",
-          f"Spread of final test accuracy across backends: {spread:.4f}.", "",
-          "All backends start from the same weights (seeded Xavier-uniform from `common.weights`) and see the "
-          "same batch order (`common.data`); differences come from the frameworks' numerics and dropout masks.",
-          "", "![training curves](curves.png)", "", "## Per epoch", ""]
+    md = [
+        f"# {'AlexNet' if arch == 'alexnet' else 'VGG'} on Fashion-MNIST in {len(records)} frameworks",
+        "",
+        _run_title(records[0]) if records else "",
+        "",
+        markdown_table(headers, rows),
+        "",
+        f"Spread of final test accuracy across backends: {spread:.4f}.",
+        "",
+        "All backends start from the same weights (seeded Xavier-uniform from `common.weights`) and see the "
+        "same batch order (`common.data`); differences come from the frameworks' numerics and dropout masks.",
+        "",
+        "![training curves](curves.png)",
+        "",
+        "## Per epoch",
+        "",
+    ]
     for r in records:
-        md += [f"### {r['framework']}", "", markdown_table(
-            ["epoch", "loss", "train acc", "test acc", "examples/s", "seconds"],
-            [[e["epoch"], e["loss"], e["train_acc"], e["test_acc"], e["examples_per_sec"], e["seconds"]]
-             for e in r["history"]["epochs"]]), ""]
+        md += [
+            f"### {r['framework']}",
+            "",
+            markdown_table(
+                ["epoch", "loss", "train acc", "test acc", "examples/s", "seconds"],
+                [
+                    [e["epoch"], e["loss"], e["train_acc"], e["test_acc"], e["examples_per_sec"], e["seconds"]]
+                    for e in r["history"]["epochs"]
+                ],
+            ),
+            "",
+        ]
     (out / "report.md").write_text("\n".join(md))
     (out / "results.json").write_text(json.dumps({"runs": records, "test_acc_spread": spread}, indent=1))
-    return {"markdown": out / "report.md", "plot": out / "curves.png", "json": out / "results.json",
-            "table": format_table(headers, rows)}
+    return {
+        "markdown": out / "report.md",
+        "plot": out / "curves.png",
+        "json": out / "results.json",
+        "table": format_table(headers, rows),
+    }

@@ -4,27 +4,29 @@ For each layer: its canonical name, its NCHW output shape, trainable parameters,
 buffers (batch-norm running statistics), multiply-accumulates per example, and the side of its
 receptive field in input pixels (three stacked 3x3 convolutions see 7x7).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .arch import LRN, LayerPlan, NetConfig, side_after, make_config, net_plan
+from .arch import LRN, LayerPlan, NetConfig, make_config, net_plan, side_after
 from .errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Layer:
-    name: str                 # canonical, e.g. "block1.conv1" or "fc1"
-    kind: str                 # conv, bn, relu, lrn, pool, flatten, linear, dropout
-    group: str                # the top-level layer it belongs to: "block1", ..., "flatten", "fc1", ... (AlexNet: its own names)
-    shape: tuple[int, ...]    # output shape of one example, NCHW without N
+    name: str  # canonical, e.g. "block1.conv1" or "fc1"
+    kind: str  # conv, bn, relu, lrn, pool, flatten, linear, dropout
+    # the top-level layer it belongs to: "block1", ..., "flatten", "fc1", ... (AlexNet: its own names)
+    group: str
+    shape: tuple[int, ...]  # output shape of one example, NCHW without N
     params: int
     buffers: int
     macs: int
-    rf: int | None            # receptive field side in input pixels; None once flattened (all of it)
-    param_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()   # (suffix, canonical shape)
+    rf: int | None  # receptive field side in input pixels; None once flattened (all of it)
+    param_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (suffix, canonical shape)
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,16 @@ class Spec:
         rows = []
         for g in self.groups():
             members = [layer for layer in self.layers if layer.group == g]
-            rows.append({"name": g, "shape": members[-1].shape, "params": sum(m.params for m in members),
-                         "buffers": sum(m.buffers for m in members), "macs": sum(m.macs for m in members),
-                         "rf": members[-1].rf})
+            rows.append(
+                {
+                    "name": g,
+                    "shape": members[-1].shape,
+                    "params": sum(m.params for m in members),
+                    "buffers": sum(m.buffers for m in members),
+                    "macs": sum(m.macs for m in members),
+                    "rf": members[-1].rf,
+                }
+            )
         return rows
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -78,20 +87,49 @@ class Spec:
         return {f"{layer.name}.{suffix}": shape for layer in self.layers for suffix, shape in layer.param_shapes}
 
 
-def _spec_layer(p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...], rf: int | None,
-                jump: int) -> tuple[Layer, tuple[int, ...], int | None, int]:
+def _spec_layer(
+    p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...], rf: int | None, jump: int
+) -> tuple[Layer, tuple[int, ...], int | None, int]:
     """One planned layer -> its spec row, and the (shape, receptive field, jump) after it."""
     if p.kind == "conv":
         k, side = p.kernel, side_after(shape[1], "conv", p.kernel, p.stride, p.padding)
         shape = (p.out_width, side, side)
         rf, jump = rf + (k - 1) * jump, jump * p.stride
         n = p.out_width * p.in_width * k * k
-        return Layer(full_name, "conv", group, shape, n + p.out_width, 0, n * shape[1] * shape[2], rf,
-                     (("weight", (p.out_width, p.in_width, k, k)), ("bias", (p.out_width,)))), shape, rf, jump
+        return (
+            Layer(
+                full_name,
+                "conv",
+                group,
+                shape,
+                n + p.out_width,
+                0,
+                n * shape[1] * shape[2],
+                rf,
+                (("weight", (p.out_width, p.in_width, k, k)), ("bias", (p.out_width,))),
+            ),
+            shape,
+            rf,
+            jump,
+        )
     if p.kind == "bn":
         c = (p.in_width,)
-        return Layer(full_name, "bn", group, shape, 2 * p.in_width, 2 * p.in_width, 0, rf,
-                     (("weight", c), ("bias", c), ("running_mean", c), ("running_var", c))), shape, rf, jump
+        return (
+            Layer(
+                full_name,
+                "bn",
+                group,
+                shape,
+                2 * p.in_width,
+                2 * p.in_width,
+                0,
+                rf,
+                (("weight", c), ("bias", c), ("running_mean", c), ("running_var", c)),
+            ),
+            shape,
+            rf,
+            jump,
+        )
     if p.kind == "pool":
         side = side_after(shape[1], "pool", p.kernel, p.stride, p.padding)
         rf, jump = rf + (p.kernel - 1) * jump, jump * p.stride
@@ -101,8 +139,22 @@ def _spec_layer(p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...]
     elif p.kind == "linear":
         n = p.out_width * p.in_width
         shape = (p.out_width,)
-        return Layer(full_name, "linear", group, shape, n + p.out_width, 0, n, None,
-                     (("weight", (p.out_width, p.in_width)), ("bias", (p.out_width,)))), shape, rf, jump
+        return (
+            Layer(
+                full_name,
+                "linear",
+                group,
+                shape,
+                n + p.out_width,
+                0,
+                n,
+                None,
+                (("weight", (p.out_width, p.in_width)), ("bias", (p.out_width,))),
+            ),
+            shape,
+            rf,
+            jump,
+        )
     return Layer(full_name, p.kind, group, shape, 0, 0, 0, rf), shape, rf, jump
 
 
@@ -126,5 +178,5 @@ def spec(config: NetConfig | None = None, **kwargs) -> Spec:
 def lrn_reference(x, size=LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"]):
     """NumPy reference of the canonical LRN over axis 1 of an NCHW array (zero-padded channel window)."""
     sq = np.pad(np.asarray(x, dtype=np.float64) ** 2, ((0, 0), (size // 2, (size - 1) // 2), (0, 0), (0, 0)))
-    window = sum(sq[:, i:i + x.shape[1]] for i in range(size))
+    window = sum(sq[:, i : i + x.shape[1]] for i in range(size))
     return x / (k + alpha / size * window) ** beta

@@ -1,4 +1,5 @@
 """What every backend's training loop shares: the recipe's arguments, the history, the progress bar."""
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import numpy as np
 from .errors import ConfigError, InputError, TrainingDiverged
 
 OPTIMIZERS = ("sgd", "adam")
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}   # the book's SGD recipe; Adam as in its older edition
+DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}  # the book's SGD recipe; Adam as in its older edition
 ALEXNET_SGD_LR = 0.01  # the book's AlexNet recipe (without batch norm, 0.05 diverges there)
 # "constant" is the book's; "cosine" anneals the rate per epoch from lr towards 0 (half a cosine), which
 # settles the final test accuracy where a constant rate leaves it jumping by +-0.02 between epochs.
@@ -51,8 +52,10 @@ def epoch_lr(lr: float, lr_schedule: str, epoch: int, num_epochs: int) -> float:
 def check_loss(loss: float, epoch: int, step: int, lr: float) -> None:
     """Stop a run whose loss is no longer a finite number, saying where and what to try."""
     if not math.isfinite(loss):
-        raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training "
-                               f"stopped. Lower the learning rate (e.g. --lr {lr / 10:g}) or use --batch-norm")
+        raise TrainingDiverged(
+            f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training "
+            f"stopped. Lower the learning rate (e.g. --lr {lr / 10:g}) or use --batch-norm"
+        )
 
 
 def check_precision(precision) -> str:
@@ -67,8 +70,16 @@ def _expected_shape(config, layout: str) -> tuple[int, int, int]:
     return (c, s, s) if layout == "NCHW" else (s, s, c)
 
 
-def check_batch(config, x_shape, x_dtype: str, labels: np.ndarray | None = None, layout: str = "NCHW",
-                all_finite: bool = True, where: str = "the batch", label_dtype: str | None = None) -> None:
+def check_batch(
+    config,
+    x_shape,
+    x_dtype: str,
+    labels: np.ndarray | None = None,
+    layout: str = "NCHW",
+    all_finite: bool = True,
+    where: str = "the batch",
+    label_dtype: str | None = None,
+) -> None:
     """Refuse a batch the network built from ``config`` cannot take, with one message that says what to change.
 
     ``x_shape``/``x_dtype`` describe the images (``x_dtype`` a name such as ``"float32"``), ``labels`` are the
@@ -83,29 +94,38 @@ def check_batch(config, x_shape, x_dtype: str, labels: np.ndarray | None = None,
         raise InputError(f"{where} has shape {shape} (rank {len(shape)}); {hint}: {fix}")
     channels, spatial = (shape[1], shape[2:]) if layout == "NCHW" else (shape[3], shape[1:3])
     if channels != config.in_channels:
-        raise InputError(f"{where} has {channels} channel(s) (shape {shape}); {hint}: convert the images "
-                         f"or build the network with in_channels={channels}")
+        raise InputError(
+            f"{where} has {channels} channel(s) (shape {shape}); {hint}: convert the images "
+            f"or build the network with in_channels={channels}"
+        )
     if spatial != (config.input_size,) * 2:
-        raise InputError(f"{where} has {spatial[0]}x{spatial[1]} images (shape {shape}); {hint}: resize them to "
-                         f"{config.input_size}x{config.input_size} or build the network with input_size={spatial[0]}")
+        raise InputError(
+            f"{where} has {spatial[0]}x{spatial[1]} images (shape {shape}); {hint}: resize them to "
+            f"{config.input_size}x{config.input_size} or build the network with input_size={spatial[0]}"
+        )
     if shape[0] == 0:
         raise InputError(f"{where} is empty (shape {shape}); give at least one example")
     if x_dtype != "float32":
         raise InputError(f"{where} has dtype {x_dtype}; {hint} in float32: convert it (pixels scaled to [0, 1])")
     if not all_finite:
-        raise InputError(f"{where} holds NaN or infinite pixel values; clean the data (or pass "
-                         f"check_finite=False to skip this check)")
+        raise InputError(
+            f"{where} holds NaN or infinite pixel values; clean the data (or pass "
+            f"check_finite=False to skip this check)"
+        )
     if labels is not None:
         check_labels(config, labels, shape[0], where, label_dtype)
 
 
-def check_labels(config, labels: np.ndarray, batch: int, where: str = "the batch",
-                 label_dtype: str | None = None) -> None:
+def check_labels(
+    config, labels: np.ndarray, batch: int, where: str = "the batch", label_dtype: str | None = None
+) -> None:
     """Labels must be one whole class index in [0, num_classes) per example (of ``label_dtype`` if given)."""
     labels = np.asarray(labels)
     if labels.shape != (batch,):
-        raise InputError(f"{where} has labels of shape {labels.shape} for {batch} images; give one class index "
-                         f"per image, shape ({batch},)")
+        raise InputError(
+            f"{where} has labels of shape {labels.shape} for {batch} images; give one class index "
+            f"per image, shape ({batch},)"
+        )
     if label_dtype is not None and labels.dtype.name != label_dtype:
         raise InputError(f"{where} has labels of dtype {labels.dtype}; give {label_dtype} class indices")
     if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
@@ -115,9 +135,11 @@ def check_labels(config, labels: np.ndarray, batch: int, where: str = "the batch
     low, high = labels.min(), labels.max()
     if low < 0 or high >= config.num_classes:
         bad = low if low < 0 else high
-        raise InputError(f"{where} has label {bad:g}, outside [0, {config.num_classes}) for a network with "
-                         f"{config.num_classes} classes; fix the labels or build it with num_classes="
-                         f"{int(high) + 1 if low >= 0 else config.num_classes}")
+        raise InputError(
+            f"{where} has label {bad:g}, outside [0, {config.num_classes}) for a network with "
+            f"{config.num_classes} classes; fix the labels or build it with num_classes="
+            f"{int(high) + 1 if low >= 0 else config.num_classes}"
+        )
 
 
 def resume_point(history: History | None, data_epoch: int | None, train_iter) -> int:
@@ -146,8 +168,10 @@ class Epoch:
 
     def line(self) -> str:
         """The book's per-epoch line."""
-        return (f"epoch {self.epoch}, loss {self.loss:.3f}, train acc {self.train_acc:.3f}, "
-                f"test acc {self.test_acc:.3f}, {self.examples_per_sec:.1f} examples/sec")
+        return (
+            f"epoch {self.epoch}, loss {self.loss:.3f}, train acc {self.train_acc:.3f}, "
+            f"test acc {self.test_acc:.3f}, {self.examples_per_sec:.1f} examples/sec"
+        )
 
 
 @dataclass
@@ -165,7 +189,7 @@ class History:
         return {"backend": self.backend, "device": self.device, "epochs": [asdict(e) for e in self.epochs]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         return cls(d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]])
 
     @property
@@ -220,8 +244,7 @@ class Progress:
         rate = self.done / max(now - self.start, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else 0
         extra = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
-        sys.stderr.write(f"\r{self.label} [{bar:<{self.width}}] {self.done}/{self.total} {extra} "
-                         f"eta {eta:4.0f}s ")
+        sys.stderr.write(f"\r{self.label} [{bar:<{self.width}}] {self.done}/{self.total} {extra} eta {eta:4.0f}s ")
         sys.stderr.flush()
 
     def close(self) -> None:

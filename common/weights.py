@@ -5,6 +5,7 @@ with features in C,H,W order, batch-norm ``running_mean``/``running_var`` includ
 record ``__meta__`` (format version, configuration, source framework and version). It is read with
 ``allow_pickle=False``: loading can never run code.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,17 +30,23 @@ def check_weights(config: NetConfig, weights: dict[str, np.ndarray]) -> dict[str
     expected = spec(config).param_shapes()
     for name, shape in expected.items():
         if name not in weights:
-            raise WeightsError(f"parameter {name} {shape} is missing from the weights given "
-                               f"({len(weights)} arrays); they were made for another configuration")
+            raise WeightsError(
+                f"parameter {name} {shape} is missing from the weights given "
+                f"({len(weights)} arrays); they were made for another configuration"
+            )
         got = tuple(np.shape(weights[name]))
         if got != shape:
-            raise WeightsError(f"parameter {name} has shape {got} in the weights given but {shape} in this network "
-                               f"({config.describe()}); build the network with the configuration the weights "
-                               f"were saved from")
+            raise WeightsError(
+                f"parameter {name} has shape {got} in the weights given but {shape} in this network "
+                f"({config.describe()}); build the network with the configuration the weights "
+                f"were saved from"
+            )
     extra = [n for n in weights if n not in expected]
     if extra:
-        raise WeightsError(f"the weights hold {len(extra)} parameter(s) this network does not have, first {extra[0]}; "
-                           f"they were made for another configuration")
+        raise WeightsError(
+            f"the weights hold {len(extra)} parameter(s) this network does not have, first {extra[0]}; "
+            f"they were made for another configuration"
+        )
     out = {}
     for name in expected:
         array = np.asarray(weights[name])
@@ -105,8 +112,9 @@ INIT_SCHEMES = ("normal", "constant", "xavier", "default")
 
 def trainable_shapes(weights: dict[str, np.ndarray]) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of the trainable parameters among canonical weights (batch-norm statistics left out)."""
-    return [(name, tuple(np.shape(a))) for name, a in weights.items()
-            if not name.endswith(("running_mean", "running_var"))]
+    return [
+        (name, tuple(np.shape(a))) for name, a in weights.items() if not name.endswith(("running_mean", "running_var"))
+    ]
 
 
 def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: float = 1.0) -> dict[str, np.ndarray]:
@@ -120,8 +128,10 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
     if scheme == "xavier":
         return xavier_init(config, seed)
     if not callable(scheme) and scheme not in ("normal", "constant"):
-        raise ConfigError(f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)} or give a "
-                          f"function (name, shape, rng) -> array")
+        raise ConfigError(
+            f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)} or give a "
+            f"function (name, shape, rng) -> array"
+        )
     rng, out = np.random.default_rng(seed), xavier_init(config, seed)
     for name, array in out.items():
         if not (name.endswith(".weight") and array.ndim > 1):
@@ -133,8 +143,7 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
         else:
             drawn = np.asarray(scheme(name, array.shape, rng))
             if drawn.shape != array.shape:
-                raise ConfigError(f"the init function returned shape {drawn.shape} for {name}, which is "
-                                  f"{array.shape}")
+                raise ConfigError(f"the init function returned shape {drawn.shape} for {name}, which is {array.shape}")
         out[name] = drawn.astype(np.float32)
     for name, array in out.items():  # biases zero whatever xavier_init drew for the weights above
         if name.endswith(".bias"):
@@ -174,8 +183,14 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
 
 def make_meta(config: NetConfig, source: str, source_version: str, **extra) -> dict:
     """The metadata every saved model carries, whatever its format: format version, configuration, source."""
-    return {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "source": source,
-            "source_version": source_version, **extra}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "source": source,
+        "source_version": source_version,
+        **extra,
+    }
 
 
 def parse_meta(text: str, path: str | os.PathLike) -> dict:
@@ -186,8 +201,9 @@ def parse_meta(text: str, path: str | os.PathLike) -> dict:
         raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged or of another format") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
-        raise WeightsError(f"{path} has format {got[0]!r} version {got[1]!r}; this version reads {FORMAT!r} "
-                           f"version {VERSION}")
+        raise WeightsError(
+            f"{path} has format {got[0]!r} version {got[1]!r}; this version reads {FORMAT!r} version {VERSION}"
+        )
     return meta
 
 
@@ -198,14 +214,18 @@ def meta_config(meta: dict, path: str | os.PathLike, expected: NetConfig | None 
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path} has a damaged configuration record ({e})") from None
     if expected is not None and type(saved) is not type(expected):
-        raise WeightsError(f"{path} holds weights for {saved.describe()}, but this network is "
-                           f"{expected.describe()}; build the network with the saved configuration")
+        raise WeightsError(
+            f"{path} holds weights for {saved.describe()}, but this network is "
+            f"{expected.describe()}; build the network with the saved configuration"
+        )
     if expected is not None and saved != expected:
         diffs = [k for k, v in expected.to_dict().items() if saved.to_dict()[k] != v and k != "dropout"]
         if diffs:
-            raise WeightsError(f"{path} holds weights for {saved.describe()}, but this network is "
-                               f"{expected.describe()} (they differ in {', '.join(diffs)}); build the network "
-                               f"with the saved configuration")
+            raise WeightsError(
+                f"{path} holds weights for {saved.describe()}, but this network is "
+                f"{expected.describe()} (they differ in {', '.join(diffs)}); build the network "
+                f"with the saved configuration"
+            )
     return saved
 
 
@@ -219,8 +239,9 @@ def model_format(path: str | os.PathLike) -> str:
     for fmt, suffix in MODEL_SUFFIXES.items():
         if name.endswith(suffix):
             return fmt
-    raise ConfigError(f"cannot tell the format of {path}: name it " +
-                      ", ".join(f"*{s} ({f})" for f, s in MODEL_SUFFIXES.items()))
+    raise ConfigError(
+        f"cannot tell the format of {path}: name it " + ", ".join(f"*{s} ({f})" for f, s in MODEL_SUFFIXES.items())
+    )
 
 
 def check_model_path(path: str | os.PathLike, fmt: str) -> Path:
@@ -238,8 +259,14 @@ def existing_model(path: str | os.PathLike, fmt: str) -> Path:
     return path
 
 
-def save_npz(path: str | os.PathLike, config: NetConfig, weights: dict[str, np.ndarray], source: str,
-             source_version: str, extra: dict | None = None) -> Path:
+def save_npz(
+    path: str | os.PathLike,
+    config: NetConfig,
+    weights: dict[str, np.ndarray],
+    source: str,
+    source_version: str,
+    extra: dict | None = None,
+) -> Path:
     """Write canonical weights and their metadata atomically."""
     weights = check_weights(config, weights)
     meta = make_meta(config, source, source_version, **(extra or {}))
@@ -255,14 +282,16 @@ def read_meta(path: str | os.PathLike) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
-                raise WeightsError(f"{path} is an .npz file but not one of this project's weights files "
-                                   f"(no {META_KEY} record)")
+                raise WeightsError(
+                    f"{path} is an .npz file but not one of this project's weights files (no {META_KEY} record)"
+                )
             text = str(z[META_KEY])
     except WeightsError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise WeightsError(f"{path} is not a readable weights file ({type(e).__name__}: {e}); "
-                           f"it is damaged or of another format") from None
+        raise WeightsError(
+            f"{path} is not a readable weights file ({type(e).__name__}: {e}); it is damaged or of another format"
+        ) from None
     return parse_meta(text, path)
 
 

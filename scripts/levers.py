@@ -9,6 +9,7 @@ steps on one real batch held in memory. The two variants alternate round by roun
 work slows both alike; printed: the median examples/s of the rounds, the median of the per-round ratios to
 the project's path, and the first step's time (compilation included).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,15 +38,19 @@ def _variants(name, b, bench, config):
 
     def step_of(**flags):  # the book's plain step, which leaves the network as it is: hybridized here with flags
         return bench.train_step(hybridize(build_net(b, bench, config, "fp32"), **flags), "book")
-    return [("hybridize()", step_of()),
-            ("hybridize(static_alloc=True, static_shape=True)", step_of(static_alloc=True, static_shape=True))]
+
+    return [
+        ("hybridize()", step_of()),
+        ("hybridize(static_alloc=True, static_shape=True)", step_of(static_alloc=True, static_shape=True)),
+    ]
 
 
 def main(name: str, backend: str | None = None, rounds: int = 9, steps: int = 3) -> dict:
     if name == "bf16":
         C = COMPARE_DEFAULTS
-        config = make_any_config(C["arch"], 1, 10, C["resize"], C["ratio"], C["fc_hidden"], C["dropout"],
-                                 C["batch_norm"])
+        config = make_any_config(
+            C["arch"], 1, 10, C["resize"], C["ratio"], C["fc_hidden"], C["dropout"], C["batch_norm"]
+        )
         steps *= 4  # small steps at 32 px: more of them per round
     else:
         config, backend = make_any_config(D["arch"], 1, 10, D["resize"], D["ratio"]), name  # vgg bench's network
@@ -67,16 +72,25 @@ def main(name: str, backend: str | None = None, rounds: int = 9, steps: int = 3)
                 step(x, y)
             rates[label].append(steps * D["batch_size"] / (time.perf_counter() - start))
     base = rates[variants[0][0]]
-    out = {label: {"train_examples_per_sec": statistics.median(r), "rounds": r, "first_step_seconds": first[label],
-                   "vs_project": statistics.median(v / b for v, b in zip(r, base))}  # paired round by round
-           for label, r in rates.items()}
+    out = {
+        label: {
+            "train_examples_per_sec": statistics.median(r),
+            "rounds": r,
+            "first_step_seconds": first[label],
+            "vs_project": statistics.median(v / b for v, b in zip(r, base, strict=True)),
+        }  # paired round by round
+        for label, r in rates.items()
+    }
     for label, r in out.items():
-        print(f"{label}: {r['train_examples_per_sec']:.1f} train ex/s ({r['vs_project']:.2f}x), first step "
-              f"{r['first_step_seconds']:.1f} s")
+        print(
+            f"{label}: {r['train_examples_per_sec']:.1f} train ex/s ({r['vs_project']:.2f}x), first step "
+            f"{r['first_step_seconds']:.1f} s"
+        )
     return out
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("torch", "mxnet", "bf16") or (sys.argv[1] == "bf16") != (len(sys.argv) == 3):
+    lever = sys.argv[1] if len(sys.argv) > 1 else None
+    if lever not in ("torch", "mxnet", "bf16") or (lever == "bf16") != (len(sys.argv) == 3):
         sys.exit("usage: python scripts/levers.py {torch | mxnet | bf16 BACKEND}")
     print(json.dumps(main(*sys.argv[1:3]), indent=1))

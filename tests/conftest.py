@@ -1,4 +1,5 @@
 """One suite for three backends: tests take the backend under test through the `backend` fixture."""
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,11 @@ _NETS: dict = {}
 @pytest.fixture(scope="session")
 def build():
     """Build (once per session) the network of a backend for a vgg() argument tuple."""
+
     def get(b, **kwargs):
         key = (b.__name__, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
         if key not in _NETS:
             _NETS[key] = b.vgg(**kwargs)
         return _NETS[key]
+
     return get

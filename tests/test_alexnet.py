@@ -3,6 +3,7 @@
 The same contract as VGG's, from the same plan machinery: a second network that fits without touching the
 first. The numerical checks are those of test_weights.py (logits, gradients, one real SGD step, files).
 """
+
 import itertools
 import json
 import subprocess
@@ -10,6 +11,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import load_backend
+from frameworks import forward, loss_and_gradients
+from test_weights import random_weights
 
 from common.arch import make_alexnet_config
 from common.backends import BACKENDS
@@ -17,19 +21,29 @@ from common.errors import ConfigError, WeightsError
 from common.spec import spec
 from common.weights import xavier_init
 
-from conftest import load_backend
-from frameworks import forward, loss_and_gradients
-from test_weights import random_weights
-
 # The book prints this trace for AlexNet on one 1x224x224 image (every layer of its nn.Sequential).
 BOOK_TRACE = [
-    ("conv1", (1, 96, 54, 54)), ("relu1", (1, 96, 54, 54)), ("pool1", (1, 96, 26, 26)),
-    ("conv2", (1, 256, 26, 26)), ("relu2", (1, 256, 26, 26)), ("pool2", (1, 256, 12, 12)),
-    ("conv3", (1, 384, 12, 12)), ("relu3", (1, 384, 12, 12)), ("conv4", (1, 384, 12, 12)),
-    ("relu4", (1, 384, 12, 12)), ("conv5", (1, 256, 12, 12)), ("relu5", (1, 256, 12, 12)),
-    ("pool5", (1, 256, 5, 5)), ("flatten", (1, 6400)),
-    ("fc6", (1, 4096)), ("relu6", (1, 4096)), ("dropout6", (1, 4096)),
-    ("fc7", (1, 4096)), ("relu7", (1, 4096)), ("dropout7", (1, 4096)), ("fc8", (1, 10)),
+    ("conv1", (1, 96, 54, 54)),
+    ("relu1", (1, 96, 54, 54)),
+    ("pool1", (1, 96, 26, 26)),
+    ("conv2", (1, 256, 26, 26)),
+    ("relu2", (1, 256, 26, 26)),
+    ("pool2", (1, 256, 12, 12)),
+    ("conv3", (1, 384, 12, 12)),
+    ("relu3", (1, 384, 12, 12)),
+    ("conv4", (1, 384, 12, 12)),
+    ("relu4", (1, 384, 12, 12)),
+    ("conv5", (1, 256, 12, 12)),
+    ("relu5", (1, 256, 12, 12)),
+    ("pool5", (1, 256, 5, 5)),
+    ("flatten", (1, 6400)),
+    ("fc6", (1, 4096)),
+    ("relu6", (1, 4096)),
+    ("dropout6", (1, 4096)),
+    ("fc7", (1, 4096)),
+    ("relu7", (1, 4096)),
+    ("dropout7", (1, 4096)),
+    ("fc8", (1, 10)),
 ]
 # 1x11x11x96+96, 96x5x5x256+256, 256x3x3x384+384, 384x3x3x384+384, 384x3x3x256+256, 6400x4096+4096,
 # 4096x4096+4096, 4096x10+10
@@ -55,8 +69,11 @@ def test_the_books_trace_and_count_in_every_backend(backends, book_nets):
         assert [k for k, _ in b.named_parameters(book_nets[n])] == list(s.param_shapes()), n
 
 
-@pytest.mark.parametrize("kwargs", [dict(input_size=65), dict(input_size=96, in_channels=3, num_classes=1000)],
-                         ids=["65px-the-smallest", "96px-3ch-1000cls"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(input_size=65), dict(input_size=96, in_channels=3, num_classes=1000)],
+    ids=["65px-the-smallest", "96px-3ch-1000cls"],
+)
 def test_other_sizes_follow_the_spec(backends, kwargs):
     for n, b in backends.items():
         net = b.alexnet(**kwargs)
@@ -164,24 +181,45 @@ def test_summary_agrees_across_the_three_and_the_spec(backends):
 def test_vgg_options_are_refused_for_alexnet():
     done = _vgg("summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == ("error: --ratio, --batch-norm change VGG only; AlexNet is the book's network "
-                                   "as written: leave them out")
+    assert done.stderr.strip() == (
+        "error: --ratio, --batch-norm change VGG only; AlexNet is the book's network as written: leave them out"
+    )
 
 
 def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, tmp_path):
-    done = _vgg("compare", "--arch", "alexnet", "--resize", "65", "--epochs", "1", "--train-limit", "256",
-                "--test-limit", "128", "--out", str(tmp_path))
+    done = _vgg(
+        "compare",
+        "--arch",
+        "alexnet",
+        "--resize",
+        "65",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "128",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["backend"] for r in runs] == list(BACKENDS)
     for r in runs:
-        assert r["lr"] == 0.01 and r["config"]["arch"] == "alexnet" and r["params"] == spec(
-            make_alexnet_config(input_size=65)).params
+        assert (
+            r["lr"] == 0.01
+            and r["config"]["arch"] == "alexnet"
+            and r["params"] == spec(make_alexnet_config(input_size=65)).params
+        )
         assert np.isfinite(r["history"]["epochs"][0]["loss"])
     assert (tmp_path / "report.md").read_text().startswith("# AlexNet on Fashion-MNIST in 3 frameworks")
     # the trained PyTorch model moves to Keras and keeps its accuracy there
-    assert _vgg("convert", str(tmp_path / "torch" / "model.pt"), str(tmp_path / "a.weights.h5"), "--to",
-                "tf").returncode == 0
-    accs = [_vgg("evaluate", str(path), "--test-limit", "128").stdout.split("test acc ")[1].split()[0]
-            for path in (tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5")]
+    assert (
+        _vgg("convert", str(tmp_path / "torch" / "model.pt"), str(tmp_path / "a.weights.h5"), "--to", "tf").returncode
+        == 0
+    )
+    accs = [
+        _vgg("evaluate", str(path), "--test-limit", "128").stdout.split("test acc ")[1].split()[0]
+        for path in (tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5")
+    ]
     assert accs[0] == accs[1]

@@ -1,16 +1,25 @@
 """The chapter's hand-written blocks in every backend: MySequential, hand_vgg, FixedHiddenMLP, tied_mlp."""
+
 import numpy as np
 import pytest
+from conftest import load_backend
+from frameworks import (
+    children,
+    dense_use_weights,
+    forward,
+    output_and_gradients,
+    parameters,
+    read,
+    set_parameters,
+    write,
+)
+from test_weights import random_weights
 
 from common.backends import BACKENDS
 from common.blocks import MLP_WIDTH, fixed_hidden_mlp, fixed_weight
 from common.data import fashion_mnist_batches
 from common.errors import ConfigError
 from common.spec import spec
-
-from conftest import load_backend
-from frameworks import children, dense_use_weights, forward, output_and_gradients, parameters, read, set_parameters, write
-from test_weights import random_weights
 
 # Small networks (ratio 8, 32 px, 64-wide hidden layers): plain, batch norm, and 3 input channels with LRN.
 CONFIGS = [
@@ -19,8 +28,8 @@ CONFIGS = [
     dict(arch="vgg11_lrn", ratio=8, input_size=32, fc_hidden=64, in_channels=3),
 ]
 IDS = ["plain", "bn", "lrn-c3"]
-HIDDEN = 8                                  # tied_mlp's hidden width
-SHARED = HIDDEN * HIDDEN + HIDDEN           # parameters of its shared layer
+HIDDEN = 8  # tied_mlp's hidden width
+SHARED = HIDDEN * HIDDEN + HIDDEN  # parameters of its shared layer
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,7 @@ def images():
 @pytest.mark.parametrize("case", CONFIGS, ids=IDS)
 def test_hand_vgg_is_the_built_in_vgg(backend, case, images):
     built = backend.vgg(**case)
-    backend.import_weights(built, random_weights(built.config, seed=11))   # batch-norm statistics matter too
+    backend.import_weights(built, random_weights(built.config, seed=11))  # batch-norm statistics matter too
     hand = backend.hand_vgg(built.config)
     assert hand.config == built.config
     assert isinstance(hand, backend.MySequential)
@@ -53,10 +62,10 @@ def test_hand_vgg_is_the_built_in_vgg(backend, case, images):
 
     backend.import_weights(hand, backend.export_weights(built))
     x = np.repeat(images, c, axis=1)
-    a, b = forward(backend, built, x), forward(backend, hand, x)       # evaluation mode: dropout off
+    a, b = forward(backend, built, x), forward(backend, hand, x)  # evaluation mode: dropout off
     assert np.abs(a).max() > 1e-2
     assert np.abs(a - b).max() <= 1e-5, f"max abs diff {np.abs(a - b).max():.2e}"
-    assert np.array_equal(forward(backend, hand, x), b)                # deterministic: dropout really is off
+    assert np.array_equal(forward(backend, hand, x), b)  # deterministic: dropout really is off
 
 
 def test_my_sequential_runs_unnamed_children_in_order(backend):
@@ -79,28 +88,30 @@ MLP_SEED = 3
 
 def _mlp_inputs(seed=MLP_SEED):
     rng = np.random.default_rng(seed)
-    weights = {"linear.weight": rng.normal(0, 0.3, (MLP_WIDTH, MLP_WIDTH)).astype(np.float32),
-               "linear.bias": rng.normal(0, 0.3, MLP_WIDTH).astype(np.float32)}
+    weights = {
+        "linear.weight": rng.normal(0, 0.3, (MLP_WIDTH, MLP_WIDTH)).astype(np.float32),
+        "linear.bias": rng.normal(0, 0.3, MLP_WIDTH).astype(np.float32),
+    }
     return weights, rng.random((2, MLP_WIDTH), dtype=np.float32)
 
 
 def test_fixed_hidden_mlp_constant_is_not_a_parameter(backend):
     net = backend.FixedHiddenMLP(seed=MLP_SEED)
-    assert np.array_equal(read(backend, net.rand_weight), fixed_weight(MLP_SEED))   # the same constant everywhere
+    assert np.array_equal(read(backend, net.rand_weight), fixed_weight(MLP_SEED))  # the same constant everywhere
     assert fixed_weight(MLP_SEED).min() >= 0 and fixed_weight(MLP_SEED).max() < 1
     # one dense layer (used twice) is all that trains: 20 x 20 + 20, not the constant's 400 more
     assert backend.count_params(net) == MLP_WIDTH * MLP_WIDTH + MLP_WIDTH
     weights, x = _mlp_inputs()
     set_parameters(backend, net, weights)
     _, grads = output_and_gradients(backend, net, x)
-    assert sorted(grads) == ["linear.bias", "linear.weight"]                           # no gradient for the constant
+    assert sorted(grads) == ["linear.bias", "linear.weight"]  # no gradient for the constant
     assert np.array_equal(read(backend, net.rand_weight), fixed_weight(MLP_SEED))
 
 
 def test_fixed_hidden_mlp_agrees_across_frameworks_and_shares_its_layer(backends):
     weights, x = _mlp_inputs()
     value, expected = fixed_hidden_mlp(x, weights["linear.weight"], weights["linear.bias"], fixed_weight(MLP_SEED))
-    assert 0.05 < abs(value) <= 1                        # the loop ran: |X|.sum() ended at most 1
+    assert 0.05 < abs(value) <= 1  # the loop ran: |X|.sum() ended at most 1
     outputs = {}
     for name, b in backends.items():
         net = b.FixedHiddenMLP(seed=MLP_SEED)
@@ -119,13 +130,13 @@ def test_fixed_hidden_mlp_agrees_across_frameworks_and_shares_its_layer(backends
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_tied_layer_is_one_storage(backend, tied):
     net = backend.tied_mlp(hidden=HIDDEN, tied=tied)
-    uses = dense_use_weights(backend, net)               # fc1, shared, shared again (or its copy), fc2
+    uses = dense_use_weights(backend, net)  # fc1, shared, shared again (or its copy), fc2
     assert len(uses) == 4
     rng = np.random.default_rng(5)
     for source, target in ((1, 2), (2, 1)):
         new = rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)
-        write(backend, uses[source], new)                # change the weight through one use ...
-        seen = read(backend, uses[target])               # ... and look through the other
+        write(backend, uses[source], new)  # change the weight through one use ...
+        seen = read(backend, uses[target])  # ... and look through the other
         assert np.array_equal(seen, new) == tied
 
 
@@ -143,16 +154,17 @@ def test_tied_gradient_is_the_sum_of_both_uses(backend):
     values = {k: rng.normal(0, 0.5, v.shape).astype(np.float32) for k, v in parameters(backend, tied).items()}
     set_parameters(backend, tied, values)
     # the untied copy: two separate layers holding the same values
-    set_parameters(backend, untied, {**values, "shared2.weight": values["shared.weight"],
-                                     "shared2.bias": values["shared.bias"]})
+    set_parameters(
+        backend, untied, {**values, "shared2.weight": values["shared.weight"], "shared2.bias": values["shared.bias"]}
+    )
     x = rng.random((16, 20), dtype=np.float32)
     out_tied, g_tied = output_and_gradients(backend, tied, x)
     out_untied, g_untied = output_and_gradients(backend, untied, x)
     np.testing.assert_allclose(out_tied, out_untied, rtol=1e-6)
     for part in ("weight", "bias"):
         first, second = g_untied[f"shared.{part}"], g_untied[f"shared2.{part}"]
-        assert np.abs(first).max() > 1e-3 and np.abs(second).max() > 1e-3                # both uses contribute
-        assert not np.allclose(first, second)                                             # and differently
+        assert np.abs(first).max() > 1e-3 and np.abs(second).max() > 1e-3  # both uses contribute
+        assert not np.allclose(first, second)  # and differently
         np.testing.assert_allclose(g_tied[f"shared.{part}"], first + second, rtol=1e-5, atol=1e-6)
     for key in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
         np.testing.assert_allclose(g_tied[key], g_untied[key], rtol=1e-5, atol=1e-6)

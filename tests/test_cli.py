@@ -1,21 +1,21 @@
 """The `vgg` command end to end: summary agreement, errors without tracebacks, compare's report."""
+
 import json
 import os
 import pickle
 import subprocess
 import sys
+from itertools import pairwise
 
 import numpy as np
 import pytest
+from conftest import load_backend
 
 from common.backends import BACKENDS
 
-from conftest import load_backend
-
 
 def vgg(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +27,27 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(all_backends):
     done = vgg("summary", "--arch", "vgg16", "--in-channels", "3", "--num-classes", "1000", "--backends", "all")
     assert done.returncode == 0, done.stderr
     total = next(line for line in done.stdout.splitlines() if line.startswith("total"))
-    assert total.count("138,357,544") == 4            # the spec and the three backends
+    assert total.count("138,357,544") == 4  # the spec and the three backends
     assert "all 3 backend(s) agree with the spec" in done.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["summary", "--arch", "vgg12"], "unknown arch 'vgg12'; known: vgg11"),
-    (["summary", "--input-size", "28", "--backends", "torch"], "minimum is 32"),
-    (["summary", "--backends", "caffe"], "unknown backend 'caffe'; choose from torch, tf, mxnet"),
-    (["train", "--backend", "torch", "--resize", "28"], "minimum is 32"),
-    (["train", "--backend", "torch", "--epochs", "-1"], "argument --epochs: must be >= 0"),
-    (["train", "--backend", "torch", "--lr", "0"], "argument --lr: must be > 0"),
-    (["train", "--backend", "torch", "--batch-size", "0"], "argument --batch-size: must be > 0"),
-    (["convert", "/nonexistent.npz", "/tmp/x.npz", "--to", "npz"], "weights file /nonexistent.npz does not exist"),
-    (["train", "--backend", "torch", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
-    (["bench", "--backends", "torch", "--sizes", "32"], "--sizes, --ratios and --plot belong to --sweep"),
-    (["bench", "--sweep", "--backends", "torch", "--sizes", "16,32"], "minimum is 32"),
-    (["bench", "--sweep", "--ratios", "4,x"], "argument --ratios: expected a int, got 'x'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["summary", "--arch", "vgg12"], "unknown arch 'vgg12'; known: vgg11"),
+        (["summary", "--input-size", "28", "--backends", "torch"], "minimum is 32"),
+        (["summary", "--backends", "caffe"], "unknown backend 'caffe'; choose from torch, tf, mxnet"),
+        (["train", "--backend", "torch", "--resize", "28"], "minimum is 32"),
+        (["train", "--backend", "torch", "--epochs", "-1"], "argument --epochs: must be >= 0"),
+        (["train", "--backend", "torch", "--lr", "0"], "argument --lr: must be > 0"),
+        (["train", "--backend", "torch", "--batch-size", "0"], "argument --batch-size: must be > 0"),
+        (["convert", "/nonexistent.npz", "/tmp/x.npz", "--to", "npz"], "weights file /nonexistent.npz does not exist"),
+        (["train", "--backend", "torch", "--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+        (["bench", "--backends", "torch", "--sizes", "32"], "--sizes, --ratios and --plot belong to --sweep"),
+        (["bench", "--sweep", "--backends", "torch", "--sizes", "16,32"], "minimum is 32"),
+        (["bench", "--sweep", "--ratios", "4,x"], "argument --ratios: expected a int, got 'x'"),
+    ],
+)
 def test_bad_input_is_one_message_and_a_non_zero_exit(args, message):
     done = vgg(*args)
     assert done.returncode != 0
@@ -69,6 +72,7 @@ def test_compare_end_to_end_writes_report_plot_and_json(all_backends, tmp_path):
 def run_main(capsys, *args) -> str:
     """One `vgg` command in this process (the frameworks are imported once): its output, after a zero exit."""
     from common.cli import main
+
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     assert code == 0, out[-2000:] + err[-2000:]
@@ -77,36 +81,66 @@ def run_main(capsys, *args) -> str:
 
 def test_convert_round_trips_a_trained_model_through_every_framework(all_backends, tmp_path, capsys):
     torch = all_backends[0]
-    run_main(capsys, "train", "--backend", "torch", "--out", tmp_path / "run", "--ratio", "8", "--resize", "32",
-             "--epochs", "1", "--train-limit", "2048", "--test-limit", "256", "--batch-size", "32", "--batch-norm")
-    chain = [(tmp_path / "run" / "model.pt", None), (tmp_path / "m.weights.h5", "tf"),
-             (tmp_path / "m.params", "mxnet"), (tmp_path / "back.pt", "torch"), (tmp_path / "m.npz", "npz")]
-    for (src, _), (dst, to) in zip(chain, chain[1:]):
+    run_main(
+        capsys,
+        "train",
+        "--backend",
+        "torch",
+        "--out",
+        tmp_path / "run",
+        "--ratio",
+        "8",
+        "--resize",
+        "32",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "2048",
+        "--test-limit",
+        "256",
+        "--batch-size",
+        "32",
+        "--batch-norm",
+    )
+    chain = [
+        (tmp_path / "run" / "model.pt", None),
+        (tmp_path / "m.weights.h5", "tf"),
+        (tmp_path / "m.params", "mxnet"),
+        (tmp_path / "back.pt", "torch"),
+        (tmp_path / "m.npz", "npz"),
+    ]
+    for (src, _), (dst, to) in pairwise(chain):
         assert f"-> {dst} ({to}" in run_main(capsys, "convert", src, dst, "--to", to)
     accuracies = set()
     runs = [(path, []) for path, _ in chain[:-1]] + [(chain[-1][0], ["--backend", b]) for b in BACKENDS]
     for path, backend in runs:
         out = run_main(capsys, "evaluate", path, "--test-limit", "2000", *backend)
         accuracies.add(out.split("test acc ")[1].split()[0])
-    assert len(accuracies) == 1 and float(accuracies.pop()) > 0.3          # identical, and a trained model
+    assert len(accuracies) == 1 and float(accuracies.pop()) > 0.3  # identical, and a trained model
     first, back = torch.load_model(chain[0][0]), torch.load_model(chain[3][0])
-    for name, array in torch.export_weights(first).items():                 # the round trip is exact
+    for name, array in torch.export_weights(first).items():  # the round trip is exact
         assert np.array_equal(array, torch.export_weights(back)[name]), name
 
 
-@pytest.mark.parametrize("args, message", [
-    (["convert", "{tmp}/a.npz", "{tmp}/b.onnx", "--to", "npz"], "cannot tell the format of {tmp}/b.onnx"),
-    (["convert", "{tmp}/a.npz", "{tmp}/b.params", "--to", "tf"], "a tf model file must be named *.weights.h5"),
-    (["evaluate", "{tmp}/a.npz"], "a .npz model belongs to no framework: say which one evaluates it with --backend"),
-    (["evaluate", "{tmp}/missing.pt"], "model file {tmp}/missing.pt does not exist"),
-    (["evaluate", "{tmp}/pickle.pt"], "is not a readable PyTorch model file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["convert", "{tmp}/a.npz", "{tmp}/b.onnx", "--to", "npz"], "cannot tell the format of {tmp}/b.onnx"),
+        (["convert", "{tmp}/a.npz", "{tmp}/b.params", "--to", "tf"], "a tf model file must be named *.weights.h5"),
+        (
+            ["evaluate", "{tmp}/a.npz"],
+            "a .npz model belongs to no framework: say which one evaluates it with --backend",
+        ),
+        (["evaluate", "{tmp}/missing.pt"], "model file {tmp}/missing.pt does not exist"),
+        (["evaluate", "{tmp}/pickle.pt"], "is not a readable PyTorch model file"),
+    ],
+)
 def test_model_files_bad_input(args, message, tmp_path, all_backends):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
     done = vgg(*[a.format(tmp=tmp_path) for a in args])
     assert done.returncode != 0
     assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "ran").exists()                      # a pickle payload in a model file never runs
+    assert not (tmp_path / "ran").exists()  # a pickle payload in a model file never runs
 
 
 class RunsCode:
@@ -120,8 +154,19 @@ class RunsCode:
 
 
 def test_bench_measures_every_backend_side_by_side(all_backends, tmp_path):
-    done = vgg("bench", "--resize", "32", "--ratio", "8", "--steps", "1", "--repeats", "1",
-               "--json", str(tmp_path / "bench.json"))
+    done = vgg(
+        "bench",
+        "--resize",
+        "32",
+        "--ratio",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--json",
+        str(tmp_path / "bench.json"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in summary["runs"]] == list(BACKENDS)
@@ -130,15 +175,33 @@ def test_bench_measures_every_backend_side_by_side(all_backends, tmp_path):
         for key in ("train_book", "train_project", "train_project_real_data", "infer_book", "infer_project"):
             assert r[key] > 0, key
         assert r["train_speedup"] == pytest.approx(r["train_project"] / r["train_book"])
-        assert 0 < r["train_fraction_of_peak"] < 1.5                     # measured, not assumed
+        assert 0 < r["train_fraction_of_peak"] < 1.5  # measured, not assumed
     assert "PyTorch" in done.stdout and "machine peak" in done.stdout
 
 
 def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
     load_backend("torch")
     plot, numbers = tmp_path / "plots" / "sweep.png", tmp_path / "sweep.json"
-    done = vgg("bench", "--sweep", "--backends", "torch", "--sizes", "32,64", "--ratios", "8,4", "--resize", "32",
-               "--ratio", "8", "--batch-size", "16", "--json", str(numbers), "--plot", str(plot))
+    done = vgg(
+        "bench",
+        "--sweep",
+        "--backends",
+        "torch",
+        "--sizes",
+        "32,64",
+        "--ratios",
+        "8,4",
+        "--resize",
+        "32",
+        "--ratio",
+        "8",
+        "--batch-size",
+        "16",
+        "--json",
+        str(numbers),
+        "--plot",
+        str(plot),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(numbers.read_text())
     # every size at --ratio 8, then every ratio at --resize 32; (32, 8) is measured once
@@ -148,7 +211,7 @@ def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
         assert p["backend"] == "torch" and p["batch_size"] == 16 and p["precision"] == "fp32"
         for key in ("train", "infer", "train_gflops", "infer_gflops", "baseline_mib"):
             assert p[key] > 0, key
-        assert p["peak_mib"] > p["baseline_mib"]                          # the network's own memory shows
+        assert p["peak_mib"] > p["baseline_mib"]  # the network's own memory shows
         assert p["train_gflops"] == pytest.approx(p["train"] * p["train_flops_per_example"] / 1e9)
     flops = {(p["input_size"], p["ratio"]): p["train_flops_per_example"] for p in summary["points"]}
     assert flops[(64, 8)] > flops[(32, 8)] and flops[(32, 4)] > flops[(32, 8)]
@@ -161,8 +224,23 @@ def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
 
 def test_bench_bf16_in_gluon_runs_the_amp_graph(tmp_path):
     load_backend("mxnet")
-    done = vgg("bench", "--backends", "mxnet", "--precision", "bf16", "--resize", "32", "--ratio", "8", "--steps", "1",
-               "--repeats", "1", "--json", str(tmp_path / "bench.json"))
+    done = vgg(
+        "bench",
+        "--backends",
+        "mxnet",
+        "--precision",
+        "bf16",
+        "--resize",
+        "32",
+        "--ratio",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--json",
+        str(tmp_path / "bench.json"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = json.loads((tmp_path / "bench.json").read_text())["runs"]
     assert run["precision"] == "bf16" and run["train_project"] > 0 and run["infer_project"] > 0

@@ -1,4 +1,5 @@
 """The real Fashion-MNIST: found, verified, read, resized and batched the same way for every backend."""
+
 import gzip
 import re
 import shutil
@@ -6,8 +7,17 @@ import shutil
 import numpy as np
 import pytest
 
-from common.data import (FILES, Batches, fashion_mnist_batches, find_files, load_fashion_mnist, read_file,
-                         read_idx, resize_images, resize_matrix)
+from common.data import (
+    FILES,
+    Batches,
+    fashion_mnist_batches,
+    find_files,
+    load_fashion_mnist,
+    read_file,
+    read_idx,
+    resize_images,
+    resize_matrix,
+)
 from common.errors import ConfigError, DataError
 
 
@@ -19,7 +29,7 @@ def data():
 def test_real_dataset_counts_shapes_and_labels(data):
     assert data.train_images.shape == (60_000, 28, 28) and data.train_images.dtype == np.uint8
     assert data.test_images.shape == (10_000, 28, 28)
-    assert np.bincount(data.train_labels).tolist() == [6000] * 10     # Fashion-MNIST is balanced
+    assert np.bincount(data.train_labels).tolist() == [6000] * 10  # Fashion-MNIST is balanced
     assert np.bincount(data.test_labels).tolist() == [1000] * 10
     assert data.train_images.max() == 255 and data.train_images.min() == 0
 
@@ -37,9 +47,9 @@ def test_seed_fixes_the_order_and_epochs_differ(data):
     a = Batches(data.train_images, data.train_labels, 128, True, seed=3)
     b = Batches(data.train_images, data.train_labels, 128, True, seed=3)
     first_a, first_b = [y for _, y in a], [y for _, y in b]
-    assert all((p == q).all() for p, q in zip(first_a, first_b))
+    assert all((p == q).all() for p, q in zip(first_a, first_b, strict=True))
     second = next(iter(a))[1]
-    assert not (second == first_a[0]).all()                     # the next epoch is another permutation
+    assert not (second == first_a[0]).all()  # the next epoch is another permutation
     assert not (next(iter(Batches(data.train_images, data.train_labels, 128, True, seed=4)))[1] == first_a[0]).all()
     assert sorted(np.concatenate(first_a).tolist()) == sorted(data.train_labels.tolist())  # each example once
 
@@ -57,13 +67,14 @@ def test_bilinear_resize_matches_half_pixel_reference():
 def test_resize_agrees_with_pytorch_bilinear():
     torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
     img = np.random.default_rng(1).random((2, 28, 28), dtype=np.float32)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(img)[:, None], size=(96, 96), mode="bilinear",
-                                          align_corners=False)[:, 0].numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(img)[:, None], size=(96, 96), mode="bilinear", align_corners=False
+    )[:, 0].numpy()
     np.testing.assert_allclose(resize_images(img, 96), ref, atol=1e-5)
 
 
 def _copy_dataset(tmp_path, data):
-    for name, path in find_files().items():
+    for _name, path in find_files().items():
         shutil.copy(path, tmp_path / path.name)
     return tmp_path
 
@@ -72,12 +83,15 @@ def test_altered_file_is_refused_by_checksum(tmp_path, data):
     folder = _copy_dataset(tmp_path, data)
     target = folder / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(gzip.decompress(target.read_bytes()))
-    raw[100] = (raw[100] + 1) % 10                                 # a label changed: still a valid IDX file
+    raw[100] = (raw[100] + 1) % 10  # a label changed: still a valid IDX file
     target.write_bytes(gzip.compress(bytes(raw)))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz is not the published Fashion-MNIST file.*"
-                                        r"truncated or altered.*apt-get install dataset-fashion-mnist"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte.gz is not the published Fashion-MNIST file.*"
+        r"truncated or altered.*apt-get install dataset-fashion-mnist",
+    ):
         read_file(target)
-    assert read_file(target, verify=False)[100 - 8] == raw[100]          # 8-byte header, then the labels
+    assert read_file(target, verify=False)[100 - 8] == raw[100]  # 8-byte header, then the labels
 
 
 def test_truncated_gzip_is_a_clear_error(tmp_path, data):
@@ -105,13 +119,16 @@ def test_missing_files_name_the_places_searched_and_the_install_command(tmp_path
     assert "apt-get install dataset-fashion-mnist" in text
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b"", "bad magic number empty"),
-    (b"\x01\x02\x08\x01", "bad magic number"),
-    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "unknown type"),
-    (b"\x00\x00\x08\x03\x00\x00", "truncated"),
-    (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "has 10 bytes but its header (5,) says 13"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "bad magic number empty"),
+        (b"\x01\x02\x08\x01", "bad magic number"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "unknown type"),
+        (b"\x00\x00\x08\x03\x00\x00", "truncated"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "has 10 bytes but its header (5,) says 13"),
+    ],
+)
 def test_idx_reader_refuses_bad_headers(raw, message):
     with pytest.raises(DataError, match=re.escape(message)):
         read_idx(raw)
@@ -128,9 +145,10 @@ def test_bad_batch_arguments():
 
 def test_every_backend_sees_the_same_batches(backend):
     train, _ = backend.load_data_fashion_mnist(256, resize=32, seed=7, train_limit=2048)
-    reference, _ = fashion_mnist_batches(256, resize=32, seed=7, train_limit=2048,
-                                         layout="NHWC" if backend.LAYOUT == "NHWC" else "NCHW")
-    for (x, y), (rx, ry) in zip(train, reference):
+    reference, _ = fashion_mnist_batches(
+        256, resize=32, seed=7, train_limit=2048, layout="NHWC" if backend.LAYOUT == "NHWC" else "NCHW"
+    )
+    for (x, y), (rx, ry) in zip(train, reference, strict=True):
         np.testing.assert_array_equal(np.asarray(_numpy(x)), rx)
         np.testing.assert_array_equal(np.asarray(_numpy(y)).astype(np.int64), ry)
     assert len(train) == 8

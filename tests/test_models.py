@@ -1,4 +1,5 @@
 """Every backend builds every configuration with the spec's shapes and parameter counts."""
+
 import inspect
 import re
 import subprocess
@@ -6,29 +7,28 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import load_backend
+from frameworks import forward
 
 from common.backends import API, BACKENDS
 from common.errors import ConfigError
 from common.spec import spec
 
-from conftest import load_backend
-from frameworks import forward
-
 # A sampled matrix in which every axis is covered for every backend: each configuration with and without
 # batch norm, ratios 1/2/4/8, inputs 32/96/224, in_channels 1 and 3, classes 10 and 1000, and a conv_arch.
 MATRIX = [
-    dict(arch="vgg11"),                                                      # the book's VGG-11
+    dict(arch="vgg11"),  # the book's VGG-11
     dict(arch="vgg11", batch_norm=True, ratio=4, input_size=32, in_channels=3),
     dict(arch="vgg11_lrn", ratio=8, input_size=96),
     dict(arch="vgg13", batch_norm=True, ratio=2, input_size=96),
     dict(arch="vgg13", in_channels=3, num_classes=1000, input_size=32),
     dict(arch="vgg16_c", ratio=4, input_size=32, in_channels=3, num_classes=1000),
     dict(arch="vgg16_c", batch_norm=True, ratio=2, input_size=224),
-    dict(arch="vgg16", in_channels=3, num_classes=1000),                     # the zoos' VGG-16: 138,357,544
+    dict(arch="vgg16", in_channels=3, num_classes=1000),  # the zoos' VGG-16: 138,357,544
     dict(arch="vgg16", batch_norm=True, ratio=8, input_size=32),
     dict(arch="vgg19", ratio=4, input_size=224),
     dict(arch="vgg19", batch_norm=True, in_channels=3, num_classes=1000, input_size=96, fc_hidden=512),
-    dict(arch=((1, 16), (2, 32), (3, 64)), input_size=40, fc_hidden=64),   # a book-style conv_arch, 3 blocks
+    dict(arch=((1, 16), (2, 32), (3, 64)), input_size=40, fc_hidden=64),  # a book-style conv_arch, 3 blocks
 ]
 
 
@@ -47,8 +47,17 @@ def test_shapes_and_counts_equal_the_spec(backend, build, case):
 def test_book_vgg11_figures(backend, build):
     net = build(backend, arch="vgg11")
     shapes = [shape for name, shape in backend.layer_shapes(net, 224) if not name.startswith(("relu", "dropout"))]
-    assert shapes == [(1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14), (1, 512, 7, 7),
-                      (1, 25088), (1, 4096), (1, 4096), (1, 10)]
+    assert shapes == [
+        (1, 64, 112, 112),
+        (1, 128, 56, 56),
+        (1, 256, 28, 28),
+        (1, 512, 14, 14),
+        (1, 512, 7, 7),
+        (1, 25088),
+        (1, 4096),
+        (1, 4096),
+        (1, 10),
+    ]
     assert backend.count_params(net) == 128_806_154
 
 
@@ -68,11 +77,14 @@ def test_vgg_block_is_the_framework_container(backend):
         backend.vgg_block(0, 2, 8)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(input_size=32, in_channels=3), "takes 1-channel input but in_channels=3 was given"),
-    (dict(input_size=64, in_channels=1), "built for 32x32 input"),
-    (dict(input_size=28, in_channels=1), "minimum is 32"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(input_size=32, in_channels=3), "takes 1-channel input but in_channels=3 was given"),
+        (dict(input_size=64, in_channels=1), "built for 32x32 input"),
+        (dict(input_size=28, in_channels=1), "minimum is 32"),
+    ],
+)
 def test_layer_shapes_refuses_data_that_does_not_fit(backend, build, kwargs, message):
     net = build(backend, arch="vgg16", batch_norm=True, ratio=8, input_size=32)
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -93,14 +105,19 @@ def test_every_backend_exports_the_contract_with_identical_signatures():
             assert inspect.signature(getattr(module, fn)) == expected, f"{name}.{fn} differs from torch's"
 
 
-@pytest.mark.parametrize("package, forbidden", [
-    ("common.cli, common.spec, common.data, common.weights, common.report, common.training", BACKENDS),
-    *[(BACKENDS[n][0], [m for m in BACKENDS if m != n]) for n in BACKENDS],
-])
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("common.cli, common.spec, common.data, common.weights, common.report, common.training", BACKENDS),
+        *[(BACKENDS[n][0], [m for m in BACKENDS if m != n]) for n in BACKENDS],
+    ],
+)
 def test_packages_import_only_their_own_framework(package, forbidden):
     frameworks = [BACKENDS[n][1] for n in forbidden]
-    code = (f"import sys, importlib\nfor p in {package.split(', ')!r}: importlib.import_module(p)\n"
-            f"print([f for f in {frameworks!r} if f in sys.modules])")
+    code = (
+        f"import sys, importlib\nfor p in {package.split(', ')!r}: importlib.import_module(p)\n"
+        f"print([f for f in {frameworks!r} if f in sys.modules])"
+    )
     for name in BACKENDS:
         if BACKENDS[name][0] in package:
             load_backend(name)
@@ -113,4 +130,3 @@ def test_forward_pass_matches_the_traced_shape(backend, build):
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     logits = forward(backend, net, x)
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
-

@@ -2,6 +2,7 @@
 
 One test per fault or bad input; each is a row of the README's reliability table.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,15 +30,35 @@ from common.errors import ConfigError, DataError, InputError, TrainingDiverged, 
 from common.training import History
 from common.weights import META_KEY, save_npz, xavier_init
 
-from conftest import load_backend
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
 # The smallest run that still learns: one thread per process so that two runs side by side stay fast.
-CLI_RUN = ["--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64", "--epochs", "4",
-           "--train-limit", "1024", "--test-limit", "500", "--seed", "3"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
-       "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+CLI_RUN = [
+    "--arch",
+    "vgg11",
+    "--ratio",
+    "8",
+    "--resize",
+    "32",
+    "--fc-hidden",
+    "64",
+    "--epochs",
+    "4",
+    "--train-limit",
+    "1024",
+    "--test-limit",
+    "500",
+    "--seed",
+    "3",
+]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "OMP_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
 
 
 def _vgg(*args, wait=True, **kwargs):
@@ -72,13 +94,14 @@ def _history(out):
 
 # --- 1. interruptions -------------------------------------------------------------------------------------
 
+
 def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     pytest.importorskip("torch")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert _vgg("train", "--backend", "torch", "--out", str(whole), *CLI_RUN).returncode == 0
     rc, _ = _interrupt_after_first_checkpoint("torch", cut, signal.SIGKILL)
     assert rc == -signal.SIGKILL
-    assert 1 <= read_checkpoint_meta(cut).get("epoch") < 4            # the last complete epoch, readable
+    assert 1 <= read_checkpoint_meta(cut).get("epoch") < 4  # the last complete epoch, readable
     done = _vgg("train", "--backend", "torch", "--out", str(cut), "--resume")
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stdout
@@ -97,8 +120,8 @@ def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping
     done = _vgg("train", "--backend", name, "--out", str(cut), "--resume")
     assert done.returncode == 0, done.stderr
     epochs = _history(cut)
-    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]                # each epoch exactly once
-    assert load_checkpoint(cut).state["data_epoch"] == 4             # the stream is where 4 epochs leave it
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
+    assert load_checkpoint(cut).state["data_epoch"] == 4  # the stream is where 4 epochs leave it
     assert epochs[-1]["test_acc"] == pytest.approx(_history(whole)[-1]["test_acc"], abs=0.02)
 
 
@@ -151,19 +174,23 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, torch
     b = torch_one_thread
     net, train_iter, test_iter = _tiny_torch_run(b)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 1 \(lr 0.05\).*--lr 0.005"):
-        b.train(net, _Poisoned(train_iter, 2), test_iter, 3, checkpoint=tmp_path, verbose=False,
-                check_finite=False)
+        b.train(net, _Poisoned(train_iter, 2), test_iter, 3, checkpoint=tmp_path, verbose=False, check_finite=False)
     kept = load_checkpoint(tmp_path, "torch", net.config)
     assert kept.epoch == 1 and all(np.isfinite(w).all() for w in kept.weights.values())
 
 
 # --- 2. bad checkpoints -----------------------------------------------------------------------------------
 
+
 def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **meta_changes):
     """A checkpoint written without training: xavier weights, no optimizer state."""
     config = config or make_config(**TINY)
-    recipe = {**make_recipe(0.05, "constant", "sgd", 0, num_epochs), "batch_size": 128, "train_examples": 256,
-              "test_examples": 128}
+    recipe = {
+        **make_recipe(0.05, "constant", "sgd", 0, num_epochs),
+        "batch_size": 128,
+        "train_examples": 256,
+        "test_examples": 128,
+    }
     history = History(backend, "cpu")
     return save_checkpoint(path, backend, config, recipe, epoch, history, xavier_init(config, 0), {}, {})
 
@@ -207,7 +234,7 @@ def test_a_new_run_never_overwrites_a_saved_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert f"{tmp_path} already holds a run (checkpoint.npz: epoch 1 of 2); continue it with --resume" in err
-    assert path.read_bytes() == before                                 # untouched
+    assert path.read_bytes() == before  # untouched
     with pytest.raises(SystemExit) as stop:
         main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--overwrite"])
     assert stop.value.code == 2 and "--overwrite: not allowed with argument --resume" in capsys.readouterr().err
@@ -243,12 +270,12 @@ def test_truncated_checkpoint_is_refused(tmp_path):
 def test_corrupted_checkpoint_is_refused(tmp_path):
     path = _checkpoint(tmp_path / FILE_NAME)
     raw = bytearray(path.read_bytes())
-    middle = len(raw) // 2                                           # inside the arrays, after the metadata
-    raw[middle:middle + 64] = bytes(64)
+    middle = len(raw) // 2  # inside the arrays, after the metadata
+    raw[middle : middle + 64] = bytes(64)
     path.write_bytes(bytes(raw))
-    assert read_checkpoint_meta(path)["epoch"] == 1                  # the metadata is intact ...
+    assert read_checkpoint_meta(path)["epoch"] == 1  # the metadata is intact ...
     with pytest.raises(WeightsError, match="is not a readable checkpoint"):
-        load_checkpoint(path)                                        # ... the arrays are not: refused
+        load_checkpoint(path)  # ... the arrays are not: refused
 
 
 class _Payload:
@@ -311,11 +338,14 @@ def _to_backend(backend, x, y):
     name = backend.__name__
     if name == "vgg_torch":
         import torch
+
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
     if name == "vgg_tf":
         import tensorflow as tf
+
         return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     import mxnet as mx
+
     return mx.nd.array(x, dtype=x.dtype), mx.nd.array(y, dtype=np.float32)
 
 
@@ -357,8 +387,11 @@ def test_input_of_the_wrong_dtype_is_refused(backend):
 
 def test_calling_the_network_directly_checks_its_input(backend):
     net, x, y, layout = _net_and_batch(backend)
-    wrong = {"has 3 channel(s)": np.repeat(x, 3, axis=1 if layout == "NCHW" else 3),
-             "has shape": x[0], "has dtype float64": x.astype(np.float64)}
+    wrong = {
+        "has 3 channel(s)": np.repeat(x, 3, axis=1 if layout == "NCHW" else 3),
+        "has shape": x[0],
+        "has dtype float64": x.astype(np.float64),
+    }
     for message, bad in wrong.items():
         with pytest.raises(InputError, match=re.escape(f"the input {message}")):
             net(_to_backend(backend, bad, y)[0])
@@ -394,26 +427,45 @@ def test_bad_training_batch_is_refused_before_any_step(backend):
 # --- 4. random and mutated input: only the project's own errors -------------------------------------------
 
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-_ANY = st.one_of(st.none(), st.booleans(), st.integers(-5, 600), st.floats(allow_nan=True), st.text(max_size=6),
-                 st.lists(st.integers(-2, 70), max_size=3))
-_ARCH = st.one_of(st.sampled_from(list(CONFIGS)), st.text(max_size=8), st.integers(),
-                  st.lists(st.lists(st.integers(-1, 4), max_size=3), max_size=6),
-                  st.lists(st.tuples(st.integers(0, 3), st.integers(0, 128)), min_size=1, max_size=6))
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 600),
+    st.floats(allow_nan=True),
+    st.text(max_size=6),
+    st.lists(st.integers(-2, 70), max_size=3),
+)
+_ARCH = st.one_of(
+    st.sampled_from(list(CONFIGS)),
+    st.text(max_size=8),
+    st.integers(),
+    st.lists(st.lists(st.integers(-1, 4), max_size=3), max_size=6),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 128)), min_size=1, max_size=6),
+)
 
 
 @_SETTINGS
-@given(arch=_ARCH, in_channels=_ANY, num_classes=_ANY, input_size=_ANY, ratio=_ANY, fc_hidden=_ANY,
-       dropout=st.one_of(_ANY, st.floats(-1, 2)), batch_norm=st.one_of(st.booleans(), _ANY))
-def test_configuration_validation_gives_a_valid_config_or_its_own_error(arch, in_channels, num_classes, input_size,
-                                                                       ratio, fc_hidden, dropout, batch_norm):
+@given(
+    arch=_ARCH,
+    in_channels=_ANY,
+    num_classes=_ANY,
+    input_size=_ANY,
+    ratio=_ANY,
+    fc_hidden=_ANY,
+    dropout=st.one_of(_ANY, st.floats(-1, 2)),
+    batch_norm=st.one_of(st.booleans(), _ANY),
+)
+def test_configuration_validation_gives_a_valid_config_or_its_own_error(
+    arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm
+):
     try:
         config = make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
     except VGGError:
         return
     assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
     assert all(b.out_channels >= 1 and b.kernels for b in config.blocks)
-    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config   # the record round-trips
-    assert make_config(**config.vgg_kwargs()) == config                                # and rebuilds the same
+    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # the record round-trips
+    assert make_config(**config.vgg_kwargs()) == config  # and rebuilds the same
 
 
 def _idx(array: np.ndarray, code: int) -> bytes:
@@ -425,18 +477,22 @@ _IDX_CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 
 @_SETTINGS
-@given(code=st.sampled_from(sorted(_IDX_CODES)), shape=st.lists(st.integers(0, 5), min_size=1, max_size=3),
-       mutation=st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(0, 255)),
-                          st.integers(0, 40), st.binary(max_size=5)))
+@given(
+    code=st.sampled_from(sorted(_IDX_CODES)),
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+    mutation=st.one_of(
+        st.none(), st.tuples(st.integers(0, 40), st.integers(0, 255)), st.integers(0, 40), st.binary(max_size=5)
+    ),
+)
 def test_idx_reader_returns_exactly_the_data_or_its_own_error(code, shape, mutation):
     array = (np.arange(int(np.prod(shape))) % 100).astype(_IDX_CODES[code]).reshape(shape)
     raw = _idx(array, code)
-    if isinstance(mutation, tuple):                      # overwrite one byte
+    if isinstance(mutation, tuple):  # overwrite one byte
         i = mutation[0] % len(raw)
-        raw = raw[:i] + bytes([mutation[1]]) + raw[i + 1:]
-    elif isinstance(mutation, int):                      # cut the file
+        raw = raw[:i] + bytes([mutation[1]]) + raw[i + 1 :]
+    elif isinstance(mutation, int):  # cut the file
         raw = raw[:mutation]
-    elif isinstance(mutation, bytes):                    # append junk
+    elif isinstance(mutation, bytes):  # append junk
         raw = raw + mutation
     try:
         parsed = read_idx(raw)
@@ -444,8 +500,8 @@ def test_idx_reader_returns_exactly_the_data_or_its_own_error(code, shape, mutat
         assert raw != _idx(array, code), "a valid file was refused"
         return
     header = 4 + 4 * raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3]))
-    assert parsed.shape == dims and len(raw) == header + parsed.nbytes    # never a silent wrong result
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3]))
+    assert parsed.shape == dims and len(raw) == header + parsed.nbytes  # never a silent wrong result
     assert parsed.tobytes() == raw[header:]
     if raw == _idx(array, code):
         assert np.array_equal(parsed, array) and parsed.dtype == array.dtype
@@ -456,26 +512,29 @@ def test_idx_reader_returns_exactly_the_data_or_its_own_error(code, shape, mutat
 def test_idx_files_of_random_bytes_give_only_data_errors(tmp_path, payload, compressed):
     path = tmp_path / ("t10k-labels-idx1-ubyte" + (".gz" if compressed else ""))
     path.write_bytes(gzip.compress(payload) if compressed and payload[:1] != b"\0" else payload)
-    with pytest.raises(DataError):                        # the published file's checksum cannot match
+    with pytest.raises(DataError):  # the published file's checksum cannot match
         read_file(path)
 
 
 # --- 5. the command line: one line on stderr, a non-zero exit, no traceback -------------------------------
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--backend", "torch", "--resize", "16"], "input_size 16 is too small"),
-    (["train", "--backend", "torch", "--resume"], "--resume continues the run saved in an --out folder"),
-    (["train", "--backend", "torch", "--arch", "1,0"], "out_channels of block 1 must be a positive integer"),
-    (["summary", "--arch", "vgg11", "--ratio", "128"], "leaves block 1 (64 channels) with zero width"),
-    (["train", "--backend", "torch", "--arch", "alexnet", "--fc-hidden", "512"], "--fc-hidden changes VGG only"),
-    (["compare", "--arch", "alexnet", "--resize", "64"], "input_size 64 is too small for AlexNet"),
-    (["bench", "--arch", "alexnet", "--sweep"], "--sweep varies VGG's width ratio and input size"),
-    (["bench", "--arch", "alexnet", "--ratio", "2"], "--ratio changes VGG only"),
-    (["evaluate", "missing.npz", "--backend", "torch"], "weights file missing.npz does not exist"),
-    (["convert", "missing.pt", "out.npz", "--to", "npz"], "missing.pt does not exist"),
-])
-def test_every_command_answers_bad_input_with_one_line_and_no_traceback(argv, message, capsys, tmp_path,
-                                                                         monkeypatch):
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--backend", "torch", "--resize", "16"], "input_size 16 is too small"),
+        (["train", "--backend", "torch", "--resume"], "--resume continues the run saved in an --out folder"),
+        (["train", "--backend", "torch", "--arch", "1,0"], "out_channels of block 1 must be a positive integer"),
+        (["summary", "--arch", "vgg11", "--ratio", "128"], "leaves block 1 (64 channels) with zero width"),
+        (["train", "--backend", "torch", "--arch", "alexnet", "--fc-hidden", "512"], "--fc-hidden changes VGG only"),
+        (["compare", "--arch", "alexnet", "--resize", "64"], "input_size 64 is too small for AlexNet"),
+        (["bench", "--arch", "alexnet", "--sweep"], "--sweep varies VGG's width ratio and input size"),
+        (["bench", "--arch", "alexnet", "--ratio", "2"], "--ratio changes VGG only"),
+        (["evaluate", "missing.npz", "--backend", "torch"], "weights file missing.npz does not exist"),
+        (["convert", "missing.pt", "out.npz", "--to", "npz"], "missing.pt does not exist"),
+    ],
+)
+def test_every_command_answers_bad_input_with_one_line_and_no_traceback(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc = main(argv)
     err = capsys.readouterr().err

@@ -1,11 +1,11 @@
 """Training on the real data: the book's recipe beats chance in every backend, and runs are reproducible."""
+
 import numpy as np
 import pytest
+from conftest import load_backend
 
 from common.errors import ConfigError, TrainingDiverged
 from common.weights import xavier_init
-
-from conftest import load_backend
 
 SMALL = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=512)
 
@@ -13,16 +13,17 @@ SMALL = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=51
 def _short_run(backend, seed=0, epochs=2, verbose=False):
     net = backend.vgg(**SMALL)
     backend.import_weights(net, xavier_init(net.config, seed))
-    train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, seed=seed, train_limit=6000,
-                                                            test_limit=2000)
+    train_iter, test_iter = backend.load_data_fashion_mnist(
+        128, resize=32, seed=seed, train_limit=6000, test_limit=2000
+    )
     return net, backend.train(net, train_iter, test_iter, epochs, seed=seed, verbose=verbose), test_iter
 
 
 def test_short_training_clearly_beats_chance(backend):
     net, history, test_iter = _short_run(backend)
     losses = [e.loss for e in history.epochs]
-    assert losses[1] < losses[0] < 2.3                        # chance is ln 10 = 2.30
-    assert history.last.test_acc > 0.6, history.to_dict()     # measured 0.72-0.80 here; chance is 0.1
+    assert losses[1] < losses[0] < 2.3  # chance is ln 10 = 2.30
+    assert history.last.test_acc > 0.6, history.to_dict()  # measured 0.72-0.80 here; chance is 0.1
     assert backend.evaluate_accuracy(net, test_iter) == pytest.approx(history.last.test_acc)
     assert all(e.examples_per_sec > 0 and e.seconds > 0 for e in history.epochs)
 
@@ -47,9 +48,11 @@ def test_torch_same_seed_same_losses():
 def test_bad_recipe_is_refused_before_training(backend):
     net = backend.vgg(**SMALL)
     train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
-    for kwargs, message in [(dict(num_epochs=-1), "num_epochs must be a whole number"),
-                            (dict(num_epochs=1, lr=0), "lr must be a positive number"),
-                            (dict(num_epochs=1, optimizer="rmsprop"), "unknown optimizer 'rmsprop'")]:
+    for kwargs, message in [
+        (dict(num_epochs=-1), "num_epochs must be a whole number"),
+        (dict(num_epochs=1, lr=0), "lr must be a positive number"),
+        (dict(num_epochs=1, optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             backend.train(net, train_iter, test_iter, **kwargs)
 
@@ -57,7 +60,7 @@ def test_bad_recipe_is_refused_before_training(backend):
 def test_diverging_loss_stops_with_a_message(backend):
     net = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
     weights = xavier_init(net.config, 0)
-    weights["fc3.bias"][:] = np.inf                           # an infinite logit: the loss is not finite
+    weights["fc3.bias"][:] = np.inf  # an infinite logit: the loss is not finite
     backend.import_weights(net, weights)
     train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=512, test_limit=128)
     with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf) at epoch 1, step 1 \(lr 0.05\)"):
@@ -74,16 +77,17 @@ def test_bf16_training_learns_like_fp32_and_trains_the_given_network(name):
         train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=2048, test_limit=1024)
         history = backend.train(net, train_iter, test_iter, 2, verbose=False, precision=precision)
         losses[precision] = [e.loss for e in history.epochs]
-        weights[precision] = backend.export_weights(net)              # the network passed in was trained
+        weights[precision] = backend.export_weights(net)  # the network passed in was trained
         assert np.isfinite(losses[precision]).all() and losses[precision][1] < min(losses[precision][0], 2.1)
-        assert history.last.test_acc > 0.3, history.to_dict()         # chance is 0.1 (ln 10 = 2.30 for the loss)
+        assert history.last.test_acc > 0.3, history.to_dict()  # chance is 0.1 (ln 10 = 2.30 for the loss)
     # bfloat16 really computed (not the same numbers) yet follows the float32 run closely
     assert losses["bf16"] != losses["fp32"]
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], atol=0.08)
     assert all(w.dtype == np.float32 for w in weights["bf16"].values())
     if name == "tf":
         import keras
-        assert keras.config.dtype_policy().name == "float32"          # the global policy is restored
+
+        assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
 
 
 def test_unknown_precision_is_refused_before_training(backend):

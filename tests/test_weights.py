@@ -1,16 +1,16 @@
 """Same weights, same numbers: every pair of backends computes the same function, forward and backward."""
+
 import itertools
 
 import numpy as np
 import pytest
+from conftest import load_backend
+from frameworks import forward, loss_and_gradients
 
 from common.backends import BACKENDS
 from common.errors import ConfigError, WeightsError
 from common.spec import spec
 from common.weights import load_npz, xavier_init
-
-from conftest import load_backend
-from frameworks import forward, loss_and_gradients
 
 # vgg11 and vgg16, with and without batch norm, ratio 1 and 4, 1 and 3 channels, inputs 32 and 224.
 CONFIGS = [
@@ -20,10 +20,12 @@ CONFIGS = [
     dict(arch="vgg16", ratio=1, input_size=32, in_channels=3, num_classes=1000),
     dict(arch="vgg11_lrn", ratio=8, input_size=64, fc_hidden=128),
     dict(arch="vgg16_c", ratio=8, input_size=64, batch_norm=True, fc_hidden=128),
-    dict(arch="vgg11", ratio=1, input_size=224),                                # the book's VGG-11
+    dict(arch="vgg11", ratio=1, input_size=224),  # the book's VGG-11
 ]
-IDS = [f"{c['arch']}-r{c['ratio']}-{c['input_size']}px-c{c.get('in_channels', 1)}"
-       f"{'-bn' if c.get('batch_norm') else ''}" for c in CONFIGS]
+IDS = [
+    f"{c['arch']}-r{c['ratio']}-{c['input_size']}px-c{c.get('in_channels', 1)}{'-bn' if c.get('batch_norm') else ''}"
+    for c in CONFIGS
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,9 @@ def loaded(request, backends):
     weights = random_weights(next(iter(nets.values())).config)
     for name, b in backends.items():
         b.import_weights(nets[name], weights)
-    x = np.random.default_rng(2).random((3, nets["torch"].config.in_channels, *(2 * (request.param["input_size"],))),
-                                        dtype=np.float32)
+    x = np.random.default_rng(2).random(
+        (3, nets["torch"].config.in_channels, *(2 * (request.param["input_size"],))), dtype=np.float32
+    )
     return nets, weights, x
 
 
@@ -69,7 +72,7 @@ def test_logits_agree_after_transfer(backends, loaded, src, dst):
     nets, _, x = loaded
     transferred = backends[dst].import_weights(nets[dst], backends[src].export_weights(nets[src]))
     a, b = forward(backends[src], nets[src], x), forward(backends[dst], transferred, x)
-    assert np.abs(a).max() > 1e-2                          # the logits are not trivially zero
+    assert np.abs(a).max() > 1e-2  # the logits are not trivially zero
     assert np.abs(a - b).max() <= 1e-4, f"{src}->{dst}: max abs diff {np.abs(a - b).max():.2e}"
 
 
@@ -88,8 +91,9 @@ def test_loss_and_gradients_agree(backends):
         b.import_weights(nets[n], weights)
         results[n] = loss_and_gradients(b, nets[n], x, y)
     ref_loss, ref_grads = results["torch"]
-    assert sorted(ref_grads) == sorted(k for k in spec(nets["torch"].config).param_shapes()
-                                       if not k.endswith(("running_mean", "running_var")))
+    assert sorted(ref_grads) == sorted(
+        k for k in spec(nets["torch"].config).param_shapes() if not k.endswith(("running_mean", "running_var"))
+    )
     for n, (loss, grads) in results.items():
         assert loss == pytest.approx(ref_loss, rel=1e-5)
         for key, g in ref_grads.items():
@@ -136,13 +140,13 @@ def test_one_sgd_step_leaves_the_same_weights(backends, batch_norm):
             if ".conv" in key and key.endswith(".bias") and batch_norm:
                 # zero gradient in exact arithmetic (the batch mean removes it): only rounding may move it,
                 # by far less than the same layer's weights move (measured: at most 1.4e-3 of it)
-                weight = key[:-len("bias")] + "weight"
+                weight = key[: -len("bias")] + "weight"
                 bound = 1e-2 * np.abs(w[weight] - start[weight]).max()
                 assert np.abs(step).max() <= bound, f"{n}: {key} moved by {np.abs(step).max():.2e}"
                 continue
             err = np.linalg.norm(step - ref_step) / np.linalg.norm(ref_step)
             assert err <= tol, f"{n}: step of {key} differs from PyTorch's by {err:.2e} (relative)"
-        assert any(not np.array_equal(w[k], start[k]) for k in w)                  # the step changed them
+        assert any(not np.array_equal(w[k], start[k]) for k in w)  # the step changed them
 
 
 def test_round_trip_through_every_framework_is_exact(backends, tmp_path):
@@ -168,8 +172,11 @@ def test_wrong_shapes_are_refused_before_anything_changes(backend):
     net = backend.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
     before = backend.export_weights(net)
     other = xavier_init(backend.vgg(arch="vgg11", ratio=8, input_size=64, fc_hidden=64).config)
-    with pytest.raises(WeightsError, match=r"parameter fc1.weight has shape \(64, 256\) in the weights given but "
-                                           r"\(64, 64\) in this network"):
+    with pytest.raises(
+        WeightsError,
+        match=r"parameter fc1.weight has shape \(64, 256\) in the weights given but "
+        r"\(64, 64\) in this network",
+    ):
         backend.import_weights(net, other)
     missing = xavier_init(net.config)
     del missing["fc3.bias"]
@@ -200,16 +207,23 @@ PARAM_CONFIG = dict(arch="vgg11", ratio=8, input_size=32, batch_norm=True, fc_hi
 
 def test_named_parameters_are_the_same_list_in_every_backend(backends):
     lists = {n: b.named_parameters(b.vgg(**PARAM_CONFIG)) for n, b in backends.items()}
-    expected = [(k, s) for k, s in spec(backends["torch"].vgg(**PARAM_CONFIG).config).param_shapes().items()
-                if not k.endswith(("running_mean", "running_var"))]
+    expected = [
+        (k, s)
+        for k, s in spec(backends["torch"].vgg(**PARAM_CONFIG).config).param_shapes().items()
+        if not k.endswith(("running_mean", "running_var"))
+    ]
     for n, names in lists.items():
         assert names == expected, n
     assert sum(int(np.prod(s)) for _, s in expected) == backends["torch"].count_params(
-        backends["torch"].vgg(**PARAM_CONFIG))
+        backends["torch"].vgg(**PARAM_CONFIG)
+    )
 
 
-@pytest.mark.parametrize("scheme, value", [("normal", 1.0), ("constant", 0.5), ("xavier", 1.0), (my_init, 1.0)],
-                         ids=["normal", "constant", "xavier", "my_init"])
+@pytest.mark.parametrize(
+    "scheme, value",
+    [("normal", 1.0), ("constant", 0.5), ("xavier", 1.0), (my_init, 1.0)],
+    ids=["normal", "constant", "xavier", "my_init"],
+)
 def test_init_schemes_give_bit_identical_weights_in_every_backend(backends, scheme, value):
     exported = {}
     for n, b in backends.items():

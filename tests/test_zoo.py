@@ -4,17 +4,17 @@ Each zoo network is built randomly initialised (nothing is downloaded), every co
 biases, identity batch norms) is replaced by random values so that a wrongly mapped tensor changes the
 result, and our network loaded with its weights must give the zoo network's logits on real images.
 """
+
 import gc
 
 import numpy as np
 import pytest
+from conftest import load_backend
+from frameworks import forward
 
 from common.data import load_fashion_mnist, resize_images
 from common.errors import WeightsError
 from common.zoo import from_gluon_zoo, from_torchvision, to_torchvision
-
-from conftest import load_backend
-from frameworks import forward
 
 ZOO = [(arch, bn) for arch in ("vgg11", "vgg13", "vgg16", "vgg19") for bn in (False, True)]
 IDS = [f"{arch}{'_bn' if bn else ''}" for arch, bn in ZOO]
@@ -37,8 +37,12 @@ def images():
 def _randomise_constants(arrays: dict, seed: int) -> dict:
     """Every tensor whose entries are all equal (zero biases, unit scales) replaced by random values."""
     rng = np.random.default_rng(seed)
-    return {k: (rng.uniform(0.5, 1.5, a.shape) if a.flat[0] == 1 else rng.normal(0, 0.1, a.shape)).astype(a.dtype)
-            if a.size and np.all(a == a.flat[0]) else a for k, a in arrays.items()}
+    return {
+        k: (rng.uniform(0.5, 1.5, a.shape) if a.flat[0] == 1 else rng.normal(0, 0.1, a.shape)).astype(a.dtype)
+        if a.size and np.all(a == a.flat[0])
+        else a
+        for k, a in arrays.items()
+    }
 
 
 def _check_logits(ours: np.ndarray, zoo: np.ndarray):
@@ -53,11 +57,12 @@ def _ours(backend, config, weights):
 
 # torchvision's VGG, as torchvision.models.vgg writes it (its PyPI wheels are built against CUDA PyTorch, so
 # the package itself does not load beside the CPU build): what matters is its layout and its key names.
-TORCHVISION_CFGS = {"vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-                    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-                    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-                    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-                              512, 512, 512, 512, "M"]}
+TORCHVISION_CFGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
 
 
 def torchvision_vgg(arch, batch_norm, num_classes=1000):
@@ -69,8 +74,9 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
             layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
         else:
             conv2d = nn.Conv2d(in_channels, v, kernel_size=3, padding=1)
-            layers += [conv2d, nn.BatchNorm2d(v), nn.ReLU(inplace=True)] if batch_norm else \
-                [conv2d, nn.ReLU(inplace=True)]
+            layers += (
+                [conv2d, nn.BatchNorm2d(v), nn.ReLU(inplace=True)] if batch_norm else [conv2d, nn.ReLU(inplace=True)]
+            )
             in_channels = v
 
     class VGG(nn.Module):
@@ -78,9 +84,15 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
             super().__init__()
             self.features = nn.Sequential(*layers)
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-            self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(p=0.5),
-                                            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(p=0.5),
-                                            nn.Linear(4096, num_classes))
+            self.classifier = nn.Sequential(
+                nn.Linear(512 * 7 * 7, 4096),
+                nn.ReLU(True),
+                nn.Dropout(p=0.5),
+                nn.Linear(4096, 4096),
+                nn.ReLU(True),
+                nn.Dropout(p=0.5),
+                nn.Linear(4096, num_classes),
+            )
 
         def forward(self, x):
             return self.classifier(self.avgpool(self.features(x)).flatten(1))
@@ -92,10 +104,12 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
 def test_torchvision_vgg_runs_in_ours(arch, bn, images):
     torch = load_backend("torch")
     import torch as pt
+
     zoo = torchvision_vgg(arch, bn).eval()
-    state = _randomise_constants({k: v.numpy() for k, v in zoo.state_dict().items()
-                                  if not k.endswith("num_batches_tracked")}, seed=1)
-    zoo.load_state_dict({k: pt.from_numpy(v) for k, v in state.items()}, strict=False)
+    state = _randomise_constants(
+        {k: v.numpy() for k, v in zoo.state_dict().items() if not k.endswith("num_batches_tracked")}, seed=1
+    )
+    zoo.load_state_dict({k: pt.from_numpy(v) for k, v in state.items()}, strict=True)
     with pt.no_grad():
         expected = zoo(pt.from_numpy(images)).numpy()
     config, weights = torch.zoo_weights(zoo)
@@ -104,7 +118,7 @@ def test_torchvision_vgg_runs_in_ours(arch, bn, images):
     _check_logits(forward(torch, net, images), expected)
     # and back: our weights under torchvision's names load strictly into torchvision's network
     back = to_torchvision(config, torch.export_weights(net))
-    result = zoo.load_state_dict({k: pt.from_numpy(v) for k, v in back.items()}, strict=False)
+    result = zoo.load_state_dict({k: pt.from_numpy(v) for k, v in back.items()}, strict=True)
     assert result.unexpected_keys == [] and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
     assert all(np.array_equal(zoo.state_dict()[k].numpy(), v) for k, v in state.items())
 
@@ -113,6 +127,7 @@ def test_torchvision_vgg_runs_in_ours(arch, bn, images):
 def test_keras_applications_vgg_runs_in_ours(arch, images):
     tf = load_backend("tf")
     import keras
+
     zoo = getattr(keras.applications, arch.upper())(weights=None, classifier_activation=None)
     for layer in zoo.layers:
         if layer.weights:
@@ -130,6 +145,7 @@ def test_gluon_model_zoo_vgg_runs_in_ours(arch, bn, images):
     mxnet = load_backend("mxnet")
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
+
     x = np.ascontiguousarray(images[:, :, ::7, ::7])  # 32 px (every 7th pixel of the 224 px images)
     zoo = vision.get_vgg(int(arch[3:]), batch_norm=bn)
     zoo.initialize(mx.init.Xavier())
@@ -147,6 +163,7 @@ def test_gluon_model_zoo_vgg16_at_224_px(images):
     mxnet = load_backend("mxnet")
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
+
     zoo = vision.vgg16()
     zoo.initialize(mx.init.Xavier())
     expected = zoo(mx.nd.array(images)).asnumpy()
@@ -159,6 +176,7 @@ def test_a_zoo_network_moves_into_every_backend(images):
     """Keras' VGG16 in PyTorch and Gluon too: the zoo weights are canonical, so any backend takes them."""
     tf = load_backend("tf")
     import keras
+
     zoo = keras.applications.VGG16(weights=None, classifier_activation=None)
     expected = np.asarray(zoo(np.transpose(images, (0, 2, 3, 1)), training=False))
     config, weights = tf.zoo_weights(zoo)
@@ -171,7 +189,9 @@ def test_zoo_readers_refuse_what_is_not_a_zoo_vgg():
     with pytest.raises(WeightsError, match="'head.weight' is not a key of a torchvision VGG state_dict"):
         from_torchvision({"head.weight": np.zeros((2, 2))})
     with pytest.raises(WeightsError, match="has 3 convolutions; VGG-11/13/16/19 have 8, 10, 13, 16"):
-        from_torchvision({f"features.{i}.weight": np.zeros((4, 3, 3, 3)) for i in range(3)} |
-                         {"classifier.0.weight": np.zeros((10, 4))})
+        from_torchvision(
+            {f"features.{i}.weight": np.zeros((4, 3, 3, 3)) for i in range(3)}
+            | {"classifier.0.weight": np.zeros((10, 4))}
+        )
     with pytest.raises(WeightsError, match="not a parameter of a Gluon model_zoo VGG"):
         from_gluon_zoo([("resnet0_stage1_conv0_kernel", np.zeros(3))])

@@ -1,4 +1,5 @@
 """VGG (and AlexNet) of *Dive into Deep Learning* in MXNet Gluon, behind the project's common API."""
+
 # Two fixes that must run before anything imports mxnet; every module below is reached through this package.
 # 1. MXNet 1.9.1 still uses the alias ``numpy.bool``, which NumPy 1.24 removed: restore it.
 #    (``vars`` rather than ``hasattr``: NumPy 1.26 warns on every lookup of the missing name.)
@@ -12,15 +13,25 @@ import numpy as _np
 if "bool" not in vars(_np):
     _np.bool = bool
 if "OMP_NUM_THREADS" not in _os.environ and "MXNET_OMP_MAX_THREADS" not in _os.environ:
-    _os.environ["MXNET_OMP_MAX_THREADS"] = str(len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity")
-                                               else _os.cpu_count() or 1)
+    _os.environ["MXNET_OMP_MAX_THREADS"] = str(
+        len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count() or 1
+    )
 
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
 from .data import load_data_fashion_mnist  # noqa: E402
 from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block  # noqa: E402
 from .train import evaluate_accuracy, train, try_gpu  # noqa: E402
-from .weights import (export_weights, import_weights, init_weights, load_model, load_weights, named_parameters,  # noqa: E402
-                      save_model, save_weights, zoo_weights)
+from .weights import (  # noqa: E402
+    export_weights,
+    import_weights,
+    init_weights,
+    load_model,
+    load_weights,
+    named_parameters,
+    save_model,
+    save_weights,
+    zoo_weights,
+)
 
 FRAMEWORK = "MXNet Gluon"
 LAYOUT = "NCHW"

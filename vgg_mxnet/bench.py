@@ -5,6 +5,7 @@
 memory and shapes (``vgg_mxnet.train.hybridize``). ``precision="bf16"`` runs that graph after MXNet's AMP pass
 (``vgg_mxnet.train.in_precision``: bfloat16 convolutions and dense layers, float32 parameters).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     if precision != "fp32":  # NDArray has no bfloat16 matrix product outside AMP's graphs
         return None
     a, b = mx.nd.random.uniform(shape=(n, n)), mx.nd.random.uniform(shape=(n, n))
-    return 2 * n ** 3 / best_seconds(lambda: mx.nd.dot(a, b).wait_to_read(), repeats) / 1e9
+    return 2 * n**3 / best_seconds(lambda: mx.nd.dot(a, b).wait_to_read(), repeats) / 1e9
 
 
 @contextlib.contextmanager
@@ -58,6 +59,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
         loss.backward()
         trainer.step(x.shape[0])
         return float(loss.mean().asscalar())
+
     return step
 
 

@@ -1,4 +1,5 @@
 """Blocks written by hand in MXNet Gluon: the book's "Layers and Modules" and "Parameter Management", beside VGG."""
+
 from __future__ import annotations
 
 import mxnet as mx
@@ -74,9 +75,16 @@ def tied_mlp(in_features=20, hidden=8, out_features=1, tied=True):
     net, layers = nn.Sequential(), {}
     with net.name_scope():
         for p in tied_plan(in_features, hidden, out_features, tied):
-            layers[p.name] = (nn.Dense(p.out_width, in_units=p.in_width, params=layers["shared"].params,  # the book's
-                                       prefix=f"{p.name}_")  # sharing: a second Dense holding shared's parameters
-                              if tied and p.name == SECOND_USE else _layer(p))
+            layers[p.name] = (
+                nn.Dense(
+                    p.out_width,
+                    in_units=p.in_width,
+                    params=layers["shared"].params,  # the book's
+                    prefix=f"{p.name}_",
+                )  # sharing: a second Dense holding shared's parameters
+                if tied and p.name == SECOND_USE
+                else _layer(p)
+            )
     net.add(*layers.values())
     net.initialize()
     return net

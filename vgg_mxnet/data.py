@@ -1,4 +1,5 @@
 """The real Fashion-MNIST as MXNet NDArrays: ``common.data`` batches, NCHW float32 and float32 labels."""
+
 from __future__ import annotations
 
 import mxnet as mx

@@ -3,6 +3,7 @@
 Every layer gets its canonical name as its Gluon prefix (the network's own prefix is empty), so
 parameter ``block1_conv1_weight`` is canonical ``block1.conv1.weight``; see ``weights._params``.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,18 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
-    make_alexnet_config, make_config, net_plan
+from common.arch import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    LRN,
+    LayerPlan,
+    block_plan,
+    check_block,
+    check_trace_request,
+    make_alexnet_config,
+    make_config,
+    net_plan,
+)
 from common.errors import InputError
 from common.report import summary_table
 from common.spec import spec
@@ -34,8 +45,9 @@ def _layer(p: LayerPlan) -> nn.HybridBlock:
     """The Gluon layer for one planned layer, prefixed with its canonical name."""
     prefix = f"{p.name}_"
     if p.kind == "conv":
-        return nn.Conv2D(p.out_width, p.kernel, strides=p.stride, padding=p.padding, in_channels=p.in_width,
-                         prefix=prefix)
+        return nn.Conv2D(
+            p.out_width, p.kernel, strides=p.stride, padding=p.padding, in_channels=p.in_width, prefix=prefix
+        )
     if p.kind == "bn":
         return nn.BatchNorm(momentum=1 - BN_MOMENTUM, epsilon=BN_EPSILON, in_channels=p.in_width, prefix=prefix)
     if p.kind == "relu":
@@ -62,7 +74,7 @@ def _block(plan: list[LayerPlan], prefix: str | None = None) -> nn.HybridSequent
 
 def _named_children(net) -> list[tuple[str, nn.HybridBlock]]:
     """(name, layer) for each top-level layer, the name read back from its prefix (Gluon keys children 0, 1, ...)."""
-    return [(child.prefix[len(net.prefix):].rstrip("_"), child) for child in net._children.values()]
+    return [(child.prefix[len(net.prefix) :].rstrip("_"), child) for child in net._children.values()]
 
 
 def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
@@ -103,8 +115,9 @@ def from_config(config):
     return net
 
 
-def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
-        batch_norm=False):
+def vgg(
+    arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5, batch_norm=False
+):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
     return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
 
@@ -133,6 +146,7 @@ def count_params(net):
 def summary(net, input_size, in_channels=1):
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     params = {name: count_params(layer) for name, layer in _named_children(net)}
-    buffers = sum(math.prod(p.shape) for n, p in net.collect_params().items()
-                  if n.endswith(("running_mean", "running_var")))
+    buffers = sum(
+        math.prod(p.shape) for n, p in net.collect_params().items() if n.endswith(("running_mean", "running_var"))
+    )
     return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "MXNet Gluon")

@@ -1,4 +1,5 @@
 """The book's ``train_ch6`` in MXNet Gluon: SGD (or Adam), softmax cross-entropy, per-epoch history, checkpoints."""
+
 from __future__ import annotations
 
 import warnings
@@ -10,8 +11,19 @@ from mxnet.contrib import amp
 
 from common.checkpoint import load_checkpoint, make_recipe, prepare_checkpoint, save_checkpoint
 from common.errors import InputError, WeightsError
-from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_precision, \
-    check_train_args, data_epoch, epoch_lr, resume_point
+from common.training import (
+    Epoch,
+    History,
+    Meter,
+    Progress,
+    check_batch,
+    check_loss,
+    check_precision,
+    check_train_args,
+    data_epoch,
+    epoch_lr,
+    resume_point,
+)
 
 from .weights import export_weights, import_weights
 
@@ -24,8 +36,9 @@ def try_gpu(i=0):
 def _check_batch(net, x, y, check_finite, where):
     """The checks of :func:`common.training.check_batch` on one batch of NDArrays (NCHW)."""
     if not isinstance(x, mx.nd.NDArray) or not isinstance(y, mx.nd.NDArray):
-        raise InputError(f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
-                         f"NDArrays (mx.nd.array)")
+        raise InputError(
+            f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as NDArrays (mx.nd.array)"
+        )
     if getattr(net, "config", None) is None:  # a network not built by vgg(): nothing to check against
         return
     floating = np.issubdtype(x.dtype, np.floating)
@@ -75,8 +88,10 @@ def _set_optimizer_state(net, opt, arrays: dict[str, np.ndarray], counts: dict) 
     params = opt._params  # the trainer's numbering of the parameters
     for index in sorted({int(key.partition("/")[0]) for key in arrays}):
         if index >= len(params):
-            raise WeightsError(f"the checkpoint holds optimizer state for parameter {index}; this network has "
-                               f"{len(params)}: resume with the configuration it was saved from")
+            raise WeightsError(
+                f"the checkpoint holds optimizer state for parameter {index}; this network has "
+                f"{len(params)}: resume with the configuration it was saved from"
+            )
         weight = params[index].list_data()[0]
         state = o.create_state_multi_precision(index, weight)
         slots = state if isinstance(state, (tuple, list)) else (state,)
@@ -147,13 +162,36 @@ def _resume(net, opt, resume_from, recipe, train_iter, verbose):
 
 
 def _save(path, net, opt, recipe, epoch, history, train_iter):
-    save_checkpoint(path, "mxnet", net.config, recipe, epoch, history, export_weights(net),
-                    _optimizer_state(net, opt), _rng_state(net),
-                    {"data_epoch": data_epoch(train_iter), "optimizer": _update_counts(opt)})
+    save_checkpoint(
+        path,
+        "mxnet",
+        net.config,
+        recipe,
+        epoch,
+        history,
+        export_weights(net),
+        _optimizer_state(net, opt),
+        _rng_state(net),
+        {"data_epoch": data_epoch(train_iter), "optimizer": _update_counts(opt)},
+    )
 
 
-def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True,
-          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True, precision="fp32"):
+def train(
+    net,
+    train_iter,
+    test_iter,
+    num_epochs,
+    lr=0.05,
+    optimizer="sgd",
+    device=None,
+    seed=0,
+    verbose=True,
+    lr_schedule="constant",
+    checkpoint=None,
+    resume_from=None,
+    check_finite=True,
+    precision="fp32",
+):
     """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
     ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see common.training).
@@ -198,8 +236,17 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
             bar.update(loss=meter.mean_loss)
         bar.close()
         seconds = meter.seconds
-        history.add(Epoch(epoch, meter.mean_loss, meter.accuracy, evaluate_accuracy(net, test_iter, device),
-                          meter.n / seconds, seconds), verbose)
+        history.add(
+            Epoch(
+                epoch,
+                meter.mean_loss,
+                meter.accuracy,
+                evaluate_accuracy(net, test_iter, device),
+                meter.n / seconds,
+                seconds,
+            ),
+            verbose,
+        )
         if checkpoint is not None:
             _save(checkpoint, net, opt, recipe, epoch, history, train_iter)
     return history

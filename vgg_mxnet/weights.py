@@ -1,4 +1,5 @@
 """Weights in canonical form: Gluon's parameter names map one-to-one onto the canonical names, layouts match."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,20 @@ import mxnet as mx
 import numpy as np
 
 from common.errors import WeightsError
-from common.weights import META_KEY, atomic_write, check_model_path, check_weights, existing_model, load_npz, \
-    make_meta, meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
+from common.weights import (
+    META_KEY,
+    atomic_write,
+    check_model_path,
+    check_weights,
+    existing_model,
+    load_npz,
+    make_meta,
+    meta_config,
+    parse_meta,
+    save_npz,
+    scheme_weights,
+    trainable_shapes,
+)
 from common.zoo import from_gluon_zoo
 
 from .model import from_config
@@ -19,11 +32,14 @@ _SUFFIXES = ("weight", "bias", "gamma", "beta", "running_mean", "running_var")
 
 
 def _params(net):
-    """Canonical name -> Gluon ``Parameter``, one mapping for both ways: ``block1_bn1_gamma`` is ``block1.bn1.weight``."""
+    """Canonical name -> Gluon ``Parameter``, one mapping for both ways.
+
+    ``block1_bn1_gamma`` is ``block1.bn1.weight``.
+    """
     out = {}
     for name, p in net.collect_params().items():
         suffix = next(s for s in _SUFFIXES if name.endswith("_" + s))
-        layer = name[len(net.prefix):-len(suffix) - 1]  # block1_bn1 (the network's own prefix, if any, dropped)
+        layer = name[len(net.prefix) : -len(suffix) - 1]  # block1_bn1 (the network's own prefix, if any, dropped)
         out[f"{layer.replace('_', '.')}.{_RENAME.get(suffix, suffix)}"] = p
     return out
 
@@ -42,7 +58,6 @@ def import_weights(net, weights):
     return net
 
 
-
 def named_parameters(net):
     """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
     return trainable_shapes(export_weights(net))
@@ -58,6 +73,7 @@ def init_weights(net, scheme="xavier", seed=0, value=1.0):
         net.initialize(mx.init.Uniform(), force_reinit=True)
         return net
     return import_weights(net, scheme_weights(net.config, scheme, seed, value))
+
 
 def save_weights(net, path):
     """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
@@ -85,8 +101,10 @@ def load_model(path):
     try:
         saved = mx.nd.load(str(path))
     except mx.base.MXNetError as e:
-        raise WeightsError(f"{path} is not a readable MXNet parameter file ({str(e).splitlines()[0]}); "
-                           f"it is damaged or of another format") from None
+        raise WeightsError(
+            f"{path} is not a readable MXNet parameter file ({str(e).splitlines()[0]}); "
+            f"it is damaged or of another format"
+        ) from None
     if not isinstance(saved, dict) or META_KEY not in saved:
         raise WeightsError(f"{path} is an MXNet parameter file but not one of this project's models")
     meta = parse_meta(saved.pop(META_KEY).asnumpy().astype(np.uint8).tobytes().decode("utf-8", "replace"), path)
@@ -99,6 +117,8 @@ def zoo_weights(zoo_net):
     try:
         params = [(name, p.data().asnumpy()) for name, p in zoo_net.collect_params().items()]
     except mx.gluon.parameter.DeferredInitializationError:
-        raise WeightsError("the Gluon network's shapes are not known yet: run it on one 3x224x224 batch first "
-                           "(Gluon infers the first dense layer's input width then)") from None
+        raise WeightsError(
+            "the Gluon network's shapes are not known yet: run it on one 3x224x224 batch first "
+            "(Gluon infers the first dense layer's input width then)"
+        ) from None
     return from_gluon_zoo(params)

@@ -6,6 +6,7 @@ Keras offers, XLA (``jit_compile=True``), measured 0.65x the speed for training 
 on a 2-core CPU (ratio 4, 96 px, batch 128), so it stays off. ``precision="bf16"`` runs under Keras' ``mixed_bfloat16``
 policy (bfloat16 compute, fp32 weights); the network must be built under that policy (see ``policy``).
 """
+
 from __future__ import annotations
 
 import keras
@@ -24,7 +25,7 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     a = tf.cast(tf.random.uniform((n, n)), dtype)
     b = tf.cast(tf.random.uniform((n, n)), dtype)
     try:
-        return 2 * n ** 3 / best_seconds(lambda: tf.linalg.matmul(a, b).numpy(), repeats) / 1e9
+        return 2 * n**3 / best_seconds(lambda: tf.linalg.matmul(a, b).numpy(), repeats) / 1e9
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
         return None
 
@@ -39,8 +40,9 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, tf.cast(net(x, training=True), tf.float32))
         grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return loss
+
     return lambda x, y: float(step(x, y))
 
 
@@ -48,4 +50,3 @@ def infer_step(net, path="book", precision="fp32"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
     step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=False)
     return lambda x: step(x).numpy()
-

@@ -1,4 +1,5 @@
 """Blocks written by hand in tf.keras: the book's "Layers and Modules" and "Parameter Management", beside VGG."""
+
 from __future__ import annotations
 
 import keras
@@ -29,8 +30,13 @@ class MySequential(keras.Model):
 def hand_vgg(config):
     """The network ``vgg()`` builds for ``config``, written with :class:`MySequential` ("Networks Using Blocks")."""
     config = check_config(config)
-    net = MySequential(*(MySequential(*(_layer(q) for q in p), name=name) if isinstance(p, list) else _layer(p)
-                         for name, p in net_plan(config)), name="vgg")
+    net = MySequential(
+        *(
+            MySequential(*(_layer(q) for q in p), name=name) if isinstance(p, list) else _layer(p)
+            for name, p in net_plan(config)
+        ),
+        name="vgg",
+    )
     net(keras.Input((config.input_size, config.input_size, config.in_channels)))  # builds every layer, computes nothing
     net.config = config
     return net
@@ -42,8 +48,12 @@ class FixedHiddenMLP(keras.Model):
     def __init__(self, seed=0):
         super().__init__()
         # A constant: a non-trainable weight is saved with the model but is not among its trainable_weights.
-        self.rand_weight = self.add_weight(shape=(MLP_WIDTH, MLP_WIDTH), name="rand_weight", trainable=False,
-                                           initializer=keras.initializers.Constant(fixed_weight(seed)))
+        self.rand_weight = self.add_weight(
+            shape=(MLP_WIDTH, MLP_WIDTH),
+            name="rand_weight",
+            trainable=False,
+            initializer=keras.initializers.Constant(fixed_weight(seed)),
+        )
         self.linear = keras.layers.Dense(MLP_WIDTH, name="linear")
         self.linear.build((None, MLP_WIDTH))
 

@@ -1,4 +1,5 @@
 """The real Fashion-MNIST as TensorFlow tensors: ``common.data`` batches, NHWC float32 and int64 labels."""
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -3,22 +3,35 @@
 The network computes in NHWC (what TensorFlow's CPU convolutions take); everything that leaves this
 package is canonical: ``layer_shapes`` reports NCHW, and ``vgg_tf.weights`` converts layouts.
 """
+
 from __future__ import annotations
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
-    make_alexnet_config, make_config, net_plan
+from common.arch import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    LRN,
+    LayerPlan,
+    block_plan,
+    check_block,
+    check_trace_request,
+    make_alexnet_config,
+    make_config,
+    net_plan,
+)
 from common.errors import BackendUnavailable, InputError
 from common.report import summary_table
 from common.spec import spec
 from common.training import check_batch
 
 if keras.backend.backend() != "tensorflow":
-    raise BackendUnavailable(f"vgg_tf needs Keras on TensorFlow, but Keras runs on {keras.backend.backend()!r}; "
-                             f"unset KERAS_BACKEND or set it to 'tensorflow'")
+    raise BackendUnavailable(
+        f"vgg_tf needs Keras on TensorFlow, but Keras runs on {keras.backend.backend()!r}; "
+        f"unset KERAS_BACKEND or set it to 'tensorflow'"
+    )
 
 
 class LocalResponseNorm(keras.layers.Layer):
@@ -33,8 +46,9 @@ class LocalResponseNorm(keras.layers.Layer):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def call(self, x):
-        return tf.nn.local_response_normalization(x, depth_radius=self.size // 2, bias=self.k,
-                                                  alpha=self.alpha / self.size, beta=self.beta)
+        return tf.nn.local_response_normalization(
+            x, depth_radius=self.size // 2, bias=self.k, alpha=self.alpha / self.size, beta=self.beta
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -85,8 +99,9 @@ def _layer(p: LayerPlan) -> keras.layers.Layer:
     if p.kind == "flatten":
         return keras.layers.Flatten(name=p.name)
     if p.kind == "linear":
-        return keras.layers.Dense(p.out_width, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                                  name=p.name)
+        return keras.layers.Dense(
+            p.out_width, kernel_initializer="glorot_uniform", bias_initializer="zeros", name=p.name
+        )
     if p.kind == "dropout":
         return keras.layers.Dropout(p.rate, name=p.name)
     raise AssertionError(f"no Keras layer for {p.kind!r}")
@@ -112,17 +127,20 @@ class Network(keras.Sequential):
     """
 
     def __init__(self, config):
-        super().__init__([keras.Input((config.input_size, config.input_size, config.in_channels))] +
-                         [_block(p, name) if isinstance(p, list) else _layer(p) for name, p in net_plan(config)],
-                         name=config.arch)
+        super().__init__(
+            [keras.Input((config.input_size, config.input_size, config.in_channels))]
+            + [_block(p, name) if isinstance(p, list) else _layer(p) for name, p in net_plan(config)],
+            name=config.arch,
+        )
         self.config = config
 
     def __call__(self, x, *args, **kwargs):
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise InputError(f"the input is a {type(x).__name__}; give a NumPy array or a tensor (NHWC)")
         dtype = getattr(x.dtype, "name", None) or str(x.dtype)
-        check_batch(self.config, tuple(-1 if d is None else d for d in x.shape), dtype, layout="NHWC",
-                    where="the input")
+        check_batch(
+            self.config, tuple(-1 if d is None else d for d in x.shape), dtype, layout="NHWC", where="the input"
+        )
         return super().__call__(x, *args, **kwargs)
 
 
@@ -152,8 +170,9 @@ def from_config(config):
     return Network(config)
 
 
-def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
-        batch_norm=False):
+def vgg(
+    arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5, batch_norm=False
+):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
     return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
 
@@ -183,6 +202,9 @@ def count_params(net):
 def summary(net, input_size, in_channels=1):
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     params = {layer.name: count_params(layer) for layer in net.layers}
-    buffers = sum(2 * int(layer.moving_mean.shape[0]) for _, layer in _named_layers(net)
-                  if isinstance(layer, keras.layers.BatchNormalization))
+    buffers = sum(
+        2 * int(layer.moving_mean.shape[0])
+        for _, layer in _named_layers(net)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "tf.keras")

@@ -3,6 +3,7 @@
 A custom loop around one ``tf.function`` step per call (no ``compile``/``fit``), so the loop, the
 progress bar and the history are the same as in every other backend.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,19 @@ import tensorflow as tf
 
 from common.checkpoint import load_checkpoint, make_recipe, prepare_checkpoint, save_checkpoint
 from common.errors import ConfigError, InputError, WeightsError
-from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_precision, \
-    check_train_args, data_epoch, epoch_lr, resume_point
+from common.training import (
+    Epoch,
+    History,
+    Meter,
+    Progress,
+    check_batch,
+    check_loss,
+    check_precision,
+    check_train_args,
+    data_epoch,
+    epoch_lr,
+    resume_point,
+)
 
 from .model import _named_layers, from_config
 from .weights import export_weights, import_weights
@@ -32,8 +44,10 @@ def _correct(logits, y):
 def _check_batch(net, x, y, check_finite, where):
     """The checks of :func:`common.training.check_batch` on one batch of tensors (NHWC, Keras' layout)."""
     if not tf.is_tensor(x) or not tf.is_tensor(y):
-        raise InputError(f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
-                         f"tensors (tf.convert_to_tensor)")
+        raise InputError(
+            f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
+            f"tensors (tf.convert_to_tensor)"
+        )
     if getattr(net, "config", None) is None:  # a network not built by vgg(): nothing to check against
         return
     finite = bool(tf.reduce_all(tf.math.is_finite(x))) if check_finite and x.dtype.is_floating else True
@@ -71,8 +85,11 @@ def _seed_dropout(net, seed):
 
 
 def _dropouts(net):
-    return [(name, layer) for name, layer in _named_layers(net)
-            if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
+    return [
+        (name, layer)
+        for name, layer in _named_layers(net)
+        if isinstance(layer, keras.layers.Dropout) and layer.rate > 0
+    ]
 
 
 def _optimizer_state(net, opt) -> dict[str, np.ndarray]:
@@ -84,8 +101,10 @@ def _set_optimizer_state(net, opt, arrays: dict[str, np.ndarray]) -> None:
     if not opt.built:
         opt.build(net.trainable_variables)
     if len(arrays) != len(opt.variables):
-        raise WeightsError(f"the checkpoint holds {len(arrays)} optimizer variables, this optimizer has "
-                         f"{len(opt.variables)}; resume with the optimizer it was saved with")
+        raise WeightsError(
+            f"the checkpoint holds {len(arrays)} optimizer variables, this optimizer has "
+            f"{len(opt.variables)}; resume with the optimizer it was saved with"
+        )
     for i, variable in enumerate(opt.variables):
         variable.assign(arrays[f"{i:04d}"])
 
@@ -121,9 +140,11 @@ def _in_precision(net, precision):
     if all(layer.dtype_policy.name == want for _, layer in _named_layers(net)):
         return net
     if getattr(net, "config", None) is None:
-        raise ConfigError(f"precision={precision!r} needs a network built by vgg_tf.vgg() or alexnet() (or inside "
-                          f"vgg_tf.train.policy({precision!r})); this one computes in "
-                          f"{net.dtype_policy.name}")
+        raise ConfigError(
+            f"precision={precision!r} needs a network built by vgg_tf.vgg() or alexnet() (or inside "
+            f"vgg_tf.train.policy({precision!r})); this one computes in "
+            f"{net.dtype_policy.name}"
+        )
     with policy(precision):
         twin = from_config(net.config)
     return import_weights(twin, export_weights(net))
@@ -142,12 +163,36 @@ def _resume(net, opt, resume_from, recipe, train_iter, verbose):
 
 
 def _save(path, net, opt, recipe, epoch, history, train_iter):
-    save_checkpoint(path, "tf", net.config, recipe, epoch, history, export_weights(net),
-                    _optimizer_state(net, opt), _rng_state(net), {"data_epoch": data_epoch(train_iter)})
+    save_checkpoint(
+        path,
+        "tf",
+        net.config,
+        recipe,
+        epoch,
+        history,
+        export_weights(net),
+        _optimizer_state(net, opt),
+        _rng_state(net),
+        {"data_epoch": data_epoch(train_iter)},
+    )
 
 
-def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True,
-          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True, precision="fp32"):
+def train(
+    net,
+    train_iter,
+    test_iter,
+    num_epochs,
+    lr=0.05,
+    optimizer="sgd",
+    device=None,
+    seed=0,
+    verbose=True,
+    lr_schedule="constant",
+    checkpoint=None,
+    resume_from=None,
+    check_finite=True,
+    precision="fp32",
+):
     """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
     ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see common.training).
@@ -165,15 +210,43 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
     device = device or try_gpu()
     work = _in_precision(net, precision)
     try:
-        return _train(work, train_iter, test_iter, num_epochs, lr, optimizer, device, seed, verbose, lr_schedule,
-                      checkpoint, resume_from, check_finite, recipe)
+        return _train(
+            work,
+            train_iter,
+            test_iter,
+            num_epochs,
+            lr,
+            optimizer,
+            device,
+            seed,
+            verbose,
+            lr_schedule,
+            checkpoint,
+            resume_from,
+            check_finite,
+            recipe,
+        )
     finally:
         if work is not net:
             import_weights(net, export_weights(work))
 
 
-def _train(net, train_iter, test_iter, num_epochs, lr, optimizer, device, seed, verbose, lr_schedule, checkpoint,
-           resume_from, check_finite, recipe):
+def _train(
+    net,
+    train_iter,
+    test_iter,
+    num_epochs,
+    lr,
+    optimizer,
+    device,
+    seed,
+    verbose,
+    lr_schedule,
+    checkpoint,
+    resume_from,
+    check_finite,
+    recipe,
+):
     """The loop of :func:`train`, on a network already in the run's precision."""
     _seed_dropout(net, seed)  # dropout masks
     opt = _optimizer(net, optimizer, lr)
@@ -186,7 +259,7 @@ def _train(net, train_iter, test_iter, num_epochs, lr, optimizer, device, seed, 
             loss = loss_fn(y, logits)
             mean = loss / tf.cast(tf.shape(y)[0], loss.dtype)
         grads = tape.gradient(mean, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return tf.stack([loss, _correct(logits, y)])  # one tensor: one host sync per step
 
     history, first = History("tf", device), 1
@@ -205,8 +278,17 @@ def _train(net, train_iter, test_iter, num_epochs, lr, optimizer, device, seed, 
                 bar.update(loss=meter.mean_loss)
             bar.close()
             seconds = meter.seconds
-            history.add(Epoch(epoch, meter.mean_loss, meter.accuracy, evaluate_accuracy(net, test_iter, device),
-                              meter.n / seconds, seconds), verbose)
+            history.add(
+                Epoch(
+                    epoch,
+                    meter.mean_loss,
+                    meter.accuracy,
+                    evaluate_accuracy(net, test_iter, device),
+                    meter.n / seconds,
+                    seconds,
+                ),
+                verbose,
+            )
             if checkpoint is not None:
                 _save(checkpoint, net, opt, recipe, epoch, history, train_iter)
     return history

@@ -1,4 +1,5 @@
 """Weights in canonical form: Keras' kernels converted at the edge (HWIO -> OIHW, (in, out) -> (out, in))."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,21 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import WeightsError
-from common.weights import atomic_write, check_model_path, check_weights, existing_model, from_canonical, \
-    load_npz, make_meta, meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes, to_canonical
+from common.weights import (
+    atomic_write,
+    check_model_path,
+    check_weights,
+    existing_model,
+    from_canonical,
+    load_npz,
+    make_meta,
+    meta_config,
+    parse_meta,
+    save_npz,
+    scheme_weights,
+    to_canonical,
+    trainable_shapes,
+)
 from common.zoo import from_keras_applications
 
 from .model import _named_layers, from_config
@@ -43,20 +57,23 @@ def _variables(net):
 
 def export_weights(net):
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
-    return {name: np.ascontiguousarray(to_canonical(keras.ops.convert_to_numpy(v), layout, net.config))
-            for name, (v, layout) in _variables(net).items()}
+    return {
+        name: np.ascontiguousarray(to_canonical(keras.ops.convert_to_numpy(v), layout, net.config))
+        for name, (v, layout) in _variables(net).items()
+    }
 
 
 def import_weights(net, weights):
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights)
     variables = _variables(net)
-    converted = {name: np.ascontiguousarray(from_canonical(array, variables[name][1], net.config))
-                 for name, array in weights.items()}
+    converted = {
+        name: np.ascontiguousarray(from_canonical(array, variables[name][1], net.config))
+        for name, array in weights.items()
+    }
     for name, array in converted.items():
         variables[name][0].assign(array)
     return net
-
 
 
 def named_parameters(net):
@@ -73,13 +90,21 @@ def init_weights(net, scheme="xavier", seed=0, value=1.0):
     if scheme == "default":  # Keras' own: Glorot-uniform kernels, zero biases, batch norm at identity
         for _, layer in _named_layers(net):
             for w in layer.weights:
-                initializer = getattr(layer, {"kernel": "kernel_initializer", "bias": "bias_initializer",
-                                              "gamma": "gamma_initializer", "beta": "beta_initializer",
-                                              "moving_mean": "moving_mean_initializer",
-                                              "moving_variance": "moving_variance_initializer"}[w.name])
+                initializer = getattr(
+                    layer,
+                    {
+                        "kernel": "kernel_initializer",
+                        "bias": "bias_initializer",
+                        "gamma": "gamma_initializer",
+                        "beta": "beta_initializer",
+                        "moving_mean": "moving_mean_initializer",
+                        "moving_variance": "moving_variance_initializer",
+                    }[w.name],
+                )
                 w.assign(initializer(w.shape))
         return net
     return import_weights(net, scheme_weights(net.config, scheme, seed, value))
+
 
 def save_weights(net, path):
     """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
@@ -101,6 +126,7 @@ def save_model(net, path):
         net.save_weights(tmp)
         with h5py.File(tmp, "a") as f:
             f.attrs["vgg_meta"] = meta
+
     return atomic_write(path, write, by_name=True)
 
 
@@ -124,5 +150,10 @@ def load_model(path):
 
 def zoo_weights(zoo_net):
     """(config, canonical weights) of a ``keras.applications`` VGG16 or VGG19 built with ``include_top=True``."""
-    return from_keras_applications([(layer.name, [keras.ops.convert_to_numpy(w) for w in layer.weights])
-                                    for layer in zoo_net.layers if layer.weights])
+    return from_keras_applications(
+        [
+            (layer.name, [keras.ops.convert_to_numpy(w) for w in layer.weights])
+            for layer in zoo_net.layers
+            if layer.weights
+        ]
+    )

@@ -1,10 +1,20 @@
 """VGG (and AlexNet) of *Dive into Deep Learning* in PyTorch, behind the project's common API."""
+
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp
 from .data import load_data_fashion_mnist
 from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block
 from .train import evaluate_accuracy, train, try_gpu
-from .weights import (export_weights, import_weights, init_weights, load_model, load_weights, named_parameters,
-                      save_model, save_weights, zoo_weights)
+from .weights import (
+    export_weights,
+    import_weights,
+    init_weights,
+    load_model,
+    load_weights,
+    named_parameters,
+    save_model,
+    save_weights,
+    zoo_weights,
+)
 
 FRAMEWORK = "PyTorch"
 LAYOUT = "NCHW"

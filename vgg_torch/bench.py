@@ -5,6 +5,7 @@
 its blocked convolution kernels without reordering every tensor. ``precision="bf16"``
 runs forward and backward under ``torch.autocast`` (bfloat16 matmuls and convolutions, fp32 weights).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,7 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
+    return 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 @contextlib.contextmanager
@@ -48,6 +49,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
         loss.backward()
         opt.step()
         return loss.item()
+
     return step
 
 
@@ -61,5 +63,5 @@ def infer_step(net, path="book", precision="fp32"):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         with torch.no_grad(), autocast(precision):
             return net(x).float().numpy()
-    return step
 
+    return step

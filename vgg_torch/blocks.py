@@ -1,4 +1,5 @@
 """Blocks written by hand in PyTorch: the book's "Layers and Modules" and "Parameter Management", beside VGG."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -36,8 +37,13 @@ class MySequential(nn.Module):
 def hand_vgg(config):
     """The network ``vgg()`` builds for ``config``, written with :class:`MySequential` ("Networks Using Blocks")."""
     config = check_config(config)
-    net = MySequential(*(MySequential(*((q.name, _layer(q)) for q in p), name=name) if isinstance(p, list)
-                         else (name, _layer(p)) for name, p in net_plan(config)), name="vgg")
+    net = MySequential(
+        *(
+            MySequential(*((q.name, _layer(q)) for q in p), name=name) if isinstance(p, list) else (name, _layer(p))
+            for name, p in net_plan(config)
+        ),
+        name="vgg",
+    )
     net.config = config
     init_xavier(net)
     return net

@@ -1,4 +1,5 @@
 """The real Fashion-MNIST as PyTorch tensors: ``common.data`` batches, NCHW float32 and int64 labels."""
+
 from __future__ import annotations
 
 import torch

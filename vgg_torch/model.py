@@ -1,4 +1,5 @@
 """VGG and AlexNet in PyTorch: built from the plan in ``common.arch``, held to ``common.spec``."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -6,8 +7,18 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from common.arch import BN_EPSILON, BN_MOMENTUM, LRN, LayerPlan, block_plan, check_block, check_trace_request, \
-    make_alexnet_config, make_config, net_plan
+from common.arch import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    LRN,
+    LayerPlan,
+    block_plan,
+    check_block,
+    check_trace_request,
+    make_alexnet_config,
+    make_config,
+    net_plan,
+)
 from common.errors import InputError
 from common.report import summary_table
 from common.spec import spec
@@ -52,8 +63,9 @@ class Network(nn.Sequential):
     """
 
     def __init__(self, config):
-        super().__init__(OrderedDict((name, _block(p) if isinstance(p, list) else _layer(p))
-                                     for name, p in net_plan(config)))
+        super().__init__(
+            OrderedDict((name, _block(p) if isinstance(p, list) else _layer(p)) for name, p in net_plan(config))
+        )
         self.config = config
 
     def forward(self, x):
@@ -78,8 +90,9 @@ def from_config(config):
     return net
 
 
-def vgg(arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5,
-        batch_norm=False):
+def vgg(
+    arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5, batch_norm=False
+):
     """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
     return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
 

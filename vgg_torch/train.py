@@ -1,4 +1,5 @@
 """The book's ``train_ch6`` in PyTorch: SGD (or Adam), softmax cross-entropy, per-epoch history, checkpoints."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,19 @@ from torch import nn
 
 from common.checkpoint import load_checkpoint, make_recipe, prepare_checkpoint, save_checkpoint
 from common.errors import InputError
-from common.training import Epoch, History, Meter, Progress, check_batch, check_loss, check_precision, \
-    check_train_args, data_epoch, epoch_lr, resume_point
+from common.training import (
+    Epoch,
+    History,
+    Meter,
+    Progress,
+    check_batch,
+    check_loss,
+    check_precision,
+    check_train_args,
+    data_epoch,
+    epoch_lr,
+    resume_point,
+)
 
 from .weights import export_weights, import_weights
 
@@ -23,13 +35,23 @@ def try_gpu(i=0):
 def _check_batch(net, x, y, check_finite, where):
     """The checks of :func:`common.training.check_batch` on one batch of tensors (NCHW)."""
     if not torch.is_tensor(x) or not torch.is_tensor(y):
-        raise InputError(f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
-                         f"torch tensors (torch.from_numpy)")
+        raise InputError(
+            f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
+            f"torch tensors (torch.from_numpy)"
+        )
     if getattr(net, "config", None) is None:  # a network not built by vgg(): nothing to check against
         return
     finite = bool(torch.isfinite(x).all()) if check_finite and x.is_floating_point() else True
-    check_batch(net.config, x.shape, str(x.dtype).removeprefix("torch."), y.detach().cpu().numpy(), "NCHW",
-                finite, where, "int64")
+    check_batch(
+        net.config,
+        x.shape,
+        str(x.dtype).removeprefix("torch."),
+        y.detach().cpu().numpy(),
+        "NCHW",
+        finite,
+        where,
+        "int64",
+    )
 
 
 def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
@@ -59,8 +81,12 @@ def _optimizer_state(net, opt) -> dict[str, np.ndarray]:
     """The optimizer's per-parameter state (Adam's moments and step; none for plain SGD) by canonical name."""
     names = [name for name, _ in net.named_parameters()]
     state = opt.state_dict()["state"]
-    return {f"{names[i]}/{key}": value.detach().cpu().numpy().copy()
-            for i, slots in state.items() for key, value in slots.items() if torch.is_tensor(value)}
+    return {
+        f"{names[i]}/{key}": value.detach().cpu().numpy().copy()
+        for i, slots in state.items()
+        for key, value in slots.items()
+        if torch.is_tensor(value)
+    }
 
 
 def _set_optimizer_state(net, opt, arrays: dict[str, np.ndarray]) -> None:
@@ -102,8 +128,18 @@ def _resume(net, opt, device, resume_from, recipe, train_iter, verbose):
 
 
 def _save(path, net, opt, device, recipe, epoch, history, train_iter):
-    save_checkpoint(path, "torch", net.config, recipe, epoch, history, export_weights(net),
-                    _optimizer_state(net, opt), _rng_state(device), {"data_epoch": data_epoch(train_iter)})
+    save_checkpoint(
+        path,
+        "torch",
+        net.config,
+        recipe,
+        epoch,
+        history,
+        export_weights(net),
+        _optimizer_state(net, opt),
+        _rng_state(device),
+        {"data_epoch": data_epoch(train_iter)},
+    )
 
 
 def autocast(precision="fp32", device="cpu"):
@@ -113,8 +149,22 @@ def autocast(precision="fp32", device="cpu"):
     return contextlib.nullcontext()
 
 
-def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", device=None, seed=0, verbose=True,
-          lr_schedule="constant", checkpoint=None, resume_from=None, check_finite=True, precision="fp32"):
+def train(
+    net,
+    train_iter,
+    test_iter,
+    num_epochs,
+    lr=0.05,
+    optimizer="sgd",
+    device=None,
+    seed=0,
+    verbose=True,
+    lr_schedule="constant",
+    checkpoint=None,
+    resume_from=None,
+    check_finite=True,
+    precision="fp32",
+):
     """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
     ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see common.training).
@@ -159,8 +209,17 @@ def train(net, train_iter, test_iter, num_epochs, lr=0.05, optimizer="sgd", devi
             bar.update(loss=meter.mean_loss)
         bar.close()
         seconds = meter.seconds
-        history.add(Epoch(epoch, meter.mean_loss, meter.accuracy, evaluate_accuracy(net, test_iter, device),
-                          meter.n / seconds, seconds), verbose)
+        history.add(
+            Epoch(
+                epoch,
+                meter.mean_loss,
+                meter.accuracy,
+                evaluate_accuracy(net, test_iter, device),
+                meter.n / seconds,
+                seconds,
+            ),
+            verbose,
+        )
         if checkpoint is not None:
             _save(checkpoint, net, opt, device, recipe, epoch, history, train_iter)
     return history

@@ -1,4 +1,5 @@
 """Weights in canonical form: PyTorch's ``state_dict`` names are the canonical names, layouts too."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,20 @@ import zipfile
 import numpy as np
 import torch
 
-from common.weights import atomic_write, check_model_path, check_weights, existing_model, load_npz, make_meta, \
-    meta_config, parse_meta, save_npz, scheme_weights, trainable_shapes
 from common.errors import WeightsError
+from common.weights import (
+    atomic_write,
+    check_model_path,
+    check_weights,
+    existing_model,
+    load_npz,
+    make_meta,
+    meta_config,
+    parse_meta,
+    save_npz,
+    scheme_weights,
+    trainable_shapes,
+)
 from common.zoo import from_torchvision
 
 from .model import from_config
@@ -18,8 +30,11 @@ from .model import from_config
 
 def export_weights(net):
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
-    return {name: t.detach().cpu().numpy().copy() for name, t in net.state_dict().items()
-            if not name.endswith("num_batches_tracked")}
+    return {
+        name: t.detach().cpu().numpy().copy()
+        for name, t in net.state_dict().items()
+        if not name.endswith("num_batches_tracked")
+    }
 
 
 def import_weights(net, weights):
@@ -30,7 +45,6 @@ def import_weights(net, weights):
         for name, array in weights.items():
             state[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
     return net
-
 
 
 def named_parameters(net):
@@ -50,6 +64,7 @@ def init_weights(net, scheme="xavier", seed=0, value=1.0):
                 m.reset_parameters()
         return net
     return import_weights(net, scheme_weights(net.config, scheme, seed, value))
+
 
 def save_weights(net, path):
     """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
@@ -76,8 +91,10 @@ def load_model(path):
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise WeightsError(f"{path} is not a readable PyTorch model file ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0]}); it is damaged, of another format, or holds code") from None
+        raise WeightsError(
+            f"{path} is not a readable PyTorch model file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}); it is damaged, of another format, or holds code"
+        ) from None
     if not isinstance(saved, dict) or "meta" not in saved or "state_dict" not in saved:
         raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")
     config = meta_config(parse_meta(saved["meta"], path), path)
@@ -88,5 +105,6 @@ def load_model(path):
 def zoo_weights(zoo_net):
     """(config, canonical weights) of a torchvision VGG or its ``state_dict`` (``vgg11`` ... ``vgg19_bn``)."""
     state = zoo_net.state_dict() if isinstance(zoo_net, torch.nn.Module) else zoo_net
-    return from_torchvision({k: v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
-                             for k, v in state.items()})
+    return from_torchvision(
+        {k: v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v) for k, v in state.items()}
+    )
