@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .arch import NetConfig
 from .errors import ConfigError, WeightsError
-from .training import History
+from .history import History
 from .weights import META_KEY, atomic_write, check_weights, meta_config
 
 FORMAT = "vgg-checkpoint"
@@ -64,36 +64,6 @@ def prepare_checkpoint(path: str | os.PathLike) -> Path:
     return file
 
 
-def _examples(data_iter) -> int | None:
-    batches = getattr(data_iter, "batches", None)
-    return getattr(batches, "num_examples", None)
-
-
-def make_recipe(
-    lr: float,
-    lr_schedule: str,
-    optimizer: str,
-    seed: int,
-    num_epochs: int,
-    train_iter=None,
-    test_iter=None,
-    precision: str = "fp32",
-) -> dict:
-    """The recipe a checkpoint records and a resumed run must repeat; the data sizes come from the iterators."""
-    batches = getattr(train_iter, "batches", None)
-    return {
-        "lr": float(lr),
-        "lr_schedule": lr_schedule,
-        "optimizer": optimizer,
-        "batch_size": getattr(batches, "batch_size", None),
-        "seed": seed,
-        "num_epochs": num_epochs,
-        "train_examples": _examples(train_iter),
-        "test_examples": _examples(test_iter),
-        "precision": precision,
-    }
-
-
 @dataclass
 class Checkpoint:
     """A checkpoint read back: its metadata and its three groups of named arrays."""
@@ -119,32 +89,37 @@ class Checkpoint:
         return self.meta["state"]
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    backend: str,
-    config: NetConfig,
-    recipe: dict,
-    epoch: int,
-    history: History,
-    weights: dict[str, np.ndarray],
-    optimizer: dict[str, np.ndarray],
-    rng: dict[str, np.ndarray],
-    state: dict | None = None,
-) -> Path:
+@dataclass
+class Snapshot:
+    """Everything a run needs to continue after ``epoch``: what :func:`save_checkpoint` writes."""
+
+    backend: str
+    config: NetConfig
+    recipe: dict  # common.training.Recipe.record()
+    epoch: int
+    history: History
+    weights: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray] = field(default_factory=dict)
+    rng: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict = field(default_factory=dict)  # JSON scalars: the data stream's epoch, optimizer counters
+
+
+def save_checkpoint(path: str | os.PathLike, snapshot: Snapshot) -> Path:
     """Write a checkpoint atomically: the previous one stays readable until the new one is complete."""
-    weights = check_weights(config, weights)
+    s = snapshot
+    weights = check_weights(s.config, s.weights)
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "backend": backend,
-        "config": config.to_dict(),
-        "recipe": recipe,
-        "epoch": epoch,
-        "history": history.to_dict(),
-        "state": state or {},
+        "backend": s.backend,
+        "config": s.config.to_dict(),
+        "recipe": s.recipe,
+        "epoch": s.epoch,
+        "history": s.history.to_dict(),
+        "state": s.state,
     }
     arrays = {META_KEY: np.array(json.dumps(meta))}
-    for group, named in zip(GROUPS, (weights, optimizer, rng), strict=True):
+    for group, named in zip(GROUPS, (weights, s.optimizer, s.rng), strict=True):
         arrays.update({f"{group}/{name}": np.asarray(a) for name, a in named.items()})
     return atomic_write(checkpoint_file(path), lambda f: np.savez(f, **arrays))
 

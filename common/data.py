@@ -227,6 +227,24 @@ class Batches:
             yield self.batch(order[start : start + self.batch_size])
 
 
+class DataIter:
+    """An iterable of (X, y) framework tensors over one split; each pass is the next seeded epoch.
+
+    ``convert(images, labels)`` turns one NumPy batch into the framework's tensors: the only part of a
+    backend's ``load_data_fashion_mnist`` that is its own.
+    """
+
+    def __init__(self, batches: Batches, convert):
+        self.batches, self.convert = batches, convert
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for x, y in self.batches:
+            yield self.convert(x, y)
+
+
 def fashion_mnist_batches(
     batch_size: int,
     resize: int | None = None,

@@ -1,15 +1,27 @@
-"""What every backend's training loop shares: the recipe's arguments, the history, the progress bar."""
+"""The training skeleton every backend shares: the recipe, the epoch loop, the checks, the progress.
+
+:func:`fit` owns the book's ``train_ch6`` bookkeeping once (schedule, history, progress, checkpoint
+cadence, resume, NaN stop); each backend's ``train.py`` supplies a :class:`Trainer`: the step (forward,
+loss, backward, update: the four lines a reader of the book looks for), evaluation, and small adapters
+for the optimizer's and the random streams' state, under the same names in all three.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .errors import ConfigError, InputError, TrainingDiverged
+from .history import Epoch, History
+
+__all__ = ["Epoch", "History"]  # re-exported: the records a run returns
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}  # the book's SGD recipe; Adam as in its older edition
@@ -20,6 +32,16 @@ LR_SCHEDULES = ("constant", "cosine")
 # "bf16": forward and backward compute in bfloat16 where the framework's mixed precision says it is safe
 # (convolutions, matrix products), weights and optimizer stay float32.
 PRECISIONS = ("fp32", "bf16")
+
+
+SEED_MAX = 2**32 - 1  # what NumPy, PyTorch, TensorFlow and MXNet all accept as a seed
+
+
+def check_seed(seed) -> int:
+    """A seed is a whole number in [0, 2**32 - 1], the range every framework's generator takes."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+    return int(seed)
 
 
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
@@ -142,59 +164,181 @@ def check_labels(
         )
 
 
-def resume_point(history: History | None, data_epoch: int | None, train_iter) -> int:
-    """The first epoch to train (1-based); a resumed run also puts the training stream at its next epoch."""
-    if history is None:
-        return 1
-    batches = getattr(train_iter, "batches", None)
-    if data_epoch is not None and batches is not None:
-        batches.epoch = data_epoch
-    return len(history.epochs) + 1
-
-
-def data_epoch(train_iter) -> int | None:
+def _data_epoch(train_iter) -> int | None:
     """Where the training stream stands (its next epoch), for a checkpoint; None for an iterable of another kind."""
     return getattr(getattr(train_iter, "batches", None), "epoch", None)
 
 
-@dataclass
-class Epoch:
-    epoch: int
-    loss: float
-    train_acc: float
-    test_acc: float
-    examples_per_sec: float
-    seconds: float
-
-    def line(self) -> str:
-        """The book's per-epoch line."""
-        return (
-            f"epoch {self.epoch}, loss {self.loss:.3f}, train acc {self.train_acc:.3f}, "
-            f"test acc {self.test_acc:.3f}, {self.examples_per_sec:.1f} examples/sec"
-        )
+def _examples(data_iter) -> int | None:
+    return getattr(getattr(data_iter, "batches", None), "num_examples", None)
 
 
-@dataclass
-class History:
-    backend: str
-    device: str
-    epochs: list[Epoch] = field(default_factory=list)
+@dataclass(frozen=True)
+class Recipe:
+    """How a run trains, validated when made: what a checkpoint records and a resumed run must repeat.
 
-    def add(self, epoch: Epoch, verbose: bool = True) -> None:
-        self.epochs.append(epoch)
-        if verbose:
-            print(f"[{self.backend}] {epoch.line()}", flush=True)
+    ``lr_schedule``: ``"constant"`` (the book's) or ``"cosine"`` (annealed per epoch, see :meth:`lr_at`);
+    ``precision``: ``"fp32"`` or ``"bf16"`` (bfloat16 compute, float32 weights and optimizer);
+    ``check_finite``: refuse batches with NaN or infinite pixels, in training and evaluation alike.
+    """
 
-    def to_dict(self) -> dict:
-        return {"backend": self.backend, "device": self.device, "epochs": [asdict(e) for e in self.epochs]}
+    num_epochs: int
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    lr_schedule: str = "constant"
+    seed: int = 0
+    precision: str = "fp32"
+    check_finite: bool = True
 
-    @classmethod
-    def from_dict(cls, d: dict) -> History:
-        return cls(d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]])
+    def __post_init__(self):
+        num_epochs, lr, optimizer = check_train_args(self.num_epochs, self.lr, self.optimizer, self.lr_schedule)
+        object.__setattr__(self, "lr", lr)
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        check_precision(self.precision)
 
-    @property
-    def last(self) -> Epoch | None:
-        return self.epochs[-1] if self.epochs else None
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (1-based)."""
+        return epoch_lr(self.lr, self.lr_schedule, epoch, self.num_epochs)
+
+    def record(self, train_iter=None, test_iter=None) -> dict[str, Any]:
+        """The JSON record a checkpoint keeps; the batch size and data sizes come from the iterators."""
+        batches = getattr(train_iter, "batches", None)
+        return {
+            "lr": self.lr,
+            "lr_schedule": self.lr_schedule,
+            "optimizer": self.optimizer,
+            "batch_size": getattr(batches, "batch_size", None),
+            "seed": self.seed,
+            "num_epochs": self.num_epochs,
+            "train_examples": _examples(train_iter),
+            "test_examples": _examples(test_iter),
+            "precision": self.precision,
+        }
+
+
+class Trainer:
+    """One framework's side of :func:`fit`. Each backend's ``train.py`` defines ``Trainer(net, recipe, device)``.
+
+    A subclass sets :attr:`backend` and supplies the methods below that raise ``NotImplementedError``;
+    :func:`fit` calls nothing else.
+    """
+
+    backend = ""
+
+    def __init__(self, net, recipe: Recipe, device):
+        self.net, self.recipe, self.device = net, recipe, device
+
+    def check_batch(self, x, y, where: str) -> None:
+        """Refuse a batch the network cannot take (:func:`check_batch`), before any step."""
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int, lr: float) -> None:
+        """Set the epoch's learning rate (and whatever else an epoch starts with)."""
+        raise NotImplementedError
+
+    def train_step(self, x, y) -> tuple[float, float]:
+        """One step of the recipe on one batch: (summed loss, correct predictions), read in one host sync."""
+        raise NotImplementedError
+
+    def evaluate(self, data_iter) -> float:
+        """Test accuracy in evaluation mode (the backend's ``evaluate_accuracy``)."""
+        raise NotImplementedError
+
+    def weights(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The optimizer's state: named arrays and JSON scalars (update counters)."""
+        raise NotImplementedError
+
+    def set_optimizer_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def rng_state(self) -> dict[str, np.ndarray]:
+        """The random streams dropout draws from, where the framework lets them be saved."""
+        raise NotImplementedError
+
+    def set_rng_state(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once when the loop ends or stops (a backend that trains a twin copies its weights back)."""
+
+
+def fit(
+    trainer: Trainer,
+    train_iter,
+    test_iter,
+    checkpoint: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> History:
+    """The book's ``train_ch6`` loop around ``trainer``: return the :class:`History` (one :class:`Epoch` each).
+
+    ``checkpoint``: a folder (or ``.npz`` path) where a checkpoint is written atomically after every epoch;
+    ``resume_from``: a checkpoint to continue from (same configuration and recipe; no batch is repeated or
+    skipped). A loss that is no longer finite stops the run (:class:`TrainingDiverged`), naming the step.
+    """
+    from .checkpoint import Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
+
+    recipe, name, net = trainer.recipe, trainer.backend, trainer.net
+    record = recipe.record(train_iter, test_iter)
+    path = None if checkpoint is None else prepare_checkpoint(checkpoint)
+    history, first = History(name, str(trainer.device)), 1
+    try:
+        if resume_from is not None:
+            ckpt = load_checkpoint(resume_from, name, net.config, record)
+            trainer.set_weights(ckpt.weights)
+            trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
+            trainer.set_rng_state(ckpt.rng)
+            history, first = ckpt.history, ckpt.epoch + 1
+            batches = getattr(train_iter, "batches", None)
+            if ckpt.state.get("data_epoch") is not None and batches is not None:
+                batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped
+            if verbose:
+                print(f"[{name}] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe.num_epochs}", flush=True)
+        for epoch in range(first, recipe.num_epochs + 1):
+            rate = recipe.lr_at(epoch)
+            trainer.start_epoch(epoch, rate)
+            meter = Meter()
+            bar = Progress(len(train_iter), f"[{name}] epoch {epoch}", enabled=None if verbose else False)
+            for step, (x, y) in enumerate(train_iter, start=1):
+                trainer.check_batch(x, y, f"training batch {step} of epoch {epoch}")
+                loss_sum, correct = trainer.train_step(x, y)
+                check_loss(loss_sum, epoch, step, rate)
+                meter.add(loss_sum, correct, len(y))
+                bar.update(examples=len(y), loss=meter.mean_loss)
+            bar.close()
+            seconds = meter.seconds
+            test_acc = trainer.evaluate(test_iter)
+            history.add(Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds), verbose)
+            if path is not None:
+                arrays, scalars = trainer.optimizer_state()
+                state = {"data_epoch": _data_epoch(train_iter), "optimizer": scalars}
+                snapshot = Snapshot(
+                    name, net.config, record, epoch, history, trainer.weights(), arrays, trainer.rng_state(), state
+                )
+                save_checkpoint(path, snapshot)
+    finally:
+        trainer.finish()
+    return history
+
+
+def accuracy(data_iter, check, correct, read=float) -> float:
+    """Accuracy over ``data_iter``: ``check(x, y, where)`` refuses a bad batch, ``correct(x, y)`` counts hits.
+
+    The shared loop of every backend's ``evaluate_accuracy``; ``correct`` may return a device tensor that
+    supports ``+`` (summed on the device, turned into a number by ``read`` once at the end) or a number.
+    """
+    total, n = 0.0, 0
+    for i, (x, y) in enumerate(data_iter, start=1):
+        check(x, y, f"evaluation batch {i}")
+        total = total + correct(x, y)
+        n += len(y)
+    return read(total) / max(n, 1)
 
 
 class Meter:
@@ -223,31 +367,48 @@ class Meter:
         return time.perf_counter() - self.start
 
 
+# Seconds between two progress lines when stderr is not a terminal (a log file, a pipe, CI).
+LOG_EVERY = float(os.environ.get("VGG_PROGRESS_EVERY", "30"))
+
+
 class Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+    """Progress of a loop on stderr: a tqdm bar on a terminal; elsewhere one line every :data:`LOG_EVERY` s.
 
-    def __init__(self, total: int, label: str, enabled: bool | None = None, width: int = 28):
-        self.total, self.label, self.width = max(total, 1), label, width
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.done = 0
-        self.start = time.perf_counter()
-        self._drawn = 0.0
+    ``update(n, examples=k, **info)`` counts ``n`` steps of ``total`` (and ``k`` examples), ``info`` the
+    figures to show (``loss=0.53``). ``enabled=False`` shows nothing; ``None`` decides by the terminal.
+    """
 
-    def update(self, n: int = 1, **info) -> None:
+    def __init__(self, total: int, label: str, enabled: bool | None = None, every: float | None = None):
+        self.total, self.label = max(total, 1), label
+        self.enabled = enabled is not False
+        self.tty = sys.stderr.isatty()
+        self.every = LOG_EVERY if every is None else every
+        self.done = self.examples = 0
+        self.start = self._logged = time.perf_counter()
+        self.bar = (
+            tqdm(total=self.total, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+            if self.enabled and self.tty
+            else None
+        )
+
+    def update(self, n: int = 1, examples: int = 0, **info) -> None:
         self.done += n
-        now = time.perf_counter()
-        if not self.enabled or (now - self._drawn < 0.2 and self.done < self.total):
-            return
-        self._drawn = now
-        frac = min(self.done / self.total, 1.0)
-        bar = "#" * int(frac * self.width)
-        rate = self.done / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else 0
-        extra = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
-        sys.stderr.write(f"\r{self.label} [{bar:<{self.width}}] {self.done}/{self.total} {extra} eta {eta:4.0f}s ")
-        sys.stderr.flush()
+        self.examples += examples
+        figures = {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in info.items()}
+        if self.bar is not None:
+            self.bar.set_postfix(figures, refresh=False)
+            self.bar.update(n)
+        elif self.enabled and time.perf_counter() - self._logged >= self.every and self.done < self.total:
+            self._logged = now = time.perf_counter()
+            rate = self.done / max(now - self.start, 1e-9)
+            speed = f", {self.examples / (now - self.start):.1f} examples/s" if self.examples else ""
+            extra = "".join(f", {k} {v}" for k, v in figures.items())
+            print(
+                f"{self.label}: {self.done}/{self.total}{speed}{extra}, eta {(self.total - self.done) / rate:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * (len(self.label) + self.width + 60) + "\r")
-            sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.close()

@@ -151,6 +151,41 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
     return out
 
 
+def weights_api(export_weights, import_weights, source: str, source_version: str, default_init):
+    """The four weights helpers every backend exports, made once from its ``export_weights``/``import_weights``.
+
+    ``source``/``source_version`` name the framework in saved files; ``default_init(net)`` re-initialises a
+    network the framework's own way (``init_weights(net, "default")``). Returns ``(named_parameters,
+    init_weights, save_weights, load_weights)``.
+    """
+
+    def named_parameters(net):
+        """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
+        return trainable_shapes(export_weights(net))
+
+    def init_weights(net, scheme="xavier", seed=0, value=1.0):
+        """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
+
+        Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
+        all three frameworks; ``"default"`` is the framework's own initialisation.
+        """
+        if scheme == "default":
+            default_init(net)
+            return net
+        return import_weights(net, scheme_weights(net.config, scheme, seed, value))
+
+    def save_weights(net, path):
+        """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
+        return save_npz(path, net.config, export_weights(net), source, source_version)
+
+    def load_weights(net, path):
+        """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
+        weights, _ = load_npz(path, net.config)
+        return import_weights(net, weights)
+
+    return named_parameters, init_weights, save_weights, load_weights
+
+
 def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
 

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.arch import CONFIGS, VGGConfig, make_config
-from common.checkpoint import FILE_NAME, load_checkpoint, make_recipe, read_checkpoint_meta, save_checkpoint
+from common.checkpoint import FILE_NAME, Snapshot, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from common.cli import main
 from common.data import read_file, read_idx
 from common.errors import ConfigError, DataError, InputError, TrainingDiverged, VGGError, WeightsError
-from common.training import History
+from common.training import History, Recipe
 from common.weights import META_KEY, save_npz, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,13 +186,13 @@ def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **met
     """A checkpoint written without training: xavier weights, no optimizer state."""
     config = config or make_config(**TINY)
     recipe = {
-        **make_recipe(0.05, "constant", "sgd", 0, num_epochs),
+        **Recipe(num_epochs).record(),
         "batch_size": 128,
         "train_examples": 256,
         "test_examples": 128,
     }
     history = History(backend, "cpu")
-    return save_checkpoint(path, backend, config, recipe, epoch, history, xavier_init(config, 0), {}, {})
+    return save_checkpoint(path, Snapshot(backend, config, recipe, epoch, history, xavier_init(config, 0)))
 
 
 def _rewrite_meta(path, **changes):

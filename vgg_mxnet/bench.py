@@ -8,14 +8,12 @@ memory and shapes (``vgg_mxnet.train.hybridize``). ``precision="bf16"`` runs tha
 
 from __future__ import annotations
 
-import contextlib
-
 import mxnet as mx
 from mxnet import autograd, gluon
 
 from common.bench import best_seconds
 
-from .train import hybridize, in_precision
+from .train import hybridize, in_precision, policy  # noqa: F401  (policy: part of every backend's bench interface)
 
 PATHS = ("book", "project")
 
@@ -28,28 +26,14 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     return 2 * n**3 / best_seconds(lambda: mx.nd.dot(a, b).wait_to_read(), repeats) / 1e9
 
 
-@contextlib.contextmanager
-def policy(precision="fp32"):
-    """Build networks inside this block for ``precision`` (MXNet needs nothing: the AMP pass acts on the graph)."""
-    yield
-
-
-class _Lazy:
-    """``net`` on the given path and precision, made at the first batch (the AMP pass needs a traced graph)."""
-
-    def __init__(self, net, path, precision):
-        self.net, self.path, self.precision, self.block = net, path, precision, None
-
-    def __call__(self, x):
-        if self.block is None:
-            net = hybridize(self.net) if self.path == "project" else self.net
-            self.block = in_precision(net, x, self.precision)
-        return self.block(x)
+def _forward(net, path, precision):
+    """``net`` on the given path (the project's hybridizes it) and in the given precision."""
+    return in_precision(hybridize(net) if path == "project" else net, precision)
 
 
 def train_step(net, path="book", precision="fp32", lr=0.05):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
-    forward = _Lazy(net, path, precision)
+    forward = _forward(net, path, precision)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
@@ -65,5 +49,5 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
 
 def infer_step(net, path="book", precision="fp32"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
-    forward = _Lazy(net, path, precision)
+    forward = _forward(net, path, precision)
     return lambda x: forward(x).asnumpy()

@@ -5,28 +5,15 @@ from __future__ import annotations
 import mxnet as mx
 import numpy as np
 
-from common.data import fashion_mnist_batches
+from common.data import DataIter, fashion_mnist_batches
 
 
-class DataIter:
-    """An iterable of (X, y) NDArrays over one split; each pass is the next seeded epoch.
-
-    Labels are float32 class indices: what ``SoftmaxCrossEntropyLoss`` picks with and what
-    ``argmax`` (which returns float32) compares against.
-    """
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        for x, y in self.batches:
-            yield mx.nd.array(x, dtype=np.float32), mx.nd.array(y, dtype=np.float32)
+def _tensors(x, y):
+    """Labels are float32 class indices: what ``SoftmaxCrossEntropyLoss`` picks with and ``argmax`` returns."""
+    return mx.nd.array(x, dtype=np.float32), mx.nd.array(y, dtype=np.float32)
 
 
 def load_data_fashion_mnist(batch_size, resize=None, seed=0, data_dir=None, train_limit=None, test_limit=None):
     """(train_iter, test_iter) over the real Fashion-MNIST, pixels in [0, 1], optionally resized (bilinear)."""
     train, test = fashion_mnist_batches(batch_size, resize, seed, "NCHW", data_dir, train_limit, test_limit)
-    return DataIter(train), DataIter(test)
+    return DataIter(train, _tensors), DataIter(test, _tensors)

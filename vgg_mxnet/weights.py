@@ -14,13 +14,10 @@ from common.weights import (
     check_model_path,
     check_weights,
     existing_model,
-    load_npz,
     make_meta,
     meta_config,
     parse_meta,
-    save_npz,
-    scheme_weights,
-    trainable_shapes,
+    weights_api,
 )
 from common.zoo import from_gluon_zoo
 
@@ -58,32 +55,14 @@ def import_weights(net, weights):
     return net
 
 
-def named_parameters(net):
-    """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
-    return trainable_shapes(export_weights(net))
+def _default_init(net):
+    """Gluon's own: uniform(-0.07, 0.07) weights, zero biases, batch norm at identity (``"default"``)."""
+    net.initialize(mx.init.Uniform(), force_reinit=True)
 
 
-def init_weights(net, scheme="xavier", seed=0, value=1.0):
-    """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
-
-    Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
-    all three frameworks; ``"default"`` is the framework's own initialisation.
-    """
-    if scheme == "default":  # Gluon's own: uniform(-0.07, 0.07) weights, zero biases, batch norm at identity
-        net.initialize(mx.init.Uniform(), force_reinit=True)
-        return net
-    return import_weights(net, scheme_weights(net.config, scheme, seed, value))
-
-
-def save_weights(net, path):
-    """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
-    return save_npz(path, net.config, export_weights(net), "mxnet", mx.__version__)
-
-
-def load_weights(net, path):
-    """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
-    weights, _ = load_npz(path, net.config)
-    return import_weights(net, weights)
+named_parameters, init_weights, save_weights, load_weights = weights_api(
+    export_weights, import_weights, "mxnet", mx.__version__, _default_init
+)
 
 
 def save_model(net, path):

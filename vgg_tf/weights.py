@@ -16,14 +16,11 @@ from common.weights import (
     check_weights,
     existing_model,
     from_canonical,
-    load_npz,
     make_meta,
     meta_config,
     parse_meta,
-    save_npz,
-    scheme_weights,
     to_canonical,
-    trainable_shapes,
+    weights_api,
 )
 from common.zoo import from_keras_applications
 
@@ -76,45 +73,27 @@ def import_weights(net, weights):
     return net
 
 
-def named_parameters(net):
-    """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
-    return trainable_shapes(export_weights(net))
+def _default_init(net):
+    """Keras' own: Glorot-uniform kernels, zero biases, batch norm at identity (``init_weights(net, "default")``)."""
+    for _, layer in _named_layers(net):
+        for w in layer.weights:
+            initializer = getattr(
+                layer,
+                {
+                    "kernel": "kernel_initializer",
+                    "bias": "bias_initializer",
+                    "gamma": "gamma_initializer",
+                    "beta": "beta_initializer",
+                    "moving_mean": "moving_mean_initializer",
+                    "moving_variance": "moving_variance_initializer",
+                }[w.name],
+            )
+            w.assign(initializer(w.shape))
 
 
-def init_weights(net, scheme="xavier", seed=0, value=1.0):
-    """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
-
-    Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
-    all three frameworks; ``"default"`` is the framework's own initialisation.
-    """
-    if scheme == "default":  # Keras' own: Glorot-uniform kernels, zero biases, batch norm at identity
-        for _, layer in _named_layers(net):
-            for w in layer.weights:
-                initializer = getattr(
-                    layer,
-                    {
-                        "kernel": "kernel_initializer",
-                        "bias": "bias_initializer",
-                        "gamma": "gamma_initializer",
-                        "beta": "beta_initializer",
-                        "moving_mean": "moving_mean_initializer",
-                        "moving_variance": "moving_variance_initializer",
-                    }[w.name],
-                )
-                w.assign(initializer(w.shape))
-        return net
-    return import_weights(net, scheme_weights(net.config, scheme, seed, value))
-
-
-def save_weights(net, path):
-    """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
-    return save_npz(path, net.config, export_weights(net), "tf", tf.__version__)
-
-
-def load_weights(net, path):
-    """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
-    weights, _ = load_npz(path, net.config)
-    return import_weights(net, weights)
+named_parameters, init_weights, save_weights, load_weights = weights_api(
+    export_weights, import_weights, "tf", tf.__version__, _default_init
+)
 
 
 def save_model(net, path):

@@ -8,14 +8,12 @@ runs forward and backward under ``torch.autocast`` (bfloat16 matmuls and convolu
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
 from common.bench import best_seconds
 
-from .train import autocast
+from .train import in_precision, policy  # noqa: F401  (policy: part of every backend's bench interface)
 
 PATHS = ("book", "project")
 
@@ -27,25 +25,19 @@ def matmul_gflops(precision="fp32", n=2048, repeats=5):
     return 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
 
 
-@contextlib.contextmanager
-def policy(precision="fp32"):
-    """Build networks inside this block for ``precision`` (PyTorch needs nothing: autocast acts per step)."""
-    yield
-
-
 def train_step(net, path="book", precision="fp32", lr=0.05):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
     channels_last = path == "project"
     net = net.to(memory_format=torch.channels_last) if channels_last else net
     net.train()
+    forward = in_precision(net, precision)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(x, y):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         opt.zero_grad()
-        with autocast(precision):
-            loss = loss_fn(net(x), y)
+        loss = loss_fn(forward(x), y)
         loss.backward()
         opt.step()
         return loss.item()
@@ -58,10 +50,11 @@ def infer_step(net, path="book", precision="fp32"):
     channels_last = path == "project"
     net = net.to(memory_format=torch.channels_last) if channels_last else net
     net.eval()
+    forward = in_precision(net, precision)
 
     def step(x):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        with torch.no_grad(), autocast(precision):
-            return net(x).float().numpy()
+        with torch.no_grad():
+            return forward(x).float().numpy()
 
     return step

@@ -1,0 +1,45 @@
+"""What a run leaves behind: one record per epoch, the book's per-epoch line, JSON both ways."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    loss: float
+    train_acc: float
+    test_acc: float
+    examples_per_sec: float
+    seconds: float
+
+    def line(self) -> str:
+        """The book's per-epoch line."""
+        return (
+            f"epoch {self.epoch}, loss {self.loss:.3f}, train acc {self.train_acc:.3f}, "
+            f"test acc {self.test_acc:.3f}, {self.examples_per_sec:.1f} examples/sec"
+        )
+
+
+@dataclass
+class History:
+    backend: str
+    device: str
+    epochs: list[Epoch] = field(default_factory=list)
+
+    def add(self, epoch: Epoch, verbose: bool = True) -> None:
+        self.epochs.append(epoch)
+        if verbose:
+            print(f"[{self.backend}] {epoch.line()}", flush=True)
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "device": self.device, "epochs": [asdict(e) for e in self.epochs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        return cls(d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]])
+
+    @property
+    def last(self) -> Epoch | None:
+        return self.epochs[-1] if self.epochs else None
