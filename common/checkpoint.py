@@ -187,10 +187,11 @@ def check_checkpoint(
         )
     for key in RECIPE_KEYS if recipe is not None else ():
         saved_value = meta["recipe"].get(key, RECIPE_FORMER.get(key))
-        if recipe.get(key) is not None and saved_value != recipe[key]:
+        asked = recipe.get(key) if recipe is not None else None
+        if asked is not None and saved_value != asked:
             raise ConfigError(
                 f"{path} was trained with {key} {saved_value!r} but this run asks for "
-                f"{recipe[key]!r}; a resumed run repeats the saved recipe: pass "
+                f"{asked!r}; a resumed run repeats the saved recipe: pass "
                 f"{key}={saved_value!r}, or start a new run elsewhere"
             )
     if meta["epoch"] > meta["recipe"].get("num_epochs", meta["epoch"]) or meta["epoch"] < 0:

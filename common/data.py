@@ -33,9 +33,9 @@ INSTALL_HINT = (
     "install it with: sudo apt-get install dataset-fashion-mnist "
     "(or point --data-dir / $FASHION_MNIST_DIR at a folder holding the four IDX files, .gz or raw)"
 )
-IDX_DTYPES = {
-    0x08: np.uint8,
-    0x09: np.int8,
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
     0x0C: np.dtype(">i4"),
     0x0D: np.dtype(">f4"),
@@ -88,7 +88,7 @@ def read_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{source} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
         raise DataError(
             f"{source} has {len(raw)} bytes but its header {dims} says {expected}: "

@@ -327,6 +327,38 @@ def fit(
     return history
 
 
+def train_function(trainer_class: type[Trainer], try_gpu):
+    """A backend's public ``train``, the same signature in every backend, made from its :class:`Trainer`."""
+
+    def train(
+        net,
+        train_iter,
+        test_iter,
+        num_epochs,
+        lr=0.05,
+        optimizer="sgd",
+        device=None,
+        seed=0,
+        verbose=True,
+        lr_schedule="constant",
+        checkpoint=None,
+        resume_from=None,
+        check_finite=True,
+        precision="fp32",
+    ):
+        """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
+
+        The recipe's arguments are those of :class:`common.training.Recipe`; ``checkpoint``, ``resume_from``
+        and ``verbose`` those of :func:`common.training.fit`; ``device`` defaults to ``try_gpu()``. For bf16,
+        see the backend's ``in_precision``.
+        """
+        recipe = Recipe(num_epochs, lr, optimizer, lr_schedule, seed, precision, check_finite)
+        trainer = trainer_class(net, recipe, device or try_gpu())
+        return fit(trainer, train_iter, test_iter, checkpoint, resume_from, verbose)
+
+    return train
+
+
 def accuracy(data_iter, check, correct, read=float) -> float:
     """Accuracy over ``data_iter``: ``check(x, y, where)`` refuses a bad batch, ``correct(x, y)`` counts hits.
 

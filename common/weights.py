@@ -63,6 +63,13 @@ def check_weights(config: NetConfig, weights: dict[str, np.ndarray]) -> dict[str
 LAYOUTS = ("conv", "dense", "flat", None)
 
 
+def _final_shape(config: NetConfig | None) -> tuple[int, int]:
+    """(side, channels) of the feature map entering the first dense layer: what the "flat" layout needs."""
+    if config is None:
+        raise ConfigError("the 'flat' layout (a dense layer after Flatten) needs the network's configuration")
+    return config.final_size, config.final_channels
+
+
 def to_canonical(array: np.ndarray, layout: str | None, config: NetConfig | None) -> np.ndarray:
     """An array in ``layout`` -> canonical (conv OIHW, dense (out, in) with C,H,W features)."""
     if layout == "conv":
@@ -70,7 +77,7 @@ def to_canonical(array: np.ndarray, layout: str | None, config: NetConfig | None
     if layout == "dense":
         return array.T
     if layout == "flat":  # rows (h, w, c) -> columns (c, h, w)
-        s, c = config.final_size, config.final_channels
+        s, c = _final_shape(config)
         return array.reshape(s, s, c, -1).transpose(3, 2, 0, 1).reshape(array.shape[1], -1)
     return array
 
@@ -82,7 +89,7 @@ def from_canonical(array: np.ndarray, layout: str | None, config: NetConfig | No
     if layout == "dense":
         return array.T
     if layout == "flat":  # columns (c, h, w) -> rows (h, w, c)
-        s, c = config.final_size, config.final_channels
+        s, c = _final_shape(config)
         return array.reshape(-1, c, s, s).transpose(2, 3, 1, 0).reshape(-1, array.shape[0])
     return array
 

@@ -12,7 +12,7 @@ from mxnet.contrib import amp
 
 from common import training
 from common.errors import InputError, WeightsError
-from common.training import Recipe, check_batch, fit
+from common.training import check_batch
 
 from .weights import export_weights, import_weights
 
@@ -181,27 +181,4 @@ class Trainer(training.Trainer):
         """Nothing to restore: see :meth:`rng_state`."""
 
 
-def train(
-    net,
-    train_iter,
-    test_iter,
-    num_epochs,
-    lr=0.05,
-    optimizer="sgd",
-    device=None,
-    seed=0,
-    verbose=True,
-    lr_schedule="constant",
-    checkpoint=None,
-    resume_from=None,
-    check_finite=True,
-    precision="fp32",
-):
-    """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
-
-    The recipe's arguments are those of :class:`common.training.Recipe`; ``checkpoint``, ``resume_from`` and
-    ``verbose`` those of :func:`common.training.fit`. bf16 runs the network's graph after MXNet's AMP pass
-    (:func:`in_precision`); evaluation stays float32.
-    """
-    recipe = Recipe(num_epochs, lr, optimizer, lr_schedule, seed, precision, check_finite)
-    return fit(Trainer(net, recipe, device or try_gpu()), train_iter, test_iter, checkpoint, resume_from, verbose)
+train = training.train_function(Trainer, try_gpu)

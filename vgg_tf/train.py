@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from common import training
 from common.errors import ConfigError, InputError, WeightsError
-from common.training import Recipe, check_batch, fit
+from common.training import check_batch
 
 from .model import _named_layers, from_config
 from .weights import export_weights, import_weights
@@ -180,27 +180,4 @@ class Trainer(training.Trainer):
             import_weights(self.net, export_weights(self.forward))
 
 
-def train(
-    net,
-    train_iter,
-    test_iter,
-    num_epochs,
-    lr=0.05,
-    optimizer="sgd",
-    device=None,
-    seed=0,
-    verbose=True,
-    lr_schedule="constant",
-    checkpoint=None,
-    resume_from=None,
-    check_finite=True,
-    precision="fp32",
-):
-    """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
-
-    The recipe's arguments are those of :class:`common.training.Recipe`; ``checkpoint``, ``resume_from`` and
-    ``verbose`` those of :func:`common.training.fit`. bf16 trains a twin built under Keras' ``mixed_bfloat16``
-    policy, whose weights are copied back into ``net`` when training ends or stops (:func:`in_precision`).
-    """
-    recipe = Recipe(num_epochs, lr, optimizer, lr_schedule, seed, precision, check_finite)
-    return fit(Trainer(net, recipe, device or try_gpu()), train_iter, test_iter, checkpoint, resume_from, verbose)
+train = training.train_function(Trainer, try_gpu)
