@@ -18,6 +18,7 @@ import numpy as np
 
 from .arch import check_input_size
 from .errors import ConfigError, DataError
+from .training import check_seed
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 
@@ -197,7 +198,7 @@ class Batches:
         if layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, seed
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, check_seed(seed)
         self.size = images.shape[1] if resize is None else check_input_size(resize)
         self.layout = layout
         self.epoch = 0

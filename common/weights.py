@@ -19,6 +19,7 @@ import numpy as np
 from .arch import NetConfig, config_from_dict
 from .errors import ConfigError, WeightsError
 from .spec import spec
+from .training import check_seed
 
 FORMAT = "vgg-weights"
 VERSION = 1
@@ -100,7 +101,7 @@ def xavier_init(config: NetConfig, seed: int = 0) -> dict[str, np.ndarray]:
     Xavier-uniform (Glorot) conv and dense weights, zero biases, batch norm at identity — so every
     framework can start from bit-identical weights.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     out = {}
     for name, shape in spec(config).param_shapes().items():
         if name.endswith(".weight") and len(shape) > 1:
@@ -139,7 +140,7 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
             f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)} or give a "
             f"function (name, shape, rng) -> array"
         )
-    rng, out = np.random.default_rng(seed), xavier_init(config, seed)
+    rng, out = np.random.default_rng(check_seed(seed)), xavier_init(config, seed)
     for name, array in out.items():
         if not (name.endswith(".weight") and array.ndim > 1):
             continue

@@ -1,0 +1,131 @@
+"""The shared training skeleton (common.training): what fit() promises in every backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.data import DataIter
+from common.errors import ConfigError, InputError
+from common.training import Progress, Recipe
+
+TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _poisoned(data_iter):
+    """The same stream with one NaN pixel in its first batch, converted by the backend as usual."""
+
+    def convert(x, y, first=[True]):  # noqa: B006 (one flag per stream)
+        if first[0]:
+            x = x.copy()
+            x.flat[0] = np.nan
+            first[0] = False
+        return data_iter.convert(x, y)
+
+    return DataIter(data_iter.batches, convert)
+
+
+def test_check_finite_false_reaches_the_evaluation(backend):
+    train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=64, test_limit=64)
+    with pytest.raises(InputError, match="evaluation batch 1 holds NaN"):
+        backend.train(backend.vgg(**TINY), train_iter, _poisoned(test_iter), 1, verbose=False)
+    history = backend.train(backend.vgg(**TINY), train_iter, _poisoned(test_iter), 1, verbose=False, check_finite=False)
+    assert [e.epoch for e in history.epochs] == [1]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_epochs", -1),
+        ("lr", 0.0),
+        ("optimizer", "rmsprop"),
+        ("lr_schedule", "step"),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("seed", 1.5),
+        ("precision", "fp16"),
+    ],
+)
+def test_recipe_refuses_a_bad_value_by_name(field, value):
+    with pytest.raises(ConfigError, match=field.replace("num_", "num_")):
+        Recipe(**{"num_epochs": 1, field: value})
+
+
+def test_recipe_record_is_what_a_checkpoint_compares(backend):
+    train_iter, test_iter = backend.load_data_fashion_mnist(16, resize=32, train_limit=48, test_limit=32)
+    record = Recipe(3, lr=0.1, seed=7, lr_schedule="cosine").record(train_iter, test_iter)
+    assert record == {
+        "lr": 0.1,
+        "lr_schedule": "cosine",
+        "optimizer": "sgd",
+        "batch_size": 16,
+        "seed": 7,
+        "num_epochs": 3,
+        "train_examples": 48,
+        "test_examples": 32,
+        "precision": "fp32",
+    }
+
+
+def test_progress_prints_a_line_outside_a_terminal(capsys):
+    bar = Progress(10, "[x] epoch 1", every=0.0)
+    for _ in range(3):
+        bar.update(examples=32, loss=0.5)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("[x] epoch 1: 1/10, ")
+    assert "examples/s, loss 0.500, eta" in lines[2]
+
+
+def test_progress_is_silent_when_disabled(capsys):
+    bar = Progress(10, "[x]", enabled=False, every=0.0)
+    bar.update(examples=1, loss=0.5)
+    bar.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_logged_run_shows_progress_between_epoch_lines(tmp_path):
+    """Piped output (no terminal) still gets progress lines: examples done, examples/s, loss, ETA."""
+    env = {**os.environ, "VGG_PROGRESS_EVERY": "0", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "common.cli",
+        "train",
+        "--backend",
+        "torch",
+        "--arch",
+        "vgg11",
+        "--ratio",
+        "8",
+        "--resize",
+        "32",
+        "--fc-hidden",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "64",
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    progress = [line for line in run.stderr.splitlines() if line.startswith("[torch] epoch 1: ")]
+    assert progress and "examples/s, loss " in progress[0] and "eta" in progress[0]
+    assert "epoch 1, loss" in run.stdout
+
+
+@pytest.mark.parametrize("seed", ["-1", "1180591620717411303424"])
+def test_a_seed_out_of_range_is_one_line(seed):
+    cmd = [sys.executable, "-m", "common.cli", "train", "--backend", "torch", "--seed", seed, "--epochs", "1"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "seed must be a whole number from 0 to 4294967295" in run.stderr.strip().splitlines()[-1]
