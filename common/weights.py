@@ -194,12 +194,19 @@ def weights_api(export_weights, import_weights, source: str, source_version: str
     return named_parameters, init_weights, save_weights, load_weights
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
 
     With ``by_name``, ``write`` gets the temporary file's path instead (for libraries that only write to a
     path); that name ends like ``path`` (``.weights.h5``, ...). A crash at any moment leaves either the old
-    file or the new one, never half of one.
+    file or the new one, never half of one. The file gets the mode of any new file (0666 less the umask),
+    not the temporary file's private 0600.
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
@@ -217,6 +224,7 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -129,3 +129,18 @@ def test_a_seed_out_of_range_is_one_line(seed):
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "seed must be a whole number from 0 to 4294967295" in run.stderr.strip().splitlines()[-1]
+
+
+def test_saved_files_get_the_mode_of_any_new_file(tmp_path, backend):
+    """weights, models and checkpoints are created like history.json: 0666 less the user's umask."""
+    old = os.umask(0o027)
+    try:
+        train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
+        net = backend.vgg(**TINY)
+        backend.train(net, train_iter, test_iter, 1, verbose=False, checkpoint=tmp_path)
+        backend.save_weights(net, tmp_path / "weights.npz")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"checkpoint.npz": 0o640, "weights.npz": 0o640, "plain.txt": 0o640}
