@@ -32,7 +32,7 @@ FILES = {
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = (
     "install it with: sudo apt-get install dataset-fashion-mnist "
-    "(or point --data-dir / $FASHION_MNIST_DIR at a folder holding the four IDX files, .gz or raw)"
+    "(or name a folder holding the four IDX files, .gz or raw, as the data folder or in $FASHION_MNIST_DIR)"
 )
 IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -45,18 +45,30 @@ IDX_DTYPES: dict[int, np.dtype] = {
 
 
 def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where the files are looked for, in order."""
-    dirs: list[Path] = []
-    for root in (data_dir, os.environ.get("FASHION_MNIST_DIR")):
-        if root:
-            dirs += [Path(root), Path(root) / "FashionMNIST" / "raw"]  # the second: torchvision's layout
-    dirs += [DEBIAN_DIR, Path.home() / ".keras" / "datasets" / "fashion-mnist"]
-    return dirs
+    """Where the files are looked for, in order: a folder the user names is the only place looked in."""
+    root = data_dir or os.environ.get("FASHION_MNIST_DIR")
+    if root:
+        return [Path(root), Path(root) / "FashionMNIST" / "raw"]  # the second: torchvision's layout
+    return [DEBIAN_DIR, Path.home() / ".keras" / "datasets" / "fashion-mnist"]
+
+
+def _named(data_dir) -> str | None:
+    """How the user named the data folder, for messages; None when the default places are searched."""
+    if data_dir:
+        return f"the data folder {data_dir}"
+    if os.environ.get("FASHION_MNIST_DIR"):
+        return f"FASHION_MNIST_DIR={os.environ['FASHION_MNIST_DIR']}"
+    return None
 
 
 def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """The first folder that holds all four files (raw or .gz) -> {file name: path}."""
+    """The first folder that holds all four files (raw or .gz) -> {file name: path}.
+
+    A folder the user names (``data_dir``, else ``$FASHION_MNIST_DIR``) is used or refused, never passed
+    over for the system's copy.
+    """
     dirs = search_dirs(data_dir)
+    best: dict[str, Path] = {}
     for d in dirs:
         found = {}
         for name in FILES:
@@ -66,8 +78,16 @@ def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
                     break
         if len(found) == len(FILES):
             return found
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise DataError(f"--data-dir {data_dir} is not a folder")
+        best = found if len(found) > len(best) else best
+    named = _named(data_dir)
+    if named is not None:
+        if not dirs[0].is_dir():
+            raise DataError(f"{named} is not a folder; name the folder that holds the four Fashion-MNIST files")
+        missing = [n for n in FILES if n not in best]
+        raise DataError(
+            f"{named} does not hold all four Fashion-MNIST files (missing: {', '.join(missing)}, raw or .gz); "
+            f"add them or name another folder. " + INSTALL_HINT
+        )
     raise DataError(
         "Fashion-MNIST not found: no folder holds all four files ("
         + ", ".join(FILES)
@@ -127,6 +147,10 @@ class FashionMNIST:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: str
+
+    def origin(self) -> dict:
+        """Which data a run used, for its history and report: the folder and the verified SHA-256 of each file."""
+        return {"path": self.source, "sha256": {name: sha for name, (_, sha) in FILES.items()}}
 
 
 @lru_cache(maxsize=4)
@@ -202,6 +226,7 @@ class Batches:
         self.size = images.shape[1] if resize is None else check_input_size(resize)
         self.layout = layout
         self.epoch = 0
+        self.origin: dict | None = None  # where the images come from (FashionMNIST.origin), if known
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -266,4 +291,5 @@ def fashion_mnist_batches(
     test = Batches(
         data.test_images[:test_limit], data.test_labels[:test_limit], batch_size, False, seed, resize, layout
     )
+    train.origin = test.origin = data.origin()
     return train, test

@@ -27,6 +27,7 @@ class History:
     backend: str
     device: str
     epochs: list[Epoch] = field(default_factory=list)
+    data: dict | None = None  # the data the run trained on: folder and checksums (common.data)
 
     def add(self, epoch: Epoch, verbose: bool = True) -> None:
         self.epochs.append(epoch)
@@ -34,11 +35,16 @@ class History:
             print(f"[{self.backend}] {epoch.line()}", flush=True)
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "device": self.device, "epochs": [asdict(e) for e in self.epochs]}
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "data": self.data,
+            "epochs": [asdict(e) for e in self.epochs],
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]])
+        return cls(d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]], d.get("data"))
 
     @property
     def last(self) -> Epoch | None:

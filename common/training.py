@@ -287,7 +287,8 @@ def fit(
     recipe, name, net = trainer.recipe, trainer.backend, trainer.net
     record = recipe.record(train_iter, test_iter)
     path = None if checkpoint is None else prepare_checkpoint(checkpoint)
-    history, first = History(name, str(trainer.device)), 1
+    origin = getattr(getattr(train_iter, "batches", None), "origin", None)
+    history, first = History(name, str(trainer.device), data=origin), 1
     try:
         if resume_from is not None:
             ckpt = load_checkpoint(resume_from, name, net.config, record)

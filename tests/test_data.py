@@ -112,11 +112,42 @@ def test_raw_files_are_accepted(tmp_path, data):
 def test_missing_files_name_the_places_searched_and_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr("common.data.DEBIAN_DIR", tmp_path / "nowhere")
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     with pytest.raises(DataError) as e:
-        find_files(tmp_path)
+        find_files()
     text = str(e.value)
-    assert "Fashion-MNIST not found" in text and str(tmp_path) in text and "FashionMNIST/raw" in text
+    assert "Fashion-MNIST not found" in text and str(tmp_path / "nowhere") in text and ".keras" in text
     assert "apt-get install dataset-fashion-mnist" in text
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+@pytest.mark.parametrize("kind", ["empty", "partial", "missing", "a file"])
+def test_a_data_folder_the_user_names_is_used_or_refused(tmp_path, monkeypatch, how, kind):
+    """Never the system's copy in place of the folder the user named (data_dir or FASHION_MNIST_DIR)."""
+    folder = tmp_path / "data"
+    if kind == "a file":
+        folder.write_text("not a folder")
+    elif kind != "missing":
+        folder.mkdir()
+    if kind == "partial":
+        name, path = next(iter(find_files().items()))
+        (folder / path.name).write_bytes(path.read_bytes())
+    if how == "environment":
+        monkeypatch.setenv("FASHION_MNIST_DIR", str(folder))
+    with pytest.raises(DataError) as e:
+        find_files(folder if how == "argument" else None)
+    text = str(e.value)
+    assert str(folder) in text and "Fashion-MNIST" in text
+    assert ("is not a folder" in text) == (kind in ("missing", "a file"))
+    if kind == "partial":
+        assert "missing: " in text and name not in text.split("missing: ")[1].split(")")[0]
+
+
+def test_a_run_records_the_data_it_used(tmp_path, data):
+    for path in find_files().values():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    train, test = fashion_mnist_batches(64, data_dir=tmp_path, train_limit=64, test_limit=64)
+    assert train.origin == test.origin == {"path": str(tmp_path), "sha256": {n: sha for n, (_, sha) in FILES.items()}}
 
 
 @pytest.mark.parametrize(

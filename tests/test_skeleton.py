@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from common.data import DataIter
+from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError
 from common.training import Progress, Recipe
 
@@ -36,6 +36,8 @@ def test_check_finite_false_reaches_the_evaluation(backend):
         backend.train(backend.vgg(**TINY), train_iter, _poisoned(test_iter), 1, verbose=False)
     history = backend.train(backend.vgg(**TINY), train_iter, _poisoned(test_iter), 1, verbose=False, check_finite=False)
     assert [e.epoch for e in history.epochs] == [1]
+    assert history.to_dict()["data"] == train_iter.batches.origin  # which data the run used: path and checksums
+    assert history.data["path"] == load_fashion_mnist().source
 
 
 @pytest.mark.parametrize(
