@@ -37,11 +37,13 @@ RECIPE_KEYS = (
     "optimizer",
     "batch_size",
     "seed",
-    "num_epochs",
     "train_examples",
     "test_examples",
     "precision",
 )
+# num_epochs is not among them: a resumed run may extend a run (train more epochs than it was started
+# with), never shorten it below the epochs already trained. A cosine schedule then anneals the remaining
+# epochs over the new total (common.training.Recipe.lr_at).
 # What a recipe written before a key existed meant by it.
 RECIPE_FORMER = {"precision": "fp32"}
 
@@ -196,6 +198,12 @@ def check_checkpoint(
             )
     if meta["epoch"] > meta["recipe"].get("num_epochs", meta["epoch"]) or meta["epoch"] < 0:
         raise WeightsError(f"{path} claims epoch {meta['epoch']} of {meta['recipe'].get('num_epochs')}; it is damaged")
+    asked_epochs = None if recipe is None else recipe.get("num_epochs")
+    if asked_epochs is not None and asked_epochs < meta["epoch"]:
+        raise ConfigError(
+            f"{path} has already trained {meta['epoch']} epochs; a resumed run continues to num_epochs >= "
+            f"{meta['epoch']} (this run asks for {asked_epochs})"
+        )
     return saved
 
 

@@ -200,7 +200,6 @@ RESUMED = {
     "fc_hidden": ("config", "fc_hidden"),
     "dropout": ("config", "dropout"),
     "batch_norm": ("config", "batch_norm"),
-    "epochs": ("recipe", "num_epochs"),
     "lr": ("recipe", "lr"),
     "optimizer": ("recipe", "optimizer"),
     "lr_schedule": ("recipe", "lr_schedule"),
@@ -234,6 +233,8 @@ def _resume_args(args, path) -> None:
                 f"--out folder"
             )
         setattr(args, option, value)
+    if args.epochs is None:  # --epochs may extend a run (common.checkpoint: never below the epochs trained)
+        args.epochs = meta["recipe"]["num_epochs"]
 
 
 def _interrupted(args, path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -146,3 +147,42 @@ def test_saved_files_get_the_mode_of_any_new_file(tmp_path, backend):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {"checkpoint.npz": 0o640, "weights.npz": 0o640, "plain.txt": 0o640}
+
+
+RUN = [
+    "--backend",
+    "torch",
+    "--arch",
+    "vgg11",
+    "--ratio",
+    "8",
+    "--resize",
+    "32",
+    "--fc-hidden",
+    "64",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "256",
+    "--test-limit",
+    "64",
+]
+
+
+def _vgg(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_finished_run_can_be_extended_but_not_shortened(tmp_path):
+    assert _vgg("train", *RUN, "--epochs", "1", "--out", str(tmp_path)).returncode == 0
+    shorter = _vgg("train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--epochs", "0")
+    assert shorter.returncode != 0 and "Traceback" not in shorter.stderr
+    assert "has already trained 1 epochs" in shorter.stderr.strip().splitlines()[-1]
+    longer = _vgg("train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--epochs", "2")
+    assert longer.returncode == 0, longer.stderr
+    assert "resuming from" in longer.stdout and "after epoch 1 of 2" in longer.stdout
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in history["history"]["epochs"]] == [1, 2]
