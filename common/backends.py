@@ -26,6 +26,7 @@ API = (
     "train",
     "evaluate_accuracy",
     "try_gpu",
+    "get_device",
     "export_weights",
     "import_weights",
     "save_weights",

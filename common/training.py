@@ -34,6 +34,31 @@ LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def parse_device(device) -> tuple[str, int]:
+    """A device asked for by name -> (kind, index): ``"auto"`` (a GPU when the framework sees one, else the
+    CPU), ``"cpu"``, ``"cuda"`` (the first GPU) or ``"cuda:N"``; ``None`` is ``"auto"``."""
+    text = "auto" if device is None else str(device).strip().lower()
+    kind, _, index = text.partition(":")
+    if kind == "gpu":
+        kind = "cuda"
+    if kind in ("auto", "cpu") and not index:
+        return kind, 0
+    if kind == "cuda" and (not index or index.isdigit()):
+        return kind, int(index or 0)
+    raise ConfigError(f"unknown device {device!r}; choose {DEVICES}")
+
+
+def no_gpu(framework: str, index: int, count: int, install: str) -> ConfigError:
+    """The error for ``cuda:index`` on a framework that sees ``count`` GPUs."""
+    return ConfigError(
+        f"device cuda:{index} was asked for, but {framework} sees {count} GPU(s) here; use device cpu (or auto), "
+        f"or install {framework}'s GPU build ({install})"
+    )
+
+
 SEED_MAX = 2**32 - 1  # what NumPy, PyTorch, TensorFlow and MXNet all accept as a seed
 
 
@@ -328,7 +353,7 @@ def fit(
     return history
 
 
-def train_function(trainer_class: type[Trainer], try_gpu):
+def train_function(trainer_class: type[Trainer], get_device):
     """A backend's public ``train``, the same signature in every backend, made from its :class:`Trainer`."""
 
     def train(
@@ -350,11 +375,12 @@ def train_function(trainer_class: type[Trainer], try_gpu):
         """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
         The recipe's arguments are those of :class:`common.training.Recipe`; ``checkpoint``, ``resume_from``
-        and ``verbose`` those of :func:`common.training.fit`; ``device`` defaults to ``try_gpu()``. For bf16,
+        and ``verbose`` those of :func:`common.training.fit`; ``device``: ``"auto"`` (``None``: a GPU when the
+        framework sees one), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or the framework's own device object. For bf16,
         see the backend's ``in_precision``.
         """
         recipe = Recipe(num_epochs, lr, optimizer, lr_schedule, seed, precision, check_finite)
-        trainer = trainer_class(net, recipe, device or try_gpu())
+        trainer = trainer_class(net, recipe, get_device(device))
         return fit(trainer, train_iter, test_iter, checkpoint, resume_from, verbose)
 
     return train

@@ -12,7 +12,7 @@ import pytest
 
 from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError
-from common.training import Progress, Recipe
+from common.training import Progress, Recipe, parse_device
 
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,3 +186,37 @@ def test_a_finished_run_can_be_extended_but_not_shortened(tmp_path):
     assert "resuming from" in longer.stdout and "after epoch 1 of 2" in longer.stdout
     history = json.loads((tmp_path / "history.json").read_text())
     assert [e["epoch"] for e in history["history"]["epochs"]] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        (None, ("auto", 0)),
+        ("auto", ("auto", 0)),
+        ("cpu", ("cpu", 0)),
+        ("CUDA", ("cuda", 0)),
+        ("cuda:3", ("cuda", 3)),
+        ("gpu:1", ("cuda", 1)),
+    ],
+)
+def test_device_names(text, parsed):
+    assert parse_device(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["tpu", "cuda:x", "cpu:1", "cuda:-1", ""])
+def test_an_unknown_device_is_refused(text):
+    with pytest.raises(ConfigError, match="choose auto, cpu, cuda or cuda:N"):
+        parse_device(text)
+
+
+def test_each_backend_places_a_run_where_it_is_asked(backend):
+    assert "cpu" in str(backend.get_device("cpu")).lower()
+    gpus = str(backend.get_device("auto")).lower()
+    if "cpu" in gpus:  # no GPU seen by this framework: asking for one is one clear error
+        with pytest.raises(ConfigError, match="device cuda:0 was asked for, but .* sees 0 GPU"):
+            backend.get_device("cuda")
+    else:
+        assert "gpu" in str(backend.get_device("cuda")).lower() or "cuda" in str(backend.get_device("cuda"))
+    train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
+    history = backend.train(backend.vgg(**TINY), train_iter, test_iter, 1, device="cpu", verbose=False)
+    assert "cpu" in history.device.lower()

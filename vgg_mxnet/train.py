@@ -22,6 +22,18 @@ def try_gpu(i=0):
     return mx.gpu(i) if mx.context.num_gpus() > i else mx.cpu()
 
 
+def get_device(device="auto"):
+    """The MXNet context of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or an ``mx.Context``, as is)."""
+    if isinstance(device, mx.Context):
+        return device
+    kind, index = training.parse_device(device)
+    if kind == "auto":
+        return try_gpu()
+    if kind == "cuda" and mx.context.num_gpus() <= index:
+        raise training.no_gpu("MXNet", index, mx.context.num_gpus(), "an mxnet-cu* wheel matching your CUDA")
+    return mx.cpu() if kind == "cpu" else mx.gpu(index)
+
+
 def _check_batch(net, x, y, check_finite, where):
     """The checks of :func:`common.training.check_batch` on one batch of NDArrays (NCHW)."""
     if not isinstance(x, mx.nd.NDArray) or not isinstance(y, mx.nd.NDArray):
@@ -41,7 +53,7 @@ def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
     """
-    device = device or next(iter(net.collect_params().values())).list_ctx()[0]
+    device = next(iter(net.collect_params().values())).list_ctx()[0] if device is None else get_device(device)
 
     def check(x, y, where):
         _check_batch(net, x, y, check_finite, where)
@@ -181,4 +193,4 @@ class Trainer(training.Trainer):
         """Nothing to restore: see :meth:`rng_state`."""
 
 
-train = training.train_function(Trainer, try_gpu)
+train = training.train_function(Trainer, get_device)

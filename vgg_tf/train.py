@@ -25,6 +25,19 @@ def try_gpu(i=0):
     return f"/GPU:{i}" if len(tf.config.list_physical_devices("GPU")) > i else "/CPU:0"
 
 
+def get_device(device="auto"):
+    """The ``tf.device`` string of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or ``"/GPU:N"``, as is)."""
+    if isinstance(device, str) and device.startswith("/"):
+        return device
+    kind, index = training.parse_device(device)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    if kind == "auto":
+        return try_gpu()
+    if kind == "cuda" and gpus <= index:
+        raise training.no_gpu("TensorFlow", index, gpus, "pip install 'tensorflow[and-cuda]'")
+    return "/CPU:0" if kind == "cpu" else f"/GPU:{index}"
+
+
 def _check_batch(net, x, y, check_finite, where):
     """The checks of :func:`common.training.check_batch` on one batch of tensors (NHWC, Keras' layout)."""
     if not tf.is_tensor(x) or not tf.is_tensor(y):
@@ -56,7 +69,7 @@ def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
     def correct(x, y):
         return float(step(x, y))
 
-    with tf.device(device or try_gpu()):
+    with tf.device(get_device(device)):
         return training.accuracy(data_iter, check, correct)
 
 
@@ -180,4 +193,4 @@ class Trainer(training.Trainer):
             import_weights(self.net, export_weights(self.forward))
 
 
-train = training.train_function(Trainer, try_gpu)
+train = training.train_function(Trainer, get_device)

@@ -19,6 +19,18 @@ def try_gpu(i=0):
     return torch.device(f"cuda:{i}") if torch.cuda.device_count() > i else torch.device("cpu")
 
 
+def get_device(device="auto"):
+    """The PyTorch device of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device``, as is)."""
+    if isinstance(device, torch.device):
+        return device
+    kind, index = training.parse_device(device)
+    if kind == "auto":
+        return try_gpu()
+    if kind == "cuda" and torch.cuda.device_count() <= index:
+        raise training.no_gpu("PyTorch", index, torch.cuda.device_count(), "a CUDA wheel of torch")
+    return torch.device("cpu") if kind == "cpu" else torch.device(f"cuda:{index}")
+
+
 def _check_batch(net, x, y, check_finite, where):
     """The checks of :func:`common.training.check_batch` on one batch of tensors (NCHW)."""
     if not torch.is_tensor(x) or not torch.is_tensor(y):
@@ -47,7 +59,7 @@ def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
     """
-    device = device or next(net.parameters()).device
+    device = next(net.parameters()).device if device is None else get_device(device)
     net.eval()
 
     def check(x, y, where):
@@ -170,4 +182,4 @@ class Trainer(training.Trainer):
             torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda"].copy()), torch.device(self.device))
 
 
-train = training.train_function(Trainer, try_gpu)
+train = training.train_function(Trainer, get_device)
