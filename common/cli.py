@@ -277,11 +277,12 @@ def cmd_train(args) -> int:
     b = get_backend(args.backend)
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    device = b.get_device(args.device)
     net = _build(b, args)
     print(
         f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
         f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
-        f"{args.precision}",
+        f"{args.precision}, on {device}",
         flush=True,
     )
     train_iter, test_iter = b.load_data_fashion_mnist(
@@ -296,7 +297,7 @@ def cmd_train(args) -> int:
             args.epochs,
             lr,
             args.optimizer,
-            None,
+            device,
             args.seed,
             lr_schedule=args.lr_schedule,
             checkpoint=ckpt,
@@ -387,7 +388,7 @@ def cmd_compare(args) -> int:
         ):
             if value is not None:
                 cmd += [flag, str(value)]
-        cmd += ["--precision", args.precision]
+        cmd += ["--precision", args.precision, "--device", args.device]
         print(f"== {display_name(name)}", flush=True)
         done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
@@ -448,9 +449,10 @@ def cmd_evaluate(args) -> int:
     _, test_iter = b.load_data_fashion_mnist(
         args.batch_size, config.input_size, 0, args.data_dir, None, args.test_limit
     )
-    acc = b.evaluate_accuracy(net, test_iter)
+    device = b.get_device(args.device)
+    acc = b.evaluate_accuracy(net, test_iter, device)
     print(
-        f"{args.model} ({source}) in {display_name(name)}: test acc {acc:.4f} on "
+        f"{args.model} ({source}) in {display_name(name)} on {device}: test acc {acc:.4f} on "
         f"{test_iter.batches.num_examples:,} Fashion-MNIST test images at {config.input_size} px"
     )
     return 0
@@ -566,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
+        _add_device(p)
         _add_precision(p, default=None)
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
@@ -672,8 +675,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive(int), default=256)
     p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
+    _add_device(p)
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_device(p) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a GPU when the framework sees one, else the CPU), cpu, cuda or cuda:N (default auto)",
+    )
 
 
 def main(argv=None) -> int:

@@ -73,6 +73,7 @@ def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
 
     headers = [
         "backend",
+        "device",
         "params",
         "spec params",
         "MACs/example",
@@ -90,6 +91,7 @@ def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
         rows.append(
             [
                 r["framework"],
+                r["history"].get("device"),
                 r["params"],
                 s.params,
                 s.macs,
@@ -147,7 +149,8 @@ def write_compare_report(out, records: list[dict]) -> dict:
     out = Path(out)
     headers, rows = compare_rows(records)
     plot_curves(records, out / "curves.png")
-    accs = [r[6] for r in rows if r[6] is not None]
+    column = headers.index("test acc")
+    accs = [r[column] for r in rows if r[column] is not None]
     spread = max(accs) - min(accs) if accs else 0.0
     arch = records[0]["config"]["arch"] if records else "VGG"
     md = [

@@ -220,3 +220,18 @@ def test_each_backend_places_a_run_where_it_is_asked(backend):
     train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
     history = backend.train(backend.vgg(**TINY), train_iter, test_iter, 1, device="cpu", verbose=False)
     assert "cpu" in history.device.lower()
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "unknown device 'tpu'"), ("cuda:7", "device cuda:7 was asked")])
+def test_a_device_that_cannot_be_had_is_one_line_before_any_work(tmp_path, device, message):
+    run = _vgg("train", *RUN, "--epochs", "1", "--device", device, "--out", str(tmp_path / "run"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert message in run.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_train_says_where_it_runs(tmp_path):
+    run = _vgg("train", *RUN, "--epochs", "1", "--device", "cpu", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "on cpu" in run.stdout.splitlines()[0]
+    assert json.loads((tmp_path / "history.json").read_text())["history"]["device"] == "cpu"
