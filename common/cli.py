@@ -438,10 +438,10 @@ def cmd_evaluate(args) -> int:
     from .weights import model_format
 
     fmt = model_format(args.model)
+    config, weights, source = _read_model(args.model)  # first: a file that is no model says so
     name = args.backend or (fmt if fmt != "npz" else None)
     if name is None:
         raise ConfigError("a .npz model belongs to no framework: say which one evaluates it with --backend")
-    config, weights, source = _read_model(args.model)
     if config.in_channels != 1 or config.num_classes != 10:
         raise ConfigError(f"{args.model} is {config.describe()}; Fashion-MNIST needs 1 input channel and 10 classes")
     b = get_backend(name)

@@ -244,12 +244,31 @@ def make_meta(config: NetConfig, source: str, source_version: str, **extra) -> d
     }
 
 
+def reason(error: BaseException) -> str:
+    """The informative line of a library's error message: not an embedded traceback, not advice to run code."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(("Traceback", "File ", "[bt]", "Stack trace", "(", "WeightsUnpickler", "Check the"))
+        and "weights_only" not in line
+        and "trust the source" not in line
+    ]
+    return f"{type(error).__name__}: {useful[0]}" if useful else type(error).__name__
+
+
 def parse_meta(text: str, path: str | os.PathLike) -> dict:
     """Metadata read from a file: checked to be this project's and of a version this code reads."""
     try:
         meta = json.loads(text)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged or of another format") from None
+    if isinstance(meta, dict) and meta.get("format") == "vgg-checkpoint":
+        raise WeightsError(
+            f"{path} is a training checkpoint, not a weights file: evaluate or convert the run's weights.npz or "
+            f"model file beside it, or continue the run (vgg train --resume)"
+        )
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
         raise WeightsError(
@@ -330,6 +349,12 @@ def read_meta(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    native = next((f for f, suffix in MODEL_SUFFIXES.items() if f != "npz" and path.name.endswith(suffix)), None)
+    if native is not None:
+        raise WeightsError(
+            f"{path} is a {native} model file, not a .npz weights file: read it with vgg_{native}.load_model "
+            f"(or vgg convert it to .npz)"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
@@ -341,7 +366,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise WeightsError(
-            f"{path} is not a readable weights file ({type(e).__name__}: {e}); it is damaged or of another format"
+            f"{path} is not a readable weights file ({reason(e)}); it is damaged or of another format"
         ) from None
     return parse_meta(text, path)
 

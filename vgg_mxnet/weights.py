@@ -17,6 +17,7 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
+    reason,
     weights_api,
 )
 from common.zoo import from_gluon_zoo
@@ -81,8 +82,7 @@ def load_model(path):
         saved = mx.nd.load(str(path))
     except mx.base.MXNetError as e:
         raise WeightsError(
-            f"{path} is not a readable MXNet parameter file ({str(e).splitlines()[0]}); "
-            f"it is damaged or of another format"
+            f"{path} is not a readable MXNet parameter file ({reason(e)}); it is empty, damaged or of another format"
         ) from None
     if not isinstance(saved, dict) or META_KEY not in saved:
         raise WeightsError(f"{path} is an MXNet parameter file but not one of this project's models")

@@ -19,6 +19,7 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
+    reason,
     to_canonical,
     weights_api,
 )
@@ -116,7 +117,9 @@ def load_model(path):
         with h5py.File(path, "r") as f:
             text = f.attrs.get("vgg_meta")
     except OSError as e:
-        raise WeightsError(f"{path} is not a readable HDF5 file ({e}); it is damaged or of another format") from None
+        raise WeightsError(
+            f"{path} is not a readable HDF5 file ({reason(e)}); it is empty, damaged or of another format"
+        ) from None
     if text is None:
         raise WeightsError(f"{path} is a Keras weights file but not one of this project's models")
     net = from_config(meta_config(parse_meta(text, path), path))

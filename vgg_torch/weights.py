@@ -18,6 +18,7 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
+    reason,
     weights_api,
 )
 from common.zoo import from_torchvision
@@ -69,10 +70,14 @@ def load_model(path):
     path = existing_model(path, "torch")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except pickle.UnpicklingError:
         raise WeightsError(
-            f"{path} is not a readable PyTorch model file ({type(e).__name__}: "
-            f"{str(e).splitlines()[0]}); it is damaged, of another format, or holds code"
+            f"{path} holds Python objects other than tensors, or is not a PyTorch file at all; it was not "
+            f"loaded (loading it could run code): give a .pt written by this project (vgg train, vgg convert)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError) as e:
+        raise WeightsError(
+            f"{path} is not a readable PyTorch model file ({reason(e)}); it is empty, damaged or of another format"
         ) from None
     if not isinstance(saved, dict) or "meta" not in saved or "state_dict" not in saved:
         raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")

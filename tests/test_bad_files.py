@@ -1,0 +1,87 @@
+"""Files that are not what their name says: one line that says what the file is and what to do instead."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from conftest import load_backend
+
+from common.checkpoint import FILE_NAME
+from common.cli import main
+
+TINY = ["--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64"]
+
+
+def _evaluate(capsys, path):
+    rc = main(["evaluate", str(path), "--test-limit", "64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\x01 random bytes \xff" * 10, json.dumps({"state_dict": {}}).encode(), pickle.dumps({"meta": 1})],
+    ids=["empty", "random", "json", "pickle"],
+)
+def test_a_pt_file_that_is_not_a_model_is_one_line_without_advice_to_run_code(tmp_path, capsys, content):
+    load_backend("torch")
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    err = _evaluate(capsys, path)
+    assert str(path) in err and "weights_only" not in err and "trust" not in err
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x12\x01\x00\x00\x00\x00\x00\x00garbage", b"{}"], ids=["empty", "cut", "json"]
+)
+def test_a_params_file_that_is_not_a_model_gives_its_reason_not_a_traceback(tmp_path, capsys, content):
+    load_backend("mxnet")
+    path = tmp_path / "model.params"
+    path.write_bytes(content)
+    err = _evaluate(capsys, path)
+    assert "not a readable MXNet parameter file (MXNetError: " in err and "(Traceback" not in err
+
+
+def test_a_checkpoint_given_to_evaluate_says_it_is_a_checkpoint(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "torch",
+                *TINY,
+                "--epochs",
+                "1",
+                "--train-limit",
+                "64",
+                "--test-limit",
+                "64",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    err = _evaluate(capsys, run / FILE_NAME)
+    assert "is a training checkpoint, not a weights file" in err and "--resume" in err
+
+
+def test_a_native_file_given_to_load_weights_names_the_loader_that_reads_it(tmp_path):
+    b = load_backend("tf")
+    net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    path = b.save_model(net, tmp_path / "x.weights.h5")
+    with pytest.raises(
+        Exception,
+        match=r"is a tf model file, not a \.npz weights file: read it with "
+        r"vgg_tf\.load_model",
+    ) as e:
+        b.load_weights(net, path)
+    assert type(e.value).__name__ == "WeightsError"
+    assert np.isfinite(b.export_weights(net)["fc3.bias"]).all()
