@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,16 +56,74 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
     return path if path.suffix == ".npz" else path / FILE_NAME
 
 
-def prepare_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint file a run will write, its folder created now: a bad path fails before training starts."""
-    file = checkpoint_file(path)
+def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
+    """A folder a run will write into, created now and checked: a bad path fails before training starts.
+
+    Refuses a path that is a file (or a device), a folder that cannot be created or written to, and one
+    whose file system has less free space than ``needed_bytes``.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not a folder; name a folder for the run's files")
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as e:
-        raise ConfigError(f"cannot create the checkpoint folder {file.parent} ({e.strerror}); choose another") from None
+        raise ConfigError(f"cannot write in {folder} ({e.strerror}); choose a folder you can write to") from None
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise ConfigError(
+            f"{folder} has {free / 2**20:.0f} MiB free but a checkpoint needs about {needed_bytes / 2**20:.0f} MiB; "
+            f"free some space or choose another folder"
+        )
+    return folder
+
+
+def prepare_checkpoint(path: str | os.PathLike, needed_bytes: int = 0) -> Path:
+    """The checkpoint file a run will write, its folder created and checked now (:func:`prepare_folder`)."""
+    file = checkpoint_file(path)
+    prepare_folder(file.parent, needed_bytes)
     if file.is_dir():
         raise ConfigError(f"{file} is a folder; give the checkpoint another name")
     return file
+
+
+class FolderLock:
+    """An exclusive lock on a run's folder for as long as the run lives (``with FolderLock(folder):``).
+
+    A second run on the same folder is refused at once. The lock is the kernel's (``flock``) on a file in
+    the folder, so a run that is killed leaves nothing stuck: its lock goes with its process.
+    """
+
+    NAME = ".vgg.lock"
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.file = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        self.file = open(self.folder / self.NAME, "a+")  # held open for the run's lifetime
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ConfigError(
+                f"{self.folder} is in use by another run ({holder}); wait for it to finish or choose another folder"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 @dataclass

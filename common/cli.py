@@ -237,7 +237,7 @@ def _resume_args(args, path) -> None:
         args.epochs = meta["recipe"]["num_epochs"]
 
 
-def _interrupted(args, path) -> int:
+def _interrupted(args, path, started: float) -> int:
     """Say what was kept after Ctrl-C and how to go on; the exit status of an interrupted command."""
     from .checkpoint import read_checkpoint_meta
 
@@ -246,6 +246,13 @@ def _interrupted(args, path) -> int:
         print(f"interrupted: {kept}", file=sys.stderr)
         return 130
     meta = read_checkpoint_meta(path)
+    if path.stat().st_mtime < started:  # an --overwrite run stopped before its first checkpoint
+        print(
+            f"interrupted: no epoch of this run finished, so nothing of it was saved; {path} still holds the "
+            f"earlier run (epoch {meta['epoch']} of {meta['recipe']['num_epochs']})",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"interrupted: epoch {meta['epoch']} of {meta['recipe']['num_epochs']} is saved in {path}; continue "
         f"with: vgg train --backend {args.backend} --out {path.parent} --resume",
@@ -254,29 +261,47 @@ def _interrupted(args, path) -> int:
     return 130
 
 
+# What a `vgg train --out DIR` leaves in DIR: any of them there means a run is saved there.
+RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "model.pt", "model.weights.h5", "model.params")
+
+
 def cmd_train(args) -> int:
+    from .checkpoint import FolderLock, prepare_folder
+
+    if not args.out:
+        if args.resume:
+            raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
+        return _train(args, None)
+    out = prepare_folder(args.out)
+    with FolderLock(out):  # a second run on the same folder is refused at once
+        return _train(args, out)
+
+
+def _train(args, out: Path | None) -> int:
     from .checkpoint import checkpoint_file, read_checkpoint_meta
     from .errors import TrainingDiverged
-    from .weights import MODEL_SUFFIXES
+    from .weights import MODEL_SUFFIXES, atomic_write
 
-    out = Path(args.out) if args.out else None
     ckpt = checkpoint_file(out) if out else None
     if args.resume:
-        if out is None:
-            raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
         _resume_args(args, ckpt)
-    elif ckpt is not None and ckpt.is_file() and not args.overwrite:
-        meta = read_checkpoint_meta(ckpt)
-        raise ConfigError(
-            f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
-            f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
-            f"--overwrite, or choose another --out"
-        )
+    elif out is not None and ckpt is not None and not args.overwrite:
+        if ckpt.is_file():
+            meta = read_checkpoint_meta(ckpt)
+            raise ConfigError(
+                f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
+                f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
+                f"--overwrite, or choose another --out"
+            )
+        saved = [name for name in RUN_FILES if (out / name).exists()]
+        if saved:
+            raise ConfigError(
+                f"{out} already holds a run's files ({', '.join(saved)}); replace them with --overwrite, "
+                f"or choose another --out"
+            )
     _fill_defaults(args, TRAIN_DEFAULTS)
     lr = args.lr or default_lr(args.optimizer, args.arch)
     b = get_backend(args.backend)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
     device = b.get_device(args.device)
     net = _build(b, args)
     print(
@@ -285,11 +310,11 @@ def cmd_train(args) -> int:
         f"{args.precision}, on {device}",
         flush=True,
     )
-    train_iter, test_iter = b.load_data_fashion_mnist(
-        args.batch_size, args.resize, args.seed, args.data_dir, args.train_limit, args.test_limit
-    )
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     try:
+        train_iter, test_iter = b.load_data_fashion_mnist(
+            args.batch_size, args.resize, args.seed, args.data_dir, args.train_limit, args.test_limit
+        )
         history = b.train(
             net,
             train_iter,
@@ -305,7 +330,7 @@ def cmd_train(args) -> int:
             precision=args.precision,
         )
     except KeyboardInterrupt:
-        return _interrupted(args, ckpt)
+        return _interrupted(args, ckpt, started)
     except TrainingDiverged as e:
         if ckpt is not None and ckpt.is_file():
             raise TrainingDiverged(
@@ -333,8 +358,12 @@ def cmd_train(args) -> int:
             "wall_seconds": wall,
             "history": history.to_dict(),
         }
-        (out / "history.json").write_text(json.dumps(record, indent=1))
-        print(f"[{args.backend}] wrote {out / 'weights.npz'}, {native}, {ckpt} and {out / 'history.json'}")
+        text = json.dumps(record, indent=1).encode()
+        atomic_write(out / "history.json", lambda f: f.write(text))
+        written = [
+            p for p in (out / "weights.npz", native, ckpt, out / "history.json") if p is not None and p.is_file()
+        ]
+        print(f"[{args.backend}] wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -311,7 +311,10 @@ def fit(
 
     recipe, name, net = trainer.recipe, trainer.backend, trainer.net
     record = recipe.record(train_iter, test_iter)
-    path = None if checkpoint is None else prepare_checkpoint(checkpoint)
+    # room for one checkpoint: the weights and up to two optimizer slots per weight (Adam), written beside
+    # the previous one until the rename
+    needed = 2 * 3 * sum(a.nbytes for a in trainer.weights().values()) if checkpoint is not None else 0
+    path = None if checkpoint is None else prepare_checkpoint(checkpoint, needed)
     origin = getattr(getattr(train_iter, "batches", None), "origin", None)
     history, first = History(name, str(trainer.device), data=origin), 1
     try:

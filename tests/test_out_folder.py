@@ -1,0 +1,130 @@
+"""The --out folder of vgg train: checked before any work, locked while a run writes, never replaced unasked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import load_backend
+
+from common.checkpoint import FolderLock
+from common.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [
+    "train",
+    "--backend",
+    "torch",
+    "--arch",
+    "vgg11",
+    "--ratio",
+    "8",
+    "--resize",
+    "32",
+    "--fc-hidden",
+    "64",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "128",
+    "--test-limit",
+    "64",
+]
+
+
+@pytest.fixture(autouse=True)
+def _torch():
+    load_backend("torch")
+
+
+def _refused(capsys, *argv):
+    rc = main([*RUN, *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("target", ["a file", "/dev/null", "/proc/x"])
+def test_an_out_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, target):
+    out = tmp_path / "file.txt" if target == "a file" else Path(target)
+    if target == "a file":
+        out.write_text("keep me")
+    err = _refused(capsys, "--epochs", "1", "--out", str(out))
+    assert str(out) in err and ("is a file, not a folder" in err or "cannot write in" in err)
+    if target == "a file":
+        assert out.read_text() == "keep me"
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_first_step(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)  # what a read-only folder answers (root ignores modes)
+    err = _refused(capsys, "--epochs", "1", "--out", str(tmp_path))
+    assert f"cannot write in {tmp_path} (Permission denied)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_any_file_of_a_run_counts_as_a_saved_run(tmp_path, capsys):
+    (tmp_path / "weights.npz").write_bytes(b"saved weights")
+    err = _refused(capsys, "--epochs", "0", "--out", str(tmp_path))
+    assert "already holds a run's files (weights.npz)" in err and "--overwrite" in err
+    assert (tmp_path / "weights.npz").read_bytes() == b"saved weights"
+
+
+def test_a_run_without_epochs_says_only_what_it_wrote(tmp_path, capsys):
+    assert main([*RUN, "--epochs", "0", "--out", str(tmp_path)]) == 0
+    wrote = capsys.readouterr().out.splitlines()[-1]
+    assert "checkpoint.npz" not in wrote and "weights.npz" in wrote and "history.json" in wrote
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused_at_once(tmp_path, capsys):
+    with FolderLock(tmp_path):
+        err = _refused(capsys, "--epochs", "1", "--out", str(tmp_path))
+    assert f"{tmp_path} is in use by another run (pid {os.getpid()})" in err
+
+
+def test_a_killed_run_leaves_no_lock_behind(tmp_path):
+    code = (
+        "import os, signal, sys; from common.checkpoint import FolderLock\n"
+        f"FolderLock({str(tmp_path)!r}).__enter__(); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    with FolderLock(tmp_path):  # taken at once: the lock went with the killed process
+        pass
+
+
+def test_an_interrupted_overwrite_does_not_describe_the_run_it_replaces(tmp_path):
+    assert main([*RUN, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "common.cli",
+        *RUN,
+        "--epochs",
+        "3",
+        "--train-limit",
+        "20000",
+        "--out",
+        str(tmp_path),
+        "--overwrite",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the run has started once it prints its configuration
+            if "parameters;" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "no epoch of this run finished, so nothing of it was saved" in err and "earlier run (epoch 1 of 1)" in err
