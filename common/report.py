@@ -14,6 +14,7 @@ def fmt(value) -> str:
     if isinstance(value, numbers.Integral):
         return f"{value:,}"
     if isinstance(value, numbers.Real):
+        value = float(value)
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     if isinstance(value, tuple):
         return "(" + ", ".join(str(v) for v in value) + ")"

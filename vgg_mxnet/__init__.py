@@ -33,5 +33,4 @@ from .weights import (  # noqa: E402
     zoo_weights,
 )
 
-FRAMEWORK = "MXNet Gluon"
 LAYOUT = "NCHW"
