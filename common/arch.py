@@ -49,9 +49,21 @@ CONFIGS: dict[str, PaperConfig] = {
     "vgg19": PaperConfig(((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)), lrn=False, letter="E"),
 }
 
-# Local response normalisation of configuration A-LRN, as in Krizhevsky et al. (2012), written
-# in the PyTorch/MXNet convention: x / (k + alpha / size * sum(x^2 over `size` channels)) ** beta.
-LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+class LRNParams(NamedTuple):
+    """The parameters of local response normalisation, in the PyTorch/MXNet convention.
+
+    ``x / (k + alpha / size * sum(x^2 over size channels)) ** beta``
+    """
+
+    size: int  # channels in the window
+    alpha: float
+    beta: float
+    k: float
+
+
+# Local response normalisation of configuration A-LRN, as in Krizhevsky et al. (2012).
+LRN = LRNParams(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
 BN_EPSILON = 1e-5  # PyTorch's and Gluon's default; Keras is told explicitly (its default is 1e-3)
 BN_MOMENTUM = 0.1  # weight of the new batch statistic (Keras and Gluon take 1 - this)
