@@ -148,7 +148,8 @@ def write_compare_report(out, records: list[dict]) -> dict:
     out = Path(out)
     headers, rows = compare_rows(records)
     plot_curves(records, out / "curves.png")
-    accs = [r[6] for r in rows if r[6] is not None]
+    test_acc = headers.index("test acc")
+    accs = [r[test_acc] for r in rows if r[test_acc] is not None]
     spread = max(accs) - min(accs) if accs else 0.0
     arch = records[0]["config"]["arch"] if records else "VGG"
     md = [

@@ -20,6 +20,7 @@ import time
 from common.arch import make_any_config
 from common.bench import BENCH_DEFAULTS, bench_modules, build_net
 from common.cli import COMPARE_DEFAULTS
+from common.errors import ConfigError
 
 D = BENCH_DEFAULTS
 
@@ -49,7 +50,7 @@ def main(name: str, backend: str | None = None, rounds: int = 9, steps: int = 3)
     """Measure lever ``name``; ``backend`` is the one to measure for ``bf16`` (the others are their own backend)."""
     if name == "bf16":
         if backend is None:
-            raise ValueError("the bf16 lever needs a backend: torch, tf or mxnet")
+            raise ConfigError("the bf16 lever needs a backend: torch, tf or mxnet")
         C = COMPARE_DEFAULTS
         config = make_any_config(
             C["arch"], 1, 10, C["resize"], C["ratio"], C["fc_hidden"], C["dropout"], C["batch_norm"]
