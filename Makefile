@@ -6,5 +6,9 @@ setup:
 compare: setup
 	.venv/bin/vgg compare
 
+# Lint, format and type checks first: they take seconds, the suite takes much longer.
 test: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -q

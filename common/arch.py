@@ -23,25 +23,47 @@ features entering ``fc1`` flattened in C,H,W order.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
-from .errors import ConfigError
+from .errors import ConfigError, arg
 
 WIDTHS = (64, 128, 256, 512, 512)
 
-# name -> (kernel sizes per block, LRN after the first conv, the paper's letter)
-CONFIGS: dict[str, tuple[tuple[tuple[int, ...], ...], bool, str]] = {
-    "vgg11": (((3,), (3,), (3, 3), (3, 3), (3, 3)), False, "A"),
-    "vgg11_lrn": (((3,), (3,), (3, 3), (3, 3), (3, 3)), True, "A-LRN"),
-    "vgg13": (((3, 3), (3, 3), (3, 3), (3, 3), (3, 3)), False, "B"),
-    "vgg16_c": (((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)), False, "C"),
-    "vgg16": (((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)), False, "D"),
-    "vgg19": (((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)), False, "E"),
+
+class PaperConfig(NamedTuple):
+    """One ConvNet configuration of Table 1 (one of its columns)."""
+
+    kernels: tuple[tuple[int, ...], ...]  # kernel sizes of the convolutions, per block
+    lrn: bool  # local response normalisation after the first convolution
+    letter: str  # the paper's name for it
+
+
+CONFIGS: dict[str, PaperConfig] = {
+    "vgg11": PaperConfig(((3,), (3,), (3, 3), (3, 3), (3, 3)), lrn=False, letter="A"),
+    "vgg11_lrn": PaperConfig(((3,), (3,), (3, 3), (3, 3), (3, 3)), lrn=True, letter="A-LRN"),
+    "vgg13": PaperConfig(((3, 3), (3, 3), (3, 3), (3, 3), (3, 3)), lrn=False, letter="B"),
+    "vgg16_c": PaperConfig(((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)), lrn=False, letter="C"),
+    "vgg16": PaperConfig(((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)), lrn=False, letter="D"),
+    "vgg19": PaperConfig(((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)), lrn=False, letter="E"),
 }
 
-# Local response normalisation of configuration A-LRN, as in Krizhevsky et al. (2012), written
-# in the PyTorch/MXNet convention: x / (k + alpha / size * sum(x^2 over `size` channels)) ** beta.
-LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+class LRNParams(NamedTuple):
+    """The parameters of local response normalisation, in the PyTorch/MXNet convention.
+
+    ``x / (k + alpha / size * sum(x^2 over size channels)) ** beta``
+    """
+
+    size: int  # channels in the window
+    alpha: float
+    beta: float
+    k: float
+
+
+# Local response normalisation of configuration A-LRN, as in Krizhevsky et al. (2012).
+LRN = LRNParams(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
 BN_EPSILON = 1e-5  # PyTorch's and Gluon's default; Keras is told explicitly (its default is 1e-3)
 BN_MOMENTUM = 0.1  # weight of the new batch statistic (Keras and Gluon take 1 - this)
@@ -86,20 +108,19 @@ class VGGConfig:
     def flat_features(self) -> int:
         return self.final_channels * self.final_size**2
 
-    @property
-    def min_input_size(self) -> int:
-        return 2 ** len(self.blocks)
-
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (tuples become lists)."""
         d = asdict(self)
         d["blocks"] = [[b["out_channels"], list(b["kernels"]), b["lrn"]] for b in d["blocks"]]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> VGGConfig:
+    def from_dict(cls, d: dict[str, Any]) -> VGGConfig:
         try:
-            blocks = tuple(Block(int(c), tuple(int(k) for k in ks), bool(lrn)) for c, ks, lrn in d["blocks"])
+            blocks = tuple(
+                Block(out_channels=int(c), kernels=tuple(int(k) for k in ks), lrn=bool(lrn))
+                for c, ks, lrn in d["blocks"]
+            )
             return cls(
                 arch=str(d["arch"]),
                 blocks=blocks,
@@ -114,7 +135,7 @@ class VGGConfig:
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"not a VGG configuration record ({e!r}); was it written by this project?") from None
 
-    def vgg_kwargs(self) -> dict:
+    def vgg_kwargs(self) -> dict[str, Any]:
         """The ``vgg()`` arguments that rebuild this configuration in any backend."""
         named = self.arch in CONFIGS
         return {
@@ -128,10 +149,6 @@ class VGGConfig:
             "batch_norm": self.batch_norm,
         }
 
-    def kwargs(self) -> dict:
-        """The ``vgg()`` arguments that rebuild this configuration (what ``alexnet()`` takes, for AlexNet's)."""
-        return self.vgg_kwargs()
-
     def check_size(self, input_size) -> int:
         """The side of a square input this network takes, or a ConfigError saying which sizes work."""
         return check_input_size(input_size, len(self.blocks))
@@ -144,22 +161,33 @@ class VGGConfig:
         )
 
 
+class AlexNetLayer(NamedTuple):
+    """One layer of AlexNet's features; what a kind does not use keeps its default."""
+
+    name: str
+    kind: str  # conv, relu or pool
+    out_channels: int = 0  # conv only
+    kernel: int = 0  # conv, pool: window side
+    stride: int = 1  # conv, pool
+    padding: int = 0  # conv
+
+
 # AlexNet as the book writes it (one input channel for Fashion-MNIST, 10 classes by default): conv1 11x11
-# stride 4 padding 1, then 3x3/2 max-pools. name -> (kind, out_channels, kernel, stride, padding).
-ALEXNET_FEATURES: tuple[tuple[str, str, int, int, int, int], ...] = (
-    ("conv1", "conv", 96, 11, 4, 1),
-    ("relu1", "relu", 0, 0, 1, 0),
-    ("pool1", "pool", 0, 3, 2, 0),
-    ("conv2", "conv", 256, 5, 1, 2),
-    ("relu2", "relu", 0, 0, 1, 0),
-    ("pool2", "pool", 0, 3, 2, 0),
-    ("conv3", "conv", 384, 3, 1, 1),
-    ("relu3", "relu", 0, 0, 1, 0),
-    ("conv4", "conv", 384, 3, 1, 1),
-    ("relu4", "relu", 0, 0, 1, 0),
-    ("conv5", "conv", 256, 3, 1, 1),
-    ("relu5", "relu", 0, 0, 1, 0),
-    ("pool5", "pool", 0, 3, 2, 0),
+# stride 4 padding 1, then 3x3/2 max-pools.
+ALEXNET_FEATURES: tuple[AlexNetLayer, ...] = (
+    AlexNetLayer("conv1", "conv", out_channels=96, kernel=11, stride=4, padding=1),
+    AlexNetLayer("relu1", "relu"),
+    AlexNetLayer("pool1", "pool", kernel=3, stride=2),
+    AlexNetLayer("conv2", "conv", out_channels=256, kernel=5, padding=2),
+    AlexNetLayer("relu2", "relu"),
+    AlexNetLayer("pool2", "pool", kernel=3, stride=2),
+    AlexNetLayer("conv3", "conv", out_channels=384, kernel=3, padding=1),
+    AlexNetLayer("relu3", "relu"),
+    AlexNetLayer("conv4", "conv", out_channels=384, kernel=3, padding=1),
+    AlexNetLayer("relu4", "relu"),
+    AlexNetLayer("conv5", "conv", out_channels=256, kernel=3, padding=1),
+    AlexNetLayer("relu5", "relu"),
+    AlexNetLayer("pool5", "pool", kernel=3, stride=2),
 )
 ALEXNET_HIDDEN = 4096
 
@@ -173,8 +201,8 @@ def side_after(side: int, kind: str, kernel: int, stride: int, padding: int) -> 
 
 def _alexnet_side(input_size: int) -> int:
     side = input_size
-    for _, kind, _, kernel, stride, padding in ALEXNET_FEATURES:
-        side = side_after(side, kind, kernel, stride, padding)
+    for layer in ALEXNET_FEATURES:
+        side = side_after(side, layer.kind, layer.kernel, layer.stride, layer.padding)
         if side < 1:
             return 0
     return side
@@ -201,16 +229,16 @@ class AlexNetConfig:
     @property
     def final_channels(self) -> int:
         """Width of the last convolution (``conv5``)."""
-        return [width for _, kind, width, *_ in ALEXNET_FEATURES if kind == "conv"][-1]
+        return [layer.out_channels for layer in ALEXNET_FEATURES if layer.kind == "conv"][-1]
 
     @property
     def flat_features(self) -> int:
         return self.final_channels * self.final_size**2
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def kwargs(self) -> dict:
+    def alexnet_kwargs(self) -> dict[str, Any]:
         """The ``alexnet()`` arguments that rebuild this configuration in any backend."""
         return {
             "in_channels": self.in_channels,
@@ -227,14 +255,17 @@ class AlexNetConfig:
         return f"alexnet, {self.in_channels}x{self.input_size}x{self.input_size} in, {self.num_classes} classes"
 
 
-def check_alexnet_size(input_size) -> int:
-    """Return the side of a square AlexNet input, or raise ConfigError saying what size would work."""
-    size = _square_side(input_size)
+def check_alexnet_size(input_size, field: str = "input_size") -> int:
+    """Return the side of a square AlexNet input, or raise ConfigError saying what size would work.
+
+    ``field`` is the name of the argument that gave the size, for the message.
+    """
+    size = _square_side(input_size, field)
     if size < ALEXNET_MIN_SIZE:
         raise ConfigError(
-            f"input_size {size} is too small for AlexNet: its 11x11 stride-4 convolution and "
-            f"three 3x3 stride-2 pools leave no pixel below {ALEXNET_MIN_SIZE}; resize the "
-            f"images (e.g. --resize {ALEXNET_MIN_SIZE}; the book uses 224)"
+            f"{field} {size} is too small for AlexNet: its 11x11 stride-4 convolution and three 3x3 stride-2 "
+            f"pools leave no pixel below {ALEXNET_MIN_SIZE}; resize the images to at least {ALEXNET_MIN_SIZE} px "
+            f"({arg(field, ALEXNET_MIN_SIZE)}; the book uses 224)"
         )
     return size
 
@@ -242,12 +273,15 @@ def check_alexnet_size(input_size) -> int:
 NetConfig = VGGConfig | AlexNetConfig
 
 
-def config_from_dict(d: dict) -> NetConfig:
+def config_from_dict(d: dict[str, Any]) -> NetConfig:
     """A configuration from its :meth:`to_dict` record, of either network."""
     if isinstance(d, dict) and d.get("arch") == "alexnet":
         try:
             return AlexNetConfig(
-                int(d["in_channels"]), int(d["num_classes"]), int(d["input_size"]), float(d["dropout"])
+                in_channels=int(d["in_channels"]),
+                num_classes=int(d["num_classes"]),
+                input_size=int(d["input_size"]),
+                dropout=float(d["dropout"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"not an AlexNet configuration record ({e!r}); was it written by this project?") from None
@@ -256,35 +290,50 @@ def config_from_dict(d: dict) -> NetConfig:
     return VGGConfig.from_dict(d)
 
 
-def _positive_int(value, what: str, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}{hint}")
+def _is_positive_int(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) > 0
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int, or a ConfigError saying that the argument ``name`` must be a positive integer."""
+    if not _is_positive_int(value):
+        raise ConfigError(f"{arg(name)} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _square_side(input_size) -> int:
+def _probability(value, name: str) -> float:
+    """``value`` as a float in [0, 1), or a ConfigError naming the argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
+        raise ConfigError(f"{arg(name)} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _square_side(input_size, field: str) -> int:
     """The side of a square input given as an int or an (h, w) pair; a ConfigError for anything else."""
     if isinstance(input_size, (tuple, list)):
         if len(input_size) != 2:
-            raise ConfigError(f"input_size must be an int or a (height, width) pair, got {input_size!r}")
+            raise ConfigError(f"{arg(field)} must be an int or a (height, width) pair, got {input_size!r}")
         h, w = input_size
         if h != w:
             raise ConfigError(
-                f"input_size must be square (these networks take HxH images), got {h}x{w}; "
+                f"{arg(field)} must be square (these networks take HxH images), got {h}x{w}; "
                 f"resize to {max(h, w)}x{max(h, w)}"
             )
         input_size = h
-    return _positive_int(input_size, "input_size")
+    return positive_int(input_size, field)
 
 
-def check_input_size(input_size, num_blocks: int = len(WIDTHS)) -> int:
-    """Return the side of a square input, or raise ConfigError saying what size would work."""
-    size = _square_side(input_size)
+def check_input_size(input_size, num_blocks: int = len(WIDTHS), field: str = "input_size") -> int:
+    """Return the side of a square input, or raise ConfigError saying what size would work.
+
+    ``field`` is the name of the argument that gave the size, for the message.
+    """
+    size = _square_side(input_size, field)
     minimum = 2**num_blocks
     if size < minimum:
         raise ConfigError(
-            f"input_size {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so "
-            f"the minimum is {minimum}; resize the images (e.g. --resize {minimum})"
+            f"{field} {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so the minimum is "
+            f"{minimum}; resize the images to at least {minimum} px ({arg(field, minimum)} or more)"
         )
     return size
 
@@ -294,17 +343,19 @@ def _blocks_from_conv_arch(conv_arch) -> tuple[Block, ...]:
         pairs = [tuple(p) for p in conv_arch]
     except TypeError:
         raise ConfigError(
-            f"arch must be a configuration name or a tuple of (num_convs, out_channels) pairs, got {conv_arch!r}"
+            f"{arg('arch')} must be a configuration name or a tuple of (num_convs, out_channels) pairs, "
+            f"got {conv_arch!r}"
         ) from None
     if not pairs:
-        raise ConfigError("arch has no blocks; give at least one (num_convs, out_channels) pair")
+        raise ConfigError(f"{arg('arch')} has no blocks; give at least one (num_convs, out_channels) pair")
     blocks = []
-    for i, pair in enumerate(pairs):
+    for i, pair in enumerate(pairs, start=1):
         if len(pair) != 2:
-            raise ConfigError(f"block {i + 1} of arch is {pair!r}; each block is a (num_convs, out_channels) pair")
-        n = _positive_int(pair[0], f"num_convs of block {i + 1}")
-        c = _positive_int(pair[1], f"out_channels of block {i + 1}")
-        blocks.append(Block(c, (3,) * n))
+            raise ConfigError(f"block {i} of {arg('arch')} is {pair!r}; each block is a (num_convs, out_channels) pair")
+        for what, value in zip(("num_convs", "out_channels"), pair, strict=True):
+            if not _is_positive_int(value):
+                raise ConfigError(f"{what} of block {i} must be a positive integer, got {value!r}")
+        blocks.append(Block(out_channels=int(pair[1]), kernels=(3,) * int(pair[0])))
     return tuple(blocks)
 
 
@@ -317,56 +368,60 @@ def make_config(
             raise ConfigError(
                 f"unknown arch {arch!r}; known: {', '.join(CONFIGS)} (or a tuple of (num_convs, out_channels) pairs)"
             )
-        kernels, lrn, _ = CONFIGS[arch]
-        blocks = tuple(Block(w, k, lrn and i == 0) for i, (w, k) in enumerate(zip(WIDTHS, kernels, strict=True)))
+        paper = CONFIGS[arch]
+        blocks = tuple(
+            Block(out_channels=width, kernels=kernels, lrn=paper.lrn and i == 0)
+            for i, (width, kernels) in enumerate(zip(WIDTHS, paper.kernels, strict=True))
+        )
         name = arch
-        if lrn and batch_norm:
+        if paper.lrn and batch_norm:
             raise ConfigError(
                 f"{arch} has local response normalisation and no batch-norm variant; "
-                f"use vgg11 with batch_norm=True instead"
+                f"use {arg('arch', 'vgg11')} with {arg('batch_norm', True)} instead"
             )
     else:
         blocks = _blocks_from_conv_arch(arch)
         name = "custom"
-    ratio = _positive_int(ratio, "ratio")
+    ratio = positive_int(ratio, "ratio")
     narrowed = []
-    for i, b in enumerate(blocks):
+    for i, b in enumerate(blocks, start=1):
         width = b.out_channels // ratio
         if width == 0:
+            largest = min(x.out_channels for x in blocks)
             raise ConfigError(
-                f"ratio {ratio} leaves block {i + 1} ({b.out_channels} channels) with zero width; "
-                f"use a ratio of at most {min(x.out_channels for x in blocks)}"
+                f"ratio {ratio} leaves block {i} ({b.out_channels} channels) with zero width; use a ratio of at "
+                f"most {largest} ({arg('ratio', largest)})"
             )
-        narrowed.append(Block(width, b.kernels, b.lrn))
-    in_channels = _positive_int(in_channels, "in_channels")
-    num_classes = _positive_int(num_classes, "num_classes")
-    fc_hidden = _positive_int(fc_hidden, "fc_hidden")
-    if isinstance(batch_norm, bool) is False:
-        raise ConfigError(f"batch_norm must be True or False, got {batch_norm!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        narrowed.append(Block(out_channels=width, kernels=b.kernels, lrn=b.lrn))
+    in_channels = positive_int(in_channels, "in_channels")
+    num_classes = positive_int(num_classes, "num_classes")
+    fc_hidden = positive_int(fc_hidden, "fc_hidden")
+    if not isinstance(batch_norm, bool):
+        raise ConfigError(f"{arg('batch_norm')} must be True or False, got {batch_norm!r}")
+    dropout = _probability(dropout, "dropout")
     size = check_input_size(input_size, len(blocks))
-    # A custom conv_arch is recorded by its final widths (ratio 1): the same network, rebuilt the same way.
     return VGGConfig(
-        name,
-        tuple(narrowed),
-        in_channels,
-        num_classes,
-        size,
-        ratio if name in CONFIGS else 1,
-        fc_hidden,
-        float(dropout),
-        batch_norm,
+        arch=name,
+        blocks=tuple(narrowed),
+        in_channels=in_channels,
+        num_classes=num_classes,
+        input_size=size,
+        # A custom conv_arch is recorded by its final widths (ratio 1): the same network, rebuilt the same way.
+        ratio=ratio if name in CONFIGS else 1,
+        fc_hidden=fc_hidden,
+        dropout=dropout,
+        batch_norm=batch_norm,
     )
 
 
 def make_alexnet_config(in_channels=1, num_classes=10, input_size=224, dropout=0.5) -> AlexNetConfig:
     """Validate ``alexnet()``'s arguments and resolve them into an :class:`AlexNetConfig`."""
-    in_channels = _positive_int(in_channels, "in_channels")
-    num_classes = _positive_int(num_classes, "num_classes")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise ConfigError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-    return AlexNetConfig(in_channels, num_classes, check_alexnet_size(input_size), float(dropout))
+    in_channels = positive_int(in_channels, "in_channels")
+    num_classes = positive_int(num_classes, "num_classes")
+    dropout = _probability(dropout, "dropout")
+    return AlexNetConfig(
+        in_channels=in_channels, num_classes=num_classes, input_size=check_alexnet_size(input_size), dropout=dropout
+    )
 
 
 def make_any_config(
@@ -379,22 +434,21 @@ def make_any_config(
     dropout=0.5,
     batch_norm=None,
 ) -> NetConfig:
-    """A configuration of either network from the command line's options; ``None`` is "not given".
+    """A configuration of either network, ``arch`` choosing which; ``None`` is "not given".
 
     ``arch="alexnet"`` is the book's AlexNet, which has no ``ratio``, ``fc_hidden`` or ``batch_norm`` to set;
     any other ``arch`` is VGG (``ratio`` 1, ``fc_hidden`` 4096, no batch norm when not given).
     """
     if arch == "alexnet":
         given = [
-            f"--{k.replace('_', '-')}"
-            for k, v in (("ratio", ratio), ("fc_hidden", fc_hidden), ("batch_norm", batch_norm))
+            name
+            for name, v in (("ratio", ratio), ("fc_hidden", fc_hidden), ("batch_norm", batch_norm))
             if v is not None
         ]
         if given:
             raise ConfigError(
-                f"{', '.join(given)} change{'s' if len(given) == 1 else ''} VGG only; AlexNet is the "
-                f"book's network as written: "
-                f"leave {'it' if len(given) == 1 else 'them'} out"
+                f"{', '.join(arg(name) for name in given)} change{'s' if len(given) == 1 else ''} VGG only; "
+                f"AlexNet is the book's network as written: leave {'it' if len(given) == 1 else 'them'} out"
             )
         return make_alexnet_config(in_channels, num_classes, input_size, dropout)
     return make_config(
@@ -411,12 +465,12 @@ def make_any_config(
 
 def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:
     """Validate ``vgg_block()``'s arguments; the book's block is ``num_convs`` 3x3 convolutions."""
-    n = _positive_int(num_convs, "num_convs")
-    _positive_int(in_channels, "in_channels")
-    c = _positive_int(out_channels, "out_channels")
+    n = positive_int(num_convs, "num_convs")
+    positive_int(in_channels, "in_channels")
+    c = positive_int(out_channels, "out_channels")
     if not isinstance(batch_norm, bool):
-        raise ConfigError(f"batch_norm must be True or False, got {batch_norm!r}")
-    return Block(c, (3,) * n)
+        raise ConfigError(f"{arg('batch_norm')} must be True or False, got {batch_norm!r}")
+    return Block(out_channels=c, kernels=(3,) * n)
 
 
 @dataclass(frozen=True)
@@ -449,7 +503,7 @@ def block_plan(block: Block, in_channels: int, batch_norm: bool) -> list[LayerPl
     return out
 
 
-def net_plan(config: NetConfig) -> list[tuple[str, list[LayerPlan] | LayerPlan]]:
+def net_plan(config: NetConfig) -> Sequence[tuple[str, list[LayerPlan] | LayerPlan]]:
     """Top-level layers in order: (name, block plan) for each block, then (name, layer) for the head.
 
     AlexNet's layers are all top-level (the book's ``nn.Sequential`` has no blocks).
@@ -464,7 +518,7 @@ def net_plan(config: NetConfig) -> list[tuple[str, list[LayerPlan] | LayerPlan]]
     return out + head_plan(config.flat_features, config.fc_hidden, config.num_classes, config.dropout, first=1)
 
 
-def head_plan(features: int, hidden: int, num_classes: int, dropout: float, first: int):
+def head_plan(features: int, hidden: int, num_classes: int, dropout: float, first: int) -> list[tuple[str, LayerPlan]]:
     """Flatten, then three dense layers (two hidden ones with ReLU and dropout), numbered from ``first``."""
     out: list[tuple[str, LayerPlan]] = [("flatten", LayerPlan("flatten", "flatten"))]
     widths = (hidden, hidden, num_classes)
@@ -481,27 +535,28 @@ def alexnet_plan(config: AlexNetConfig) -> list[tuple[str, LayerPlan]]:
     """AlexNet's layers in order, all top-level: the book's ``nn.Sequential``, named as in Caffe's model."""
     out: list[tuple[str, LayerPlan]] = []
     c = config.in_channels
-    for name, kind, width, kernel, stride, padding in ALEXNET_FEATURES:
-        out.append((name, LayerPlan(name, kind, c, width, kernel, stride, padding)))
-        c = width or c
+    for layer in ALEXNET_FEATURES:
+        plan = LayerPlan(layer.name, layer.kind, c, layer.out_channels, layer.kernel, layer.stride, layer.padding)
+        out.append((layer.name, plan))
+        c = layer.out_channels or c
     return out + head_plan(config.flat_features, ALEXNET_HIDDEN, config.num_classes, config.dropout, first=6)
 
 
 def check_trace_request(config: NetConfig, input_size, in_channels, batch) -> int:
     """Validate ``layer_shapes()``'s arguments against the network built from ``config``; return the size."""
     size = config.check_size(input_size)
-    in_channels = _positive_int(in_channels, "in_channels")
-    _positive_int(batch, "batch")
+    in_channels = positive_int(in_channels, "in_channels")
+    positive_int(batch, "batch")
     if in_channels != config.in_channels:
         raise ConfigError(
             f"the network takes {config.in_channels}-channel input but in_channels={in_channels} was "
-            f"given; pass in_channels={config.in_channels} or build with vgg(in_channels={in_channels})"
+            f"given; pass {arg('in_channels', config.in_channels)} or build with vgg(in_channels={in_channels})"
         )
     if size != config.input_size:
         raise ConfigError(
             f"the network was built for {config.input_size}x{config.input_size} input (its first dense "
             f"layer expects {config.flat_features} features) but input_size={size} was given; "
-            f"pass input_size={config.input_size} or build with vgg(input_size={size})"
+            f"pass {arg('input_size', config.input_size)} or build with vgg(input_size={size})"
         )
     return size
 

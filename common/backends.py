@@ -5,14 +5,24 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from types import ModuleType
+from typing import NamedTuple
 
 from .errors import BackendUnavailable, ConfigError
 
-# name -> (package, the framework module it needs, the pip extra that installs it, display name)
-BACKENDS: dict[str, tuple[str, str, str, str]] = {
-    "torch": ("vgg_torch", "torch", "torch", "PyTorch"),
-    "tf": ("vgg_tf", "tensorflow", "tf", "tf.keras"),
-    "mxnet": ("vgg_mxnet", "mxnet", "mxnet", "MXNet Gluon"),
+
+class Backend(NamedTuple):
+    """One entry of the registry (tests read it by position too: keep the order of the fields)."""
+
+    package: str  # the package of this project that implements it
+    framework: str  # the framework module it needs
+    extra: str  # the pip extra that installs that framework
+    label: str  # the framework's display name
+
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend(package="vgg_torch", framework="torch", extra="torch", label="PyTorch"),
+    "tf": Backend(package="vgg_tf", framework="tensorflow", extra="tf", label="tf.keras"),
+    "mxnet": Backend(package="vgg_mxnet", framework="mxnet", extra="mxnet", label="MXNet Gluon"),
 }
 
 # The contract: every backend package exports these names with identical signatures.
@@ -46,12 +56,12 @@ API = (
 
 
 def display_name(name: str) -> str:
-    return BACKENDS[name][3]
+    return BACKENDS[name].label
 
 
 def is_available(name: str) -> bool:
     """True when the backend's framework is installed (checked without importing it)."""
-    return importlib.util.find_spec(BACKENDS[name][1]) is not None
+    return importlib.util.find_spec(BACKENDS[name].framework) is not None
 
 
 def parse_backends(text: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -74,15 +84,15 @@ def require(name: str) -> None:
     """Raise a clear error, without importing anything, if backend ``name`` cannot be used here."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    _, framework, extra, label = BACKENDS[name]
+    backend = BACKENDS[name]
     if not is_available(name):
         raise BackendUnavailable(
-            f"backend {name!r} needs {label} ({framework}), which is not installed here; "
-            f"install it with: pip install -e '.[{extra}]'"
+            f"backend {name!r} needs {backend.label} ({backend.framework}), which is not installed here; "
+            f"install it with: pip install -e '.[{backend.extra}]'"
         )
 
 
 def get_backend(name: str) -> ModuleType:
     """Import and return the backend package ``vgg_<name>``."""
     require(name)
-    return importlib.import_module(BACKENDS[name][0])
+    return importlib.import_module(BACKENDS[name].package)

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any, TypedDict
 
 from .arch import make_any_config
 from .backends import display_name, get_backend
@@ -30,11 +31,30 @@ from .spec import spec
 from .training import PRECISIONS, Progress, check_precision
 from .weights import atomic_write, xavier_init
 
-BENCH_DEFAULTS = {"arch": "vgg11", "ratio": 4, "resize": 96, "batch_size": 128, "steps": 4, "repeats": 3}
+
+class BenchDefaults(TypedDict):
+    arch: str
+    ratio: int
+    resize: int
+    batch_size: int
+    steps: int  # timed steps per repeat
+    repeats: int  # the median is reported
+
+
+class SweepDefaults(TypedDict):
+    sizes: tuple[int, ...]  # input sizes, each at the sweep's ratio
+    ratios: tuple[int, ...]  # width ratios, each at the sweep's input size
+    batch_size: int
+    steps: int
+    repeats: int
+    plot: str  # where the PNG goes
+
+
+BENCH_DEFAULTS: BenchDefaults = {"arch": "vgg11", "ratio": 4, "resize": 96, "batch_size": 128, "steps": 4, "repeats": 3}
 # `vgg bench --sweep`: input sizes (at --ratio) and width ratios (at --resize), each point a fresh process.
 # Few steps and a small batch, so that the whole grid takes minutes on a 2-core CPU (224 px at batch 128
 # would need several GiB per point and minutes per step at ratio 1).
-SWEEP_DEFAULTS = {
+SWEEP_DEFAULTS: SweepDefaults = {
     "sizes": (32, 64, 96, 160, 224),
     "ratios": (8, 4, 2, 1),
     "batch_size": 32,
@@ -94,7 +114,7 @@ def bench_backend(
     b, bench = bench_modules(name)
     stream, _ = b.load_data_fashion_mnist(batch_size, config.input_size, 0, None, batch_size * (steps + 2), 1)
     memory = [next(iter(stream))]  # one real resized batch, already the framework's tensors
-    out = {
+    out: dict[str, Any] = {
         "backend": name,
         "framework": display_name(name),
         "precision": precision,
@@ -111,7 +131,7 @@ def bench_backend(
             out["train_project_real_data"] = examples_per_sec(step, stream, batch_size, steps, repeats)
             progress.update()
         infer = bench.infer_step(net, path, p)
-        out[f"infer_{path}"] = examples_per_sec(lambda x, y, infer=infer: infer(x), memory, batch_size, steps, repeats)
+        out[f"infer_{path}"] = examples_per_sec(lambda x, _y, infer=infer: infer(x), memory, batch_size, steps, repeats)
         progress.update()
     return out
 
@@ -183,7 +203,10 @@ def run_bench(
     precision: str,
     json_path: str | None = None,
 ) -> dict:
-    """Measure every backend in turn, print the table, write the JSON; return the summary."""
+    """Measure every backend in turn and write the JSON (where ``json_path`` is given); return the summary.
+
+    :func:`bench_table` formats the summary for printing.
+    """
     check_precision(precision)
     config = make_any_config(arch, 1, 10, resize, ratio)  # VGG with the book's head, or AlexNet (ratio None)
     progress = Progress(len(backends) * 6, "[bench]")
@@ -224,7 +247,7 @@ def sweep_point(
     net = build_net(b, bench, config, precision)
     train = examples_per_sec(bench.train_step(net, "project", precision), memory, batch_size, steps, repeats)
     infer_step = bench.infer_step(net, "project", precision)
-    infer = examples_per_sec(lambda x, y: infer_step(x), memory, batch_size, steps, repeats)
+    infer = examples_per_sec(lambda x, _y: infer_step(x), memory, batch_size, steps, repeats)
     s = spec(config)
     return {
         "backend": backend,
@@ -288,8 +311,8 @@ def run_sweep(
     check_precision(precision)
     if arch == "alexnet":
         raise ConfigError(
-            "--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
-            "time: vgg bench --arch alexnet --resize N"
+            "the sweep varies VGG's width ratio and input size, which AlexNet does not have; "
+            "measure AlexNet one size at a time with run_bench"
         )
     for s, r in ((max(*sizes, size), min(*ratios, ratio)), (min(*sizes, size), max(*ratios, ratio))):
         make_any_config(arch, 1, 10, s, r)  # a bad point fails before any work

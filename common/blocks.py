@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arch import LayerPlan, VGGConfig, _positive_int
-from .errors import ConfigError
+from .arch import LayerPlan, VGGConfig, positive_int
+from .errors import ConfigError, arg
 
 MLP_WIDTH = 20  # FixedHiddenMLP's width: the book's input is rand(2, 20)
 SECOND_USE = "shared2"  # the tied MLP's second use of ``shared``; a layer of its own only when untied
@@ -53,11 +53,11 @@ def tied_plan(in_features: int, hidden: int, out_features: int, tied: bool) -> l
     Every backend builds the plan's layers, except that when ``tied`` the ``shared2`` entry is ``shared``
     itself (the same layer, or one holding its parameters), so the network has no ``shared2.*`` parameters.
     """
-    in_features = _positive_int(in_features, "in_features")
-    hidden = _positive_int(hidden, "hidden")
-    out_features = _positive_int(out_features, "out_features")
+    in_features = positive_int(in_features, "in_features")
+    hidden = positive_int(hidden, "hidden")
+    out_features = positive_int(out_features, "out_features")
     if not isinstance(tied, bool):
-        raise ConfigError(f"tied must be True or False, got {tied!r}")
+        raise ConfigError(f"{arg('tied')} must be True or False, got {tied!r}")
     return [
         LayerPlan("fc1", "linear", in_width=in_features, out_width=hidden),
         LayerPlan("relu1", "relu"),

@@ -21,11 +21,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from .arch import NetConfig
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, WeightsError, arg
 from .history import History
 from .weights import META_KEY, atomic_write, check_weights, meta_config
 
@@ -100,25 +101,26 @@ class FolderLock:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.file = None
+        self.file: TextIO | None = None
 
     def __enter__(self) -> FolderLock:
         import fcntl
 
-        self.file = open(self.folder / self.NAME, "a+")  # held open for the run's lifetime
+        file = open(self.folder / self.NAME, "a+")  # held open for the run's lifetime
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
             raise ConfigError(
                 f"{self.folder} is in use by another run ({holder}); wait for it to finish or choose another folder"
             ) from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()}")
-        self.file.flush()
+        file.seek(0)
+        file.truncate()
+        file.write(f"pid {os.getpid()}")
+        file.flush()
+        self.file = file
         return self
 
     def __exit__(self, *exc) -> None:
@@ -198,7 +200,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     path = checkpoint_file(path)
     if not path.is_file():
         raise WeightsError(
-            f"no checkpoint at {path}; a run saves one there at the end of every epoch (vgg train --out {path.parent})"
+            f"no checkpoint at {path}; a run given that folder to save in writes one there at the end of every epoch"
         )
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -237,8 +239,8 @@ def check_checkpoint(
     """Refuse a checkpoint of another backend, configuration or recipe; return its configuration."""
     if backend is not None and meta["backend"] != backend:
         raise WeightsError(
-            f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend "
-            f"{meta['backend']} (optimizer and random states do not carry across frameworks; "
+            f"{path} is a checkpoint of the {meta['backend']} backend; resume it with "
+            f"{arg('backend', meta['backend'])} (optimizer and random states do not carry across frameworks; "
             f"the weights alone do: vgg convert)"
         )
     saved = meta_config(meta, path, config)

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from . import report
-from .arch import CONFIGS, config_from_dict, make_any_config
+from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .errors import ConfigError, VGGError
+from .errors import ArgValue, ConfigError, VGGError
 from .spec import spec
 from .training import LR_SCHEDULES, OPTIMIZERS, default_lr
 
@@ -221,7 +221,8 @@ def _resume_args(args, path) -> None:
             f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend {meta['backend']}"
         )
     config = config_from_dict(meta["config"])
-    options = {**dict.fromkeys(VGG_ONLY), "arch": config.arch, **config.kwargs()}  # AlexNet: no VGG options
+    rebuild = config.alexnet_kwargs() if isinstance(config, AlexNetConfig) else config.vgg_kwargs()
+    options = {**dict.fromkeys(VGG_ONLY), "arch": config.arch, **rebuild}  # AlexNet: no VGG options
     saved = {"config": options, "recipe": meta["recipe"]}
     for option, (group, key) in RESUMED.items():
         value, given = saved[group].get(key), getattr(args, option)
@@ -334,7 +335,7 @@ def _train(args, out: Path | None) -> int:
     except TrainingDiverged as e:
         if ckpt is not None and ckpt.is_file():
             raise TrainingDiverged(
-                f"{e}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays in {ckpt}"
+                f"{e.template}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays in {ckpt}"
             ) from None
         raise
     wall = time.perf_counter() - start
@@ -493,9 +494,16 @@ def cmd_bench(args) -> int:
     names = parse_backends(args.backends)
     for name in names:
         require(name)
-    _fill_defaults(args, {k: BENCH_DEFAULTS[k] for k in ("arch", "ratio")})  # AlexNet has no ratio
+    if args.sweep and args.arch == "alexnet":
+        raise ConfigError(
+            "--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
+            "time: vgg bench --arch alexnet --resize N"
+        )
+    _fill_defaults(args, {"arch": BENCH_DEFAULTS["arch"], "ratio": BENCH_DEFAULTS["ratio"]})  # AlexNet has no ratio
     defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
-    batch_size, steps, repeats = (getattr(args, k) or defaults[k] for k in ("batch_size", "steps", "repeats"))
+    batch_size = args.batch_size or defaults["batch_size"]
+    steps = args.steps or defaults["steps"]
+    repeats = args.repeats or defaults["repeats"]
     if args.sweep:
         plot = args.plot or SWEEP_DEFAULTS["plot"]
         summary = run_sweep(
@@ -717,12 +725,37 @@ def _add_device(p) -> None:
     )
 
 
+def option_for(argument: str, command: str) -> str:
+    """The option of ``vgg COMMAND`` that sets the Python API's ``argument``: the one place they are matched.
+
+    ``input_size`` is ``--resize`` where the command resizes the images to it (``vgg summary`` has
+    ``--input-size``); every other argument is its name with dashes (``fc_hidden`` -> ``--fc-hidden``).
+    """
+    if argument == "input_size" and command in ("train", "compare", "bench"):
+        return "--resize"
+    return "--" + argument.replace("_", "-")
+
+
+def message_for(error: VGGError, command: str) -> str:
+    """The error's message with every argument it names written as ``vgg COMMAND``'s option (``--resize 32``)."""
+
+    def spell(argument: str, value: ArgValue) -> str:
+        option = option_for(argument, command)
+        if value is None or value is True:
+            return option
+        if value is False:
+            return "--no-" + option.removeprefix("--")
+        return f"{option} {_arch_text(value) if argument == 'arch' else value}"
+
+    return error.spelled(spell)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except VGGError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {message_for(e, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ def fmt(value) -> str:
     if isinstance(value, numbers.Integral):
         return f"{value:,}"
     if isinstance(value, numbers.Real):
+        value = float(value)
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     if isinstance(value, tuple):
         return "(" + ", ".join(str(v) for v in value) + ")"
@@ -149,8 +150,8 @@ def write_compare_report(out, records: list[dict]) -> dict:
     out = Path(out)
     headers, rows = compare_rows(records)
     plot_curves(records, out / "curves.png")
-    column = headers.index("test acc")
-    accs = [r[column] for r in rows if r[column] is not None]
+    test_acc = headers.index("test acc")
+    accs = [r[test_acc] for r in rows if r[test_acc] is not None]
     spread = max(accs) - min(accs) if accs else 0.0
     arch = records[0]["config"]["arch"] if records else "VGG"
     md = [

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arch import LRN, LayerPlan, NetConfig, make_config, net_plan, side_after
+from .arch import LayerPlan, NetConfig, make_config, net_plan, side_after
 from .errors import ConfigError
 
 
@@ -88,9 +88,13 @@ class Spec:
 
 
 def _spec_layer(
-    p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...], rf: int | None, jump: int
-) -> tuple[Layer, tuple[int, ...], int | None, int]:
-    """One planned layer -> its spec row, and the (shape, receptive field, jump) after it."""
+    p: LayerPlan, full_name: str, group: str, shape: tuple[int, ...], rf: int, jump: int
+) -> tuple[Layer, tuple[int, ...], int, int]:
+    """One planned layer -> its spec row, and the (shape, receptive field, jump) after it.
+
+    The receptive field is carried on through the head, but a row reports it only while the features are
+    still a map (a shape of three sides): after ``flatten`` every unit sees the whole input.
+    """
     if p.kind == "conv":
         k, side = p.kernel, side_after(shape[1], "conv", p.kernel, p.stride, p.padding)
         shape = (p.out_width, side, side)
@@ -123,7 +127,7 @@ def _spec_layer(
                 2 * p.in_width,
                 2 * p.in_width,
                 0,
-                rf,
+                _reported(rf, shape),
                 (("weight", c), ("bias", c), ("running_mean", c), ("running_var", c)),
             ),
             shape,
@@ -135,7 +139,7 @@ def _spec_layer(
         rf, jump = rf + (p.kernel - 1) * jump, jump * p.stride
         shape = (shape[0], side, side)
     elif p.kind == "flatten":
-        shape, rf = (int(np.prod(shape)),), None
+        shape = (int(np.prod(shape)),)
     elif p.kind == "linear":
         n = p.out_width * p.in_width
         shape = (p.out_width,)
@@ -155,7 +159,12 @@ def _spec_layer(
             rf,
             jump,
         )
-    return Layer(full_name, p.kind, group, shape, 0, 0, 0, rf), shape, rf, jump
+    return Layer(full_name, p.kind, group, shape, 0, 0, 0, _reported(rf, shape)), shape, rf, jump
+
+
+def _reported(rf: int, shape: tuple[int, ...]) -> int | None:
+    """The receptive field a spec row shows: None once the features are flattened."""
+    return rf if len(shape) == 3 else None
 
 
 def spec(config: NetConfig | None = None, **kwargs) -> Spec:
@@ -173,10 +182,3 @@ def spec(config: NetConfig | None = None, **kwargs) -> Spec:
             layer, shape, rf, jump = _spec_layer(p, name, group, shape, rf, jump)
             layers.append(layer)
     return Spec(config, tuple(layers))
-
-
-def lrn_reference(x, size=LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"]):
-    """NumPy reference of the canonical LRN over axis 1 of an NCHW array (zero-padded channel window)."""
-    sq = np.pad(np.asarray(x, dtype=np.float64) ** 2, ((0, 0), (size // 2, (size - 1) // 2), (0, 0), (0, 0)))
-    window = sum(sq[:, i : i + x.shape[1]] for i in range(size))
-    return x / (k + alpha / size * window) ** beta

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .errors import ConfigError, InputError, TrainingDiverged
+from .errors import ConfigError, InputError, TrainingDiverged, arg
 from .history import Epoch, History
 
 __all__ = ["Epoch", "History"]  # re-exported: the records a run returns
@@ -100,8 +100,8 @@ def check_loss(loss: float, epoch: int, step: int, lr: float) -> None:
     """Stop a run whose loss is no longer a finite number, saying where and what to try."""
     if not math.isfinite(loss):
         raise TrainingDiverged(
-            f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training "
-            f"stopped. Lower the learning rate (e.g. --lr {lr / 10:g}) or use --batch-norm"
+            f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training stopped. Lower the "
+            f"learning rate (e.g. {arg('lr', float(f'{lr / 10:g}'))}) or use {arg('batch_norm', True)}"
         )
 
 

@@ -267,7 +267,7 @@ def parse_meta(text: str, path: str | os.PathLike) -> dict:
     if isinstance(meta, dict) and meta.get("format") == "vgg-checkpoint":
         raise WeightsError(
             f"{path} is a training checkpoint, not a weights file: evaluate or convert the run's weights.npz or "
-            f"model file beside it, or continue the run (vgg train --resume)"
+            f"model file beside it, or resume the run from it"
         )
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)

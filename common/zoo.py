@@ -30,7 +30,6 @@ from .weights import check_weights, to_canonical
 
 # Zoo networks exist for the four plain configurations; they differ only in the number of convolutions.
 ZOO_ARCHS = {8: "vgg11", 10: "vgg13", 13: "vgg16", 16: "vgg19"}
-_BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 
 
 def zoo_config(

@@ -20,6 +20,7 @@ import time
 from common.arch import make_any_config
 from common.bench import BENCH_DEFAULTS, bench_modules, build_net
 from common.cli import COMPARE_DEFAULTS
+from common.errors import ConfigError
 
 D = BENCH_DEFAULTS
 
@@ -46,7 +47,10 @@ def _variants(name, b, bench, config):
 
 
 def main(name: str, backend: str | None = None, rounds: int = 9, steps: int = 3) -> dict:
+    """Measure lever ``name``; ``backend`` is the one to measure for ``bf16`` (the others are their own backend)."""
     if name == "bf16":
+        if backend is None:
+            raise ConfigError("the bf16 lever needs a backend: torch, tf or mxnet")
         C = COMPARE_DEFAULTS
         config = make_any_config(
             C["arch"], 1, 10, C["resize"], C["ratio"], C["fc_hidden"], C["dropout"], C["batch_norm"]
@@ -93,4 +97,4 @@ if __name__ == "__main__":
     lever = sys.argv[1] if len(sys.argv) > 1 else None
     if lever not in ("torch", "mxnet", "bf16") or (lever == "bf16") != (len(sys.argv) == 3):
         sys.exit("usage: python scripts/levers.py {torch | mxnet | bf16 BACKEND}")
-    print(json.dumps(main(*sys.argv[1:3]), indent=1))
+    print(json.dumps(main(lever, sys.argv[2] if lever == "bf16" else None), indent=1))

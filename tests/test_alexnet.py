@@ -84,7 +84,7 @@ def test_other_sizes_follow_the_spec(backends, kwargs):
 
 def test_too_small_an_input_says_the_minimum(backends):
     for b in backends.values():
-        with pytest.raises(ConfigError, match=r"input_size 64 is too small for AlexNet.*--resize 65"):
+        with pytest.raises(ConfigError, match=r"input_size 64 is too small for AlexNet.*input_size=65"):
             b.alexnet(input_size=64)
 
 

@@ -70,7 +70,7 @@ def test_a_checkpoint_given_to_evaluate_says_it_is_a_checkpoint(tmp_path, capsys
     )
     capsys.readouterr()
     err = _evaluate(capsys, run / FILE_NAME)
-    assert "is a training checkpoint, not a weights file" in err and "--resume" in err
+    assert "is a training checkpoint, not a weights file" in err and "resume the run" in err
 
 
 def test_a_native_file_given_to_load_weights_names_the_loader_that_reads_it(tmp_path):

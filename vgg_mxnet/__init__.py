@@ -11,7 +11,7 @@ import os as _os
 import numpy as _np
 
 if "bool" not in vars(_np):
-    _np.bool = bool
+    vars(_np)["bool"] = bool
 if "OMP_NUM_THREADS" not in _os.environ and "MXNET_OMP_MAX_THREADS" not in _os.environ:
     _os.environ["MXNET_OMP_MAX_THREADS"] = str(
         len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count() or 1
@@ -33,5 +33,4 @@ from .weights import (  # noqa: E402
     zoo_weights,
 )
 
-FRAMEWORK = "MXNet Gluon"
 LAYOUT = "NCHW"

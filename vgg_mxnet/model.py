@@ -53,7 +53,7 @@ def _layer(p: LayerPlan) -> nn.HybridBlock:
     if p.kind == "relu":
         return nn.Activation("relu", prefix=prefix)
     if p.kind == "lrn":
-        return LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"], prefix=prefix)
+        return LocalResponseNorm(LRN.size, alpha=LRN.alpha, beta=LRN.beta, k=LRN.k, prefix=prefix)
     if p.kind == "pool":
         return nn.MaxPool2D(pool_size=p.kernel, strides=p.stride, prefix=prefix)
     if p.kind == "flatten":

@@ -23,5 +23,4 @@ from .weights import (  # noqa: E402
     zoo_weights,
 )
 
-FRAMEWORK = "tf.keras"
 LAYOUT = "NHWC"

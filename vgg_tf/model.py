@@ -93,7 +93,7 @@ def _layer(p: LayerPlan) -> keras.layers.Layer:
     if p.kind == "relu":
         return keras.layers.ReLU(name=p.name)
     if p.kind == "lrn":
-        return LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"], name=p.name)
+        return LocalResponseNorm(LRN.size, alpha=LRN.alpha, beta=LRN.beta, k=LRN.k, name=p.name)
     if p.kind == "pool":
         return keras.layers.MaxPool2D(pool_size=p.kernel, strides=p.stride, name=p.name)
     if p.kind == "flatten":

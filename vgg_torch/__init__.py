@@ -16,5 +16,4 @@ from .weights import (
     zoo_weights,
 )
 
-FRAMEWORK = "PyTorch"
 LAYOUT = "NCHW"

@@ -34,7 +34,7 @@ def _layer(p: LayerPlan) -> nn.Module:
     if p.kind == "relu":
         return nn.ReLU()
     if p.kind == "lrn":
-        return nn.LocalResponseNorm(LRN["size"], alpha=LRN["alpha"], beta=LRN["beta"], k=LRN["k"])
+        return nn.LocalResponseNorm(LRN.size, alpha=LRN.alpha, beta=LRN.beta, k=LRN.k)
     if p.kind == "pool":
         return nn.MaxPool2d(kernel_size=p.kernel, stride=p.stride)
     if p.kind == "flatten":
@@ -80,7 +80,8 @@ def init_xavier(net: nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # the plan's layers all have one
+                nn.init.zeros_(m.bias)
 
 
 def from_config(config):
