@@ -437,15 +437,15 @@ def _arch_text(arch) -> str:
 
 def _read_model(path) -> tuple:
     """(config, canonical weights, source framework) of a saved model in any of the four formats."""
-    from .weights import load_npz, model_format
+    from .weights import check_finite_weights, load_npz, model_format
 
     fmt = model_format(path)
     if fmt == "npz":
         weights, meta = load_npz(path)
-        return config_from_dict(meta["config"]), weights, meta["source"]
+        return config_from_dict(meta["config"]), check_finite_weights(weights, path), meta["source"]
     b = get_backend(fmt)
     net = b.load_model(path)
-    return net.config, b.export_weights(net), fmt
+    return net.config, check_finite_weights(b.export_weights(net), path), fmt
 
 
 def cmd_convert(args) -> int:
@@ -454,6 +454,8 @@ def cmd_convert(args) -> int:
     check_model_path(args.dst, args.to)
     if Path(args.dst).resolve() == Path(args.src).resolve():
         raise ConfigError(f"{args.dst} is the source file; give another destination")
+    if Path(args.dst).exists() and not args.overwrite:
+        raise ConfigError(f"{args.dst} already exists; replace it with --overwrite or choose another destination")
     config, weights, source = _read_model(args.src)
     if args.to == "npz":
         save_npz(args.dst, config, weights, source, "")
@@ -699,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help=f"a saved model: {formats}")
     p.add_argument("dst", help="where to write it, named for its format")
     p.add_argument("--to", choices=[*BACKENDS, "npz"], required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace dst if it exists (without it, dst is kept)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model on the real Fashion-MNIST test set")

@@ -57,6 +57,17 @@ def check_weights(config: NetConfig, weights: dict[str, np.ndarray]) -> dict[str
     return out
 
 
+def check_finite_weights(weights: dict[str, np.ndarray], source: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``weights`` if every value is a finite number; else a WeightsError naming the first bad parameter."""
+    bad = [name for name, array in weights.items() if not np.isfinite(array).all()]
+    if bad:
+        raise WeightsError(
+            f"{source} holds NaN or infinite values in {len(bad)} parameter(s), first {bad[0]}: it comes from a "
+            f"run that diverged; use an earlier checkpoint's weights or train again with a lower learning rate"
+        )
+    return weights
+
+
 # Layouts other frameworks keep weights in, converted here once for every backend and zoo reader:
 # "conv": HWIO kernels (Keras); "dense": (in, out) kernels (Keras); "flat": the (in, out) kernel of the dense
 # layer right after Flatten on NHWC features, whose inputs arrive in H,W,C order — its rows must be permuted

@@ -85,3 +85,39 @@ def test_a_native_file_given_to_load_weights_names_the_loader_that_reads_it(tmp_
         b.load_weights(net, path)
     assert type(e.value).__name__ == "WeightsError"
     assert np.isfinite(b.export_weights(net)["fc3.bias"]).all()
+
+
+def _saved(tmp_path, name="m.npz", poison=False):
+    b = load_backend("torch")
+    net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    if poison:
+        weights = b.export_weights(net)
+        weights["fc2.weight"][0, 0] = np.nan
+        b.import_weights(net, weights)
+    return b.save_weights(net, tmp_path / name) if name.endswith(".npz") else b.save_model(net, tmp_path / name)
+
+
+def test_convert_keeps_an_existing_destination_unless_told(tmp_path, capsys):
+    src = _saved(tmp_path)
+    dst = tmp_path / "kept.pt"
+    dst.write_bytes(b"the user's file")
+    rc = main(["convert", str(src), str(dst), "--to", "torch"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "already exists; replace it with --overwrite" in err
+    assert dst.read_bytes() == b"the user's file"
+    assert main(["convert", str(src), str(dst), "--to", "torch", "--overwrite"]) == 0
+    assert dst.read_bytes() != b"the user's file"
+
+
+@pytest.mark.parametrize("name", ["m.npz", "m.pt"])
+def test_weights_full_of_nan_are_refused_by_convert_and_evaluate(tmp_path, capsys, name):
+    src = _saved(tmp_path, name, poison=True)
+    for argv in (
+        ["convert", str(src), str(tmp_path / "out.npz"), "--to", "npz"],
+        ["evaluate", str(src), "--backend", "torch", "--test-limit", "64"],
+    ):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1
+        assert "holds NaN or infinite values in 1 parameter(s), first fc2.weight" in err
+    assert not (tmp_path / "out.npz").exists()
