@@ -374,11 +374,14 @@ def cmd_compare(args) -> int:
     _config(args, args.resize)
     for name in names:
         require(name)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import checkpoint_file, prepare_folder
+
+    out = prepare_folder(args.out)
     records = []
     for name in names:
-        # each backend's run replaces the one an earlier `vgg compare` left in the same folder
+        # each backend's run replaces the one an earlier `vgg compare` left in the same folder; with --resume,
+        # a backend with a checkpoint continues it (a finished one only writes its files again)
+        resume = args.resume and checkpoint_file(out / name).is_file()
         cmd = [
             sys.executable,
             "-m",
@@ -388,7 +391,7 @@ def cmd_compare(args) -> int:
             name,
             "--out",
             str(out / name),
-            "--overwrite",
+            "--resume" if resume else "--overwrite",
             "--arch",
             _arch_text(args.arch),
             "--resize",
@@ -420,7 +423,17 @@ def cmd_compare(args) -> int:
                 cmd += [flag, str(value)]
         cmd += ["--precision", args.precision, "--device", args.device]
         print(f"== {display_name(name)}", flush=True)
-        done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except KeyboardInterrupt:  # the run got the same Ctrl-C, has saved what it could and said so
+            done = subprocess.CompletedProcess(cmd, 130)
+        if done.returncode == 130:
+            print(
+                f"interrupted: the comparison stopped in the {name} run; continue it with the same command "
+                f"and --resume (finished backends are kept, each other one continues from its last checkpoint)",
+                file=sys.stderr,
+            )
+            return 130
         if done.returncode != 0:
             print(f"error: the {name} run failed (exit {done.returncode}); see its message above", file=sys.stderr)
             return done.returncode
@@ -635,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_training(p, COMPARE_DEFAULTS)
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted compare in --out: each backend from its last checkpoint, finished ones kept",
+    )
     p.set_defaults(func=cmd_compare)
 
     formats = "*.npz (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"

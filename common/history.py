@@ -29,10 +29,8 @@ class History:
     epochs: list[Epoch] = field(default_factory=list)
     data: dict | None = None  # the data the run trained on: folder and checksums (common.data)
 
-    def add(self, epoch: Epoch, verbose: bool = True) -> None:
+    def add(self, epoch: Epoch) -> None:
         self.epochs.append(epoch)
-        if verbose:
-            print(f"[{self.backend}] {epoch.line()}", flush=True)
 
     def to_dict(self) -> dict:
         return {

@@ -343,7 +343,8 @@ def fit(
             bar.close()
             seconds = meter.seconds
             test_acc = trainer.evaluate(test_iter)
-            history.add(Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds), verbose)
+            done = Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds)
+            history.add(done)
             if path is not None:
                 arrays, scalars = trainer.optimizer_state()
                 state = {"data_epoch": _data_epoch(train_iter), "optimizer": scalars}
@@ -351,6 +352,8 @@ def fit(
                     name, net.config, record, epoch, history, trainer.weights(), arrays, trainer.rng_state(), state
                 )
                 save_checkpoint(path, snapshot)
+            if verbose:  # after the checkpoint: an epoch's line means the epoch is saved
+                print(f"[{name}] {done.line()}", flush=True)
     finally:
         trainer.finish()
     return history

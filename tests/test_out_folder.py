@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,3 +129,51 @@ def test_an_interrupted_overwrite_does_not_describe_the_run_it_replaces(tmp_path
         proc.kill()
     assert proc.returncode == 130
     assert "no epoch of this run finished, so nothing of it was saved" in err and "earlier run (epoch 1 of 1)" in err
+
+
+def test_an_interrupted_compare_says_how_to_continue_and_continues(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "common.cli",
+        "compare",
+        "--backends",
+        "torch",
+        "--arch",
+        "vgg11",
+        "--ratio",
+        "8",
+        "--resize",
+        "32",
+        "--fc-hidden",
+        "64",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "3",
+        "--train-limit",
+        "2048",
+        "--test-limit",
+        "64",
+        "--out",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        for line in proc.stdout:  # Ctrl-C, as a terminal sends it to the whole group, once epoch 1 is saved
+            if "epoch 1, loss" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "continue it with the same command and --resume" in err.strip().splitlines()[-1]
+    done = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout and "report:" in done.stdout
+    epochs = json.loads((tmp_path / "torch" / "history.json").read_text())["history"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
