@@ -260,8 +260,9 @@ class DataIter:
     backend's ``load_data_fashion_mnist`` that is its own.
     """
 
-    def __init__(self, batches: Batches, convert):
+    def __init__(self, batches: Batches, convert, verified: bool = False):
         self.batches, self.convert = batches, convert
+        self.verified = verified  # see common.training.verified: only the first batch of a pass is checked
 
     def __len__(self) -> int:
         return len(self.batches)

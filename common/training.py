@@ -189,6 +189,14 @@ def check_labels(
         )
 
 
+def verified(data_iter) -> bool:
+    """True for the project's own stream over the verified Fashion-MNIST (:class:`common.data.DataIter` made by
+    ``load_data_fashion_mnist``): its batches are checked once, on the first batch of each pass, since every
+    batch has the same shape and dtype and its pixels come from checksummed uint8 files. Any other iterable
+    is checked batch by batch."""
+    return bool(getattr(data_iter, "verified", False))
+
+
 def _data_epoch(train_iter) -> int | None:
     """Where the training stream stands (its next epoch), for a checkpoint; None for an iterable of another kind."""
     return getattr(getattr(train_iter, "batches", None), "epoch", None)
@@ -335,7 +343,8 @@ def fit(
             meter = Meter()
             bar = Progress(len(train_iter), f"[{name}] epoch {epoch}", enabled=None if verbose else False)
             for step, (x, y) in enumerate(train_iter, start=1):
-                trainer.check_batch(x, y, f"training batch {step} of epoch {epoch}")
+                if step == 1 or not verified(train_iter):
+                    trainer.check_batch(x, y, f"training batch {step} of epoch {epoch}")
                 loss_sum, correct = trainer.train_step(x, y)
                 check_loss(loss_sum, epoch, step, rate)
                 meter.add(loss_sum, correct, len(y))
@@ -398,9 +407,10 @@ def accuracy(data_iter, check, correct, read=float) -> float:
     The shared loop of every backend's ``evaluate_accuracy``; ``correct`` may return a device tensor that
     supports ``+`` (summed on the device, turned into a number by ``read`` once at the end) or a number.
     """
-    total, n = 0.0, 0
+    total, n, trusted = 0.0, 0, verified(data_iter)
     for i, (x, y) in enumerate(data_iter, start=1):
-        check(x, y, f"evaluation batch {i}")
+        if i == 1 or not trusted:
+            check(x, y, f"evaluation batch {i}")
         total = total + correct(x, y)
         n += len(y)
     return read(total) / max(n, 1)

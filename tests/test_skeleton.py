@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common.data import DataIter, load_fashion_mnist
-from common.errors import ConfigError, InputError
+from common.errors import ConfigError, InputError, TrainingDiverged
 from common.training import Progress, Recipe, parse_device
 
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
@@ -235,3 +235,30 @@ def test_train_says_where_it_runs(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "on cpu" in run.stdout.splitlines()[0]
     assert json.loads((tmp_path / "history.json").read_text())["history"]["device"] == "cpu"
+
+
+def _poison_batch(data_iter, index, verified):
+    """The same stream with NaN pixels in its batch ``index`` (0-based), marked verified or not."""
+    seen = []
+
+    def convert(x, y):
+        seen.append(1)
+        if len(seen) == index + 1:
+            x = np.full_like(x, np.nan)
+        return data_iter.convert(x, y)
+
+    return DataIter(data_iter.batches, convert, verified=verified)
+
+
+def test_the_verified_stream_is_checked_once_a_pass_any_other_batch_by_batch(backend):
+    """The project's own checksummed data need no per-pixel check at every step; a user's iterator does."""
+    train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=96, test_limit=32)
+    assert train_iter.verified and test_iter.verified
+    with pytest.raises(InputError, match="training batch 2 of epoch 1 holds NaN"):
+        backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 1, False), test_iter, 1, verbose=False)
+    with pytest.raises(InputError, match="training batch 1 of epoch 1 holds NaN"):
+        backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 0, True), test_iter, 1, verbose=False)
+    try:  # past the first batch a verified stream is trusted: no InputError, whatever the NaN then does
+        backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 1, True), test_iter, 1, verbose=False)
+    except TrainingDiverged:
+        pass  # PyTorch and Gluon carry it into the loss (the NaN stop acts); Keras' ReLU maps NaN to 0

@@ -16,4 +16,4 @@ def _tensors(x, y):
 def load_data_fashion_mnist(batch_size, resize=None, seed=0, data_dir=None, train_limit=None, test_limit=None):
     """(train_iter, test_iter) over the real Fashion-MNIST, pixels in [0, 1], optionally resized (bilinear)."""
     train, test = fashion_mnist_batches(batch_size, resize, seed, "NCHW", data_dir, train_limit, test_limit)
-    return DataIter(train, _tensors), DataIter(test, _tensors)
+    return DataIter(train, _tensors, verified=True), DataIter(test, _tensors, verified=True)
