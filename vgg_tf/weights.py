@@ -10,17 +10,16 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import WeightsError
+from common.interchange import load_weights_file, save_weights_file
 from common.weights import (
     atomic_write,
     check_model_path,
     check_weights,
     existing_model,
     from_canonical,
-    load_npz,
     make_meta,
     meta_config,
     parse_meta,
-    save_npz,
     scheme_weights,
     to_canonical,
     trainable_shapes,
@@ -107,13 +106,13 @@ def init_weights(net, scheme="xavier", seed=0, value=1.0):
 
 
 def save_weights(net, path):
-    """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
-    return save_npz(path, net.config, export_weights(net), "tf", tf.__version__)
+    """Write the canonical weights and configuration to a ``.npz`` (or, so named, ``.safetensors``) file, atomically."""
+    return save_weights_file(path, net.config, export_weights(net), "tf", tf.__version__)
 
 
 def load_weights(net, path):
-    """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
-    weights, _ = load_npz(path, net.config)
+    """Load a ``.npz`` or ``.safetensors`` written by any backend; refuses another configuration before touching it."""
+    weights, _ = load_weights_file(path, net.config)
     return import_weights(net, weights)
 
 

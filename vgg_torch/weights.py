@@ -10,16 +10,15 @@ import numpy as np
 import torch
 
 from common.errors import WeightsError
+from common.interchange import load_weights_file, save_weights_file
 from common.weights import (
     atomic_write,
     check_model_path,
     check_weights,
     existing_model,
-    load_npz,
     make_meta,
     meta_config,
     parse_meta,
-    save_npz,
     scheme_weights,
     trainable_shapes,
 )
@@ -67,13 +66,13 @@ def init_weights(net, scheme="xavier", seed=0, value=1.0):
 
 
 def save_weights(net, path):
-    """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
-    return save_npz(path, net.config, export_weights(net), "torch", torch.__version__)
+    """Write the canonical weights and configuration to a ``.npz`` (or, so named, ``.safetensors``) file, atomically."""
+    return save_weights_file(path, net.config, export_weights(net), "torch", torch.__version__)
 
 
 def load_weights(net, path):
-    """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
-    weights, _ = load_npz(path, net.config)
+    """Load a ``.npz`` or ``.safetensors`` written by any backend; refuses another configuration before touching it."""
+    weights, _ = load_weights_file(path, net.config)
     return import_weights(net, weights)
 
 
