@@ -287,10 +287,9 @@ def finish_onnx(
     graph.input.extend(inputs)  # an initializer listed as an input could be overridden; a constant cannot
     _rename(graph, inputs[0].name, INPUT)
     _rename(graph, graph.output[0].name, OUTPUT)
-    if not all(d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim[1:]):
-        # MXNet's exporter leaves a dynamic graph's output shape unknown: take ONNX's own shape inference's
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.output[0]
-        graph.output[0].type.CopyFrom(inferred.type)
+    classes = graph.output[0].type.tensor_type.shape.dim[1:]
+    if len(classes) == 1 and not (classes[0].dim_value or classes[0].dim_param):
+        classes[0].dim_value = config.num_classes  # MXNet's dynamic export leaves it unknown; checked below
     for value in (graph.input[0], graph.output[0]):
         axis = value.type.tensor_type.shape.dim[0]
         if batch is None:
@@ -302,7 +301,7 @@ def finish_onnx(
     meta = make_meta(config, source, source_version, exporter=exporter, opset=opset, batch=batch)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, meta_strings(meta))
-    onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(model, full_check=True)  # full: ONNX's shape inference must agree with the shapes
     onnx.save(model, str(path))
 
 
@@ -344,7 +343,7 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types, not exported
             raise WeightsError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0]}); it is damaged") from None
 
