@@ -533,7 +533,10 @@ def cmd_bench(args) -> int:
 
     entries = [n.strip() for n in args.backends.split(",")]
     onnxruntime = "onnxruntime" in entries  # ONNX Runtime: an inference-only fourth row (_bench_onnxruntime)
-    names = [] if entries == ["onnxruntime"] else parse_backends([n for n in entries if n != "onnxruntime"])
+    try:
+        names = [] if entries == ["onnxruntime"] else parse_backends([n for n in entries if n != "onnxruntime"])
+    except ConfigError as e:
+        raise ConfigError(f"{e}; add onnxruntime for ONNX Runtime's inference") from None
     if onnxruntime and args.sweep:
         raise ConfigError("--sweep measures the frameworks' training; leave onnxruntime out of --backends")
     for name in names:

@@ -18,6 +18,7 @@ from common.arch import make_any_config
 from common.backends import BACKENDS
 from common.data import fashion_mnist_batches
 from common.errors import ConfigError, InputError, WeightsError
+from common.report import fmt
 from common.weights import make_meta, save_npz, xavier_init
 
 for _module in ("onnx", "onnxruntime", "safetensors"):
@@ -437,3 +438,11 @@ def test_vgg_convert_every_direction_keeps_the_logits(backends, tmp_path, capsys
             else:
                 got_config, got, _ = _read_model(dst)
                 assert got_config == config and all(np.array_equal(got[k], weights[k]) for k in weights), dst
+
+
+def test_vgg_bench_adds_onnxruntime_as_a_fourth_executor(backends, tmp_path, capsys):
+    args = ["--resize", "32", "--ratio", "8", "--batch-size", "16", "--steps", "2", "--repeats", "1"]
+    out = run_main(capsys, "bench", "--backends", "onnxruntime", *args, "--json", tmp_path / "bench.json")
+    row = json.loads((tmp_path / "bench.json").read_text())["onnxruntime"]
+    assert row["framework"] == "ONNX Runtime" and row["exporter"] == "PyTorch" and row["opset"] == OPSET
+    assert row["infer"] > 0 and fmt(row["infer"]) in out.split("ONNX Runtime")[1]  # the row printed
