@@ -41,6 +41,7 @@ API = (
     "import_weights",
     "save_weights",
     "load_weights",
+    "export_onnx",
     "save_model",
     "load_model",
     "zoo_weights",

@@ -449,12 +449,18 @@ def _arch_text(arch) -> str:
 
 
 def _read_model(path) -> tuple:
-    """(config, canonical weights, source framework) of a saved model in any of the four formats."""
-    from .weights import check_finite_weights, load_npz, model_format
+    """(config, canonical weights, source framework) of a saved model in any of the five formats read back."""
+    from .interchange import file_format, load_weights_file
+    from .weights import check_finite_weights
 
-    fmt = model_format(path)
-    if fmt == "npz":
-        weights, meta = load_npz(path)
+    fmt = file_format(path)
+    if fmt == "onnx":
+        raise ConfigError(
+            f"{path} is an ONNX model: ONNX is a format to export to, not to read weights from; convert the "
+            f".npz, .safetensors or framework file it was exported from"
+        )
+    if fmt in ("npz", "safetensors"):
+        weights, meta = load_weights_file(path)
         return config_from_dict(meta["config"]), check_finite_weights(weights, path), meta["source"]
     b = get_backend(fmt)
     net = b.load_model(path)
@@ -462,31 +468,50 @@ def _read_model(path) -> tuple:
 
 
 def cmd_convert(args) -> int:
-    from .weights import MODEL_SUFFIXES, check_model_path, save_npz
+    from .interchange import FILE_SUFFIXES, check_file_path, file_format, save_weights_file
 
-    check_model_path(args.dst, args.to)
+    to = args.to or file_format(args.dst)
+    check_file_path(args.dst, to)
     if Path(args.dst).resolve() == Path(args.src).resolve():
         raise ConfigError(f"{args.dst} is the source file; give another destination")
     if Path(args.dst).exists() and not args.overwrite:
         raise ConfigError(f"{args.dst} already exists; replace it with --overwrite or choose another destination")
+    if to != "onnx" and (args.backend or args.batch):
+        raise ConfigError("--backend and --batch choose how an ONNX model is exported; the destination is not .onnx")
     config, weights, source = _read_model(args.src)
-    if args.to == "npz":
-        save_npz(args.dst, config, weights, source, "")
+    how = ""
+    if to in ("npz", "safetensors"):
+        save_weights_file(args.dst, config, weights, source, "")
     else:
-        b = get_backend(args.to)
-        b.save_model(b.import_weights(b.from_config(config), weights), args.dst)
-    print(f"converted {args.src} ({source}) -> {args.dst} ({args.to}{MODEL_SUFFIXES[args.to]}): {config.describe()}")
+        name = (args.backend or source) if to == "onnx" else to
+        if name not in BACKENDS:
+            raise ConfigError(
+                f"{args.src} names no framework ({source!r}) to export it with; choose one: --backend "
+                + " | ".join(BACKENDS)
+            )
+        b = get_backend(name)
+        net = b.import_weights(b.from_config(config), weights)
+        if to == "onnx":
+            b.export_onnx(net, args.dst, args.batch)
+            how = f", exported by {display_name(name)}"
+        else:
+            b.save_model(net, args.dst)
+    print(f"converted {args.src} ({source}) -> {args.dst} ({to}{FILE_SUFFIXES[to]}{how}): {config.describe()}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .weights import model_format
+    from .interchange import FILE_SUFFIXES, file_format
 
-    fmt = model_format(args.model)
+    fmt = file_format(args.model)
+    if fmt == "onnx":
+        return _evaluate_onnx(args)
     config, weights, source = _read_model(args.model)  # first: a file that is no model says so
-    name = args.backend or (fmt if fmt != "npz" else None)
+    name = args.backend or (fmt if fmt not in ("npz", "safetensors") else None)
     if name is None:
-        raise ConfigError("a .npz model belongs to no framework: say which one evaluates it with --backend")
+        raise ConfigError(
+            f"a {FILE_SUFFIXES[fmt]} model belongs to no framework: say which one evaluates it with --backend"
+        )
     if config.in_channels != 1 or config.num_classes != 10:
         raise ConfigError(f"{args.model} is {config.describe()}; Fashion-MNIST needs 1 input channel and 10 classes")
     b = get_backend(name)
@@ -503,10 +528,66 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_onnx(args) -> int:
+    """``vgg evaluate MODEL.onnx``: test accuracy through ONNX Runtime, no framework imported."""
+    from .data import fashion_mnist_batches
+    from .interchange import evaluate_onnx, load_onnx
+
+    if args.backend:
+        raise ConfigError(f"{args.model} runs in ONNX Runtime; --backend chooses a framework for weights files")
+    model = load_onnx(args.model)
+    config = model.config
+    if config.in_channels != 1 or config.num_classes != 10:
+        raise ConfigError(f"{args.model} is {config.describe()}; Fashion-MNIST needs 1 input channel and 10 classes")
+    _, test = fashion_mnist_batches(args.batch_size, config.input_size, 0, "NCHW", args.data_dir, None, args.test_limit)
+    acc = evaluate_onnx(model, test)
+    print(
+        f"{args.model} ({model.meta['source']}, {model.meta['exporter']}, opset {model.meta['opset']}) in ONNX "
+        f"Runtime: test acc {acc:.4f} on {test.num_examples:,} Fashion-MNIST test images at {config.input_size} px"
+    )
+    return 0
+
+
+def _bench_onnxruntime(names: list[str], args, batch_size: int, steps: int, repeats: int, summary: dict | None):
+    """The ``onnxruntime`` row of ``vgg bench``: inference only, beside the frameworks' inference.
+
+    ONNX Runtime does not train and runs a graph a framework exported, so it cannot fill a row of the training
+    table: it gets its own table, of inference examples/s on the same network, weights and real batch.
+    """
+    from .arch import make_any_config
+    from .backends import is_available
+    from .interchange import bench_onnxruntime
+
+    if args.precision != "fp32":
+        raise ConfigError("ONNX Runtime runs the exported float32 graph: leave onnxruntime out of a bf16 bench")
+    exporter = names[0] if names else next((n for n in BACKENDS if is_available(n)), None)
+    if exporter is None:
+        raise ConfigError("the onnxruntime entry needs a framework to export the network; install one")
+    config = make_any_config(args.arch, 1, 10, args.resize, args.ratio)
+    row = bench_onnxruntime(exporter, config, batch_size, steps, repeats)
+    rows = [[r["framework"], "", r["infer_project"], r["infer_gflops"]] for r in (summary or {}).get("runs", [])]
+    rows.append([row["framework"], f"{row['exporter']}, opset {row['opset']}", row["infer"], row["infer_gflops"]])
+    print(
+        report.format_table(
+            ["executor", "graph exported by", "infer ex/s", "GFLOP/s"],
+            rows,
+            title=f"inference, {config.describe()}, batch {batch_size} (frameworks: the project's path)",
+        )
+    )
+    return row
+
+
 def cmd_bench(args) -> int:
     from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS, bench_table, run_bench, run_sweep, sweep_table
 
-    names = parse_backends(args.backends)
+    entries = [n.strip() for n in args.backends.split(",")]
+    onnxruntime = "onnxruntime" in entries  # ONNX Runtime: an inference-only fourth row (_bench_onnxruntime)
+    try:
+        names = [] if entries == ["onnxruntime"] else parse_backends([n for n in entries if n != "onnxruntime"])
+    except ConfigError as e:
+        raise ConfigError(f"{e}; add onnxruntime for ONNX Runtime's inference") from None
+    if onnxruntime and args.sweep:
+        raise ConfigError("--sweep measures the frameworks' training; leave onnxruntime out of --backends")
     for name in names:
         require(name)
     if args.sweep and args.arch == "alexnet":
@@ -540,10 +621,20 @@ def cmd_bench(args) -> int:
     else:
         if args.sizes or args.ratios or args.plot:
             raise ConfigError("--sizes, --ratios and --plot belong to --sweep; add --sweep")
-        summary = run_bench(
-            names, args.arch, args.ratio, args.resize, batch_size, steps, repeats, args.precision, args.json
-        )
-        print(bench_table(summary))
+        summary = None
+        if names:
+            json_path = None if onnxruntime else args.json  # with ONNX Runtime's row, written below
+            summary = run_bench(
+                names, args.arch, args.ratio, args.resize, batch_size, steps, repeats, args.precision, json_path
+            )
+            print(bench_table(summary))
+        if onnxruntime:
+            row = _bench_onnxruntime(names, args, batch_size, steps, repeats, summary)
+            if args.json:
+                from .weights import atomic_write
+
+                record = {**(summary or {}), "onnxruntime": row}
+                atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1).encode()))
     if args.json:
         print(f"numbers: {args.json}")
     return 0
@@ -655,12 +746,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare)
 
-    formats = "*.npz (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"
+    formats = (
+        "*.npz or *.safetensors (any framework), *.pt (PyTorch), *.weights.h5 (tf.keras), *.params (MXNet)"
+        "; evaluate also reads *.onnx (ONNX Runtime)"
+    )
     from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS
 
     bd, sw = BENCH_DEFAULTS, SWEEP_DEFAULTS
     p = sub.add_parser("bench", help="training and inference speed per backend, beside the book's code and the peak")
-    p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
+    p.add_argument(
+        "--backends",
+        default="all",
+        help="'all' or a comma list of " + ", ".join(BACKENDS) + "; add onnxruntime for ONNX Runtime's inference",
+    )
     p.add_argument("--arch", type=_arch, default=bd["arch"])
     p.add_argument(
         "--ratio",
@@ -715,10 +813,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help=f"with --sweep: where the PNG goes (default {sw['plot']})")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("convert", help="convert a saved model between frameworks")
-    p.add_argument("src", help=f"a saved model: {formats}")
-    p.add_argument("dst", help="where to write it, named for its format")
-    p.add_argument("--to", choices=[*BACKENDS, "npz"], required=True)
+    p = sub.add_parser("convert", help="convert a saved model between frameworks and formats, or export it to ONNX")
+    p.add_argument("src", help=f"a saved model: {formats.split(';')[0]}")
+    p.add_argument("dst", help="where to write it, named for its format (*.onnx: an ONNX model)")
+    p.add_argument(
+        "--to",
+        choices=[*BACKENDS, "npz", "safetensors", "onnx"],
+        default=None,
+        help="the destination's format (default: from its name)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default=None,
+        help="to .onnx: the framework whose exporter writes it (default: the source file's framework)",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive(int),
+        default=None,
+        help="to .onnx: a fixed batch size (default: a dynamic batch axis)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace dst if it exists (without it, dst is kept)")
     p.set_defaults(func=cmd_convert)
 
@@ -728,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=list(BACKENDS),
         default=None,
-        help="framework to run it in (default: the file's own; needed for .npz)",
+        help="framework to run it in (default: the file's own; needed for .npz and .safetensors)",
     )
     p.add_argument("--batch-size", type=_positive(int), default=256)
     p.add_argument("--test-limit", type=_positive(int), default=None, help="use only the first N test examples")

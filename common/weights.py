@@ -194,12 +194,16 @@ def weights_api(export_weights, import_weights, source: str, source_version: str
         return import_weights(net, scheme_weights(net.config, scheme, seed, value))
 
     def save_weights(net, path):
-        """Write the canonical weights and configuration to a ``.npz`` file, atomically."""
-        return save_npz(path, net.config, export_weights(net), source, source_version)
+        """Write the canonical weights and configuration to a ``.npz`` (or ``.safetensors``) file, atomically."""
+        from .interchange import save_weights_file  # it builds on this module
+
+        return save_weights_file(path, net.config, export_weights(net), source, source_version)
 
     def load_weights(net, path):
-        """Load a ``.npz`` written by any backend; refuses another configuration before touching the network."""
-        weights, _ = load_npz(path, net.config)
+        """Load a ``.npz`` or ``.safetensors`` of any backend; refuses another configuration before touching it."""
+        from .interchange import load_weights_file
+
+        weights, _ = load_weights_file(path, net.config)
         return import_weights(net, weights)
 
     return named_parameters, init_weights, save_weights, load_weights

@@ -1,0 +1,414 @@
+"""The ecosystem's own formats, framework-free: safetensors weights, and ONNX models run by ONNX Runtime.
+
+**safetensors** (``.safetensors``) holds the same canonical tensors as the ``.npz`` of :mod:`common.weights`
+(names such as ``block1.conv1.weight``, conv OIHW, dense (out, in), batch-norm statistics included), written
+and read with the library's NumPy API. Its header's ``__metadata__`` (strings only) holds the format and its
+version, the configuration (``config.to_dict()`` as JSON) and the source framework, so a file is checked
+against the network before any tensor is read. ``.npz`` stays the default and every ``.npz`` saved before
+still loads; the format follows from the file's name (:func:`save_weights_file`, :func:`load_weights_file`).
+
+**ONNX** (``.onnx``) is written by each framework's own exporter (``vgg_*/export.py``): an NCHW float32 input
+``images`` (pixels in [0, 1]) with a dynamic or fixed batch axis, an output ``logits``, and the same metadata
+in the model's ``metadata_props``. :func:`finish_onnx` names, stamps and checks what the exporter wrote;
+:class:`OnnxModel` runs it with ONNX Runtime on the CPU — a fourth executor, written by none of the three
+frameworks, that every export must agree with.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .arch import NetConfig
+from .errors import BackendUnavailable, ConfigError, InputError, WeightsError
+from .spec import spec
+from .training import check_batch
+from .weights import (
+    FORMAT,
+    MODEL_SUFFIXES,
+    check_weights,
+    load_npz,
+    make_meta,
+    meta_config,
+    parse_meta,
+    save_npz,
+    xavier_init,
+)
+
+SAFETENSORS_SUFFIX = ".safetensors"
+ONNX_SUFFIX = ".onnx"
+# Every file format the `vgg` command reads or writes, by name: the four of common.weights and these two.
+FILE_SUFFIXES = {**MODEL_SUFFIXES, "safetensors": SAFETENSORS_SUFFIX, "onnx": ONNX_SUFFIX}
+OPSET = 18  # asked of PyTorch's and Keras' exporters; MXNet 1.9's writes the newest opset of the installed onnx
+INPUT, OUTPUT = "images", "logits"
+INSTALL = "pip install -e '.[onnx]'"
+_JSON_KEYS = ("version", "config", "opset", "batch")  # metadata values stored as JSON text; the others are text
+
+
+def require(module: str, what: str):
+    """Import ``module`` (``onnx``, ``onnxruntime``, ``safetensors``, ...) or say in one line what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise BackendUnavailable(
+            f"{what} needs the Python package {package}, which is not installed here; install it with: {INSTALL}"
+        ) from None
+
+
+# --- metadata as strings (safetensors' header and ONNX's metadata_props hold text only) ---------------------
+
+
+def meta_strings(meta: dict) -> dict[str, str]:
+    """A metadata record as text: strings as they are, numbers and the configuration as JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def meta_from_strings(strings: dict[str, str] | None, path, what: str) -> dict:
+    """The metadata record of :func:`meta_strings`, checked to be this project's and of a version this code reads."""
+    if not strings or "format" not in strings or "config" not in strings:
+        raise WeightsError(
+            f"{path} is {what} but not one of this project's: it has no {FORMAT!r} configuration in its "
+            f"metadata; write it with vgg convert (or save_weights / export_onnx)"
+        )
+    meta = {}
+    for key, text in strings.items():
+        try:
+            meta[key] = json.loads(text) if key in _JSON_KEYS else text
+        except json.JSONDecodeError:
+            raise WeightsError(f"{path} has damaged metadata ({key}: {text[:40]!r})") from None
+    return parse_meta(json.dumps(meta), path)
+
+
+# --- safetensors ---------------------------------------------------------------------------------------------
+
+
+def save_safetensors(
+    path: str | os.PathLike,
+    config: NetConfig,
+    weights: dict[str, np.ndarray],
+    source: str,
+    source_version: str,
+    extra: dict | None = None,
+) -> Path:
+    """Write canonical weights and their metadata to a ``.safetensors`` file, atomically."""
+    from .weights import atomic_write
+
+    numpy_api = require("safetensors.numpy", "writing .safetensors weights")
+    weights = check_weights(config, weights)
+    meta = make_meta(config, source, source_version, **(extra or {}))
+    data = numpy_api.save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata=meta_strings(meta))
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _safe_open(path: Path):
+    """safetensors' reader on ``path`` (the header is parsed and the file's length checked; no tensor is read)."""
+    safetensors = require("safetensors", "reading .safetensors weights")
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        return safetensors.safe_open(str(path), framework="numpy")
+    except (safetensors.SafetensorError, OSError) as e:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({e}); it is damaged (truncated?) or of another format"
+        ) from None
+
+
+def read_safetensors_meta(path: str | os.PathLike) -> dict:
+    """The metadata of a ``.safetensors`` weights file, read from its header alone."""
+    path = Path(path)
+    with _safe_open(path) as f:
+        return meta_from_strings(f.metadata(), path, "a safetensors file")
+
+
+def load_safetensors(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a ``.safetensors`` weights file; with ``config``, refuse another configuration before reading tensors.
+
+    The header is checked first: the metadata, then every tensor's name, dtype and shape against the spec; only
+    then are the tensors read.
+    """
+    path = Path(path)
+    with _safe_open(path) as f:
+        meta = meta_from_strings(f.metadata(), path, "a safetensors file")
+        saved = meta_config(meta, path, config)
+        target = config or saved
+        expected = spec(target).param_shapes()
+        names = set(f.keys())
+        missing, extra = [n for n in expected if n not in names], sorted(names - set(expected))
+        if missing or extra:
+            said = [f"{len(missing)} missing (first {missing[0]})" if missing else ""]
+            said += [f"{len(extra)} extra (first {extra[0]})" if extra else ""]
+            raise WeightsError(
+                f"{path} holds {len(names)} tensors, not the {len(expected)} of {target.describe()}: "
+                f"{' and '.join(s for s in said if s)}; it was altered or made by another program"
+            )
+        for name, shape in expected.items():
+            piece = f.get_slice(name)
+            dtype, got = piece.get_dtype(), tuple(piece.get_shape())
+            if dtype not in ("F32", "F64", "F16"):
+                raise WeightsError(f"{path}: tensor {name} has dtype {dtype}; weights are floating point (F32)")
+            if got != shape:
+                raise WeightsError(
+                    f"{path}: tensor {name} has shape {got}, but {target.describe()} has {shape}; "
+                    f"the file was altered or made by another program"
+                )
+        weights = {name: f.get_tensor(name) for name in expected}
+    return check_weights(target, weights), meta
+
+
+def save_weights_file(
+    path: str | os.PathLike, config: NetConfig, weights: dict[str, np.ndarray], source: str, source_version: str
+) -> Path:
+    """Canonical weights to ``path`` in the format its name says: ``*.safetensors``, else the ``.npz`` of today."""
+    write = save_safetensors if str(path).endswith(SAFETENSORS_SUFFIX) else save_npz
+    return write(path, config, weights, source, source_version)
+
+
+def load_weights_file(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """(canonical weights, metadata) of a ``*.safetensors`` or ``.npz`` weights file, by its name."""
+    read = load_safetensors if str(path).endswith(SAFETENSORS_SUFFIX) else load_npz
+    return read(path, config)
+
+
+# --- file names ------------------------------------------------------------------------------------------------
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """Which format a model file is in (``npz``, ``safetensors``, ``onnx``, ``torch``, ``tf``, ``mxnet``), by name."""
+    name = Path(path).name
+    for fmt, suffix in FILE_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ConfigError(
+        f"cannot tell the format of {path}: name it " + ", ".join(f"*{s} ({f})" for f, s in FILE_SUFFIXES.items())
+    )
+
+
+def check_file_path(path: str | os.PathLike, fmt: str) -> Path:
+    """``path`` if its name has ``fmt``'s suffix, else one line that says which name to give."""
+    named = file_format(path)
+    if named != fmt:
+        raise ConfigError(
+            f"cannot tell the format of {path}: its name says {named}, but {fmt} was asked for; "
+            f"a {fmt} model file must be named *{FILE_SUFFIXES[fmt]}"
+        )
+    return Path(path)
+
+
+# --- ONNX: what an exporter wrote, named, stamped and checked --------------------------------------------------
+
+
+def check_export_args(path: str | os.PathLike, batch: int | None) -> tuple[Path, int | None]:
+    """``export_onnx``'s arguments checked before any work: a ``*.onnx`` path in an existing folder, a batch size."""
+    path = check_file_path(path, "onnx")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch <= 0):
+        raise ConfigError(f"batch must be None (a dynamic batch axis) or a positive whole number, got {batch!r}")
+    require("onnx", "ONNX export")
+    return path, None if batch is None else int(batch)
+
+
+def _rename(graph, old: str, new: str) -> None:
+    """Give value ``old`` the name ``new`` everywhere in ``graph`` (where an exporter cannot name it itself)."""
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def _dims(value) -> list:
+    """The dimensions of a graph input or output: ints, or the names of dynamic axes."""
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _check_signature(model, config: NetConfig, path) -> int | None:
+    """The graph's one input and one output checked against ``config``; the fixed batch size, or None if dynamic."""
+    onnx = require("onnx", "reading .onnx models")
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    want_in = [config.in_channels, config.input_size, config.input_size]
+    if (
+        [i.name for i in inputs] != [INPUT]
+        or [o.name for o in graph.output] != [OUTPUT]
+        or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT
+        or _dims(inputs[0])[1:] != want_in
+        or _dims(graph.output[0])[1:] != [config.num_classes]
+    ):
+        got = (
+            ", ".join(f"{v.name} {_dims(v)}" for v in inputs)
+            + " -> "
+            + ", ".join(f"{v.name} {_dims(v)}" for v in graph.output)
+        )
+        raise WeightsError(
+            f"{path} is a graph of another network: {got}, but {config.describe()} takes "
+            f"{INPUT} [N, {', '.join(map(str, want_in))}] float32 -> {OUTPUT} [N, {config.num_classes}]"
+        )
+    batch = _dims(inputs[0])[0]
+    return batch if isinstance(batch, int) and batch > 0 else None
+
+
+def finish_onnx(
+    path: str | os.PathLike,
+    config: NetConfig,
+    source: str,
+    source_version: str,
+    exporter: str,
+    batch: int | None = None,
+) -> None:
+    """Complete the file an exporter just wrote at ``path``: names, batch axis, metadata, ONNX's checker.
+
+    The single input and output are named ``images`` and ``logits`` (where the exporter chose other names),
+    the batch axis is called ``batch`` (or fixed to ``batch``), weights listed among the inputs are left as
+    constants only, and the metadata (format, version, configuration, source, exporter, opset) goes into
+    ``metadata_props``. The graph's nodes are the exporter's, untouched.
+    """
+    onnx = require("onnx", "ONNX export")
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise WeightsError(
+            f"the {exporter} export has inputs {[i.name for i in inputs]} and outputs "
+            f"{[o.name for o in graph.output]}; expected one of each"
+        )
+    del graph.input[:]
+    graph.input.extend(inputs)  # an initializer listed as an input could be overridden; a constant cannot
+    _rename(graph, inputs[0].name, INPUT)
+    _rename(graph, graph.output[0].name, OUTPUT)
+    classes = graph.output[0].type.tensor_type.shape.dim[1:]
+    if len(classes) == 1 and not (classes[0].dim_value or classes[0].dim_param):
+        classes[0].dim_value = config.num_classes  # MXNet's dynamic export leaves it unknown; checked below
+    for value in (graph.input[0], graph.output[0]):
+        axis = value.type.tensor_type.shape.dim[0]
+        if batch is None:
+            axis.dim_param = "batch"
+        else:
+            axis.dim_value = batch
+    _check_signature(model, config, f"the {exporter} export")
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    meta = make_meta(config, source, source_version, exporter=exporter, opset=opset, batch=batch)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, meta_strings(meta))
+    onnx.checker.check_model(model, full_check=True)  # full: ONNX's shape inference must agree with the shapes
+    onnx.save(model, str(path))
+
+
+# --- ONNX Runtime: the fourth executor ---------------------------------------------------------------------------
+
+
+class OnnxModel:
+    """An exported network run by ONNX Runtime's CPU provider, checked against its metadata before it runs.
+
+    ``config`` and ``meta`` are read from the file; ``batch`` is its fixed batch size or None; calling it on an
+    NCHW float32 batch (pixels in [0, 1]) gives the logits as a NumPy array.
+    """
+
+    def __init__(self, path: str | os.PathLike, config: NetConfig | None = None):
+        onnx = require("onnx", "reading .onnx models")
+        ort = require("onnxruntime", "running .onnx models")
+        from google.protobuf.message import DecodeError
+
+        self.path = path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"model file {path} does not exist")
+        try:
+            model = onnx.load(str(path))
+        except (DecodeError, OSError, ValueError, RuntimeError) as e:
+            said = (str(e).splitlines() or [""])[0]
+            raise WeightsError(
+                f"{path} is not a readable ONNX model ({type(e).__name__}: {said}); "
+                f"it is damaged (truncated?) or of another format"
+            ) from None
+        strings = {p.key: p.value for p in model.metadata_props}
+        self.meta = meta_from_strings(strings, path, "an ONNX model")
+        saved = meta_config(self.meta, path, config)
+        self.config = config or saved
+        self.batch = _check_signature(model, self.config, path)
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            raise WeightsError(f"{path} fails ONNX's checker ({str(e).splitlines()[0]}); it is damaged") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types, not exported
+            raise WeightsError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0]}); it is damaged") from None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Logits of an NCHW float32 batch."""
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"the input is a {type(x).__name__}; give a NumPy array (NCHW float32)")
+        check_batch(self.config, x.shape, x.dtype.name, where="the input")
+        if self.batch is not None and x.shape[0] != self.batch:
+            raise InputError(
+                f"{self.path} was exported for batches of exactly {self.batch}, got {x.shape[0]}; "
+                f"export it again without a fixed batch, or pad the batch"
+            )
+        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x)})[0]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits of any number of examples: split into (padded) batches of the fixed size where there is one."""
+        if self.batch is None:
+            return self(x)
+        out = []
+        for start in range(0, len(x), self.batch):
+            part = x[start : start + self.batch]
+            padded = np.concatenate([part, np.zeros((self.batch - len(part), *part.shape[1:]), part.dtype)])
+            out.append(self(padded)[: len(part)])
+        return np.concatenate(out)
+
+
+def load_onnx(path: str | os.PathLike, config: NetConfig | None = None) -> OnnxModel:
+    """An ``.onnx`` of ``export_onnx`` ready to run; with ``config``, another network's file is refused."""
+    return OnnxModel(path, config)
+
+
+def evaluate_onnx(model: OnnxModel, batches) -> float:
+    """Accuracy over ``batches`` of (NCHW float32 images, labels) NumPy pairs, e.g. :mod:`common.data`'s."""
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model.logits(x).argmax(axis=1) == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def bench_onnxruntime(exporter: str, config: NetConfig, batch_size: int, steps: int, repeats: int) -> dict:
+    """ONNX Runtime's inference examples/s on one real batch, for the seed-0 weights exported by ``exporter``.
+
+    What ``vgg bench`` measures for a framework's inference, on the same network, weights and real batch; the
+    graph is written by the framework ``exporter`` names (``torch``, ``tf`` or ``mxnet``).
+    """
+    from .backends import display_name, get_backend
+    from .bench import examples_per_sec
+    from .data import fashion_mnist_batches
+
+    b = get_backend(exporter)
+    _, test = fashion_mnist_batches(batch_size, config.input_size, 0, "NCHW", None, None, batch_size)
+    batch = next(iter(test))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench.onnx"
+        b.export_onnx(b.import_weights(b.from_config(config), xavier_init(config, 0)), path)
+        model = OnnxModel(path, config)
+    rate = examples_per_sec(lambda x, y: model(x), [batch], batch_size, steps, repeats)
+    return {
+        "backend": "onnxruntime",
+        "framework": "ONNX Runtime",
+        "exporter": display_name(exporter),
+        "onnxruntime_version": require("onnxruntime", "running .onnx models").__version__,
+        "opset": model.meta["opset"],
+        "infer": rate,
+        "infer_gflops": rate * 2 * spec(config).macs / 1e9,
+    }

@@ -1,0 +1,59 @@
+"""ONNX export with Keras' own exporter: ``model.export(path, format="onnx")`` (tf2onnx on TensorFlow)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, require
+from common.weights import atomic_write
+
+EXPORTER = "keras Model.export(format='onnx') via tf2onnx"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress lines and warnings kept off the terminal (its errors still raise)."""
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _require_exporter() -> None:
+    """Keras exports through tf2onnx on TensorFlow: one line saying what to install if it is missing."""
+    require("tf2onnx", "Keras' ONNX exporter")
+
+
+def export_onnx(net, path, batch=None):
+    """Write ``net`` as an ONNX model: NCHW ``images`` in [0, 1] -> ``logits``, a dynamic batch axis or ``batch``.
+
+    The network takes NHWC, so what is exported is a model around it that takes NCHW ``images`` and transposes
+    them first; evaluation mode; the configuration is in the metadata; the file is checked with ONNX's checker
+    and written atomically. Returns the path.
+    """
+    path, batch = check_export_args(path, batch)
+    _require_exporter()
+    c, s = net.config.in_channels, net.config.input_size
+    images = keras.Input((c, s, s), batch_size=batch, name=INPUT)
+    logits = keras.layers.Identity(name=OUTPUT)(net(keras.layers.Permute((2, 3, 1))(images)))
+    model = keras.Model(images, logits, name=f"{net.name}_nchw")
+    model(np.zeros((batch or 1, c, s, s), np.float32), training=False)  # Keras exports only a model it has called
+
+    def write(tmp):
+        with _quiet():
+            model.export(tmp, format="onnx", opset_version=OPSET, verbose=False)
+        finish_onnx(tmp, net.config, "tf", tf.__version__, EXPORTER, batch)
+
+    return atomic_write(path, write, by_name=True)
