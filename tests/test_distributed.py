@@ -211,9 +211,10 @@ def train_both(backend, tmp_path, *extra, workers=2) -> tuple[Path, Path]:
     return out[1], out[workers]
 
 
-def test_torch_two_workers_make_the_one_process_run(tmp_path):
-    load_backend("torch")
-    one, two = train_both("torch", tmp_path, "--no-batch-norm")
+@pytest.mark.parametrize("name", ["torch", "mxnet"])
+def test_two_workers_make_the_one_process_run(name, tmp_path):
+    load_backend(name)
+    one, two = train_both(name, tmp_path, "--no-batch-norm")
     assert_same_run(one, two)
 
 
@@ -274,6 +275,7 @@ def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
     assert [e["epoch"] for e in history] == list(range(1, epochs + 1))
 
 
-def test_torch_a_killed_worker_stops_the_run_and_resume_continues(tmp_path):
-    load_backend("torch")
-    kill_a_worker_and_resume("torch", tmp_path)
+@pytest.mark.parametrize("name", ["torch", "mxnet"])
+def test_a_killed_worker_stops_the_run_and_resume_continues(name, tmp_path):
+    load_backend(name)
+    kill_a_worker_and_resume(name, tmp_path)
