@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -280,6 +281,8 @@ def cmd_train(args) -> int:
     if worker is None and args.workers > 1:  # start the workers; each runs this command in its engine's world
         return _launch_workers(args, out, ckpt)
     b = get_backend(args.backend)
+    if worker is not None:  # before the framework does anything else (TensorFlow requires it)
+        importlib.import_module(f"{b.__name__}.train").join_run()
     if out:
         out.mkdir(parents=True, exist_ok=True)
     net = _build(b, args)
@@ -343,8 +346,6 @@ def _trainer(b, args, net, lr, worker):
 
     The one that leads (rank 0, or the only process) prints and writes the files.
     """
-    import importlib
-
     from .training import Recipe
 
     recipe = Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)

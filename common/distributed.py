@@ -219,7 +219,7 @@ def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = Non
                 {
                     **base,
                     **tf_threads,
-                    "TF_CPP_MIN_LOG_LEVEL": "2",
+                    "TF_CPP_MIN_LOG_LEVEL": "3",  # a lost peer is named by the parent, not by TensorFlow's log
                     LAUNCHED: str(r),
                     "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": r}}),
                 },

@@ -11,7 +11,7 @@ from mxnet import autograd, gluon
 from mxnet.contrib import amp
 
 from common import training
-from common.errors import InputError, WeightsError
+from common.errors import ConfigError, InputError, WeightsError
 from common.training import check_batch
 
 from .weights import export_weights, import_weights
@@ -184,6 +184,18 @@ class Trainer(training.Trainer):
 train = training.train_function(Trainer, try_gpu)
 
 
+_RUN = {}  # the kvstore this process joined: a process is one worker of one run
+
+
+def join_run():
+    """Join the ps-lite run the ``DMLC_*`` variables describe: its ``dist_sync`` kvstore, made once per process."""
+    if "kvstore" not in _RUN:
+        if not mx.runtime.Features().is_enabled("DIST_KVSTORE"):
+            raise ConfigError("--workers: this MXNet is built without the distributed kvstore; use --workers 1")
+        _RUN["kvstore"] = mx.kv.create("dist_sync")
+    return _RUN["kvstore"]
+
+
 class DistributedTrainer(Trainer):
     """Data parallel on MXNet's ``dist_sync`` kvstore: this process is one worker of a ps-lite run.
 
@@ -206,9 +218,7 @@ class DistributedTrainer(Trainer):
                 "--sync-bn: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
                 "(each worker then normalizes its own slice)"
             )
-        if not mx.runtime.Features().is_enabled("DIST_KVSTORE"):
-            raise ConfigError("--workers: this MXNet is built without the distributed kvstore; use --workers 1")
-        self.kv = mx.kv.create("dist_sync")
+        self.kv = join_run()
         self.rank, self.size = self.kv.rank, self.kv.num_workers
         super().__init__(net, recipe, device)
         self.opt = gluon.Trainer(

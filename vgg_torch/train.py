@@ -176,6 +176,22 @@ class Trainer(training.Trainer):
 train = training.train_function(Trainer, try_gpu)
 
 
+def join_run():
+    """Join the process group the environment describes (``env://``): gloo on CPUs, nccl where there are GPUs.
+
+    ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` are what ``torchrun`` and ``vgg train
+    --workers N`` set; a collective waits at most ``common.distributed.TIMEOUT`` seconds for the others.
+    """
+    from common.distributed import TIMEOUT
+
+    if not dist.is_available():
+        raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
+    if not dist.is_initialized():
+        engine = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=TIMEOUT))
+    return dist.group.WORLD
+
+
 class DistributedTrainer(Trainer):
     """Data parallel on ``torch.distributed``: this process is one worker of a run the environment describes.
 
@@ -189,20 +205,13 @@ class DistributedTrainer(Trainer):
     """
 
     def __init__(self, net, recipe, device, sync_bn=False):
-        from common.distributed import TIMEOUT
-
         cuda = torch.device(device).type == "cuda"
         if sync_bn and not cuda:
             raise ConfigError(
                 "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
                 "then normalizes its own slice)"
             )
-        if not dist.is_available():
-            raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
-        if not dist.is_initialized():
-            dist.init_process_group(
-                "nccl" if cuda else "gloo", init_method="env://", timeout=timedelta(seconds=TIMEOUT)
-            )
+        join_run()
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         super().__init__(net, recipe, device)
         if self.rank > 0:  # rank 0 draws the one-process dropout masks; the others their own
