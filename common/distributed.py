@@ -373,3 +373,64 @@ def saved(checkpoint: Path | None, resume_hint: str = "") -> str:
     return f"The last saved epoch is {meta['epoch']} of {meta['recipe']['num_epochs']}, in {checkpoint}" + (
         f"; continue with: {resume_hint}" if resume_hint else ""
     )
+
+
+# --- the cost of scale --------------------------------------------------------------------------------------
+
+# Link bandwidths of the model, bytes per second: Ethernet, InfiniBand/RoCE-class, NVLink-class (~400 GB/s).
+BANDWIDTHS = {"10 Gb/s": 10e9 / 8, "100 Gb/s": 100e9 / 8, "NVLink ~400 GB/s": 400e9}
+WORKER_COUNTS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def gradient_bytes(params: int) -> int:
+    """Bytes of one float32 gradient of ``params`` parameters: what an all-reduce moves per step."""
+    return 4 * params
+
+
+def allreduce_seconds(params: int, workers: int, bandwidth: float) -> float:
+    """Seconds a ring all-reduce of the gradients takes: each worker sends and receives 2(N-1)/N of them."""
+    return 2 * (workers - 1) / workers * gradient_bytes(params) / bandwidth
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """One point of the model: seconds of compute and of communication per step, and what they make."""
+
+    workers: int
+    compute: float
+    communication: float
+
+    @property
+    def step(self) -> float:
+        return self.compute + self.communication  # no overlap of the two: the model's bound from below
+
+    @property
+    def speedup(self) -> float:
+        return self.compute * self.workers / self.step
+
+    @property
+    def efficiency(self) -> float:
+        """Speedup over one worker divided by the workers: 1 is perfect scaling."""
+        return self.speedup / self.workers
+
+
+def predict(config, batch: int, workers: int, flops_per_s: float, bandwidth: float, per_worker=False) -> Scaling:
+    """Step time of ``workers`` data-parallel workers on ``config``, from ``common.spec``'s FLOPs and the ring.
+
+    Compute: the training FLOPs (6 x MACs per example) of each worker's examples at ``flops_per_s``: the
+    global ``batch`` split ``workers`` ways (the project's ``--batch-size``), or ``batch`` each with
+    ``per_worker``. Communication: :func:`allreduce_seconds` at ``bandwidth`` bytes/s.
+    """
+    from .spec import spec
+
+    s = spec(config)
+    examples = batch if per_worker else batch / workers
+    return Scaling(workers, examples * s.train_flops / flops_per_s, allreduce_seconds(s.params, workers, bandwidth))
+
+
+def scaling_rows(config, batch: int, flops_per_s: float, per_worker=False, counts=WORKER_COUNTS) -> list[list]:
+    """Rows ``[workers, efficiency at each of BANDWIDTHS]`` of the model's table."""
+    return [
+        [n, *(f"{predict(config, batch, n, flops_per_s, bw, per_worker).efficiency:.0%}" for bw in BANDWIDTHS.values())]
+        for n in counts
+    ]

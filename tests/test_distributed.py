@@ -7,6 +7,7 @@ fc_hidden 64) and runs a few steps long, one CPU thread per worker.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -310,3 +311,30 @@ def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
 def test_a_killed_worker_stops_the_run_and_resume_continues(name, tmp_path):
     load_backend(name)
     kill_a_worker_and_resume(name, tmp_path)
+
+
+# --- the cost of scale -------------------------------------------------------------------------------------
+
+
+def test_the_ring_allreduce_moves_2_n_minus_1_over_n_of_the_gradient():
+    assert distributed.allreduce_seconds(1_000_000, 1, 1e9) == 0.0  # one worker: nothing to exchange
+    assert distributed.allreduce_seconds(1_000_000, 2, 1e9) == pytest.approx(4e6 / 1e9)  # 4 MB each way once
+    assert distributed.allreduce_seconds(1_000_000, 64, 1e9) == pytest.approx(2 * 63 / 64 * 4e6 / 1e9)
+
+
+def test_the_model_splits_the_spec_flops_and_loses_efficiency_with_more_workers():
+    from common.arch import make_config
+    from common.spec import spec
+
+    vgg16 = make_config("vgg16", 3, 1000, 224)
+    s = spec(vgg16)
+    assert s.params == 138_357_544
+    one, two = (distributed.predict(vgg16, 128, n, 1e12, 100e9 / 8) for n in (1, 2))
+    assert one.compute == pytest.approx(128 * 6 * s.macs / 1e12) and one.communication == 0
+    assert two.compute == pytest.approx(one.compute / 2) and two.communication == pytest.approx(4 * s.params / 12.5e9)
+    effs = [distributed.predict(vgg16, 128, n, 1e12, 100e9 / 8).efficiency for n in distributed.WORKER_COUNTS]
+    assert effs[0] == 1 and all(a > b for a, b in itertools.pairwise(effs))
+    fast = distributed.predict(vgg16, 128, 8, 1e12, distributed.BANDWIDTHS["NVLink ~400 GB/s"]).efficiency
+    assert fast > effs[3]  # a faster link scales better
+    rows = distributed.scaling_rows(vgg16, 128, 1e12)
+    assert [r[0] for r in rows] == list(distributed.WORKER_COUNTS) and len(rows[0]) == 1 + len(distributed.BANDWIDTHS)
