@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -13,9 +14,10 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
+from .distributed import quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError
 from .spec import spec
-from .training import LR_SCHEDULES, OPTIMIZERS, default_lr
+from .training import LR_SCHEDULES, OPTIMIZERS, default_lr, fit
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
 # on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
@@ -274,6 +276,8 @@ def cmd_train(args) -> int:
             raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
         return _train(args, None)
     out = prepare_folder(args.out)
+    if worker_env(args.backend) is not None:  # a worker of a run: the process that launched it holds the lock
+        return _train(args, out)
     with FolderLock(out):  # a second run on the same folder is refused at once
         return _train(args, out)
 
@@ -302,33 +306,35 @@ def _train(args, out: Path | None) -> int:
             )
     _fill_defaults(args, TRAIN_DEFAULTS)
     lr = args.lr or default_lr(args.optimizer, args.arch)
+    worker = worker_env(args.backend)
+    if args.sync_bn and worker is None and args.workers == 1:
+        raise ConfigError("--sync-bn synchronizes batch norm across workers: add --workers N (N > 1)")
+    if worker is None and args.workers > 1:  # start the workers; each runs this command in its engine's world
+        return _launch_workers(args, out, ckpt)
     b = get_backend(args.backend)
-    device = b.get_device(args.device)
+    if worker is not None:  # before the framework does anything else (TensorFlow requires it)
+        importlib.import_module(f"{b.__name__}.train").join_run()
     net = _build(b, args)
-    print(
-        f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
-        f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
-        f"{args.precision}, on {device}",
-        flush=True,
-    )
     start, started = time.perf_counter(), time.time()
     try:
         train_iter, test_iter = b.load_data_fashion_mnist(
             args.batch_size, args.resize, args.seed, args.data_dir, args.train_limit, args.test_limit
         )
-        history = b.train(
-            net,
+        trainer, lead = _trainer(b, args, net, lr, worker)
+        if lead:
+            print(
+                f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
+                f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
+                f"{args.precision}, on {trainer.device}" + (f", {trainer.size} workers" if worker else ""),
+                flush=True,
+            )
+        history = fit(
+            trainer,
             train_iter,
             test_iter,
-            args.epochs,
-            lr,
-            args.optimizer,
-            device,
-            args.seed,
-            lr_schedule=args.lr_schedule,
-            checkpoint=ckpt,
+            checkpoint=ckpt if lead else None,  # only rank 0 writes
             resume_from=ckpt if args.resume else None,
-            precision=args.precision,
+            verbose=lead,
         )
     except KeyboardInterrupt:
         return _interrupted(args, ckpt, started)
@@ -339,7 +345,7 @@ def _train(args, out: Path | None) -> int:
             ) from None
         raise
     wall = time.perf_counter() - start
-    if out:
+    if out and lead:
         b.save_weights(net, out / "weights.npz")
         native = out / f"model{MODEL_SUFFIXES[args.backend]}"
         b.save_model(net, native)
@@ -366,6 +372,46 @@ def _train(args, out: Path | None) -> int:
         ]
         print(f"[{args.backend}] wrote {', '.join(map(str, written))}")
     return 0
+
+
+def _trainer(b, args, net, lr, worker):
+    """The backend's Trainer for this run (its DistributedTrainer in a worker), and whether this process leads.
+
+    The one that leads (rank 0, or the only process) prints and writes the files.
+    """
+    from .training import Recipe
+
+    recipe = Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)
+    module = importlib.import_module(f"{b.__name__}.train")
+    if worker is None:
+        return module.Trainer(net, recipe, b.get_device(args.device)), True
+    device = b.get_device("cpu") if args.device == "cpu" else _worker_device(b, args.backend)
+    trainer = module.DistributedTrainer(net, recipe, device, args.sync_bn)
+    return trainer, trainer.rank == 0
+
+
+def _worker_device(b, backend):
+    """A worker's device: its local GPU where there are GPUs (LOCAL_RANK under torchrun), else the CPU."""
+    return b.try_gpu(int(os.environ.get("LOCAL_RANK", "0"))) if backend == "torch" else b.try_gpu()
+
+
+def _launch_workers(args, out, ckpt) -> int:
+    """``vgg train --workers N``: N local workers of the backend's engine, watched until they end."""
+    from .distributed import check_workers, launch
+
+    require(args.backend)
+    check_workers(args.workers, args.batch_size, args.backend)
+    if args.sync_bn and not args.batch_norm:
+        raise ConfigError("--sync-bn synchronizes batch norm: add --batch-norm (this network has none)")
+    argv = list(args.argv)
+    if not args.resume and not args.overwrite and out is not None:
+        argv.append("--overwrite")  # checked above; a worker must not refuse the folder rank 0 has begun to fill
+    hint = f"vgg train --backend {args.backend} --out {out} --resume --workers {args.workers}" if out else ""
+    started = time.time()
+    try:
+        return launch(args.backend, argv, args.workers, args.port, ckpt, hint)
+    except KeyboardInterrupt:
+        return _interrupted(args, ckpt, started)
 
 
 def cmd_compare(args) -> int:
@@ -421,7 +467,9 @@ def cmd_compare(args) -> int:
         ):
             if value is not None:
                 cmd += [flag, str(value)]
-        cmd += ["--precision", args.precision, "--device", args.device]
+        cmd += ["--precision", args.precision, "--device", args.device, "--workers", str(args.workers)]
+        if args.sync_bn:
+            cmd.append("--sync-bn")
         print(f"== {display_name(name)}", flush=True)
         try:
             done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -652,6 +700,29 @@ def _add_precision(p, default="fp32"):
     )
 
 
+def _add_workers(p):
+    """``--workers``, ``--port``, ``--sync-bn``: data parallel on the framework's own engine (docs/distributed.md)."""
+    p.add_argument(
+        "--workers",
+        type=_positive(int),
+        default=1,
+        help="data-parallel worker processes on this machine, on the framework's own distributed engine; "
+        "--batch-size stays the global batch, split among them (default 1: one process)",
+    )
+    p.add_argument(
+        "--port",
+        type=_positive(int),
+        default=None,
+        help="with --workers: the first port of 127.0.0.1 the workers use (default: free ones are picked)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="with --workers and --batch-norm: batch-norm statistics over the global batch, where the "
+        "framework has it (PyTorch on GPUs, tf.keras)",
+    )
+
+
 def _positive_ints(text):
     """A comma list of whole numbers > 0, such as '32,64,96'."""
     return [_positive(int)(v) for v in text.split(",")]
@@ -713,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
         _add_device(p)
         _add_precision(p, default=None)
+        _add_workers(p)
 
     p = sub.add_parser("train", help="train one backend on the real Fashion-MNIST, the book's recipe")
     p.add_argument("--backend", choices=list(BACKENDS), required=True)
@@ -887,11 +959,14 @@ def message_for(error: VGGError, command: str) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what a worker started by --workers runs again
     try:
         return args.func(args)
     except VGGError as e:
-        print(f"error: {message_for(e, args.command)}", file=sys.stderr)
+        if not quiet_error(e):
+            print(f"error: {message_for(e, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ from mxnet import autograd, gluon
 from mxnet.contrib import amp
 
 from common import training
-from common.errors import InputError, WeightsError
+from common.errors import ConfigError, InputError, WeightsError
 from common.training import check_batch
 
 from .weights import export_weights, import_weights
@@ -194,3 +194,73 @@ class Trainer(training.Trainer):
 
 
 train = training.train_function(Trainer, get_device)
+
+
+_RUN = {}  # the kvstore this process joined: a process is one worker of one run
+
+
+def join_run():
+    """Join the ps-lite run the ``DMLC_*`` variables describe: its ``dist_sync`` kvstore, made once per process."""
+    if "kvstore" not in _RUN:
+        if not mx.runtime.Features().is_enabled("DIST_KVSTORE"):
+            raise ConfigError("--workers: this MXNet is built without the distributed kvstore; use --workers 1")
+        _RUN["kvstore"] = mx.kv.create("dist_sync")
+    return _RUN["kvstore"]
+
+
+class DistributedTrainer(Trainer):
+    """Data parallel on MXNet's ``dist_sync`` kvstore: this process is one worker of a ps-lite run.
+
+    The run is described by ps-lite's variables (``DMLC_ROLE=worker``, ``DMLC_PS_ROOT_URI``,
+    ``DMLC_PS_ROOT_PORT``, ``DMLC_NUM_SERVER``, ``DMLC_NUM_WORKER``), beside a scheduler and server processes;
+    the scheduler numbers the workers (:attr:`rank`). The Gluon Trainer pushes each worker's gradients to the
+    servers, which sum them, and pulls the sum back (``update_on_kvstore=False``: every worker then applies
+    the same update, and its optimizer state stays on the worker, where a checkpoint can read it). Each worker
+    steps on its own slice of every global batch (``common.distributed.shard``) with its summed loss;
+    ``step(batch)`` divides the workers' sum by the global batch: the one-process mean gradient. Batch norm
+    normalizes each worker's slice with its own statistics, and each worker keeps its own running statistics
+    (rank 0's are saved): Gluon has no batch norm synchronized over a kvstore, so there is no ``sync_bn``.
+    """
+
+    def __init__(self, net, recipe, device, sync_bn=False):
+        from common.distributed import SYNC_BN
+
+        if sync_bn and SYNC_BN["mxnet"] is None:
+            raise ConfigError(
+                "--sync-bn: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
+                "(each worker then normalizes its own slice)"
+            )
+        self.kv = join_run()
+        self.rank, self.size = self.kv.rank, self.kv.num_workers
+        super().__init__(net, recipe, device)
+        self.opt = gluon.Trainer(
+            net.collect_params(),
+            "adam" if recipe.optimizer == "adam" else "sgd",
+            {"learning_rate": recipe.lr},
+            kvstore=self.kv,
+            update_on_kvstore=False,
+        )
+        self.metrics = len(self.opt._params)  # the kvstore key after the parameters' own: the step's sums
+        self.kv.init(self.metrics, mx.nd.zeros(2))
+
+    def train_step(self, x, y):
+        from common.distributed import shard
+
+        batch, part = y.shape[0], shard(y.shape[0], self.rank, self.size)
+        if part.stop > part.start:
+            x, y = (
+                x[part.start : part.stop].as_in_context(self.device),
+                y[part.start : part.stop].as_in_context(self.device),
+            )
+            with autograd.record():
+                logits = self.forward(x)
+                loss = self.loss_fn(logits, y)  # per example of this worker's slice
+            loss.backward()
+            sums = mx.nd.concat(loss.sum(), (logits.argmax(axis=1) == y).sum(), dim=0)
+        else:  # a last batch smaller than the run: this worker adds nothing to the sums
+            for param in self.opt._params:
+                param.zero_grad()
+            sums = mx.nd.zeros(2)
+        self.opt.step(batch)  # the servers sum the workers' gradients; divided by the global batch: the mean
+        self.kv.pushpull(self.metrics, sums, out=sums)  # the global batch's summed loss and correct predictions
+        return sums.asnumpy().tolist()

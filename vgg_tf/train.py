@@ -194,3 +194,89 @@ class Trainer(training.Trainer):
 
 
 train = training.train_function(Trainer, get_device)
+
+
+_RUN = {}  # the strategy this process joined: a process is one worker of one run
+
+
+def join_run():
+    """Join the run ``TF_CONFIG`` describes: its ``MultiWorkerMirroredStrategy``, made once per process.
+
+    It must be made before TensorFlow runs anything else (it configures the collective ops of the
+    process's context): ``vgg train`` calls this before it builds the network or reads a batch.
+    """
+    if "strategy" not in _RUN:
+        from common.distributed import TIMEOUT
+
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=TIMEOUT, implementation=tf.distribute.experimental.CommunicationImplementation.RING
+        )
+        _RUN["strategy"] = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return _RUN["strategy"]
+
+
+class DistributedTrainer(Trainer):
+    """Data parallel on ``tf.distribute.MultiWorkerMirroredStrategy``: this process is one worker (``TF_CONFIG``).
+
+    The network is rebuilt inside the strategy's scope (mirrored variables) with ``net``'s weights, and so is
+    the Keras optimizer; the step runs through ``strategy.run`` on this worker's own slice of every global
+    batch (``common.distributed.shard``). Keras 3's optimizer sums the workers' gradients (an all-reduce
+    over the ring), so each worker's loss is its summed loss divided by the global batch: the sum is the
+    one-process mean gradient. The loss and correct predictions of the step are summed over the workers.
+    ``sync_bn``: batch norm computes its statistics over the global batch (``BatchNormalization`` with
+    ``synchronized=True``); without it each worker normalizes its own slice and keeps its own moving
+    statistics (rank 0's are saved).
+    """
+
+    def __init__(self, net, recipe, device, sync_bn=False):
+        self.strategy = join_run()
+        self.rank = self.strategy.cluster_resolver.task_id
+        self.size = self.strategy.num_replicas_in_sync
+        training.Trainer.__init__(self, net, recipe, device)
+        with self.strategy.scope():
+            with policy(recipe.precision):
+                self.forward = import_weights(from_config(net.config), export_weights(net))
+            for _, layer in _named_layers(self.forward):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = sync_bn
+            rng = np.random.default_rng([recipe.seed, self.rank] if self.rank else recipe.seed)
+            for _, layer in _dropouts(self.forward):
+                layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
+            self.opt = _optimizer(self.forward, recipe.optimizer, recipe.lr)
+            self.opt.build(self.forward.trainable_variables)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+        self.step = tf.function(self._distributed_step, reduce_retracing=True)
+
+    def _replica_step(self, x, y, batch):
+        net = self.forward
+        with tf.GradientTape() as tape:
+            logits = tf.cast(net(x, training=True), tf.float32)
+            loss = self.loss_fn(y, logits)  # summed over this worker's slice
+            share = loss / batch  # the optimizer sums the workers' gradients: the global-batch mean
+        grads = tape.gradient(share, net.trainable_variables)
+        self.opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        return tf.stack([loss, _correct(logits, y)])
+
+    def _distributed_step(self, x, y, batch):
+        sums = self.strategy.run(self._replica_step, args=(x, y, batch))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+
+    def train_step(self, x, y):
+        from common.distributed import shard
+
+        batch, part = int(y.shape[0]), shard(int(y.shape[0]), self.rank, self.size)
+        try:
+            return self.step(x[part], y[part], tf.constant(batch, tf.float32)).numpy().tolist()  # one host sync
+        except _LOST as e:
+            raise _lost(e) from None
+
+
+# What a collective raises when another worker stopped: its connection reset, or the wait timed out.
+_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def _lost(error):
+    from common.distributed import WorkerLost
+
+    detail = next((line for line in str(error).splitlines() if "aborted by" in line), type(error).__name__)
+    return WorkerLost(f"another worker of the run stopped or stalled ({detail.strip()[:200]}); this one stops too")

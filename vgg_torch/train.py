@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from common import training
-from common.errors import InputError
+from common.errors import ConfigError, InputError
 from common.training import check_batch
 
 from .weights import export_weights, import_weights
@@ -183,3 +186,88 @@ class Trainer(training.Trainer):
 
 
 train = training.train_function(Trainer, get_device)
+
+
+def join_run():
+    """Join the process group the environment describes (``env://``): gloo on CPUs, nccl where there are GPUs.
+
+    ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` are what ``torchrun`` and ``vgg train
+    --workers N`` set; a collective waits at most ``common.distributed.TIMEOUT`` seconds for the others.
+    """
+    from common.distributed import TIMEOUT
+
+    if not dist.is_available():
+        raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
+    if not dist.is_initialized():
+        engine = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=TIMEOUT))
+    return dist.group.WORLD
+
+
+class DistributedTrainer(Trainer):
+    """Data parallel on ``torch.distributed``: this process is one worker of a run the environment describes.
+
+    The process group is joined through ``env://`` (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``,
+    ``WORLD_SIZE``: what ``torchrun`` and ``vgg train --workers N`` set), over gloo on CPUs and nccl on GPUs;
+    the network is wrapped in ``DistributedDataParallel``, which averages the gradients over the workers.
+    Each worker steps on its own slice of every global batch (``common.distributed.shard``) with its summed
+    loss scaled by ``workers / batch``, so the averaged gradient is the one-process gradient of the batch.
+    ``sync_bn``: batch-norm statistics over the global batch (``nn.SyncBatchNorm``, GPUs only); without it,
+    each worker normalizes with its slice's statistics and DDP copies rank 0's running statistics to all.
+    """
+
+    def __init__(self, net, recipe, device, sync_bn=False):
+        cuda = torch.device(device).type == "cuda"
+        if sync_bn and not cuda:
+            raise ConfigError(
+                "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
+                "then normalizes its own slice)"
+            )
+        join_run()
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        super().__init__(net, recipe, device)
+        if self.rank > 0:  # rank 0 draws the one-process dropout masks; the others their own
+            torch.manual_seed(int(np.random.SeedSequence([recipe.seed, self.rank]).generate_state(1)[0]))
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(net) if sync_bn else net
+        with _collective():  # DDP checks the parameters' shapes across workers and broadcasts rank 0's
+            self.ddp = nn.parallel.DistributedDataParallel(
+                in_precision(module, recipe.precision), device_ids=[torch.device(device).index] if cuda else None
+            )
+
+    def train_step(self, x, y):
+        from common.distributed import loss_scale, shard
+
+        batch, part = len(y), shard(len(y), self.rank, self.size)
+        x, y = x[part].to(self.device, memory_format=torch.channels_last), y[part].to(self.device)
+        with _collective():
+            logits = self.ddp(x)
+            loss = self.loss_fn(logits, y)  # summed over this worker's slice
+            self.opt.zero_grad(set_to_none=True)
+            (loss * loss_scale(self.size, batch)).backward()
+            self.opt.step()
+            sums = torch.stack([loss.detach().float(), (logits.argmax(dim=1) == y).sum().float()])
+            dist.all_reduce(sums)  # the global batch's summed loss and correct predictions
+        return sums.tolist()
+
+    def finish(self):
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# What a failed collective says: the peer closed the connection, or the wait ran past the group's timeout.
+_LOST = ("gloo", "nccl", "connection", "timed out", "timeout", "broken pipe")
+
+
+@contextlib.contextmanager
+def _collective():
+    """Turn a collective that failed because another worker stopped into one :class:`WorkerLost` line."""
+    from common.distributed import WorkerLost
+
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as e:
+        text = str(e).strip()
+        if not isinstance(e, dist.DistError) and not any(word in text.lower() for word in _LOST):
+            raise  # a mistake of this worker's own: its traceback says where
+        detail = text.splitlines()[-1][:200] if text else type(e).__name__
+        raise WorkerLost(f"another worker of the run stopped or stalled ({detail}); this one stops too") from None

@@ -1,0 +1,437 @@
+"""Data-parallel training on each framework's own engine: who is a worker, what it trains on, how N start here.
+
+The engines are the frameworks' (PyTorch ``torch.distributed`` with ``DistributedDataParallel``, TensorFlow's
+``MultiWorkerMirroredStrategy``, MXNet's ``dist_sync`` kvstore); this module only
+
+- says whether this process is one worker of a run and which (:func:`worker_env`), from the variables each
+  engine reads itself (``RANK``/``WORLD_SIZE``, ``TF_CONFIG``, ``DMLC_ROLE``), so ``torchrun`` and hand-set
+  variables on many machines work unchanged;
+- shards the seeded global batch (:func:`shard`): worker ``r`` of ``N`` takes its own contiguous slice, so the
+  N workers together see the one-process batch and, with the loss taken as the mean over the global batch,
+  compute the one-process gradient;
+- starts N local processes with those variables on free ports of 127.0.0.1 and watches them
+  (:func:`launch`): one that dies stops the others at once, with one message naming it;
+- models the cost of scale (:func:`scaling_table`): compute from ``common.spec``'s MACs, communication of a
+  ring all-reduce of the gradients.
+
+It never imports a framework.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, VGGError, arg
+
+HOST = "127.0.0.1"  # every local run binds and connects here only
+# The engine each backend's DistributedTrainer drives, and the synchronized batch norm it offers (None: none).
+ENGINES = {
+    "torch": "torch.distributed (DistributedDataParallel; gloo on CPUs, nccl on GPUs)",
+    "tf": "tf.distribute.MultiWorkerMirroredStrategy",
+    "mxnet": "MXNet's dist_sync kvstore (ps-lite: scheduler, server, workers)",
+}
+SYNC_BN = {
+    "torch": "torch.nn.SyncBatchNorm (GPUs only)",
+    "tf": "keras.layers.BatchNormalization(synchronized=True)",
+    "mxnet": None,
+}
+# Seconds a worker waits in one collective (or for its peers to start) before it gives up: the bound for a
+# multi-machine run, where no local parent watches the processes. Locally the parent stops them sooner.
+TIMEOUT = float(os.environ.get("VGG_DIST_TIMEOUT", "300"))
+# Set by launch() in every worker it starts, to the worker's index: only worker 0 prints an error of the
+# project's own (the same in every worker), and none prints a lost peer, which the parent names itself.
+LAUNCHED = "VGG_LAUNCHED"
+
+
+def quiet_error(error: Exception, environ=None) -> bool:
+    """Whether a worker started by :func:`launch` leaves ``error`` to be reported by another process."""
+    index = (os.environ if environ is None else environ).get(LAUNCHED)
+    return index is not None and (index != "0" or isinstance(error, WorkerLost))
+
+
+class WorkerLost(VGGError, RuntimeError):
+    """Another worker of the run stopped: a collective failed or timed out."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process's place in a run: ``rank`` of ``size`` (None where the engine assigns it when it starts)."""
+
+    rank: int | None
+    size: int
+
+
+def worker_env(backend: str, environ=None) -> Worker | None:
+    """This process's place in a distributed run, read from the engine's own variables; None outside one.
+
+    PyTorch: ``WORLD_SIZE`` > 1 (``RANK``); TensorFlow: ``TF_CONFIG`` naming more than one worker; MXNet:
+    ``DMLC_ROLE=worker`` (its rank is assigned by the scheduler, known once the kvstore is made).
+    """
+    env = os.environ if environ is None else environ
+    if backend == "torch":
+        size = int(env.get("WORLD_SIZE", "1"))
+        return Worker(int(env.get("RANK", "0")), size) if size > 1 else None
+    if backend == "tf":
+        if not env.get("TF_CONFIG"):
+            return None
+        config = json.loads(env["TF_CONFIG"])
+        size = len(config.get("cluster", {}).get("worker", []))
+        return Worker(int(config["task"]["index"]), size) if size > 1 else None
+    if backend == "mxnet":
+        if env.get("DMLC_ROLE") != "worker":
+            return None
+        return Worker(None, int(env.get("DMLC_NUM_WORKER", "1")))
+    raise ConfigError(f"unknown backend {backend!r}")
+
+
+def shard(batch: int, rank: int, size: int) -> slice:
+    """Worker ``rank``'s contiguous slice of a global batch of ``batch`` examples split over ``size`` workers.
+
+    The slices are in rank order and differ in length by at most one (the first ``batch % size`` take one
+    more); a batch smaller than ``size`` leaves the last workers an empty slice.
+    """
+    base, extra = divmod(batch, size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def loss_scale(size: int, batch: int) -> float:
+    """What a worker multiplies its summed loss by so that the engine's gradient is the global-batch mean.
+
+    DDP and MultiWorkerMirroredStrategy average the workers' gradients (divide by ``size``): each worker's
+    loss is its sum times ``size / batch``, and the average is the gradient of the sum over the global batch
+    divided by ``batch``, the one-process mean. (MXNet's kvstore sums instead; its Trainer divides by the
+    global ``batch``.)
+    """
+    return size / batch
+
+
+def check_workers(workers: int, batch_size: int, backend: str) -> None:
+    """Refuse a worker count the run cannot use, before any process starts."""
+    if backend not in ENGINES:
+        raise ConfigError(
+            f"{arg('workers', workers)}: the {backend} backend has no distributed engine here; "
+            f"use {arg('workers', 1)} or one of {', '.join(ENGINES)}"
+        )
+    if workers > batch_size:
+        raise ConfigError(
+            f"{arg('workers', workers)} is more than the global batch of {batch_size} examples "
+            f"({arg('batch_size')}): every worker needs a slice of each batch; use at most {batch_size} workers "
+            f"or a larger {arg('batch_size')}"
+        )
+
+
+def check_port(port: int) -> None:
+    """Refuse a port of 127.0.0.1 that something already listens on (or that cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            raise ConfigError(
+                f"port {port} on {HOST} is in use ({e.strerror}); give another {arg('port')}, or leave it out "
+                f"to have free ones picked"
+            ) from None
+
+
+def free_ports(n: int, first: int | None = None) -> list[int]:
+    """``n`` ports of 127.0.0.1: ``first``, ``first + 1``, ... (each checked free), or ``n`` free ones picked now."""
+    if first is not None:
+        ports = list(range(first, first + n))
+        for port in ports:
+            check_port(port)
+        return ports
+    sockets = []
+    try:
+        for _ in range(n):  # held open together, so the n ports differ
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Process:
+    """One process of a local run: its role (``worker``, ``server``, ``scheduler``), command and variables."""
+
+    role: str
+    index: int
+    argv: list[str]
+    env: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.index}"
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads for each of ``workers`` local workers: the CPUs shared out, at least one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // workers)
+
+
+def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = None) -> list[Process]:
+    """The processes of a local ``workers``-worker run of ``python -m common.cli ARGV``, with each engine's variables.
+
+    PyTorch: ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE`` (what ``torchrun`` sets: ``env://``);
+    TensorFlow: one ``TF_CONFIG`` per worker; MXNet: ``DMLC_*`` for a scheduler, one server and the workers
+    (the scheduler and server are MXNet itself: importing it with ``DMLC_ROLE`` set runs their loop).
+    """
+    threads = str(threads_per_worker(workers))
+    base = {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "common.cli", *argv]
+    if backend == "torch":
+        (master,) = free_ports(1, port)
+        common = {
+            "MASTER_ADDR": HOST,
+            "MASTER_PORT": str(master),
+            "WORLD_SIZE": str(workers),
+            "LOCAL_WORLD_SIZE": str(workers),
+            "GLOO_SOCKET_IFNAME": "lo",
+        }
+        return [
+            Process("worker", r, command, {**base, **common, "RANK": str(r), "LOCAL_RANK": str(r), LAUNCHED: str(r)})
+            for r in range(workers)
+        ]
+    if backend == "tf":
+        hosts = [f"{HOST}:{p}" for p in free_ports(workers, port)]
+        tf_threads = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"}
+        return [
+            Process(
+                "worker",
+                r,
+                command,
+                {
+                    **base,
+                    **tf_threads,
+                    "TF_CPP_MIN_LOG_LEVEL": "3",  # a lost peer is named by the parent, not by TensorFlow's log
+                    LAUNCHED: str(r),
+                    "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": r}}),
+                },
+            )
+            for r in range(workers)
+        ]
+    if backend == "mxnet":
+        (root,) = free_ports(1, port)
+        dmlc = {
+            "DMLC_PS_ROOT_URI": HOST,
+            "DMLC_PS_ROOT_PORT": str(root),
+            "DMLC_NODE_HOST": HOST,
+            "DMLC_NUM_SERVER": "1",
+            "DMLC_NUM_WORKER": str(workers),
+            "PS_VERBOSE": "0",
+        }
+        serve = [sys.executable, "-c", "import vgg_mxnet"]  # MXNet runs the role's loop on import, then exits
+        one = {**base, **dmlc, "OMP_NUM_THREADS": "1", "MXNET_OMP_MAX_THREADS": "1"}
+        return [
+            Process("scheduler", 0, serve, {**one, "DMLC_ROLE": "scheduler"}),
+            Process("server", 0, serve, {**one, "DMLC_ROLE": "server"}),
+            *(
+                Process("worker", r, command, {**base, **dmlc, "DMLC_ROLE": "worker", LAUNCHED: str(r)})
+                for r in range(workers)
+            ),
+        ]
+    raise ConfigError(f"unknown backend {backend!r}")
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"stopped with exit status {code}"
+
+
+def _stop(popens: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """Stop every process still running (its whole process group): SIGTERM, then SIGKILL after ``grace`` s."""
+    alive = [p for p in popens if p.poll() is None]
+    for p in alive:
+        with _quiet():
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in alive:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with _quiet():
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+class _quiet:
+    """Ignore a process that is already gone."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, ProcessLookupError)
+
+
+@dataclass
+class Failure:
+    """The first process of a run that stopped abnormally."""
+
+    process: Process
+    pid: int
+    code: int
+
+    def describe(self, workers: int) -> str:
+        who = f"worker {self.process.index} of {workers}" if self.process.role == "worker" else self.process.name
+        return f"{who} (pid {self.pid}) {_describe_exit(self.code)}"
+
+
+def run_processes(
+    processes: list[Process], poll: float = 0.2, linger: float = 10.0, settle: float = 3.0
+) -> Failure | None:
+    """Start ``processes``, each in its own process group; wait for the workers; None when all end with status 0.
+
+    A process that stops abnormally (a signal, a non-zero status) stops all others at once and is returned.
+    Scheduler and server processes end by themselves when the workers finish (given ``linger`` seconds).
+    Whatever happens (Ctrl-C included), no process is left running.
+    """
+    popens: list[subprocess.Popen] = []
+    try:
+        for proc in processes:
+            popens.append(subprocess.Popen(proc.argv, env=proc.env, start_new_session=True))
+        pairs = list(zip(processes, popens, strict=True))
+        settle_until = float("inf")
+        while True:
+            codes = [(proc, p, p.poll()) for proc, p in pairs]
+            failed = [(proc, p, c) for proc, p, c in codes if c not in (None, 0)]
+            if failed and all(c > 0 for _, _, c in failed) and time.monotonic() < settle_until:
+                # an error of the project's own meets every worker alike: let worker 0 say it first
+                settle_until = min(settle_until, time.monotonic() + settle)
+                if not any(proc.index == 0 and proc.role == "worker" for proc, _, _ in failed):
+                    time.sleep(poll)
+                    continue
+            if failed:
+                # a killed process before one that reported losing it
+                proc, p, code = min(failed, key=lambda f: (f[2] >= 0, f[0].role != "worker", f[0].index))
+                return Failure(proc, p.pid, code)
+            if all(c == 0 for proc, _, c in codes if proc.role == "worker"):
+                deadline = time.monotonic() + linger
+                while time.monotonic() < deadline and any(p.poll() is None for p in popens):
+                    time.sleep(poll)
+                return None
+            time.sleep(poll)
+    finally:
+        _stop(popens)
+
+
+def launch(
+    backend: str,
+    argv: Sequence[str],
+    workers: int,
+    port: int | None = None,
+    checkpoint: Path | None = None,
+    resume_hint: str = "",
+) -> int:
+    """Run ``python -m common.cli ARGV`` as ``workers`` local workers of ``backend``'s engine; the exit status.
+
+    Rank 0 prints the progress and the history and writes the files; the others are quiet. A process that
+    dies stops the rest, and one line names it, the last epoch saved in ``checkpoint`` and how to go on.
+    """
+    failure = run_processes(plan(backend, argv, workers, port))
+    if failure is None:
+        return 0
+    if failure.process.role == "worker" and failure.process.index == 0 and failure.code == 2:
+        return 2  # an error of the project's own, which worker 0 printed (every worker met the same)
+    print(
+        f"error: {failure.describe(workers)}; the other processes were stopped. {saved(checkpoint, resume_hint)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
+def saved(checkpoint: Path | None, resume_hint: str = "") -> str:
+    """What a stopped run kept: the last saved epoch and how to continue, or that nothing was saved."""
+    if checkpoint is None:
+        return "Nothing was saved (a run given a folder to save in saves every epoch)."
+    if not checkpoint.is_file():
+        return "Nothing was saved (no epoch finished)."
+    from .checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(checkpoint)
+    return f"The last saved epoch is {meta['epoch']} of {meta['recipe']['num_epochs']}, in {checkpoint}" + (
+        f"; continue with: {resume_hint}" if resume_hint else ""
+    )
+
+
+# --- the cost of scale --------------------------------------------------------------------------------------
+
+# Link bandwidths of the model, bytes per second: Ethernet, InfiniBand/RoCE-class, NVLink-class (~400 GB/s).
+BANDWIDTHS = {"10 Gb/s": 10e9 / 8, "100 Gb/s": 100e9 / 8, "NVLink ~400 GB/s": 400e9}
+WORKER_COUNTS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def gradient_bytes(params: int) -> int:
+    """Bytes of one float32 gradient of ``params`` parameters: what an all-reduce moves per step."""
+    return 4 * params
+
+
+def allreduce_seconds(params: int, workers: int, bandwidth: float) -> float:
+    """Seconds a ring all-reduce of the gradients takes: each worker sends and receives 2(N-1)/N of them."""
+    return 2 * (workers - 1) / workers * gradient_bytes(params) / bandwidth
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """One point of the model: seconds of compute and of communication per step, and what they make."""
+
+    workers: int
+    compute: float
+    communication: float
+
+    @property
+    def step(self) -> float:
+        return self.compute + self.communication  # no overlap of the two: the model's bound from below
+
+    @property
+    def speedup(self) -> float:
+        return self.compute * self.workers / self.step
+
+    @property
+    def efficiency(self) -> float:
+        """Speedup over one worker divided by the workers: 1 is perfect scaling."""
+        return self.speedup / self.workers
+
+
+def predict(config, batch: int, workers: int, flops_per_s: float, bandwidth: float, per_worker=False) -> Scaling:
+    """Step time of ``workers`` data-parallel workers on ``config``, from ``common.spec``'s FLOPs and the ring.
+
+    Compute: the training FLOPs (6 x MACs per example) of each worker's examples at ``flops_per_s``: the
+    global ``batch`` split ``workers`` ways (the project's ``--batch-size``), or ``batch`` each with
+    ``per_worker``. Communication: :func:`allreduce_seconds` at ``bandwidth`` bytes/s.
+    """
+    from .spec import spec
+
+    s = spec(config)
+    examples = batch if per_worker else batch / workers
+    return Scaling(workers, examples * s.train_flops / flops_per_s, allreduce_seconds(s.params, workers, bandwidth))
+
+
+def scaling_rows(config, batch: int, flops_per_s: float, per_worker=False, counts=WORKER_COUNTS) -> list[list]:
+    """Rows ``[workers, efficiency at each of BANDWIDTHS]`` of the model's table."""
+    return [
+        [n, *(f"{predict(config, batch, n, flops_per_s, bw, per_worker).efficiency:.0%}" for bw in BANDWIDTHS.values())]
+        for n in counts
+    ]

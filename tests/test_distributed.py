@@ -1,0 +1,340 @@
+"""Data parallel on each framework's own engine: N workers compute the one-process run of the global batch.
+
+Every process binds and connects to 127.0.0.1 only, on ports picked free; every subprocess has a timeout
+and its whole process group is killed in a ``finally``. Networks are small (VGG-11 at ratio 16, 32 px,
+fc_hidden 64) and runs a few steps long, one CPU thread per worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_backend
+
+from common import distributed
+from common.arch import config_from_dict
+from common.checkpoint import read_checkpoint_meta
+from common.distributed import HOST, Process, check_port, free_ports, plan, run_processes, shard, worker_env
+from common.errors import ConfigError
+from common.weights import load_npz, xavier_init
+
+ROOT = Path(__file__).resolve().parents[1]
+# The small run every engine test trains: 5 SGD steps of a 64-example global batch on real Fashion-MNIST.
+SMALL = (
+    "--arch vgg11 --ratio 16 --fc-hidden 64 --resize 32 --dropout 0 --batch-size 64 --train-limit 300 "
+    "--test-limit 128 --lr 0.1"
+).split()
+
+
+def env(**extra):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+
+
+def start(*args) -> subprocess.Popen:
+    """``python -m common.cli ARGS`` in its own process group (so a finally can kill all it started)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "common.cli", *map(str, args)],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
+def vgg(*args, timeout=240) -> subprocess.CompletedProcess:
+    p = start(*args)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    finally:
+        kill_group(p)
+
+
+# --- the framework-free parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch, size", [(64, 2), (65, 2), (44, 3), (7, 7), (3, 5), (128, 64)])
+def test_shards_are_contiguous_in_rank_order_and_cover_the_global_batch(batch, size):
+    parts = [shard(batch, r, size) for r in range(size)]
+    assert np.array_equal(np.concatenate([np.arange(batch)[p] for p in parts]), np.arange(batch))
+    lengths = [p.stop - p.start for p in parts]
+    assert max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
+
+
+def test_the_scaled_worker_losses_average_to_the_global_mean():
+    losses = np.random.default_rng(0).random(65)  # per-example losses of one global batch
+    size = 3
+    per_worker = [losses[shard(65, r, size)].sum() * distributed.loss_scale(size, 65) for r in range(size)]
+    assert np.isclose(np.mean(per_worker), losses.mean(), rtol=1e-12)  # what DDP / MWMS average
+
+
+def test_the_place_of_a_worker_comes_from_each_engines_own_variables():
+    assert worker_env("torch", {}) is None and worker_env("torch", {"WORLD_SIZE": "1"}) is None
+    assert worker_env("torch", {"WORLD_SIZE": "4", "RANK": "3"}) == distributed.Worker(3, 4)
+    tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    assert worker_env("tf", {"TF_CONFIG": json.dumps(tf_config)}) == distributed.Worker(1, 2)
+    assert worker_env("mxnet", {"DMLC_ROLE": "server", "DMLC_NUM_WORKER": "2"}) is None
+    assert worker_env("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"}) == distributed.Worker(None, 2)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf", "mxnet"])
+def test_local_processes_use_127_0_0_1_and_distinct_free_ports(backend):
+    processes = plan(backend, ["train"], 3)
+    workers = [p for p in processes if p.role == "worker"]
+    assert [p.index for p in workers] == [0, 1, 2]
+    assert all(p.env["OMP_NUM_THREADS"] == str(distributed.threads_per_worker(3)) for p in workers)
+    if backend == "torch":
+        assert {p.env["MASTER_ADDR"] for p in workers} == {HOST}
+        assert [p.env["RANK"] for p in workers] == ["0", "1", "2"] and workers[0].env["GLOO_SOCKET_IFNAME"] == "lo"
+    if backend == "tf":
+        hosts = json.loads(workers[0].env["TF_CONFIG"])["cluster"]["worker"]
+        assert len(set(hosts)) == 3 and all(h.startswith(f"{HOST}:") for h in hosts)
+        assert [json.loads(p.env["TF_CONFIG"])["task"]["index"] for p in workers] == [0, 1, 2]
+    if backend == "mxnet":
+        assert [p.role for p in processes] == ["scheduler", "server", "worker", "worker", "worker"]
+        assert {p.env["DMLC_PS_ROOT_URI"] for p in processes} == {HOST}
+        assert {p.env["DMLC_ROLE"] for p in processes} == {"scheduler", "server", "worker"}
+
+
+def test_a_port_in_use_is_refused_and_free_ports_differ():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is in use"):
+            check_port(port)
+    ports = free_ports(8)
+    assert len(set(ports)) == 8
+
+
+def test_a_killed_process_stops_the_others_at_once():
+    sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+    suicide = [sys.executable, "-c", "import os, signal, time; time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)"]
+    processes = [Process("worker", 0, sleep, dict(os.environ)), Process("worker", 1, suicide, dict(os.environ))]
+    began = time.monotonic()
+    failure = run_processes(processes)
+    assert time.monotonic() - began < 30
+    assert failure.process.index == 1 and failure.describe(2).endswith("was killed by SIGKILL")
+    assert "worker 1 of 2 (pid " in failure.describe(2)
+    with pytest.raises(ProcessLookupError):  # the sleeper was stopped with it
+        os.kill(failure.pid, 0)
+
+
+# --- the command line: errors before any worker starts ----------------------------------------------------
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen()
+        port = s.getsockname()[1]
+        done = vgg("train", "--backend", "torch", "--workers", "2", "--port", port, *SMALL, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use (Address already in use); give "
+        "another --port, or leave it out to have free ones picked"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "65"], "--workers 65 is more than the global batch of 64 examples (--batch-size)"),
+        (["--sync-bn"], "--sync-bn synchronizes batch norm across workers: add --workers N (N > 1)"),
+        (["--workers", "2", "--sync-bn", "--no-batch-norm"], "--sync-bn synchronizes batch norm: add --batch-norm"),
+    ],
+)
+def test_a_worker_count_the_run_cannot_use_is_one_line(args, message):
+    done = vgg("train", "--backend", "torch", *SMALL, *args, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+# --- each engine: N workers hold to the one-process run --------------------------------------------------
+
+
+def weights(folder: Path) -> tuple[dict, dict]:
+    arrays, meta = load_npz(folder / "weights.npz")
+    return arrays, xavier_init(config_from_dict(meta["config"]), 0)
+
+
+def assert_same_run(one: Path, many: Path, rtol=1e-5) -> None:
+    """The final weights of both runs agree to ``rtol``, and so do the steps they took from the shared start."""
+    (a, start), (b, _) = weights(one), weights(many)
+    assert a.keys() == b.keys()
+    moved = 0.0
+    for name in a:
+        scale = np.abs(a[name]).max() or 1.0
+        assert np.abs(a[name] - b[name]).max() <= rtol * scale, name
+        if name in start:  # what training changed: the same update, not just the same starting point
+            step_a, step_b = a[name] - start[name], b[name] - start[name]
+            assert np.abs(step_a - step_b).max() <= 1e-3 * (np.abs(step_a).max() + 1e-12), name
+            moved = max(moved, np.abs(step_a).max())
+    assert moved > 1e-4  # training moved the weights: the comparison above says something
+    ha = json.loads((one / "history.json").read_text())["history"]["epochs"]
+    hb = json.loads((many / "history.json").read_text())["history"]["epochs"]
+    for ea, eb in zip(ha, hb, strict=True):  # the global batch's loss and accuracy, gathered from the workers
+        assert ea["loss"] == pytest.approx(eb["loss"], rel=1e-5) and ea["train_acc"] == eb["train_acc"]
+        assert ea["test_acc"] == eb["test_acc"]
+
+
+def train_both(backend, tmp_path, *extra, workers=2, sync_bn=False) -> tuple[Path, Path]:
+    """The same small run in one process and in ``workers`` workers (with ``--sync-bn`` there if ``sync_bn``)."""
+    out = {}
+    for n in (1, workers):
+        out[n] = tmp_path / f"w{n}"
+        more = ["--sync-bn"] if sync_bn and n > 1 else []
+        done = vgg(
+            "train", "--backend", backend, *SMALL, "--epochs", "1", *extra, *more, "--workers", n, "--out", out[n]
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        if n > 1:  # rank 0 alone prints the progress and the history
+            assert done.stdout.count("epoch 1, loss") == 1 and f"{n} workers" in done.stdout
+    return out[1], out[workers]
+
+
+@pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
+def test_two_workers_make_the_one_process_run(name, tmp_path):
+    load_backend(name)
+    one, two = train_both(name, tmp_path, "--no-batch-norm")
+    assert_same_run(one, two)
+
+
+def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path):
+    """``synchronized=True``: the statistics of the global batch, so the step's loss is the one-process loss.
+
+    The weights after the step are not the one-process weights (relative 1e-2 in beta after one step):
+    an open question about the backward pass of Keras' synchronized moments under
+    MultiWorkerMirroredStrategy (docs/distributed.md); in-process MirroredStrategy gives the gradient.
+    """
+    load_backend("tf")
+    one, two = train_both("tf", tmp_path, "--batch-norm", "--train-limit", "64", sync_bn=True)
+    la = json.loads((one / "history.json").read_text())["history"]["epochs"][0]["loss"]
+    lb = json.loads((two / "history.json").read_text())["history"]["epochs"][0]["loss"]
+    assert lb == pytest.approx(la, rel=1e-5)  # per-slice statistics: 2.525 against 2.527, off by 8e-4
+    (a, _), (b, _) = weights(one), weights(two)
+    worst = max(np.abs(a[k] - b[k]).max() / np.abs(a[k]).max() for k in a if ".conv" not in k or "weight" in k)
+    if worst > 1e-5:
+        pytest.xfail(
+            f"the weights after the step differ by {worst:.1e} (relative): the backward pass of synchronized "
+            f"batch norm under MultiWorkerMirroredStrategy is not the one-process gradient (docs/distributed.md)"
+        )
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("torch", "error: --sync-bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out"),
+        ("mxnet", "error: --sync-bn: MXNet Gluon has no batch norm synchronized across kvstore workers"),
+    ],
+)
+def test_sync_bn_where_the_engine_lacks_it_is_one_line(name, message):
+    load_backend(name)
+    done = vgg("train", "--backend", name, *SMALL, "--batch-norm", "--workers", "2", "--sync-bn", timeout=180)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+
+
+def children(pid: int) -> dict[int, dict[str, str]]:
+    """The processes whose parent is ``pid``: pid -> environment."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                items = (proc / "environ").read_bytes().split(b"\0")
+                found[int(proc.name)] = dict(i.decode().split("=", 1) for i in items if b"=" in i)
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
+    """Kill worker 1 after the first checkpoint: the run stops within 60 s naming it; --resume finishes it."""
+    out = tmp_path / "run"
+    args = ["train", "--backend", backend, *SMALL, "--no-batch-norm", "--epochs", epochs, "--out", out]
+    p = start(*args, "--train-limit", limit, "--workers", 2)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.npz").is_file():
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        victim = next(pid for pid, e in children(p.pid).items() if e.get(distributed.LAUNCHED) == "1")
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = p.communicate(timeout=60)
+        assert time.monotonic() - killed < 60
+    finally:
+        kill_group(p)
+    assert p.returncode != 0 and "Traceback" not in err
+    saved = read_checkpoint_meta(out / "checkpoint.npz")["epoch"]
+    assert 1 <= saved < epochs
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        f"error: worker 1 of 2 (pid {victim}) was killed by SIGKILL; the other processes were stopped. The last "
+        f"saved epoch is {saved} of {epochs}, in {out / 'checkpoint.npz'}; continue with: vgg train --backend "
+        f"{backend} --out {out} --resume --workers 2"
+    ]
+    assert children(p.pid) == {}
+    done = vgg("train", "--backend", backend, "--out", out, "--resume", "--workers", 1, timeout=240)  # another count
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from {out / 'checkpoint.npz'} after epoch {saved} of {epochs}" in done.stdout
+    history = json.loads((out / "history.json").read_text())["history"]["epochs"]
+    assert [e["epoch"] for e in history] == list(range(1, epochs + 1))
+
+
+@pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
+def test_a_killed_worker_stops_the_run_and_resume_continues(name, tmp_path):
+    load_backend(name)
+    kill_a_worker_and_resume(name, tmp_path)
+
+
+# --- the cost of scale -------------------------------------------------------------------------------------
+
+
+def test_the_ring_allreduce_moves_2_n_minus_1_over_n_of_the_gradient():
+    assert distributed.allreduce_seconds(1_000_000, 1, 1e9) == 0.0  # one worker: nothing to exchange
+    assert distributed.allreduce_seconds(1_000_000, 2, 1e9) == pytest.approx(4e6 / 1e9)  # 4 MB each way once
+    assert distributed.allreduce_seconds(1_000_000, 64, 1e9) == pytest.approx(2 * 63 / 64 * 4e6 / 1e9)
+
+
+def test_the_model_splits_the_spec_flops_and_loses_efficiency_with_more_workers():
+    from common.arch import make_config
+    from common.spec import spec
+
+    vgg16 = make_config("vgg16", 3, 1000, 224)
+    s = spec(vgg16)
+    assert s.params == 138_357_544
+    one, two = (distributed.predict(vgg16, 128, n, 1e12, 100e9 / 8) for n in (1, 2))
+    assert one.compute == pytest.approx(128 * 6 * s.macs / 1e12) and one.communication == 0
+    assert two.compute == pytest.approx(one.compute / 2) and two.communication == pytest.approx(4 * s.params / 12.5e9)
+    effs = [distributed.predict(vgg16, 128, n, 1e12, 100e9 / 8).efficiency for n in distributed.WORKER_COUNTS]
+    assert effs[0] == 1 and all(a > b for a, b in itertools.pairwise(effs))
+    fast = distributed.predict(vgg16, 128, 8, 1e12, distributed.BANDWIDTHS["NVLink ~400 GB/s"]).efficiency
+    assert fast > effs[3]  # a faster link scales better
+    rows = distributed.scaling_rows(vgg16, 128, 1e12)
+    assert [r[0] for r in rows] == list(distributed.WORKER_COUNTS) and len(rows[0]) == 1 + len(distributed.BANDWIDTHS)
