@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,13 +258,24 @@ class Trainer:
     """
 
     backend = ""
+    # The backend's own functions behind the shared methods below; each subclass sets them (staticmethod):
+    # its batch check ``(net, x, y, check_finite, where)``, evaluate_accuracy, export_weights, import_weights.
+    batch_check: Callable
+    evaluate_accuracy: Callable
+    export_weights: Callable
+    import_weights: Callable
 
     def __init__(self, net, recipe: Recipe, device):
         self.net, self.recipe, self.device = net, recipe, device
 
+    @property
+    def model(self):
+        """The network whose weights the step changes: ``net`` (a backend that trains a twin says so)."""
+        return self.net
+
     def check_batch(self, x, y, where: str) -> None:
         """Refuse a batch the network cannot take (:func:`check_batch`), before any step."""
-        raise NotImplementedError
+        self.batch_check(self.net, x, y, self.recipe.check_finite, where)
 
     def start_epoch(self, epoch: int, lr: float) -> None:
         """Set the epoch's learning rate (and whatever else an epoch starts with)."""
@@ -275,13 +287,13 @@ class Trainer:
 
     def evaluate(self, data_iter) -> float:
         """Test accuracy in evaluation mode (the backend's ``evaluate_accuracy``)."""
-        raise NotImplementedError
+        return self.evaluate_accuracy(self.model, data_iter, self.device, self.recipe.check_finite)
 
     def weights(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        return self.export_weights(self.model)
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        self.import_weights(self.model, weights)
 
     def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The optimizer's state: named arrays and JSON scalars (update counters)."""

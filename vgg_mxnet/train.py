@@ -123,6 +123,10 @@ class Trainer(training.Trainer):
     """MXNet Gluon's side of :func:`common.training.fit`."""
 
     backend = "mxnet"
+    batch_check = staticmethod(_check_batch)
+    evaluate_accuracy = staticmethod(evaluate_accuracy)
+    export_weights = staticmethod(export_weights)
+    import_weights = staticmethod(import_weights)
 
     def __init__(self, net, recipe, device):
         super().__init__(net, recipe, device)
@@ -130,9 +134,6 @@ class Trainer(training.Trainer):
         self.forward = in_precision(hybridize(net), recipe.precision)
         self.opt = _optimizer(net, recipe.optimizer, recipe.lr)
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-
-    def check_batch(self, x, y, where):
-        _check_batch(self.net, x, y, self.recipe.check_finite, where)
 
     def start_epoch(self, epoch, lr):
         # dropout masks of each epoch drawn from (seed, epoch): a resumed epoch draws what it would have
@@ -148,15 +149,6 @@ class Trainer(training.Trainer):
         self.opt.step(y.shape[0])  # gradients of the summed loss, scaled by 1 / batch: the mean
         correct = (logits.argmax(axis=1) == y).sum()
         return mx.nd.concat(loss.sum(), correct, dim=0).asnumpy().tolist()  # one host sync
-
-    def evaluate(self, data_iter):
-        return evaluate_accuracy(self.net, data_iter, self.device, self.recipe.check_finite)
-
-    def weights(self):
-        return export_weights(self.net)
-
-    def set_weights(self, weights):
-        import_weights(self.net, weights)
 
     def optimizer_state(self):
         """Per-parameter state (Adam's moments; none for plain SGD) as ``<index>/<slot>``; update counters."""

@@ -125,6 +125,10 @@ class Trainer(training.Trainer):
     """tf.keras' side of :func:`common.training.fit`."""
 
     backend = "tf"
+    batch_check = staticmethod(_check_batch)
+    evaluate_accuracy = staticmethod(evaluate_accuracy)
+    export_weights = staticmethod(export_weights)
+    import_weights = staticmethod(import_weights)
 
     def __init__(self, net, recipe, device):
         super().__init__(net, recipe, device)
@@ -136,8 +140,9 @@ class Trainer(training.Trainer):
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
         self.step = tf.function(self._step, reduce_retracing=True)
 
-    def check_batch(self, x, y, where):
-        _check_batch(self.net, x, y, self.recipe.check_finite, where)
+    @property
+    def model(self):
+        return self.forward  # the twin built for bf16 (in_precision), or net itself
 
     def start_epoch(self, epoch, lr):
         self.opt.learning_rate.assign(lr)
@@ -155,15 +160,6 @@ class Trainer(training.Trainer):
     def train_step(self, x, y):
         with tf.device(self.device):
             return self.step(x, y).numpy().tolist()  # one host sync
-
-    def evaluate(self, data_iter):
-        return evaluate_accuracy(self.forward, data_iter, self.device, self.recipe.check_finite)
-
-    def weights(self):
-        return export_weights(self.forward)
-
-    def set_weights(self, weights):
-        import_weights(self.forward, weights)
 
     def optimizer_state(self):
         """Every optimizer variable (step count, learning rate, Adam's moments), numbered in Keras' order."""

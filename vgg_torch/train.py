@@ -111,6 +111,10 @@ class Trainer(training.Trainer):
     """PyTorch's side of :func:`common.training.fit`."""
 
     backend = "torch"
+    batch_check = staticmethod(_check_batch)
+    evaluate_accuracy = staticmethod(evaluate_accuracy)
+    export_weights = staticmethod(export_weights)
+    import_weights = staticmethod(import_weights)
 
     def __init__(self, net, recipe, device):
         super().__init__(net, recipe, device)
@@ -121,9 +125,6 @@ class Trainer(training.Trainer):
         self.forward = in_precision(net, recipe.precision)
         self.opt = _optimizer(net, recipe.optimizer, recipe.lr)
         self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
-
-    def check_batch(self, x, y, where):
-        _check_batch(self.net, x, y, self.recipe.check_finite, where)
 
     def start_epoch(self, epoch, lr):
         self.net.train()
@@ -139,15 +140,6 @@ class Trainer(training.Trainer):
         self.opt.step()
         correct = (logits.argmax(dim=1) == y).sum()
         return torch.stack([loss.detach().float(), correct.float()]).tolist()  # one host sync
-
-    def evaluate(self, data_iter):
-        return evaluate_accuracy(self.net, data_iter, self.device, self.recipe.check_finite)
-
-    def weights(self):
-        return export_weights(self.net)
-
-    def set_weights(self, weights):
-        import_weights(self.net, weights)
 
     def optimizer_state(self):
         """Adam's moments and step per parameter (none for plain SGD), by canonical name."""
