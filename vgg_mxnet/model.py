@@ -97,7 +97,7 @@ class Network(nn.HybridSequential):
 
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):  # a Symbol (shape inference, export) has no shape to check
-            check_batch(self.config, x.shape, np.dtype(x.dtype).name, where="the input")
+            check_batch(self.config, x.shape, np.dtype(x.dtype).name, where="the input", framework="mxnet")
         elif not isinstance(x, mx.sym.Symbol):
             raise InputError(f"the input is a {type(x).__name__}; give an MXNet NDArray (mx.nd.array)")
         return super().forward(x, *args)

@@ -139,7 +139,12 @@ class Network(keras.Sequential):
             raise InputError(f"the input is a {type(x).__name__}; give a NumPy array or a tensor (NHWC)")
         dtype = getattr(x.dtype, "name", None) or str(x.dtype)
         check_batch(
-            self.config, tuple(-1 if d is None else d for d in x.shape), dtype, layout="NHWC", where="the input"
+            self.config,
+            tuple(-1 if d is None else d for d in x.shape),
+            dtype,
+            layout="NHWC",
+            where="the input",
+            framework="tf",
         )
         return super().__call__(x, *args, **kwargs)
 

@@ -71,7 +71,7 @@ class Network(nn.Sequential):
     def forward(self, x):
         if not torch.is_tensor(x):
             raise InputError(f"the input is a {type(x).__name__}; give a torch tensor (torch.from_numpy)")
-        check_batch(self.config, x.shape, str(x.dtype).removeprefix("torch."), where="the input")
+        check_batch(self.config, x.shape, str(x.dtype).removeprefix("torch."), where="the input", framework="torch")
         return super().forward(x)
 
 

@@ -50,6 +50,7 @@ def _check_batch(net, x, y, check_finite, where):
         finite,
         where,
         "int64",
+        framework="torch",
     )
 
 

@@ -1,0 +1,110 @@
+"""Nothing lost, nothing unclear, round two: input in the other layout, weights of another network through the
+framework's own loader, TensorFlow's start-up noise, configurations too big for the machine, exact resume.
+
+Each test is a row of docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+# How each framework's network is told to transpose a batch of the other layout.
+TRANSPOSE = {
+    "vgg_torch": "this looks NHWC (channels last); the PyTorch network takes NCHW: transpose it with "
+    "x.permute(0, 3, 1, 2)",
+    "vgg_tf": "this looks NCHW (channels first); the tf.keras network takes NHWC: transpose it with "
+    "tf.transpose(x, (0, 2, 3, 1))",
+    "vgg_mxnet": "this looks NHWC (channels last); the MXNet network takes NCHW: transpose it with "
+    "x.transpose((0, 3, 1, 2))",
+}
+
+
+def _vgg(*args, env=None, timeout=120):
+    cmd = [sys.executable, "-m", "common.cli", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(result):
+    """The command failed with one line on stderr and no traceback; that line."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- layout: a batch of the other layout is named as such ---------------------------------------------------
+
+_NETS: dict = {}
+
+
+def _tiny(backend):
+    if backend.__name__ not in _NETS:
+        _NETS[backend.__name__] = backend.vgg(**TINY)
+    return _NETS[backend.__name__]
+
+
+def _tensor(backend, x):
+    name = backend.__name__
+    if name == "vgg_torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if name == "vgg_tf":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(x)
+    import mxnet as mx
+
+    return mx.nd.array(x, dtype=x.dtype)
+
+
+def _other_layout(backend, dtype=np.float32):
+    """A valid batch of the tiny network, but in the layout its framework does not take."""
+    x = np.random.default_rng(0).random((4, 1, 32, 32)).astype(dtype)  # NCHW
+    return x if backend.LAYOUT == "NHWC" else x.transpose(0, 2, 3, 1)
+
+
+def test_a_batch_of_the_other_layout_is_named_with_the_way_to_transpose_it(backend):
+    net = _tiny(backend)
+    with pytest.raises(InputError, match=re.escape("the input has shape (4, ")) as caught:
+        net(_tensor(backend, _other_layout(backend)))
+    message = str(caught.value)
+    assert TRANSPOSE[backend.__name__] in message
+    assert "channel(s)" not in message and "in_channels" not in message  # not the wrong advice
+    assert f"to get {(4, 1, 32, 32) if backend.LAYOUT == 'NCHW' else (4, 32, 32, 1)}" in message
+    assert "float64" not in message
+
+
+def test_a_batch_wrong_in_layout_and_dtype_is_told_both(backend):
+    net = _tiny(backend)
+    x = _other_layout(backend, np.float64)
+    with pytest.raises(InputError) as caught:
+        net(_tensor(backend, x))
+    assert TRANSPOSE[backend.__name__] in str(caught.value)
+    assert "float64: convert it to float32" in str(caught.value)
+    y = _tensor(backend, np.array([0, 1, 2, 3], np.int64 if backend.__name__ == "vgg_torch" else np.int32))
+    if backend.__name__ == "vgg_mxnet":
+        y = y.astype("float32")
+    with pytest.raises(InputError, match=r"evaluation batch 1 has shape .*this looks N.*float64: convert it"):
+        backend.evaluate_accuracy(net, [(_tensor(backend, x), y)])
+
+
+def test_a_batch_wrong_in_channels_and_dtype_is_told_both(backend):
+    net = _tiny(backend)
+    x = np.random.default_rng(0).random((4, 3, 32, 32) if backend.LAYOUT == "NCHW" else (4, 32, 32, 3))
+    with pytest.raises(InputError, match=r"has 3 channel\(s\).*in_channels=3; it is also float64: convert it"):
+        net(_tensor(backend, x))
