@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_backend
 
-from common.errors import InputError
+from common.errors import InputError, WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
@@ -108,3 +109,54 @@ def test_a_batch_wrong_in_channels_and_dtype_is_told_both(backend):
     x = np.random.default_rng(0).random((4, 3, 32, 32) if backend.LAYOUT == "NCHW" else (4, 32, 32, 3))
     with pytest.raises(InputError, match=r"has 3 channel\(s\).*in_channels=3; it is also float64: convert it"):
         net(_tensor(backend, x))
+
+
+# --- Keras' own load_weights refuses a file of another network ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tf_backend():
+    return load_backend("tf")
+
+
+def test_keras_load_weights_refuses_a_model_file_of_another_configuration(tf_backend, tmp_path):
+    b = tf_backend
+    deeper = b.vgg(**{**TINY, "arch": "vgg13"})
+    path = tmp_path / "vgg13.weights.h5"
+    b.save_model(deeper, path)
+    net = b.vgg(**TINY)
+    before = b.export_weights(net)
+    with pytest.raises(WeightsError, match=r"holds weights for vgg13 .*this network is vgg11 .*differ in arch"):
+        net.load_weights(str(path))
+    after = b.export_weights(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing was loaded
+
+
+def test_keras_load_weights_refuses_a_plain_file_of_another_network(tf_backend, tmp_path):
+    b = tf_backend
+    path = tmp_path / "plain.weights.h5"
+    b.vgg(**{**TINY, "arch": "vgg13"}).save_weights(str(path))  # Keras' own file: no configuration inside
+    net = b.vgg(**TINY)
+    before = b.export_weights(net)
+    with pytest.raises(WeightsError, match=r"plain.weights.h5 holds 26 variables that do not match the 22"):
+        net.load_weights(str(path))
+    assert all(np.array_equal(before[k], v) for k, v in b.export_weights(net).items())
+    wider = tmp_path / "wider.weights.h5"
+    b.vgg(**{**TINY, "fc_hidden": 32}).save_weights(str(wider))
+    with pytest.raises(WeightsError, match="do not match"):
+        net.load_weights(str(wider))
+
+
+def test_keras_load_weights_still_loads_a_file_of_the_same_network(tf_backend, tmp_path):
+    b = tf_backend
+    source = b.vgg(**TINY)
+    b.init_weights(source, seed=7)
+    ours, plain = tmp_path / "ours.weights.h5", tmp_path / "plain.weights.h5"
+    b.save_model(source, ours)
+    source.save_weights(str(plain))
+    want = b.export_weights(source)
+    for path in (ours, plain):
+        net = b.vgg(**{**TINY, "dropout": 0.2})  # dropout has no weights: the same network
+        net.load_weights(str(path))
+        got = b.export_weights(net)
+        assert all(np.array_equal(want[k], got[k]) for k in want)
