@@ -558,8 +558,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _quiet_frameworks(verbose: bool) -> None:
+    """Without ``--verbose``, TensorFlow keeps its start-up notices to itself (here and in every process started
+    from here): TF_CPP_MIN_LOG_LEVEL 2 unless the user set it; with it, the user's value or everything."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, held to one analytic spec.")
+    verbose_help = "show the frameworks' start-up log lines (TensorFlow's are hidden otherwise)"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer-by-layer shapes and parameters of every backend beside the spec")
@@ -714,6 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
+    for p in sub.choices.values():  # also after the command; absent there, it leaves the value before it alone
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     return parser
 
 
@@ -752,6 +762,7 @@ def message_for(error: VGGError, command: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_frameworks(args.verbose)
     try:
         return args.func(args)
     except VGGError as e:

@@ -160,3 +160,33 @@ def test_keras_load_weights_still_loads_a_file_of_the_same_network(tf_backend, t
         net.load_weights(str(path))
         got = b.export_weights(net)
         assert all(np.array_equal(want[k], got[k]) for k in want)
+
+
+# --- TensorFlow's start-up notices stay out of the command's output --------------------------------------------
+
+SUMMARY_TF = ["summary", "--backends", "tf", "--arch", "vgg11", "--ratio", "8", "--input-size", "32"]
+
+
+def test_tensorflow_start_up_notices_are_hidden_unless_verbose(tf_backend):
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    quiet = _vgg(*SUMMARY_TF, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [line for line in quiet.stderr.splitlines() if "oneDNN" in line or "absl" in line], quiet.stderr
+    loud = _vgg(*SUMMARY_TF, "--verbose", env=env)
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout
+    assert "absl::InitializeLog" in loud.stderr  # what TensorFlow 2.21 prints before its logging starts
+
+
+def test_the_log_level_hides_only_the_lines_below_it(tf_backend):
+    import vgg_tf
+
+    info = "I0000 00:00:1795738919.618608    1041 port.cc:153] oneDNN custom operations are on."
+    warning = "W0000 00:00:1795738919.618608    1041 x.cc:1] a warning"
+    preamble = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    assert [vgg_tf._hidden(line, 1) for line in (info, warning, preamble, "Traceback (most recent call last):")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert vgg_tf._hidden(warning, 2) and not vgg_tf._hidden(info, 0) and not vgg_tf._hidden(preamble, 0)
