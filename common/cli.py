@@ -14,7 +14,7 @@ from . import report
 from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .errors import ArgValue, ConfigError, VGGError
-from .spec import spec
+from .spec import check_memory, spec
 from .training import LR_SCHEDULES, OPTIMIZERS, default_lr
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
@@ -138,6 +138,7 @@ def _config(args, input_size: int, in_channels: int = 1, num_classes: int = 10):
 def cmd_summary(args) -> int:
     _fill_defaults(args, SUMMARY_DEFAULTS)
     config = _config(args, args.input_size, args.in_channels, args.num_classes)
+    check_memory(config)  # before any framework builds it
     s = spec(config)
     names = parse_backends(args.backends)
     headers = ["layer", "spec shape", "spec params"]
@@ -302,6 +303,7 @@ def _train(args, out: Path | None) -> int:
             )
     _fill_defaults(args, TRAIN_DEFAULTS)
     lr = args.lr or default_lr(args.optimizer, args.arch)
+    check_memory(_config(args, args.resize), args.batch_size)  # before the framework loads
     b = get_backend(args.backend)
     device = b.get_device(args.device)
     net = _build(b, args)
@@ -371,7 +373,7 @@ def _train(args, out: Path | None) -> int:
 def cmd_compare(args) -> int:
     names = parse_backends(args.backends)
     _fill_defaults(args, COMPARE_DEFAULTS)
-    _config(args, args.resize)
+    check_memory(_config(args, args.resize), args.batch_size)
     for name in names:
         require(name)
     out = Path(args.out)
@@ -502,6 +504,12 @@ def cmd_bench(args) -> int:
     _fill_defaults(args, {"arch": BENCH_DEFAULTS["arch"], "ratio": BENCH_DEFAULTS["ratio"]})  # AlexNet has no ratio
     defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
     batch_size = args.batch_size or defaults["batch_size"]
+    points = [(args.resize, args.ratio)]
+    if args.sweep:
+        points += [(s, args.ratio) for s in args.sizes or SWEEP_DEFAULTS["sizes"]]
+        points += [(args.resize, r) for r in args.ratios or SWEEP_DEFAULTS["ratios"]]
+    for size, ratio in points:  # each network as run_bench and run_sweep build it
+        check_memory(make_any_config(args.arch, 1, 10, size, ratio), batch_size)
     steps = args.steps or defaults["steps"]
     repeats = args.repeats or defaults["repeats"]
     if args.sweep:

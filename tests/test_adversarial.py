@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from conftest import load_backend
 
-from common.errors import InputError, WeightsError
+from common.arch import make_config
+from common.errors import ConfigError, InputError, WeightsError
+from common.spec import available_memory, check_memory, memory_needed, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
@@ -190,3 +192,58 @@ def test_the_log_level_hides_only_the_lines_below_it(tf_backend):
         False,
     ]
     assert vgg_tf._hidden(warning, 2) and not vgg_tf._hidden(info, 0) and not vgg_tf._hidden(preamble, 0)
+
+
+# --- a network too big for the machine is refused before anything is allocated ------------------------------
+
+requires_meminfo = pytest.mark.skipif(
+    available_memory() is None, reason="no /proc/meminfo: the memory check is skipped where it cannot be read"
+)
+
+
+@requires_meminfo
+@pytest.mark.parametrize(
+    "command, option, value, named",
+    [
+        ("summary", "--input-size", "100000", "lower --input-size (--input-size "),
+        ("summary", "--fc-hidden", "1000000000", "lower --fc-hidden (--fc-hidden "),
+        ("summary", "--arch", "1,1000000", "narrow the blocks of --arch"),
+        ("train", "--resize", "100000", "lower --resize (--resize "),
+        ("train", "--fc-hidden", "1000000000", "lower --fc-hidden (--fc-hidden "),
+        ("train", "--arch", "1,1000000", "narrow the blocks of --arch"),
+    ],
+)
+def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named):
+    args = ["summary", "--backends", "all"] if command == "summary" else ["train", "--backend", "torch"]
+    done = _vgg(*args, option, value, timeout=60)  # refused in seconds: nothing was built or allocated
+    line = _one_line_error(done)
+    assert re.match(r"error: the network \(.*\) needs at least [\d.]+ [TP]iB of memory ", line), line
+    assert re.search(r"but [\d.]+ [GMT]iB is available", line) and named in line, line
+    assert ("to train (parameters, gradients and the activations of a batch of 128)" in line) == (command == "train")
+
+
+def test_the_python_api_refuses_it_too_naming_its_argument(backend):
+    if available_memory() is None:
+        pytest.skip("no /proc/meminfo: the memory check is skipped where it cannot be read")
+    with pytest.raises(ConfigError, match=r"needs at least .* of memory for its parameters.*lower input_size") as e:
+        backend.vgg(input_size=100_000)
+    assert e.value.field == "input_size"
+    with pytest.raises(ConfigError, match=r"lower fc_hidden \(fc_hidden=\d+ fits\)"):
+        backend.vgg(fc_hidden=10**9)
+
+
+def test_the_estimate_counts_parameters_gradients_and_one_batch_of_activations():
+    config = make_config(**TINY)
+    s = spec(config)
+    outputs = sum(int(np.prod(layer.shape)) for layer in s.layers) + 32 * 32
+    assert memory_needed(config) == 4 * (s.params + s.buffers)
+    assert memory_needed(config, 16) == 4 * (2 * s.params + s.buffers + 16 * outputs)
+    big = make_config("vgg16", input_size=224)
+    enough = memory_needed(big, 128)
+    check_memory(big, 128, available=enough)  # exactly enough passes
+    with pytest.raises(ConfigError, match=r"lower batch_size \(batch_size=(\d+) fits\)") as caught:
+        check_memory(big, 128, available=enough // 2)
+    fits = int(re.search(r"batch_size=(\d+)", str(caught.value))[1])
+    assert memory_needed(big, fits) <= enough // 2 < memory_needed(big, fits + 1)
+    with pytest.raises(ConfigError, match=r"raise ratio \(ratio=(\d+) fits\)"):
+        check_memory(make_config("vgg16", input_size=32, fc_hidden=64), None, available=4 * 10**6)

@@ -26,7 +26,7 @@ from common.arch import (
 )
 from common.errors import InputError
 from common.report import summary_table
-from common.spec import spec
+from common.spec import check_memory, spec
 from common.training import check_batch
 
 
@@ -110,6 +110,7 @@ def init_xavier(net: nn.Block) -> None:
 
 def from_config(config):
     """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
     net = Network(config)
     init_xavier(net)
     return net

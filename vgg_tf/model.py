@@ -28,7 +28,7 @@ from common.arch import (
 )
 from common.errors import BackendUnavailable, InputError, WeightsError
 from common.report import summary_table
-from common.spec import spec
+from common.spec import check_memory, spec
 from common.training import check_batch
 from common.weights import meta_config, parse_meta, reason
 
@@ -212,6 +212,7 @@ def init_xavier(net: keras.Sequential) -> None:
 
 def from_config(config):
     """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
     # built Xavier-initialised (see _layer), so init_xavier(net) is not called: it would draw everything twice
     return Network(config)
 
