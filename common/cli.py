@@ -16,7 +16,7 @@ from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .distributed import quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError
-from .spec import spec
+from .spec import check_memory, spec
 from .training import LR_SCHEDULES, OPTIMIZERS, default_lr, fit
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
@@ -140,6 +140,7 @@ def _config(args, input_size: int, in_channels: int = 1, num_classes: int = 10):
 def cmd_summary(args) -> int:
     _fill_defaults(args, SUMMARY_DEFAULTS)
     config = _config(args, args.input_size, args.in_channels, args.num_classes)
+    check_memory(config)  # before any framework builds it
     s = spec(config)
     names = parse_backends(args.backends)
     headers = ["layer", "spec shape", "spec params"]
@@ -306,6 +307,7 @@ def _train(args, out: Path | None) -> int:
             )
     _fill_defaults(args, TRAIN_DEFAULTS)
     lr = args.lr or default_lr(args.optimizer, args.arch)
+    check_memory(_config(args, args.resize), args.batch_size)  # before the framework loads
     worker = worker_env(args.backend)
     if args.sync_bn and worker is None and args.workers == 1:
         raise ConfigError("--sync-bn synchronizes batch norm across workers: add --workers N (N > 1)")
@@ -417,7 +419,7 @@ def _launch_workers(args, out, ckpt) -> int:
 def cmd_compare(args) -> int:
     names = parse_backends(args.backends)
     _fill_defaults(args, COMPARE_DEFAULTS)
-    _config(args, args.resize)
+    check_memory(_config(args, args.resize), args.batch_size)
     for name in names:
         require(name)
     from .checkpoint import checkpoint_file, prepare_folder
@@ -646,6 +648,12 @@ def cmd_bench(args) -> int:
     _fill_defaults(args, {"arch": BENCH_DEFAULTS["arch"], "ratio": BENCH_DEFAULTS["ratio"]})  # AlexNet has no ratio
     defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
     batch_size = args.batch_size or defaults["batch_size"]
+    points = [(args.resize, args.ratio)]
+    if args.sweep:
+        points += [(s, args.ratio) for s in args.sizes or SWEEP_DEFAULTS["sizes"]]
+        points += [(args.resize, r) for r in args.ratios or SWEEP_DEFAULTS["ratios"]]
+    for size, ratio in points:  # each network as run_bench and run_sweep build it
+        check_memory(make_any_config(args.arch, 1, 10, size, ratio), batch_size)
     steps = args.steps or defaults["steps"]
     repeats = args.repeats or defaults["repeats"]
     if args.sweep:
@@ -735,8 +743,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _quiet_frameworks(verbose: bool) -> None:
+    """Without ``--verbose``, TensorFlow keeps its start-up notices to itself (here and in every process started
+    from here): TF_CPP_MIN_LOG_LEVEL 2 unless the user set it; with it, the user's value or everything."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, held to one analytic spec.")
+    verbose_help = "show the frameworks' start-up log lines (TensorFlow's are hidden otherwise)"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer-by-layer shapes and parameters of every backend beside the spec")
@@ -922,6 +938,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
+    for p in sub.choices.values():  # also after the command; absent there, it leaves the value before it alone
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     return parser
 
 
@@ -962,6 +980,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # what a worker started by --workers runs again
+    _quiet_frameworks(args.verbose)
     try:
         return args.func(args)
     except VGGError as e:

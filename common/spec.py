@@ -7,12 +7,24 @@ receptive field in input pixels (three stacked 3x3 convolutions see 7x7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from .arch import LayerPlan, NetConfig, make_config, net_plan, side_after
-from .errors import ConfigError
+from .arch import (
+    ALEXNET_MIN_SIZE,
+    CONFIGS,
+    AlexNetConfig,
+    LayerPlan,
+    NetConfig,
+    VGGConfig,
+    make_config,
+    net_plan,
+    side_after,
+)
+from .errors import ConfigError, arg
 
 
 @dataclass(frozen=True)
@@ -182,3 +194,108 @@ def spec(config: NetConfig | None = None, **kwargs) -> Spec:
             layer, shape, rf, jump = _spec_layer(p, name, group, shape, rf, jump)
             layers.append(layer)
     return Spec(config, tuple(layers))
+
+
+# --- memory: what a configuration needs, refused before building where the machine cannot hold it ------------
+
+BYTES_PER_VALUE = 4  # float32 weights, gradients and activations
+
+
+def memory_needed(config: NetConfig, batch: int | None = None) -> int:
+    """Bytes a network of ``config`` needs at least: its parameters and buffers (float32) to build it; with
+    ``batch``, to train it: also a gradient per parameter and every layer's output for one batch of that size."""
+    s = spec(config)
+    values = s.params + s.buffers
+    if batch is not None:
+        side = config.input_size
+        per_example = config.in_channels * side * side + sum(math.prod(layer.shape) for layer in s.layers)
+        values += s.params + batch * per_example
+    return values * BYTES_PER_VALUE
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable`` of /proc/meminfo); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps a whole part: ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _largest_fitting(need, low: int, high: int, available: int) -> int | None:
+    """The largest value in [low, high] whose ``need(value)`` fits in ``available`` (need grows with it)."""
+    if need(low) > available:
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if need(mid) <= available else (low, mid - 1)
+    return low
+
+
+def _what_to_lower(config: NetConfig, batch: int | None, available: int) -> str:
+    """Advice on the one argument that lowers the need most: the batch, the input size, fc_hidden or the widths."""
+
+    def need(c: NetConfig, b: int | None = batch) -> int:
+        return memory_needed(c, b)
+
+    if batch is not None and batch > 1 and need(config, 1) <= available:
+        best = _largest_fitting(lambda b: need(config, b), 1, batch - 1, available)
+        return f"lower {arg('batch_size')} ({arg('batch_size', best)} fits)"
+    smallest = ALEXNET_MIN_SIZE if isinstance(config, AlexNetConfig) else 2 ** len(config.blocks)
+    options: dict[str, int] = {"input_size": need(replace(config, input_size=smallest))}
+    if isinstance(config, VGGConfig):
+        options["fc_hidden"] = need(replace(config, fc_hidden=1))
+        thin = tuple(replace(b, out_channels=1) for b in config.blocks)
+        options["arch"] = need(replace(config, blocks=thin))
+    field = min(options, key=options.__getitem__)  # the first of equals: the input size
+    if field == "input_size":
+        best = _largest_fitting(lambda v: need(replace(config, input_size=v)), smallest, config.input_size, available)
+    elif field == "fc_hidden":
+        assert isinstance(config, VGGConfig)
+        best = _largest_fitting(lambda v: need(replace(config, fc_hidden=v)), 1, config.fc_hidden, available)
+    elif isinstance(config, VGGConfig) and config.arch in CONFIGS:  # a named arch narrows by its ratio
+        widest = min(b.out_channels for b in make_config(config.arch).blocks)
+
+        def narrowed(r: int) -> int:  # need falls as the ratio grows: count the ratio down
+            return need(make_config(**{**config.vgg_kwargs(), "ratio": widest - r + 1}))
+
+        fit = _largest_fitting(narrowed, 1, widest, available) if config.ratio < widest else None
+        ratio = None if fit is None else widest - fit + 1
+        return f"narrow the blocks: raise {arg('ratio')}" + ("" if ratio is None else f" ({arg('ratio', ratio)} fits)")
+    else:
+        return f"narrow the blocks of {arg('arch')}"
+    return f"lower {arg(field)}" + ("" if best is None else f" ({arg(field, best)} fits)")
+
+
+def check_memory(config: NetConfig, batch: int | None = None, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a network (``batch``: a training run) this machine cannot hold.
+
+    The need is :func:`memory_needed`, a lower bound; ``available`` defaults to :func:`available_memory`,
+    and where that is unknown (no /proc/meminfo) nothing is checked.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    needed = memory_needed(config, batch)
+    if needed <= available:
+        return
+    what = (
+        "for its parameters"
+        if batch is None
+        else f"to train (parameters, gradients and the activations of a batch of {batch})"
+    )
+    raise ConfigError(
+        f"the network ({config.describe()}) needs at least {format_bytes(needed)} of memory {what}, but "
+        f"{format_bytes(available)} is available; {_what_to_lower(config, batch, available)}"
+    )

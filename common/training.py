@@ -118,6 +118,31 @@ def _expected_shape(config, layout: str) -> tuple[int, int, int]:
     return (c, s, s) if layout == "NCHW" else (s, s, c)
 
 
+# How a batch of the other layout is turned into the one each framework's network takes: (label, expression).
+TRANSPOSE = {
+    "torch": ("PyTorch", "x.permute(0, 3, 1, 2)"),
+    "tf": ("tf.keras", "tf.transpose(x, (0, 2, 3, 1))"),
+    "mxnet": ("MXNet", "x.transpose((0, 3, 1, 2))"),
+}
+
+
+def _transposed(config, shape: tuple[int, ...], layout: str) -> bool:
+    """Whether a rank-4 batch the network cannot take reads as one of the other layout (channels on the other side,
+    square images the other way)."""
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    channels, spatial = (shape[1], shape[2:]) if other == "NCHW" else (shape[3], shape[1:3])
+    mine = shape[1] if layout == "NCHW" else shape[3]
+    return mine != config.in_channels and channels == config.in_channels and spatial[0] == spatial[1]
+
+
+def _transpose_fix(layout: str, framework: str | None) -> str:
+    """The advice for a batch of the other layout: what it looks like, what the network takes, how to turn it."""
+    seen = "NHWC (channels last)" if layout == "NCHW" else "NCHW (channels first)"
+    axes = (0, 3, 1, 2) if layout == "NCHW" else (0, 2, 3, 1)
+    label, how = TRANSPOSE.get(framework or "", ("", f"the axes {axes}"))
+    return f"this looks {seen}; the {label + ' ' if label else ''}network takes {layout}: transpose it with {how}"
+
+
 def check_batch(
     config,
     x_shape,
@@ -127,29 +152,37 @@ def check_batch(
     all_finite: bool = True,
     where: str = "the batch",
     label_dtype: str | None = None,
+    framework: str | None = None,
 ) -> None:
     """Refuse a batch the network built from ``config`` cannot take, with one message that says what to change.
 
     ``x_shape``/``x_dtype`` describe the images (``x_dtype`` a name such as ``"float32"``), ``labels`` are the
     class indices as a NumPy array (or None), ``layout`` is the framework's ("NCHW", or "NHWC" in tf.keras),
     ``all_finite`` whether every pixel is a finite number (the backend computes it, or passes True to skip),
-    ``label_dtype`` the one label dtype the framework's loss takes, if it takes only one.
+    ``label_dtype`` the one label dtype the framework's loss takes, if it takes only one, ``framework`` the
+    backend's name (``"torch"``, ``"tf"``, ``"mxnet"``), for the way to transpose a batch of the other layout.
+    A batch wrong in shape and dtype is told both.
     """
     shape, want = tuple(int(n) for n in x_shape), _expected_shape(config, layout)
     hint = f"the network ({config.describe()}) takes {layout} batches of shape (N, {', '.join(map(str, want))})"
+    dtype_fix = "" if x_dtype == "float32" else f"; it is also {x_dtype}: convert it to float32 (pixels in [0, 1])"
     if len(shape) != 4:
         fix = "add the batch axis (x[None])" if len(shape) == 3 else "reshape it"
-        raise InputError(f"{where} has shape {shape} (rank {len(shape)}); {hint}: {fix}")
+        raise InputError(f"{where} has shape {shape} (rank {len(shape)}); {hint}: {fix}{dtype_fix}")
+    if _transposed(config, shape, layout):
+        raise InputError(
+            f"{where} has shape {shape}: {_transpose_fix(layout, framework)} to get {(shape[0], *want)}{dtype_fix}"
+        )
     channels, spatial = (shape[1], shape[2:]) if layout == "NCHW" else (shape[3], shape[1:3])
     if channels != config.in_channels:
         raise InputError(
             f"{where} has {channels} channel(s) (shape {shape}); {hint}: convert the images "
-            f"or build the network with in_channels={channels}"
+            f"or build the network with in_channels={channels}{dtype_fix}"
         )
     if spatial != (config.input_size,) * 2:
         raise InputError(
             f"{where} has {spatial[0]}x{spatial[1]} images (shape {shape}); {hint}: resize them to "
-            f"{config.input_size}x{config.input_size} or build the network with input_size={spatial[0]}"
+            f"{config.input_size}x{config.input_size} or build the network with input_size={spatial[0]}{dtype_fix}"
         )
     if shape[0] == 0:
         raise InputError(f"{where} is empty (shape {shape}); give at least one example")

@@ -26,7 +26,7 @@ from common.arch import (
 )
 from common.errors import InputError
 from common.report import summary_table
-from common.spec import spec
+from common.spec import check_memory, spec
 from common.training import check_batch
 
 
@@ -97,7 +97,7 @@ class Network(nn.HybridSequential):
 
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):  # a Symbol (shape inference, export) has no shape to check
-            check_batch(self.config, x.shape, np.dtype(x.dtype).name, where="the input")
+            check_batch(self.config, x.shape, np.dtype(x.dtype).name, where="the input", framework="mxnet")
         elif not isinstance(x, mx.sym.Symbol):
             raise InputError(f"the input is a {type(x).__name__}; give an MXNet NDArray (mx.nd.array)")
         return super().forward(x, *args)
@@ -110,6 +110,7 @@ def init_xavier(net: nn.Block) -> None:
 
 def from_config(config):
     """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
     net = Network(config)
     init_xavier(net)
     return net

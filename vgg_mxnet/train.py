@@ -44,7 +44,7 @@ def _check_batch(net, x, y, check_finite, where):
         return
     floating = np.issubdtype(x.dtype, np.floating)
     finite = bool(mx.nd.contrib.isfinite(x).min().asscalar()) if check_finite and floating else True
-    check_batch(net.config, x.shape, np.dtype(x.dtype).name, y.asnumpy(), "NCHW", finite, where)
+    check_batch(net.config, x.shape, np.dtype(x.dtype).name, y.asnumpy(), "NCHW", finite, where, framework="mxnet")
 
 
 def evaluate_accuracy(net, data_iter, device=None, check_finite=True):

@@ -1,11 +1,59 @@
 """VGG (and AlexNet) of *Dive into Deep Learning* in tf.keras (Keras 3 on TensorFlow), behind the common API."""
 
 # TensorFlow's C++ start-up notices go to stderr on every run and bury the training lines: keep warnings and
-# errors only, unless the user set TF_CPP_MIN_LOG_LEVEL (must be set before tensorflow loads). The oneDNN
-# notice printed before absl's logging starts ignores the variable (tensorflow issue #100442) and stays.
+# errors only, unless the user set TF_CPP_MIN_LOG_LEVEL (read when tensorflow loads). TensorFlow honours the
+# variable only once absl's logging is set up; the notices it prints before that (oneDNN's "custom operations
+# are on", absl's "All log messages before absl::InitializeLog()") ignore it, so while tensorflow and keras
+# load, stderr goes to a file and the lines the variable would hide are dropped from it.
 import os as _os
+import re as _re
+import sys as _sys
+import tempfile as _tempfile
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# An absl log line: severity letter, MMDD, time, thread, file:line]; its severity's rank is "IWEF".index(letter).
+_ABSL_LINE = _re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def _hidden(line: str, level: int) -> bool:
+    """Whether TF_CPP_MIN_LOG_LEVEL ``level`` hides this start-up line."""
+    if line.startswith(_ABSL_PREAMBLE):
+        return level >= 1
+    m = _ABSL_LINE.match(line)
+    return m is not None and "IWEF".index(m[1]) < level
+
+
+def _import_quietly() -> None:
+    """Import tensorflow and keras with the start-up lines TF_CPP_MIN_LOG_LEVEL hides dropped from stderr."""
+    text = _os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    level = int(text) if text.isdigit() else 0
+    if level < 1 or "tensorflow" in _sys.modules:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+        return
+    _sys.stderr.flush()
+    saved = _os.dup(2)
+    with _tempfile.TemporaryFile() as caught:
+        _os.dup2(caught.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        finally:
+            _sys.stderr.flush()
+            _os.dup2(saved, 2)
+            _os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not _hidden(line, level))
+            if kept:
+                _sys.stderr.write(kept)
+                _sys.stderr.flush()
+
+
+_import_quietly()
 
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
 from .data import load_data_fashion_mnist  # noqa: E402

@@ -6,6 +6,10 @@ package is canonical: ``layer_shapes`` reports NCHW, and ``vgg_tf.weights`` conv
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -22,10 +26,11 @@ from common.arch import (
     make_config,
     net_plan,
 )
-from common.errors import BackendUnavailable, InputError
+from common.errors import BackendUnavailable, InputError, WeightsError
 from common.report import summary_table
-from common.spec import spec
+from common.spec import check_memory, spec
 from common.training import check_batch
+from common.weights import meta_config, parse_meta, reason
 
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailable(
@@ -139,9 +144,50 @@ class Network(keras.Sequential):
             raise InputError(f"the input is a {type(x).__name__}; give a NumPy array or a tensor (NHWC)")
         dtype = getattr(x.dtype, "name", None) or str(x.dtype)
         check_batch(
-            self.config, tuple(-1 if d is None else d for d in x.shape), dtype, layout="NHWC", where="the input"
+            self.config,
+            tuple(-1 if d is None else d for d in x.shape),
+            dtype,
+            layout="NHWC",
+            where="the input",
+            framework="tf",
         )
         return super().__call__(x, *args, **kwargs)
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Keras' ``load_weights``, refusing a file of another network before any variable changes.
+
+        A file of :func:`vgg_tf.save_model` carries its configuration (the ``vgg_meta`` attribute): another
+        configuration is refused by name. A plain ``.weights.h5`` must hold exactly as many variables of
+        each shape as this network (Keras itself would load a deeper network's file partially, without a
+        word); ``skip_mismatch=True`` hands such a file to Keras unchecked.
+        """
+        path = Path(filepath)
+        if path.is_file() and h5py.is_hdf5(path):
+            try:
+                with h5py.File(path, "r") as f:
+                    text = f.attrs.get("vgg_meta")
+                    shapes = Counter(_dataset_shapes(f))
+            except OSError as e:
+                raise WeightsError(f"{path} is not a readable HDF5 file ({reason(e)}); it is damaged") from None
+            if text is not None:
+                meta_config(parse_meta(text, path), path, self.config)
+            elif not skip_mismatch and shapes != Counter(tuple(int(d) for d in v.shape) for v in self.weights):
+                raise WeightsError(
+                    f"{path} holds {sum(shapes.values())} variables that do not match the "
+                    f"{len(self.weights)} of this network ({self.config.describe()}); it was saved from "
+                    f"another network: build that one (or pass skip_mismatch=True to load what fits)"
+                )
+        try:
+            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        except ValueError as e:
+            raise WeightsError(f"{path} does not fit this network ({self.config.describe()}): {reason(e)}") from None
+
+
+def _dataset_shapes(group: h5py.Group) -> list[tuple[int, ...]]:
+    """The shape of every array in an HDF5 file (a Keras ``.weights.h5`` holds one per variable)."""
+    out: list[tuple[int, ...]] = []
+    group.visititems(lambda _, item: out.append(tuple(item.shape)) if isinstance(item, h5py.Dataset) else None)
+    return out
 
 
 def _named_layers(net: keras.Sequential, prefix: str = ""):
@@ -166,6 +212,7 @@ def init_xavier(net: keras.Sequential) -> None:
 
 def from_config(config):
     """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
     # built Xavier-initialised (see _layer), so init_xavier(net) is not called: it would draw everything twice
     return Network(config)
 

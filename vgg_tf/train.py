@@ -48,7 +48,7 @@ def _check_batch(net, x, y, check_finite, where):
     if getattr(net, "config", None) is None:  # a network not built by vgg(): nothing to check against
         return
     finite = bool(tf.reduce_all(tf.math.is_finite(x))) if check_finite and x.dtype.is_floating else True
-    check_batch(net.config, x.shape, x.dtype.name, y.numpy(), "NHWC", finite, where)
+    check_batch(net.config, x.shape, x.dtype.name, y.numpy(), "NHWC", finite, where, framework="tf")
 
 
 def _correct(logits, y):

@@ -21,7 +21,7 @@ from common.arch import (
 )
 from common.errors import InputError
 from common.report import summary_table
-from common.spec import spec
+from common.spec import check_memory, spec
 from common.training import check_batch
 
 
@@ -71,7 +71,7 @@ class Network(nn.Sequential):
     def forward(self, x):
         if not torch.is_tensor(x):
             raise InputError(f"the input is a {type(x).__name__}; give a torch tensor (torch.from_numpy)")
-        check_batch(self.config, x.shape, str(x.dtype).removeprefix("torch."), where="the input")
+        check_batch(self.config, x.shape, str(x.dtype).removeprefix("torch."), where="the input", framework="torch")
         return super().forward(x)
 
 
@@ -86,6 +86,7 @@ def init_xavier(net: nn.Module) -> None:
 
 def from_config(config):
     """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
+    check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
     net = Network(config)
     init_xavier(net)
     return net

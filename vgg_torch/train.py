@@ -53,6 +53,7 @@ def _check_batch(net, x, y, check_finite, where):
         finite,
         where,
         "int64",
+        framework="torch",
     )
 
 
