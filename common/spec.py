@@ -20,6 +20,7 @@ from .arch import (
     LayerPlan,
     NetConfig,
     VGGConfig,
+    make_alexnet_config,
     make_config,
     net_plan,
     side_after,
@@ -299,3 +300,33 @@ def check_memory(config: NetConfig, batch: int | None = None, available: int | N
         f"the network ({config.describe()}) needs at least {format_bytes(needed)} of memory {what}, but "
         f"{format_bytes(available)} is available; {_what_to_lower(config, batch, available)}"
     )
+
+
+def network_functions(build):
+    """A backend's public ``from_config``, ``vgg`` and ``alexnet``, one signature each in every backend, made from
+    its ``build(config)``: the framework's network of a configuration, Xavier-initialised."""
+
+    def from_config(config):
+        """The network of a configuration (VGG's or AlexNet's: ``net.config``, or a saved one), Xavier-initialised."""
+        check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
+        return build(config)
+
+    def vgg(
+        arch="vgg11",
+        in_channels=1,
+        num_classes=10,
+        input_size=224,
+        ratio=1,
+        fc_hidden=4096,
+        dropout=0.5,
+        batch_norm=False,
+    ):
+        """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
+        config = make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
+        return from_config(config)
+
+    def alexnet(in_channels=1, num_classes=10, input_size=224, dropout=0.5):
+        """AlexNet (Krizhevsky et al., 2012) as in *Dive into Deep Learning*, the network VGG answers."""
+        return from_config(make_alexnet_config(in_channels, num_classes, input_size, dropout))
+
+    return from_config, vgg, alexnet

@@ -15,13 +15,11 @@ from common.arch import (
     block_plan,
     check_block,
     check_trace_request,
-    make_alexnet_config,
-    make_config,
     net_plan,
 )
 from common.errors import InputError
 from common.report import summary_table
-from common.spec import check_memory, spec
+from common.spec import network_functions, spec
 from common.training import check_batch
 
 
@@ -84,24 +82,13 @@ def init_xavier(net: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def from_config(config):
-    """The network of a configuration (VGG's or AlexNet's, e.g. ``net.config`` or a saved one), Xavier-initialised."""
-    check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
+def _build(config):
     net = Network(config)
     init_xavier(net)
     return net
 
 
-def vgg(
-    arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5, batch_norm=False
-):
-    """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
-    return from_config(make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm))
-
-
-def alexnet(in_channels=1, num_classes=10, input_size=224, dropout=0.5):
-    """AlexNet (Krizhevsky et al., 2012) as in *Dive into Deep Learning*, the network VGG answers."""
-    return from_config(make_alexnet_config(in_channels, num_classes, input_size, dropout))
+from_config, vgg, alexnet = network_functions(_build)
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):
