@@ -436,7 +436,7 @@ def test_vgg_convert_every_direction_keeps_the_logits(backends, tmp_path, capsys
     }
     suffixes = [".pt", ".weights.h5", ".params", ".npz", ".safetensors", ".onnx"]
     for src_name, src in sources.items():
-        for suffix in suffixes:
+        for suffix in (s for s in suffixes if not src.name.endswith(s)):  # every other format
             dst = tmp_path / f"from-{src_name}{suffix}"
             exporter = ["--backend", "mxnet"] if suffix == ".onnx" and src_name in ("pt", "h5") else []
             said = run_main(capsys, "convert", src, dst, *exporter)
