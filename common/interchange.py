@@ -31,6 +31,7 @@ from .training import check_batch
 from .weights import (
     FORMAT,
     MODEL_SUFFIXES,
+    atomic_write,
     check_weights,
     load_npz,
     make_meta,
@@ -97,8 +98,6 @@ def save_safetensors(
     extra: dict | None = None,
 ) -> Path:
     """Write canonical weights and their metadata to a ``.safetensors`` file, atomically."""
-    from .weights import atomic_write
-
     numpy_api = require("safetensors.numpy", "writing .safetensors weights")
     weights = check_weights(config, weights)
     meta = make_meta(config, source, source_version, **(extra or {}))
