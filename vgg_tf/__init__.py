@@ -29,13 +29,16 @@ def _import_quietly() -> None:
     """Import tensorflow and keras with the start-up lines TF_CPP_MIN_LOG_LEVEL hides dropped from stderr."""
     text = _os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
     level = int(text) if text.isdigit() else 0
-    if level < 1 or "tensorflow" in _sys.modules:
+    try:
+        saved = -1 if level < 1 or "tensorflow" in _sys.modules else _os.dup(2)
+    except OSError:  # no stderr to catch
+        saved = -1
+    if saved < 0:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
 
         return
     _sys.stderr.flush()
-    saved = _os.dup(2)
     with _tempfile.TemporaryFile() as caught:
         _os.dup2(caught.fileno(), 2)
         try:
