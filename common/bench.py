@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, TypedDict
 
 from .arch import make_any_config
@@ -150,11 +151,41 @@ def summarise(results: list[dict], config, batch_size: int) -> dict:
         r["train_speedup"] = r["train_project"] / r["train_book"]
         r["infer_speedup"] = r["infer_project"] / r["infer_book"]
         r["real_data_ratio"] = r["train_project_real_data"] / r["train_project"]
-    return {"config": config.to_dict(), "batch_size": batch_size, "peak_gflops": peaks, "runs": results}
+    return {
+        "config": config.to_dict(),
+        "batch_size": batch_size,
+        "peak_gflops": peaks,
+        "cpu": cpu_features(),
+        "runs": results,
+    }
 
 
 def _percent(fraction: float | None) -> str:
     return "—" if fraction is None else f"{fraction:.0%}"
+
+
+CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_features() -> dict:
+    """The CPU a bench ran on: its model, the cores this process may use, the matrix features bf16 speed hangs on
+    (AMX tiles, AVX512-BF16), read from /proc/cpuinfo (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+    flags = set(fields.get("flags", "").split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "model": fields.get("model name") or None,
+        "cores": cores,
+        "flags": [f for f in CPU_FLAGS if f in flags],
+    }
 
 
 def bench_table(summary: dict) -> str:
@@ -189,7 +220,13 @@ def bench_table(summary: dict) -> str:
         for r in summary["runs"]
     ]
     peaks = ", ".join(f"{p} {fmt(v)} GFLOP/s" for p, v in summary["peak_gflops"].items() if v)
-    return format_table(headers, rows) + f"\nmachine peak (best matrix product in any framework): {peaks}"
+    cpu = summary.get("cpu") or {}
+    features = ", ".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f") if f in cpu.get("flags", ()))
+    return (
+        format_table(headers, rows)
+        + f"\nmachine peak (best matrix product in any framework): {peaks}"
+        + f"\nCPU: {cpu.get('model', 'unknown')}, {cpu.get('cores', '?')} cores; bf16 features: {features or 'none'}"
+    )
 
 
 def run_bench(
