@@ -460,7 +460,9 @@ def infer_config(
         if key in given or key not in inferred or (arch == "alexnet" and key in ("ratio", "fc_hidden", "batch_norm")):
             continue
         how = {
-            "input_size": "declared by the model" if declared else "from fc1's input features (the exact multiple)",
+            "input_size": "from the model's declared input"
+            if declared
+            else "from fc1's input features (the exact multiple)",
             "arch": "from the convolutions' kernels and widths",
             "ratio": "from the convolutions' widths",
             "batch_norm": "from the vectors between convolutions",
@@ -758,6 +760,7 @@ class OnnxGraph:
                 f"{path} is not a readable ONNX model ({failure(e)}); it is damaged or of another format"
             ) from None
         self.path = path
+        self.notes: list[str] = []
         graph = self.model.graph
         self.inits = {i.name: i for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in self.inits]
@@ -773,6 +776,7 @@ class OnnxGraph:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
         self.flat_hwc = self._flattens_hwc()
+        self.added = self._add_zero_biases()
         self.params = self._params()
 
     def _const(self, name: str):
@@ -782,6 +786,29 @@ class OnnxGraph:
         if node is not None and node.op_type == "Identity" and node.input[0] in self.inits:
             return node.input[0]
         return None
+
+    def _add_zero_biases(self) -> int:
+        """Give every Conv and Gemm without a bias input an explicit zero bias (an initializer of its own): exporters
+        drop biases that are zero (PyTorch's ``RemoveOptionalBiasFromConv``), and the canonical weights have one."""
+        from onnx import helper, numpy_helper
+
+        added = 0
+        for node in self.model.graph.node:
+            if node.op_type not in ("Conv", "Gemm") or len(node.input) > 2 or len(node.input) < 2:
+                continue
+            weight = self._const(node.input[1])
+            if weight is None:
+                continue
+            dims = list(self.inits[weight].dims)
+            trans_b = any(a.name == "transB" and helper.get_attribute_value(a) for a in node.attribute)
+            width = dims[0] if node.op_type == "Conv" or trans_b else dims[1]
+            name = f"{weight}.zero_bias"
+            init = numpy_helper.from_array(np.zeros(width, np.float32), name)
+            self.model.graph.initializer.append(init)
+            self.inits[name] = self.model.graph.initializer[-1]
+            node.input.append(name)
+            added += 1
+        return added
 
     def _params(self) -> list[tuple[str, str, str]]:
         """(initializer, role, layout) of every weight in node order: conv, bn (weight bias running_mean
@@ -842,7 +869,12 @@ def _onnx_array(init) -> np.ndarray:
 
 def open_model(source):
     """An ONNX file, read and checked (what ``vgg_*.conform.open_model`` is for the frameworks)."""
-    return OnnxGraph(Path(source))
+    graph = OnnxGraph(Path(source))
+    if graph.added:
+        graph.notes.append(
+            f"{graph.added} biases absent from the graph (zero, dropped by the exporter) were added as zeros"
+        )
+    return graph
 
 
 def model_parameters(graph: OnnxGraph) -> list[Param]:
@@ -874,7 +906,7 @@ def load_parameters(graph: OnnxGraph, arrays: dict[str, np.ndarray], config: Net
     """Replace the weights by canonical arrays (user name -> array); returns notes on how they were laid out."""
     from onnx import numpy_helper
 
-    notes, first_dense = [], True
+    notes, first_dense = list(graph.notes), True
     for name, role, layout in graph.params:
         array = arrays[name]
         if layout == "dense" and role == "weight":

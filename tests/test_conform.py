@@ -400,3 +400,30 @@ def test_bad_arguments_are_refused_before_any_work():
         conform("test_conform:ours", reference="jax")
     with pytest.raises(VGGError):
         conform("test_conform:ours", images=0)
+
+
+# --- ONNX: any exporter's graph, run by ONNX Runtime ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    """ONNX exports by PyTorch's exporter (about 5 s each): our VGG, and the port without block3.relu2."""
+    b = load_backend("torch")
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
+    folder = tmp_path_factory.mktemp("onnx")
+    nets = {"vgg": ours(), "no_relu": broken_no_relu()}
+    return {name: b.export_onnx(net, folder / f"{name}.onnx") for name, net in nets.items()}
+
+
+def test_an_onnx_export_conforms(onnx_files):
+    report = conform(onnx_files["vgg"])
+    assert report.conforms, report.to_markdown()
+    assert report.framework == "ONNX Runtime" and report.logits_error <= 1e-5
+    assert "input_size=32 inferred from the model's declared input" in report.inferred
+    assert all(r.name for r in report.layers if r.kind in ("conv", "relu", "pool", "linear"))  # every node traced
+    assert any("biases absent from the graph" in n for n in report.notes)  # the exporter dropped the zero ones
+
+
+def test_an_onnx_graph_without_a_relu_is_diagnosed(onnx_files):
+    report = conform(onnx_files["no_relu"])
+    assert not report.conforms and [(d.pitfall, d.layer) for d in report.diagnoses] == [("no_relu", "block3.relu2")]
