@@ -8,6 +8,7 @@ gives ``module.path:function``; the broken ones are our network with one thing c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -223,7 +224,7 @@ def vgg(*args, cwd=ROOT) -> subprocess.CompletedProcess:
         text=True,
         cwd=cwd,
         timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": env_path},
+        env={**os.environ, "PYTHONPATH": env_path, "TF_CPP_MIN_LOG_LEVEL": "2"},  # TensorFlow: errors only
     )
 
 
@@ -427,3 +428,89 @@ def test_an_onnx_export_conforms(onnx_files):
 def test_an_onnx_graph_without_a_relu_is_diagnosed(onnx_files):
     report = conform(onnx_files["no_relu"])
     assert not report.conforms and [(d.pitfall, d.layer) for d in report.diagnoses] == [("no_relu", "block3.relu2")]
+
+
+# --- Keras: a saved .keras, channels-last --------------------------------------------------------------------------
+
+
+def keras_book_vgg(size):
+    """The book's tf.keras VGG ("Networks Using Blocks"), its small_conv_arch narrowed 8x, built for ``size`` px."""
+    import keras
+
+    def vgg_block(num_convs, num_channels):
+        blk = keras.models.Sequential()
+        for _ in range(num_convs):
+            blk.add(keras.layers.Conv2D(num_channels, kernel_size=3, padding="same", activation="relu"))
+        blk.add(keras.layers.MaxPool2D(pool_size=2, strides=2))
+        return blk
+
+    def vgg(conv_arch):
+        net = keras.models.Sequential()
+        for num_convs, num_channels in conv_arch:
+            net.add(vgg_block(num_convs, num_channels))
+        net.add(
+            keras.models.Sequential(
+                [
+                    keras.layers.Flatten(),
+                    keras.layers.Dense(4096, activation="relu"),
+                    keras.layers.Dropout(0.5),
+                    keras.layers.Dense(4096, activation="relu"),
+                    keras.layers.Dropout(0.5),
+                    keras.layers.Dense(10),
+                ]
+            )
+        )
+        return net
+
+    conv_arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+    net = vgg([(n, c // 8) for n, c in conv_arch])
+    net.build((None, size, size, 1))
+    return net
+
+
+def saved_keras(net, path):
+    """vgg_tf's network as a plain Sequential (its layers, its input) saved to ``path``."""
+    import keras
+
+    s, c = net.config.input_size, net.config.in_channels
+    keras.Sequential([keras.Input((s, s, c)), *net.layers]).save(path)
+    return path
+
+
+def test_our_keras_network_conforms_from_a_keras_file(tmp_path):
+    b = load_backend("tf")
+    report = conform(saved_keras(b.vgg(**SMALL), tmp_path / "ours.keras"))
+    assert report.conforms, report.to_markdown()
+    assert report.framework == "tf.keras" and report.logits_error <= 1e-5
+    assert "the model takes channels-last (N,H,W,C) images: it was given them so" in report.notes
+    assert [r.name for r in report.layers[:3]] == ["block1.conv1", "block1.relu1", "block1.pool"]
+
+
+def test_the_books_keras_vgg_conforms_channels_last_handled(tmp_path):
+    load_backend("tf")
+    path = tmp_path / "book.keras"
+    keras_book_vgg(64).save(path)  # 64 px: 2x2 features, so the H,W,C flatten order matters
+    report = conform(path)
+    assert report.conforms, report.to_markdown()
+    assert any("follows a channels-last Flatten: loaded with its rows permuted" in n for n in report.notes)
+    fused = [r for r in report.layers if r.canonical == "block1.conv1" or r.canonical == "block1.relu1"]
+    assert fused[0].error is None and fused[1].error is not None  # Conv2D(activation="relu"): compared after it
+
+
+def test_a_keras_batch_norm_left_at_its_default_epsilon_is_diagnosed(tmp_path):
+    b = load_backend("tf")
+    net = b.vgg(**SMALL, batch_norm=True)
+    net.get_layer("block2").get_layer("bn1").epsilon = 1e-3  # keras.layers.BatchNormalization's default
+    report = conform(saved_keras(net, tmp_path / "eps.keras"))
+    assert not report.conforms and [(d.pitfall, d.layer) for d in report.diagnoses] == [("bn_eps", "block2.bn1")]
+
+
+def test_a_file_keras_cannot_load_safely_is_one_line(tmp_path):
+    load_backend("tf")
+    bad = tmp_path / "model.keras"
+    bad.write_text("not a zip")
+    done = vgg(str(bad))
+    # TensorFlow prints its oneDNN notice before absl's logging reads TF_CPP_MIN_LOG_LEVEL (vgg_tf/__init__.py)
+    said = [line for line in done.stderr.splitlines() if not line.startswith(("WARNING: All log", "I0000"))]
+    assert done.returncode == 2 and len(said) == 1 and "Traceback" not in done.stderr
+    assert said[0].startswith("error: ") and "is not a Keras model Keras can load safely" in said[0]
