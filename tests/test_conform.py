@@ -19,7 +19,7 @@ from conftest import load_backend
 
 from common.arch import make_alexnet_config, make_config
 from common.conform import Variant, conform, plan_layers, probe_images, probe_weights, run_layers
-from common.errors import ConfigError, VGGError
+from common.errors import ConfigError, VGGError, WeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"ratio": 8, "input_size": 32, "fc_hidden": 64}
@@ -505,12 +505,47 @@ def test_a_keras_batch_norm_left_at_its_default_epsilon_is_diagnosed(tmp_path):
     assert not report.conforms and [(d.pitfall, d.layer) for d in report.diagnoses] == [("bn_eps", "block2.bn1")]
 
 
-def test_a_file_keras_cannot_load_safely_is_one_line(tmp_path):
+def test_a_file_keras_cannot_load_safely_is_refused_in_one_line(tmp_path):
     load_backend("tf")
     bad = tmp_path / "model.keras"
     bad.write_text("not a zip")
-    done = vgg(str(bad))
-    # TensorFlow prints its oneDNN notice before absl's logging reads TF_CPP_MIN_LOG_LEVEL (vgg_tf/__init__.py)
-    said = [line for line in done.stderr.splitlines() if not line.startswith(("WARNING: All log", "I0000"))]
-    assert done.returncode == 2 and len(said) == 1 and "Traceback" not in done.stderr
-    assert said[0].startswith("error: ") and "is not a Keras model Keras can load safely" in said[0]
+    with pytest.raises(WeightsError) as info:
+        conform(bad)
+    assert "is not a Keras model Keras can load safely" in str(info.value) and "\n" not in str(info.value)
+
+
+# --- MXNet Gluon: an export() pair, read with SymbolBlock.imports -------------------------------------------------
+
+
+def gluon_export(net, folder):
+    import mxnet as mx
+
+    net.hybridize()
+    net(mx.nd.zeros((1, net.config.in_channels, net.config.input_size, net.config.input_size)))
+    net.export(str(folder / "vgg"))
+    return folder / "vgg-symbol.json"
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch-norm"])
+def test_our_gluon_network_conforms_from_its_export(tmp_path, batch_norm):
+    b = load_backend("mxnet")
+    report = conform(gluon_export(b.vgg(**SMALL, batch_norm=batch_norm), tmp_path))
+    assert report.conforms, report.to_markdown()
+    assert report.framework == "MXNet Gluon" and report.logits_error <= 1e-5
+    assert report.layers[0].name == "block1_conv1_fwd" and report.layers[0].error is not None
+
+
+def test_a_gluon_batch_norm_at_another_epsilon_is_diagnosed(tmp_path):
+    b = load_backend("mxnet")
+    net = b.vgg(**SMALL, batch_norm=True)
+    net[2][1]._kwargs["eps"] = 1e-3  # block3's first batch norm, as nn.BatchNorm(epsilon=1e-3) would build it
+    report = conform(gluon_export(net, tmp_path))
+    assert not report.conforms and [(d.pitfall, d.layer) for d in report.diagnoses] == [("bn_eps", "block3.bn1")]
+
+
+def test_a_gluon_export_without_its_params_is_one_line(tmp_path):
+    load_backend("mxnet")
+    (tmp_path / "net-symbol.json").write_text("{}")
+    with pytest.raises(VGGError) as info:
+        conform(tmp_path / "net-symbol.json")
+    assert "has no net-NNNN.params beside it" in str(info.value)
