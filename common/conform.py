@@ -29,7 +29,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -1275,7 +1275,3 @@ def conform(
     report.diagnoses = list({(d.pitfall, d.layer): d for d in report.diagnoses}.values())
     report.seconds = time.perf_counter() - started
     return report
-
-
-# keep names a front end may want in one place
-__all__ = ["conform", "Report", "write_report", "probe_weights", "run_layers", "Variant", "PITFALLS", "replace"]

@@ -18,7 +18,7 @@ import numpy as np
 
 from common.conform import Event, Param, Trace, failure
 from common.errors import InputError, WeightsError
-from common.weights import from_canonical, to_canonical
+from common.weights import from_canonical
 
 from .model import LocalResponseNorm, PaddedConv2D
 
@@ -191,6 +191,3 @@ def trace_model(model, x: np.ndarray) -> Trace:
     if stepped.shape != logits.shape or np.max(np.abs(stepped - logits)) > 1e-5 * max(1.0, np.max(np.abs(logits))):
         return Trace(logits, [], None)  # not a chain of its layers: only the logits can be compared
     return Trace(logits, events, None)
-
-
-__all__ = ["to_canonical"]
