@@ -1,4 +1,4 @@
-"""The ``vgg`` command: summary, train, compare, convert, evaluate, bench. Frameworks are imported only when needed."""
+"""The ``vgg`` command: summary, train, compare, convert, evaluate, bench, conform; frameworks imported when needed."""
 
 from __future__ import annotations
 
@@ -578,6 +578,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_conform(args) -> int:
+    """``vgg conform MODEL``: the report on stdout (and in --out); exit 0 when the model conforms, 1 when not."""
+    from .conform import conform, write_report
+
+    options = {
+        "arch": args.arch,
+        "in_channels": args.in_channels,
+        "num_classes": args.num_classes,
+        "input_size": args.input_size,
+        "ratio": args.ratio,
+        "fc_hidden": args.fc_hidden,
+        "batch_norm": args.batch_norm,
+    }
+    report = conform(
+        args.model, reference=args.reference, seed=args.seed, images=args.images, data_dir=args.data_dir, **options
+    )
+    print(report.to_markdown())
+    if args.out:
+        md, js = write_report(report, args.out)
+        print(f"report: {md}\nnumbers: {js}")
+    print(report.summary())
+    return 0 if report.conforms else 1
+
+
 def _evaluate_onnx(args) -> int:
     """``vgg evaluate MODEL.onnx``: test accuracy through ONNX Runtime, no framework imported."""
     from .data import fashion_mnist_batches
@@ -924,6 +948,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace dst if it exists (without it, dst is kept)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("conform", help="hold anyone's VGG or AlexNet port to the spec; say where it first goes wrong")
+    p.add_argument(
+        "model",
+        help="*.onnx, *.keras, an MXNet Gluon export (*-symbol.json beside its *.params), or a PyTorch factory "
+        "module.path:function (imported and called; nothing unpickled)",
+    )
+    p.add_argument(
+        "--arch", type=_arch, default=None, help="alexnet, a VGG name or conv_arch pairs (default: inferred)"
+    )
+    p.add_argument("--in-channels", type=_positive(int), default=None, help="(default: inferred)")
+    p.add_argument("--num-classes", type=_positive(int), default=None, help="(default: inferred)")
+    p.add_argument(
+        "--input-size", type=_positive(int), default=None, help="(default: declared by the model, or inferred)"
+    )
+    p.add_argument("--ratio", type=_positive(int), default=None, help="VGG: width divisor (default: inferred)")
+    p.add_argument("--fc-hidden", type=_positive(int), default=None, help="VGG (default: inferred)")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None, help="VGG (default: inferred)")
+    p.add_argument(
+        "--reference", choices=list(BACKENDS), default="torch", help="the backend that runs the same weights (torch)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights loaded into both (default 0)")
+    p.add_argument("--images", type=_positive(int), default=4, help="real test images compared (default 4)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
+    p.add_argument("--out", default=None, help="folder for conformance.md and conformance.json")
+    p.set_defaults(func=cmd_conform)
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model on the real Fashion-MNIST test set")
     p.add_argument("model", help=f"a saved model: {formats}")
