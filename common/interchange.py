@@ -16,10 +16,14 @@ frameworks, that every export must agree with.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +88,20 @@ def meta_from_strings(strings: dict[str, str] | None, path, what: str) -> dict:
         except json.JSONDecodeError:
             raise WeightsError(f"{path} has damaged metadata ({key}: {text[:40]!r})") from None
     return parse_meta(json.dumps(meta), path)
+
+
+@contextlib.contextmanager
+def quiet_exporter(logger_name: str):
+    """An exporter's progress lines and warnings kept off the terminal (its errors still raise)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 # --- safetensors ---------------------------------------------------------------------------------------------

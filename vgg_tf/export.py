@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, require
+from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
 from common.weights import atomic_write
 
 EXPORTER = "keras Model.export(format='onnx') via tf2onnx"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporter's progress lines and warnings kept off the terminal (its errors still raise)."""
-    logger = logging.getLogger("tf2onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _require_exporter() -> None:
@@ -52,7 +33,7 @@ def export_onnx(net, path, batch=None):
     model(np.zeros((batch or 1, c, s, s), np.float32), training=False)  # Keras exports only a model it has called
 
     def write(tmp):
-        with _quiet():
+        with quiet_exporter("tf2onnx"):
             model.export(tmp, format="onnx", opset_version=OPSET, verbose=False)
         finish_onnx(tmp, net.config, "tf", tf.__version__, EXPORTER, batch)
 

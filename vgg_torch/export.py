@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-
 import torch
 
-from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, require
+from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
 from common.weights import atomic_write
 
 EXPORTER = "torch.onnx.export (dynamo=True)"
@@ -24,20 +19,6 @@ class _Logits(torch.nn.Module):
 
     def forward(self, images):
         return torch.nn.Sequential.forward(self.net, images)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporter's progress lines and warnings kept off the terminal (its errors still raise)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _require_exporter() -> None:
@@ -60,7 +41,7 @@ def export_onnx(net, path, batch=None):
     net.eval()
 
     def write(tmp):
-        with _quiet():
+        with quiet_exporter("torch.onnx"):
             torch.onnx.export(
                 _Logits(net),
                 (example,),
