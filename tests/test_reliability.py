@@ -11,14 +11,13 @@ import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from adapters import adapter
 from conftest import load_backend
+from helpers import ONE_THREAD, run_vgg, start_vgg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +29,6 @@ from common.errors import ConfigError, DataError, InputError, TrainingDiverged, 
 from common.training import History
 from common.weights import META_KEY, save_npz, xavier_init
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
 # The smallest run that still learns: one thread per process so that two runs side by side stay fast.
 CLI_RUN = [
@@ -51,26 +49,15 @@ CLI_RUN = [
     "--seed",
     "3",
 ]
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(ROOT),
-    "OMP_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}
 
 
-def _vgg(*args, wait=True, **kwargs):
-    cmd = [sys.executable, "-m", "common.cli", *args]
-    if wait:
-        return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _vgg(*args):
+    return run_vgg(*args, env=ONE_THREAD, timeout=120)
 
 
-def _interrupt_after_first_checkpoint(backend, out, sig):
+def _interrupt_after_first_checkpoint(backend, out, sig, *more):
     """Start a run, and send ``sig`` while it trains the epoch after its first checkpoint."""
-    proc = _vgg("train", "--backend", backend, "--out", str(out), *CLI_RUN, wait=False)
+    proc = start_vgg("train", "--backend", backend, "--out", str(out), *CLI_RUN, *more, env=ONE_THREAD)
     deadline = time.monotonic() + 90
     while not (out / FILE_NAME).exists():
         assert proc.poll() is None, proc.communicate()
@@ -96,7 +83,7 @@ def _history(out):
 
 
 def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
-    pytest.importorskip("torch")
+    load_backend("torch")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert _vgg("train", "--backend", "torch", "--out", str(whole), *CLI_RUN).returncode == 0
     rc, _ = _interrupt_after_first_checkpoint("torch", cut, signal.SIGKILL)
@@ -126,8 +113,9 @@ def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):
-    pytest.importorskip("torch")
-    rc, err = _interrupt_after_first_checkpoint("torch", tmp_path, signal.SIGINT)
+    load_backend("torch")
+    # 40 epochs: the signal lands while the run trains, not while it writes its last files and exits
+    rc, err = _interrupt_after_first_checkpoint("torch", tmp_path, signal.SIGINT, "--epochs", "40")
     assert rc == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
@@ -155,7 +143,9 @@ class _Poisoned:
 
 @pytest.fixture
 def torch_one_thread():
-    torch = pytest.importorskip("torch")
+    load_backend("torch")
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield load_backend("torch")
@@ -321,72 +311,61 @@ def test_checkpoint_of_another_configuration_is_refused_before_any_tensor(tmp_pa
 
 # --- 3. bad input to the API ------------------------------------------------------------------------------
 
-_NETS: dict = {}
+
+@pytest.fixture(scope="module")
+def tiny_nets():
+    """A tiny network per backend, built on first use; the module's tests share it."""
+    return {}
 
 
-def _net_and_batch(backend):
+@pytest.fixture
+def net_and_batch(backend, tiny_nets):
     """A tiny network of ``backend`` and a valid batch for it as NumPy (NCHW, or NHWC for tf.keras)."""
-    if backend.__name__ not in _NETS:
-        _NETS[backend.__name__] = backend.vgg(**TINY)
+    if backend.__name__ not in tiny_nets:
+        tiny_nets[backend.__name__] = backend.vgg(**TINY)
     layout = backend.LAYOUT
     x = np.random.default_rng(0).random((4, 1, 32, 32), dtype=np.float32)
     x = x.transpose(0, 2, 3, 1) if layout == "NHWC" else x
-    return _NETS[backend.__name__], x, np.array([0, 1, 2, 9]), layout
+    return tiny_nets[backend.__name__], x, np.array([0, 1, 2, 9]), layout
 
 
-def _to_backend(backend, x, y):
-    name = backend.__name__
-    if name == "vgg_torch":
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-    if name == "vgg_tf":
-        import tensorflow as tf
-
-        return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    import mxnet as mx
-
-    return mx.nd.array(x, dtype=x.dtype), mx.nd.array(y, dtype=np.float32)
+def _evaluate(backend, net, x, y, **kwargs):
+    return backend.evaluate_accuracy(net, [adapter(backend).to_backend(x, y)], **kwargs)
 
 
-def _evaluate(backend, x, y, **kwargs):
-    net = _NETS[backend.__name__]
-    return backend.evaluate_accuracy(net, [_to_backend(backend, x, y)], **kwargs)
+def test_valid_batch_passes_the_checks(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
+    assert 0 <= _evaluate(backend, net, x, y) <= 1
 
 
-def test_valid_batch_passes_the_checks(backend):
-    _, x, y, _ = _net_and_batch(backend)
-    assert 0 <= _evaluate(backend, x, y) <= 1
-
-
-def test_input_of_the_wrong_rank_is_refused(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_input_of_the_wrong_rank_is_refused(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     with pytest.raises(InputError, match=r"batch 1 has shape \((1, 32, 32|32, 32, 1)\) \(rank 3\).*add the batch"):
-        _evaluate(backend, x[0], y[:1])
+        _evaluate(backend, net, x[0], y[:1])
 
 
-def test_input_with_the_wrong_channel_count_is_refused(backend):
-    _, x, y, layout = _net_and_batch(backend)
+def test_input_with_the_wrong_channel_count_is_refused(backend, net_and_batch):
+    net, x, y, layout = net_and_batch
     x3 = np.repeat(x, 3, axis=1 if layout == "NCHW" else 3)
     with pytest.raises(InputError, match=r"has 3 channel\(s\).*build the network with in_channels=3"):
-        _evaluate(backend, x3, y)
+        _evaluate(backend, net, x3, y)
 
 
-def test_input_of_the_wrong_spatial_size_is_refused(backend):
-    _, x, y, layout = _net_and_batch(backend)
+def test_input_of_the_wrong_spatial_size_is_refused(backend, net_and_batch):
+    net, x, y, layout = net_and_batch
     big = np.zeros((4, 1, 64, 64) if layout == "NCHW" else (4, 64, 64, 1), np.float32)
     with pytest.raises(InputError, match=r"has 64x64 images .*resize them to 32x32"):
-        _evaluate(backend, big, y)
+        _evaluate(backend, net, big, y)
 
 
-def test_input_of_the_wrong_dtype_is_refused(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_input_of_the_wrong_dtype_is_refused(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     with pytest.raises(InputError, match="has dtype float64; .* in float32: convert it"):
-        _evaluate(backend, x.astype(np.float64), y)
+        _evaluate(backend, net, x.astype(np.float64), y)
 
 
-def test_calling_the_network_directly_checks_its_input(backend):
-    net, x, y, layout = _net_and_batch(backend)
+def test_calling_the_network_directly_checks_its_input(backend, net_and_batch):
+    net, x, y, layout = net_and_batch
     wrong = {
         "has 3 channel(s)": np.repeat(x, 3, axis=1 if layout == "NCHW" else 3),
         "has shape": x[0],
@@ -394,32 +373,32 @@ def test_calling_the_network_directly_checks_its_input(backend):
     }
     for message, bad in wrong.items():
         with pytest.raises(InputError, match=re.escape(f"the input {message}")):
-            net(_to_backend(backend, bad, y)[0])
-    assert tuple(net(_to_backend(backend, x, y)[0]).shape) == (4, 10)
+            net(adapter(backend).to_backend(bad, y)[0])
+    assert tuple(net(adapter(backend).to_backend(x, y)[0]).shape) == (4, 10)
 
 
-def test_labels_outside_the_classes_are_refused(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_labels_outside_the_classes_are_refused(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     with pytest.raises(InputError, match=r"has label 10, outside \[0, 10\)"):
-        _evaluate(backend, x, np.array([0, 1, 10, 3]))
+        _evaluate(backend, net, x, np.array([0, 1, 10, 3]))
     with pytest.raises(InputError, match=r"has label -1, outside \[0, 10\)"):
-        _evaluate(backend, x, np.array([0, -1, 2, 3]))
+        _evaluate(backend, net, x, np.array([0, -1, 2, 3]))
 
 
-def test_non_finite_pixels_are_refused_unless_the_check_is_off(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_non_finite_pixels_are_refused_unless_the_check_is_off(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     x = x.copy()
     x.flat[5] = np.nan
     with pytest.raises(InputError, match="holds NaN or infinite pixel values.*check_finite=False"):
-        _evaluate(backend, x, y)
-    assert 0 <= _evaluate(backend, x, y, check_finite=False) <= 1
+        _evaluate(backend, net, x, y)
+    assert 0 <= _evaluate(backend, net, x, y, check_finite=False) <= 1
 
 
-def test_bad_training_batch_is_refused_before_any_step(backend):
-    net, x, y, _ = _net_and_batch(backend)
+def test_bad_training_batch_is_refused_before_any_step(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     before = backend.export_weights(net)
     with pytest.raises(InputError, match=r"training batch 1 of epoch 1 has label 12"):
-        backend.train(net, [_to_backend(backend, x, np.array([0, 1, 12, 3]))], [], 1, verbose=False)
+        backend.train(net, [adapter(backend).to_backend(x, np.array([0, 1, 12, 3]))], [], 1, verbose=False)
     after = backend.export_weights(net)
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
