@@ -26,6 +26,7 @@ from common.checkpoint import FILE_NAME, load_checkpoint, make_recipe, read_chec
 from common.cli import main
 from common.data import read_file, read_idx
 from common.errors import ConfigError, DataError, InputError, TrainingDiverged, VGGError, WeightsError
+from common.spec import spec
 from common.training import History
 from common.weights import META_KEY, save_npz, xavier_init
 
@@ -423,6 +424,114 @@ _ARCH = st.one_of(
 )
 
 
+def _check_valid(config, arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm):
+    """What a configuration that validation accepted must be: its inputs, a spec that builds, a record that
+    round-trips."""
+    named = isinstance(arch, str)
+    widths = [b.out_channels for b in make_config(arch, ratio=1, input_size=input_size).blocks]
+    input_size = input_size[0] if isinstance(input_size, (list, tuple)) else input_size  # (h, w), h == w
+    assert config.arch == (arch if named else "custom") and config.ratio == (ratio if named else 1)
+    assert [b.out_channels for b in config.blocks] == [w // ratio for w in widths]
+    if not named:
+        assert [len(b.kernels) for b in config.blocks] == [n for n, _ in arch]
+    assert (config.in_channels, config.num_classes, config.input_size) == (in_channels, num_classes, input_size)
+    assert (config.fc_hidden, config.dropout, config.batch_norm) == (fc_hidden, dropout, batch_norm)
+    s = spec(config)
+    assert s.params > 0 and s.trace()[-1] == ("fc3", (1, num_classes))
+    assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
+    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # the record round-trips
+    assert make_config(**config.vgg_kwargs()) == config  # and rebuilds the same
+
+
+@st.composite
+def valid_configurations(draw):
+    """vgg() arguments that must be accepted: a named configuration or a conv_arch, and fields in range."""
+    arch = draw(
+        st.one_of(
+            st.sampled_from(list(CONFIGS)),
+            st.lists(st.tuples(st.integers(1, 4), st.integers(1, 128)), min_size=1, max_size=6),
+        )
+    )
+    blocks = 5 if isinstance(arch, str) else len(arch)
+    narrowest = min(64 if isinstance(arch, str) else min(c for _, c in arch), 64)
+    return dict(
+        arch=arch,
+        in_channels=draw(st.integers(1, 8)),
+        num_classes=draw(st.integers(1, 1000)),
+        input_size=draw(st.integers(2**blocks, 600)),
+        ratio=draw(st.integers(1, narrowest)),
+        fc_hidden=draw(st.integers(1, 8192)),
+        dropout=draw(st.floats(0, 1, exclude_max=True)),
+        batch_norm=draw(st.booleans()) and arch != "vgg11_lrn",  # vgg11_lrn has no batch-norm variant
+    )
+
+
+@_SETTINGS
+@given(kwargs=valid_configurations())
+def test_valid_configurations_are_accepted_as_given(kwargs):
+    _check_valid(make_config(**kwargs), **kwargs)
+
+
+# One field made invalid at a time, and the words the error must say about it.
+_NOT_POSITIVE = st.one_of(st.integers(-5, 0), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans())
+_INVALID = {
+    "arch": (
+        st.one_of(st.text(max_size=8).filter(lambda a: a not in CONFIGS), st.just(())),
+        r"unknown arch|arch has no blocks",
+    ),
+    "conv_arch_count": (st.integers(-3, 0), r"num_convs of block 1 must be a positive integer"),
+    "conv_arch_width": (st.integers(-3, 0), r"out_channels of block 1 must be a positive integer"),
+    "conv_arch_pair": (st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)), r"is \(.*\); each block"),
+    "in_channels": (_NOT_POSITIVE, r"in_channels must be a positive integer"),
+    "num_classes": (_NOT_POSITIVE, r"num_classes must be a positive integer"),
+    "fc_hidden": (_NOT_POSITIVE, r"fc_hidden must be a positive integer"),
+    "ratio": (_NOT_POSITIVE, r"ratio must be a positive integer"),
+    "too_narrow": (st.integers(65, 10_000), r"ratio \d+ leaves block \d+ \(\d+ channels\) with zero width"),
+    "input_size": (st.integers(1, 31), r"input_size \d+ is too small: 5 blocks .* the minimum is 32"),
+    "dropout": (
+        st.one_of(st.floats(1, 1e6), st.floats(max_value=-1e-9), st.just(float("nan")), st.text(max_size=2)),
+        r"dropout must be a probability in \[0, 1\)",
+    ),
+    "batch_norm": (st.one_of(st.integers(), st.none(), st.text(max_size=3)), r"batch_norm must be True or False"),
+    "lrn_with_batch_norm": (st.just(True), r"vgg11_lrn has local response normalisation and no batch-norm variant"),
+}
+
+
+@st.composite
+def invalid_configurations(draw):
+    """A valid set of vgg() arguments with one field made invalid, and the message that must name it."""
+    kwargs = draw(valid_configurations())
+    field = draw(st.sampled_from(sorted(_INVALID)))
+    bad, message = _INVALID[field]
+    value = draw(bad)
+    if field == "arch":
+        kwargs["arch"] = value
+    elif field.startswith("conv_arch"):
+        pairs = [(2, 16), (1, 32)]
+        pairs[0] = {"conv_arch_count": (value, 16), "conv_arch_width": (2, value), "conv_arch_pair": value}[field]
+        kwargs.update(arch=pairs, ratio=1, input_size=max(kwargs["input_size"], 4))
+    elif field == "too_narrow":
+        kwargs.update(arch="vgg11", ratio=value)
+    elif field == "input_size":
+        kwargs.update(arch=draw(st.sampled_from(list(CONFIGS))), input_size=value, batch_norm=False)
+    elif field == "lrn_with_batch_norm":
+        kwargs.update(arch="vgg11_lrn", batch_norm=True)
+    else:
+        kwargs[field] = value
+    return kwargs, message
+
+
+@_SETTINGS
+@given(case=invalid_configurations())
+def test_invalid_configurations_get_the_projects_own_error_saying_what_is_wrong(case):
+    kwargs, message = case
+    with pytest.raises(ConfigError) as e:
+        make_config(**kwargs)
+    text = str(e.value)
+    assert re.search(message, text), f"{kwargs}: {text}"
+    assert "\n" not in text and len(text) < 400
+
+
 @_SETTINGS
 @given(
     arch=_ARCH,
@@ -434,17 +543,17 @@ _ARCH = st.one_of(
     dropout=st.one_of(_ANY, st.floats(-1, 2)),
     batch_norm=st.one_of(st.booleans(), _ANY),
 )
-def test_configuration_validation_gives_a_valid_config_or_its_own_error(
+def test_any_arguments_give_a_valid_config_or_the_projects_own_error(
     arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm
 ):
+    """Anything at all: never an exception of another kind (what it accepts is checked as above)."""
+    args = (arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
     try:
-        config = make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
-    except VGGError:
+        config = make_config(*args)
+    except VGGError as e:
+        assert str(e)
         return
-    assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
-    assert all(b.out_channels >= 1 and b.kernels for b in config.blocks)
-    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # the record round-trips
-    assert make_config(**config.vgg_kwargs()) == config  # and rebuilds the same
+    _check_valid(config, *args)
 
 
 def _idx(array: np.ndarray, code: int) -> bytes:
