@@ -5,13 +5,16 @@ One test per fault or bad input; each is a row of the README's reliability table
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
 import json
 import os
 import pickle
 import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.arch import CONFIGS, VGGConfig, make_config
+from common.backends import BACKENDS
 from common.checkpoint import FILE_NAME, load_checkpoint, make_recipe, read_checkpoint_meta, save_checkpoint
 from common.cli import main
 from common.data import read_file, read_idx
@@ -184,6 +188,69 @@ def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **met
     }
     history = History(backend, "cpu")
     return save_checkpoint(path, backend, config, recipe, epoch, history, xavier_init(config, 0), {}, {})
+
+
+_SAVEZ = np.savez
+
+
+class _FailsHalfway:
+    """``numpy.savez`` whose ``fail_at``-th call writes half the file, then fails as a full disk does."""
+
+    def __init__(self, fail_at):
+        self.fail_at, self.calls, self.first = fail_at, 0, None
+
+    def __call__(self, file, *args, **arrays):
+        self.calls += 1
+        if self.calls == 1:
+            self.first = {k: np.array(v) for k, v in arrays.items()}
+        if self.calls < self.fail_at:
+            return _SAVEZ(file, *args, **arrays)
+        whole = io.BytesIO()
+        _SAVEZ(whole, *args, **arrays)
+        half = whole.getvalue()[: len(whole.getvalue()) // 2]
+        if isinstance(file, (str, os.PathLike)):
+            Path(file).write_bytes(half)
+        else:
+            file.write(half)
+            file.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_a_checkpoint_write_failing_halfway_keeps_the_previous_checkpoint(tmp_path, monkeypatch, name):
+    b = load_backend(name)
+    net = b.vgg(**TINY)
+    b.import_weights(net, xavier_init(net.config, 0))
+    train_iter, test_iter = b.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
+    savez = _FailsHalfway(fail_at=2)  # epoch 1's checkpoint is written, epoch 2's write fails halfway
+    monkeypatch.setattr(np, "savez", savez)
+    with pytest.raises(OSError, match="No space left on device"):
+        b.train(net, train_iter, test_iter, 2, checkpoint=tmp_path, verbose=False)
+    monkeypatch.undo()
+    assert savez.calls == 2
+    assert [p.name for p in tmp_path.iterdir()] == [FILE_NAME]  # no temporary file left behind
+    kept = load_checkpoint(tmp_path, name, net.config)
+    assert kept.epoch == 1 and [e.epoch for e in kept.history.epochs] == [1]
+    written = {k.partition("/")[2]: v for k, v in savez.first.items() if k.startswith("weights/")}
+    assert written.keys() == kept.weights.keys()
+    assert all(np.array_equal(kept.weights[k], written[k]) for k in written)  # epoch 1's weights, intact
+    now = b.export_weights(net)  # the network itself trained epoch 2
+    assert any(not np.array_equal(now[k], written[k]) for k in written)
+
+
+def test_saving_weights_over_a_file_failing_halfway_keeps_the_old_file(tmp_path, monkeypatch, backend):
+    net = backend.vgg(**TINY)
+    path = tmp_path / "weights.npz"
+    backend.save_weights(net, path)
+    before, old = path.read_bytes(), backend.export_weights(net)
+    backend.import_weights(net, xavier_init(net.config, seed=1))  # other weights, to be saved over the file
+    monkeypatch.setattr(np, "savez", _FailsHalfway(fail_at=1))
+    with pytest.raises(OSError, match="No space left on device"):
+        backend.save_weights(net, path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and path.read_bytes() == before
+    loaded = backend.export_weights(backend.load_weights(backend.vgg(**TINY), path))
+    assert all(np.array_equal(loaded[k], old[k]) for k in old)
 
 
 def _rewrite_meta(path, **changes):
