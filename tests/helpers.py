@@ -7,6 +7,7 @@ import ctypes.util
 import gc
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,16 @@ def run_vgg(*args, env: dict | None = None, timeout: float = 900) -> subprocess.
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_vgg(*args, env: dict | None = None) -> subprocess.Popen:
-    """Start `vgg ARGS` in a fresh process and return at once (stdout and stderr piped)."""
+    """Start `vgg ARGS` in a fresh process and return at once (stdout and stderr piped).
+
+    Ctrl-C (SIGINT) reaches it as from a terminal, even when the suite itself runs in the background, where
+    the shell has it ignored and a child would inherit that.
+    """
     return subprocess.Popen(
         vgg_command(*args),
         cwd=ROOT,
@@ -47,6 +56,7 @@ def start_vgg(*args, env: dict | None = None) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
