@@ -1,12 +1,23 @@
-"""One suite for three backends: tests take the backend under test through the `backend` fixture."""
+"""One suite for three backends: tests take the backend under test through the `backend` fixture.
+
+Memory: the whole run stays within a laptop's memory (a few GB). Networks live as long as the module that
+builds them (module-scoped fixtures, released at the module's end), TensorFlow's oneDNN allocator is told to
+use the system's (its own pool never gives memory back), and networks checked only for shapes and counts are
+built on PyTorch's meta device (``adapters.torch.build_abstract``).
+"""
 
 from __future__ import annotations
 
 import os
 
-import pytest
+# Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
+# allocator keeps every block it ever held (1.3 GB after one 224 px VGG-11 is built and dropped).
+os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
-from common.backends import BACKENDS, get_backend, is_available
+import pytest  # noqa: E402
+from helpers import release_memory, resident_mib  # noqa: E402
+
+from common.backends import BACKENDS, get_backend, is_available  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -26,17 +37,40 @@ def backend(request):
     return load_backend(request.param)
 
 
-_NETS: dict = {}
+@pytest.fixture(scope="module")
+def backends():
+    """Every backend package by name (the module is skipped, or fails in CI, if a framework is missing)."""
+    return {name: load_backend(name) for name in BACKENDS}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def build():
-    """Build (once per session) the network of a backend for a vgg() argument tuple."""
+    """Build the network of a backend for a vgg() argument tuple, once per module; dropped at the module's end."""
+    nets: dict = {}
 
     def get(b, **kwargs):
         key = (b.__name__, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
-        if key not in _NETS:
-            _NETS[key] = b.vgg(**kwargs)
-        return _NETS[key]
+        if key not in nets:
+            nets[key] = b.vgg(**kwargs)
+        return nets[key]
 
-    return get
+    yield get
+    nets.clear()
+
+
+# Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection. A test
+# that leaves the process above this many MiB has its garbage collected at once.
+RELEASE_ABOVE_MIB = 1200
+
+
+@pytest.fixture(autouse=True)
+def _release_memory_after_a_heavy_test():
+    yield
+    if resident_mib() > RELEASE_ABOVE_MIB:
+        release_memory()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_after_each_module():
+    yield
+    release_memory()

@@ -6,14 +6,11 @@ first. The numerical checks are those of test_weights.py (logits, gradients, one
 
 import itertools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import load_backend
-from frameworks import forward, loss_and_gradients
-from test_weights import random_weights
+from adapters import forward, loss_and_gradients
+from helpers import random_weights, run_vgg
 
 from common.arch import make_alexnet_config
 from common.backends import BACKENDS
@@ -48,11 +45,6 @@ BOOK_TRACE = [
 # 1x11x11x96+96, 96x5x5x256+256, 256x3x3x384+384, 384x3x3x384+384, 384x3x3x256+256, 6400x4096+4096,
 # 4096x4096+4096, 4096x10+10
 BOOK_PARAMS = 46_764_746
-
-
-@pytest.fixture(scope="module")
-def backends():
-    return {name: load_backend(name) for name in BACKENDS}
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +158,8 @@ def test_alexnet_weights_are_refused_by_a_vgg_and_back(backends, tmp_path):
         b.import_weights(b.alexnet(input_size=65), xavier_init(b.vgg(ratio=8, input_size=32, fc_hidden=64).config))
 
 
-def _vgg(*args):
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True, timeout=900)
-
-
 def test_summary_agrees_across_the_three_and_the_spec(backends):
-    done = _vgg("summary", "--arch", "alexnet", "--backends", "all")
+    done = run_vgg("summary", "--arch", "alexnet", "--backends", "all")
     assert done.returncode == 0, done.stderr
     total = next(line for line in done.stdout.splitlines() if line.startswith("total"))
     assert total.count(f"{BOOK_PARAMS:,}") == 4 and "all 3 backend(s) agree with the spec" in done.stdout
@@ -179,7 +167,7 @@ def test_summary_agrees_across_the_three_and_the_spec(backends):
 
 
 def test_vgg_options_are_refused_for_alexnet():
-    done = _vgg("summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
+    done = run_vgg("summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == (
         "error: --ratio, --batch-norm change VGG only; AlexNet is the book's network as written: leave them out"
@@ -187,7 +175,7 @@ def test_vgg_options_are_refused_for_alexnet():
 
 
 def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, tmp_path):
-    done = _vgg(
+    done = run_vgg(
         "compare",
         "--arch",
         "alexnet",
@@ -214,12 +202,10 @@ def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, t
         assert np.isfinite(r["history"]["epochs"][0]["loss"])
     assert (tmp_path / "report.md").read_text().startswith("# AlexNet on Fashion-MNIST in 3 frameworks")
     # the trained PyTorch model moves to Keras and keeps its accuracy there
-    assert (
-        _vgg("convert", str(tmp_path / "torch" / "model.pt"), str(tmp_path / "a.weights.h5"), "--to", "tf").returncode
-        == 0
-    )
+    moved = run_vgg("convert", tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5", "--to", "tf")
+    assert moved.returncode == 0, moved.stderr
     accs = [
-        _vgg("evaluate", str(path), "--test-limit", "128").stdout.split("test acc ")[1].split()[0]
+        run_vgg("evaluate", str(path), "--test-limit", "128").stdout.split("test acc ")[1].split()[0]
         for path in (tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5")
     ]
     assert accs[0] == accs[1]

@@ -2,20 +2,9 @@
 
 import numpy as np
 import pytest
-from conftest import load_backend
-from frameworks import (
-    children,
-    dense_use_weights,
-    forward,
-    output_and_gradients,
-    parameters,
-    read,
-    set_parameters,
-    write,
-)
-from test_weights import random_weights
+from adapters import adapter, forward, parameters, set_parameters
+from helpers import random_weights
 
-from common.backends import BACKENDS
 from common.blocks import MLP_WIDTH, fixed_hidden_mlp, fixed_weight
 from common.data import fashion_mnist_batches
 from common.errors import ConfigError
@@ -33,11 +22,6 @@ SHARED = HIDDEN * HIDDEN + HIDDEN  # parameters of its shared layer
 
 
 @pytest.fixture(scope="module")
-def backends():
-    return {name: load_backend(name) for name in BACKENDS}
-
-
-@pytest.fixture(scope="module")
 def images():
     """Eight real Fashion-MNIST test images at 32x32, NCHW, one channel."""
     _, test = fashion_mnist_batches(8, resize=32, test_limit=8)
@@ -51,7 +35,7 @@ def test_hand_vgg_is_the_built_in_vgg(backend, case, images):
     hand = backend.hand_vgg(built.config)
     assert hand.config == built.config
     assert isinstance(hand, backend.MySequential)
-    blocks = [layer for name, layer in children(backend, hand) if name.startswith("block")]
+    blocks = [layer for name, layer in adapter(backend).children(hand) if name.startswith("block")]
     assert len(blocks) == 5 and all(isinstance(block, backend.MySequential) for block in blocks)
 
     c = built.config.in_channels
@@ -71,11 +55,11 @@ def test_hand_vgg_is_the_built_in_vgg(backend, case, images):
 def test_my_sequential_runs_unnamed_children_in_order(backend):
     # the book's use: MySequential(layer, layer, ...), here the layers of the framework's own Sequential
     net = backend.tied_mlp(hidden=HIDDEN, tied=False)
-    mine = backend.MySequential(*(layer for _, layer in children(backend, net)))
+    mine = backend.MySequential(*(layer for _, layer in adapter(backend).children(net)))
     x = np.random.default_rng(7).random((4, 20), dtype=np.float32)
     assert backend.count_params(mine) == backend.count_params(net)
-    out, _ = output_and_gradients(backend, net, x)
-    np.testing.assert_array_equal(output_and_gradients(backend, mine, x)[0], out)
+    out, _ = adapter(backend).output_and_gradients(net, x)
+    np.testing.assert_array_equal(adapter(backend).output_and_gradients(mine, x)[0], out)
 
 
 def test_hand_vgg_takes_a_configuration(backend):
@@ -97,15 +81,16 @@ def _mlp_inputs(seed=MLP_SEED):
 
 def test_fixed_hidden_mlp_constant_is_not_a_parameter(backend):
     net = backend.FixedHiddenMLP(seed=MLP_SEED)
-    assert np.array_equal(read(backend, net.rand_weight), fixed_weight(MLP_SEED))  # the same constant everywhere
+    # the same constant everywhere
+    assert np.array_equal(adapter(backend).read(net.rand_weight), fixed_weight(MLP_SEED))
     assert fixed_weight(MLP_SEED).min() >= 0 and fixed_weight(MLP_SEED).max() < 1
     # one dense layer (used twice) is all that trains: 20 x 20 + 20, not the constant's 400 more
     assert backend.count_params(net) == MLP_WIDTH * MLP_WIDTH + MLP_WIDTH
     weights, x = _mlp_inputs()
     set_parameters(backend, net, weights)
-    _, grads = output_and_gradients(backend, net, x)
+    _, grads = adapter(backend).output_and_gradients(net, x)
     assert sorted(grads) == ["linear.bias", "linear.weight"]  # no gradient for the constant
-    assert np.array_equal(read(backend, net.rand_weight), fixed_weight(MLP_SEED))
+    assert np.array_equal(adapter(backend).read(net.rand_weight), fixed_weight(MLP_SEED))
 
 
 def test_fixed_hidden_mlp_agrees_across_frameworks_and_shares_its_layer(backends):
@@ -116,7 +101,7 @@ def test_fixed_hidden_mlp_agrees_across_frameworks_and_shares_its_layer(backends
     for name, b in backends.items():
         net = b.FixedHiddenMLP(seed=MLP_SEED)
         set_parameters(b, net, weights)
-        out, grads = output_and_gradients(b, net, x)
+        out, grads = adapter(b).output_and_gradients(net, x)
         outputs[name] = np.asarray(out).item()
         assert outputs[name] == pytest.approx(value, rel=1e-5), name
         # the gradient of the one weight is the sum over both uses of the layer (the reference adds both)
@@ -130,13 +115,13 @@ def test_fixed_hidden_mlp_agrees_across_frameworks_and_shares_its_layer(backends
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_tied_layer_is_one_storage(backend, tied):
     net = backend.tied_mlp(hidden=HIDDEN, tied=tied)
-    uses = dense_use_weights(backend, net)  # fc1, shared, shared again (or its copy), fc2
+    uses = adapter(backend).dense_use_weights(net)  # fc1, shared, shared again (or its copy), fc2
     assert len(uses) == 4
     rng = np.random.default_rng(5)
     for source, target in ((1, 2), (2, 1)):
         new = rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)
-        write(backend, uses[source], new)  # change the weight through one use ...
-        seen = read(backend, uses[target])  # ... and look through the other
+        adapter(backend).write(uses[source], new)  # change the weight through one use ...
+        seen = adapter(backend).read(uses[target])  # ... and look through the other
         assert np.array_equal(seen, new) == tied
 
 
@@ -158,8 +143,8 @@ def test_tied_gradient_is_the_sum_of_both_uses(backend):
         backend, untied, {**values, "shared2.weight": values["shared.weight"], "shared2.bias": values["shared.bias"]}
     )
     x = rng.random((16, 20), dtype=np.float32)
-    out_tied, g_tied = output_and_gradients(backend, tied, x)
-    out_untied, g_untied = output_and_gradients(backend, untied, x)
+    out_tied, g_tied = adapter(backend).output_and_gradients(tied, x)
+    out_untied, g_untied = adapter(backend).output_and_gradients(untied, x)
     np.testing.assert_allclose(out_tied, out_untied, rtol=1e-6)
     for part in ("weight", "bias"):
         first, second = g_untied[f"shared.{part}"], g_untied[f"shared2.{part}"]

@@ -3,28 +3,18 @@
 import json
 import os
 import pickle
-import subprocess
-import sys
 from itertools import pairwise
 
 import numpy as np
 import pytest
 from conftest import load_backend
+from helpers import run_vgg
 
 from common.backends import BACKENDS
 
 
-def vgg(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def all_backends():
-    return [load_backend(name) for name in BACKENDS]
-
-
-def test_summary_of_the_zoo_vgg16_agrees_everywhere(all_backends):
-    done = vgg("summary", "--arch", "vgg16", "--in-channels", "3", "--num-classes", "1000", "--backends", "all")
+def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends):
+    done = run_vgg("summary", "--arch", "vgg16", "--in-channels", "3", "--num-classes", "1000", "--backends", "all")
     assert done.returncode == 0, done.stderr
     total = next(line for line in done.stdout.splitlines() if line.startswith("total"))
     assert total.count("138,357,544") == 4  # the spec and the three backends
@@ -49,13 +39,13 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(all_backends):
     ],
 )
 def test_bad_input_is_one_message_and_a_non_zero_exit(args, message):
-    done = vgg(*args)
+    done = run_vgg(*args)
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-def test_compare_end_to_end_writes_report_plot_and_json(all_backends, tmp_path):
-    done = vgg("compare", "--epochs", "2", "--train-limit", "1024", "--test-limit", "512", "--out", str(tmp_path))
+def test_compare_end_to_end_writes_report_plot_and_json(backends, tmp_path):
+    done = run_vgg("compare", "--epochs", "2", "--train-limit", "1024", "--test-limit", "512", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["backend"] for r in results["runs"]] == list(BACKENDS)
@@ -79,8 +69,8 @@ def run_main(capsys, *args) -> str:
     return out
 
 
-def test_convert_round_trips_a_trained_model_through_every_framework(all_backends, tmp_path, capsys):
-    torch = all_backends[0]
+def test_convert_round_trips_a_trained_model_through_every_framework(backends, tmp_path, capsys):
+    torch = backends["torch"]
     run_main(
         capsys,
         "train",
@@ -135,9 +125,9 @@ def test_convert_round_trips_a_trained_model_through_every_framework(all_backend
         (["evaluate", "{tmp}/pickle.pt"], "is not a readable PyTorch model file"),
     ],
 )
-def test_model_files_bad_input(args, message, tmp_path, all_backends):
+def test_model_files_bad_input(args, message, tmp_path, backends):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
-    done = vgg(*[a.format(tmp=tmp_path) for a in args])
+    done = run_vgg(*[a.format(tmp=tmp_path) for a in args])
     assert done.returncode != 0
     assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "ran").exists()  # a pickle payload in a model file never runs
@@ -153,8 +143,8 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_bench_measures_every_backend_side_by_side(all_backends, tmp_path):
-    done = vgg(
+def test_bench_measures_every_backend_side_by_side(backends, tmp_path):
+    done = run_vgg(
         "bench",
         "--resize",
         "32",
@@ -182,7 +172,7 @@ def test_bench_measures_every_backend_side_by_side(all_backends, tmp_path):
 def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
     load_backend("torch")
     plot, numbers = tmp_path / "plots" / "sweep.png", tmp_path / "sweep.json"
-    done = vgg(
+    done = run_vgg(
         "bench",
         "--sweep",
         "--backends",
@@ -224,7 +214,7 @@ def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
 
 def test_bench_bf16_in_gluon_runs_the_amp_graph(tmp_path):
     load_backend("mxnet")
-    done = vgg(
+    done = run_vgg(
         "bench",
         "--backends",
         "mxnet",

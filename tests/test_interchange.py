@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+from adapters import forward
 from conftest import IN_CI, load_backend
-from frameworks import forward
 
 from common.arch import make_any_config
 from common.backends import BACKENDS

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from adapters import adapter, forward
 from conftest import load_backend
-from frameworks import forward
 
 from common.backends import API, BACKENDS
 from common.errors import ConfigError
@@ -37,15 +37,15 @@ def _id(case):
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[_id(c) for c in MATRIX])
-def test_shapes_and_counts_equal_the_spec(backend, build, case):
-    net = build(backend, **case)
+def test_shapes_and_counts_equal_the_spec(backend, case):
+    net = adapter(backend).build_abstract(backend, **case)  # full-size networks: no memory where avoidable
     s = spec(net.config)
     assert backend.layer_shapes(net, s.config.input_size, s.config.in_channels) == s.trace()
     assert backend.count_params(net) == s.params
 
 
-def test_book_vgg11_figures(backend, build):
-    net = build(backend, arch="vgg11")
+def test_book_vgg11_figures(backend):
+    net = adapter(backend).build_abstract(backend, arch="vgg11")
     shapes = [shape for name, shape in backend.layer_shapes(net, 224) if not name.startswith(("relu", "dropout"))]
     assert shapes == [
         (1, 64, 112, 112),
@@ -96,12 +96,11 @@ def test_bad_configuration_fails_before_the_framework_builds(backend):
         backend.vgg(input_size=28)
 
 
-def test_every_backend_exports_the_contract_with_identical_signatures():
-    modules = {name: load_backend(name) for name in BACKENDS}
-    reference = modules["torch"]
+def test_every_backend_exports_the_contract_with_identical_signatures(backends):
+    reference = backends["torch"]
     for fn in API:
         expected = inspect.signature(getattr(reference, fn))
-        for name, module in modules.items():
+        for name, module in backends.items():
             assert inspect.signature(getattr(module, fn)) == expected, f"{name}.{fn} differs from torch's"
 
 

@@ -5,32 +5,35 @@ One test per fault or bad input; each is a row of the README's reliability table
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
 import json
 import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from adapters import adapter
 from conftest import load_backend
+from helpers import ONE_THREAD, run_vgg, start_vgg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.arch import CONFIGS, VGGConfig, make_config
+from common.backends import BACKENDS
 from common.checkpoint import FILE_NAME, Snapshot, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from common.cli import main
 from common.data import read_file, read_idx
 from common.errors import ConfigError, DataError, InputError, TrainingDiverged, VGGError, WeightsError
+from common.spec import spec
 from common.training import History, Recipe
 from common.weights import META_KEY, save_npz, xavier_init
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
 # The smallest run that still learns: one thread per process so that two runs side by side stay fast.
 CLI_RUN = [
@@ -51,26 +54,15 @@ CLI_RUN = [
     "--seed",
     "3",
 ]
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(ROOT),
-    "OMP_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}
 
 
-def _vgg(*args, wait=True, **kwargs):
-    cmd = [sys.executable, "-m", "common.cli", *args]
-    if wait:
-        return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _vgg(*args):
+    return run_vgg(*args, env=ONE_THREAD, timeout=120)
 
 
 def _interrupt_after_first_checkpoint(backend, out, sig):
     """Start a run, and send ``sig`` while it trains the epoch after its first checkpoint."""
-    proc = _vgg("train", "--backend", backend, "--out", str(out), *CLI_RUN, wait=False)
+    proc = start_vgg("train", "--backend", backend, "--out", str(out), *CLI_RUN, env=ONE_THREAD)
     deadline = time.monotonic() + 90
     while not (out / FILE_NAME).exists():
         assert proc.poll() is None, proc.communicate()
@@ -96,7 +88,7 @@ def _history(out):
 
 
 def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
-    pytest.importorskip("torch")
+    load_backend("torch")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert _vgg("train", "--backend", "torch", "--out", str(whole), *CLI_RUN).returncode == 0
     rc, _ = _interrupt_after_first_checkpoint("torch", cut, signal.SIGKILL)
@@ -126,7 +118,7 @@ def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):
-    pytest.importorskip("torch")
+    load_backend("torch")
     rc, err = _interrupt_after_first_checkpoint("torch", tmp_path, signal.SIGINT)
     assert rc == 130
     assert "Traceback" not in err
@@ -155,7 +147,9 @@ class _Poisoned:
 
 @pytest.fixture
 def torch_one_thread():
-    torch = pytest.importorskip("torch")
+    load_backend("torch")
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield load_backend("torch")
@@ -195,6 +189,69 @@ def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **met
     }
     history = History(backend, "cpu")
     return save_checkpoint(path, Snapshot(backend, config, recipe, epoch, history, xavier_init(config, 0)))
+
+
+_SAVEZ = np.savez
+
+
+class _FailsHalfway:
+    """``numpy.savez`` whose ``fail_at``-th call writes half the file, then fails as a full disk does."""
+
+    def __init__(self, fail_at):
+        self.fail_at, self.calls, self.first = fail_at, 0, None
+
+    def __call__(self, file, *args, **arrays):
+        self.calls += 1
+        if self.calls == 1:
+            self.first = {k: np.array(v) for k, v in arrays.items()}
+        if self.calls < self.fail_at:
+            return _SAVEZ(file, *args, **arrays)
+        whole = io.BytesIO()
+        _SAVEZ(whole, *args, **arrays)
+        half = whole.getvalue()[: len(whole.getvalue()) // 2]
+        if isinstance(file, (str, os.PathLike)):
+            Path(file).write_bytes(half)
+        else:
+            file.write(half)
+            file.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_a_checkpoint_write_failing_halfway_keeps_the_previous_checkpoint(tmp_path, monkeypatch, name):
+    b = load_backend(name)
+    net = b.vgg(**TINY)
+    b.import_weights(net, xavier_init(net.config, 0))
+    train_iter, test_iter = b.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
+    savez = _FailsHalfway(fail_at=2)  # epoch 1's checkpoint is written, epoch 2's write fails halfway
+    monkeypatch.setattr(np, "savez", savez)
+    with pytest.raises(OSError, match="No space left on device"):
+        b.train(net, train_iter, test_iter, 2, checkpoint=tmp_path, verbose=False)
+    monkeypatch.undo()
+    assert savez.calls == 2
+    assert [p.name for p in tmp_path.iterdir()] == [FILE_NAME]  # no temporary file left behind
+    kept = load_checkpoint(tmp_path, name, net.config)
+    assert kept.epoch == 1 and [e.epoch for e in kept.history.epochs] == [1]
+    written = {k.partition("/")[2]: v for k, v in savez.first.items() if k.startswith("weights/")}
+    assert written.keys() == kept.weights.keys()
+    assert all(np.array_equal(kept.weights[k], written[k]) for k in written)  # epoch 1's weights, intact
+    now = b.export_weights(net)  # the network itself trained epoch 2
+    assert any(not np.array_equal(now[k], written[k]) for k in written)
+
+
+def test_saving_weights_over_a_file_failing_halfway_keeps_the_old_file(tmp_path, monkeypatch, backend):
+    net = backend.vgg(**TINY)
+    path = tmp_path / "weights.npz"
+    backend.save_weights(net, path)
+    before, old = path.read_bytes(), backend.export_weights(net)
+    backend.import_weights(net, xavier_init(net.config, seed=1))  # other weights, to be saved over the file
+    monkeypatch.setattr(np, "savez", _FailsHalfway(fail_at=1))
+    with pytest.raises(OSError, match="No space left on device"):
+        backend.save_weights(net, path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and path.read_bytes() == before
+    loaded = backend.export_weights(backend.load_weights(backend.vgg(**TINY), path))
+    assert all(np.array_equal(loaded[k], old[k]) for k in old)
 
 
 def _rewrite_meta(path, **changes):
@@ -323,72 +380,61 @@ def test_checkpoint_of_another_configuration_is_refused_before_any_tensor(tmp_pa
 
 # --- 3. bad input to the API ------------------------------------------------------------------------------
 
-_NETS: dict = {}
+
+@pytest.fixture(scope="module")
+def tiny_nets():
+    """A tiny network per backend, built on first use; the module's tests share it."""
+    return {}
 
 
-def _net_and_batch(backend):
+@pytest.fixture
+def net_and_batch(backend, tiny_nets):
     """A tiny network of ``backend`` and a valid batch for it as NumPy (NCHW, or NHWC for tf.keras)."""
-    if backend.__name__ not in _NETS:
-        _NETS[backend.__name__] = backend.vgg(**TINY)
+    if backend.__name__ not in tiny_nets:
+        tiny_nets[backend.__name__] = backend.vgg(**TINY)
     layout = backend.LAYOUT
     x = np.random.default_rng(0).random((4, 1, 32, 32), dtype=np.float32)
     x = x.transpose(0, 2, 3, 1) if layout == "NHWC" else x
-    return _NETS[backend.__name__], x, np.array([0, 1, 2, 9]), layout
+    return tiny_nets[backend.__name__], x, np.array([0, 1, 2, 9]), layout
 
 
-def _to_backend(backend, x, y):
-    name = backend.__name__
-    if name == "vgg_torch":
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-    if name == "vgg_tf":
-        import tensorflow as tf
-
-        return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    import mxnet as mx
-
-    return mx.nd.array(x, dtype=x.dtype), mx.nd.array(y, dtype=np.float32)
+def _evaluate(backend, net, x, y, **kwargs):
+    return backend.evaluate_accuracy(net, [adapter(backend).to_backend(x, y)], **kwargs)
 
 
-def _evaluate(backend, x, y, **kwargs):
-    net = _NETS[backend.__name__]
-    return backend.evaluate_accuracy(net, [_to_backend(backend, x, y)], **kwargs)
+def test_valid_batch_passes_the_checks(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
+    assert 0 <= _evaluate(backend, net, x, y) <= 1
 
 
-def test_valid_batch_passes_the_checks(backend):
-    _, x, y, _ = _net_and_batch(backend)
-    assert 0 <= _evaluate(backend, x, y) <= 1
-
-
-def test_input_of_the_wrong_rank_is_refused(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_input_of_the_wrong_rank_is_refused(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     with pytest.raises(InputError, match=r"batch 1 has shape \((1, 32, 32|32, 32, 1)\) \(rank 3\).*add the batch"):
-        _evaluate(backend, x[0], y[:1])
+        _evaluate(backend, net, x[0], y[:1])
 
 
-def test_input_with_the_wrong_channel_count_is_refused(backend):
-    _, x, y, layout = _net_and_batch(backend)
+def test_input_with_the_wrong_channel_count_is_refused(backend, net_and_batch):
+    net, x, y, layout = net_and_batch
     x3 = np.repeat(x, 3, axis=1 if layout == "NCHW" else 3)
     with pytest.raises(InputError, match=r"has 3 channel\(s\).*build the network with in_channels=3"):
-        _evaluate(backend, x3, y)
+        _evaluate(backend, net, x3, y)
 
 
-def test_input_of_the_wrong_spatial_size_is_refused(backend):
-    _, x, y, layout = _net_and_batch(backend)
+def test_input_of_the_wrong_spatial_size_is_refused(backend, net_and_batch):
+    net, x, y, layout = net_and_batch
     big = np.zeros((4, 1, 64, 64) if layout == "NCHW" else (4, 64, 64, 1), np.float32)
     with pytest.raises(InputError, match=r"has 64x64 images .*resize them to 32x32"):
-        _evaluate(backend, big, y)
+        _evaluate(backend, net, big, y)
 
 
-def test_input_of_the_wrong_dtype_is_refused(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_input_of_the_wrong_dtype_is_refused(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     with pytest.raises(InputError, match="has dtype float64; .* in float32: convert it"):
-        _evaluate(backend, x.astype(np.float64), y)
+        _evaluate(backend, net, x.astype(np.float64), y)
 
 
-def test_calling_the_network_directly_checks_its_input(backend):
-    net, x, y, layout = _net_and_batch(backend)
+def test_calling_the_network_directly_checks_its_input(backend, net_and_batch):
+    net, x, y, layout = net_and_batch
     wrong = {
         "has 3 channel(s)": np.repeat(x, 3, axis=1 if layout == "NCHW" else 3),
         "has shape": x[0],
@@ -396,32 +442,32 @@ def test_calling_the_network_directly_checks_its_input(backend):
     }
     for message, bad in wrong.items():
         with pytest.raises(InputError, match=re.escape(f"the input {message}")):
-            net(_to_backend(backend, bad, y)[0])
-    assert tuple(net(_to_backend(backend, x, y)[0]).shape) == (4, 10)
+            net(adapter(backend).to_backend(bad, y)[0])
+    assert tuple(net(adapter(backend).to_backend(x, y)[0]).shape) == (4, 10)
 
 
-def test_labels_outside_the_classes_are_refused(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_labels_outside_the_classes_are_refused(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     with pytest.raises(InputError, match=r"has label 10, outside \[0, 10\)"):
-        _evaluate(backend, x, np.array([0, 1, 10, 3]))
+        _evaluate(backend, net, x, np.array([0, 1, 10, 3]))
     with pytest.raises(InputError, match=r"has label -1, outside \[0, 10\)"):
-        _evaluate(backend, x, np.array([0, -1, 2, 3]))
+        _evaluate(backend, net, x, np.array([0, -1, 2, 3]))
 
 
-def test_non_finite_pixels_are_refused_unless_the_check_is_off(backend):
-    _, x, y, _ = _net_and_batch(backend)
+def test_non_finite_pixels_are_refused_unless_the_check_is_off(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     x = x.copy()
     x.flat[5] = np.nan
     with pytest.raises(InputError, match="holds NaN or infinite pixel values.*check_finite=False"):
-        _evaluate(backend, x, y)
-    assert 0 <= _evaluate(backend, x, y, check_finite=False) <= 1
+        _evaluate(backend, net, x, y)
+    assert 0 <= _evaluate(backend, net, x, y, check_finite=False) <= 1
 
 
-def test_bad_training_batch_is_refused_before_any_step(backend):
-    net, x, y, _ = _net_and_batch(backend)
+def test_bad_training_batch_is_refused_before_any_step(backend, net_and_batch):
+    net, x, y, _ = net_and_batch
     before = backend.export_weights(net)
     with pytest.raises(InputError, match=r"training batch 1 of epoch 1 has label 12"):
-        backend.train(net, [_to_backend(backend, x, np.array([0, 1, 12, 3]))], [], 1, verbose=False)
+        backend.train(net, [adapter(backend).to_backend(x, np.array([0, 1, 12, 3]))], [], 1, verbose=False)
     after = backend.export_weights(net)
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
@@ -446,6 +492,114 @@ _ARCH = st.one_of(
 )
 
 
+def _check_valid(config, arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm):
+    """What a configuration that validation accepted must be: its inputs, a spec that builds, a record that
+    round-trips."""
+    named = isinstance(arch, str)
+    widths = [b.out_channels for b in make_config(arch, ratio=1, input_size=input_size).blocks]
+    input_size = input_size[0] if isinstance(input_size, (list, tuple)) else input_size  # (h, w), h == w
+    assert config.arch == (arch if named else "custom") and config.ratio == (ratio if named else 1)
+    assert [b.out_channels for b in config.blocks] == [w // ratio for w in widths]
+    if not named:
+        assert [len(b.kernels) for b in config.blocks] == [n for n, _ in arch]
+    assert (config.in_channels, config.num_classes, config.input_size) == (in_channels, num_classes, input_size)
+    assert (config.fc_hidden, config.dropout, config.batch_norm) == (fc_hidden, dropout, batch_norm)
+    s = spec(config)
+    assert s.params > 0 and s.trace()[-1] == ("fc3", (1, num_classes))
+    assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
+    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # the record round-trips
+    assert make_config(**config.vgg_kwargs()) == config  # and rebuilds the same
+
+
+@st.composite
+def valid_configurations(draw):
+    """vgg() arguments that must be accepted: a named configuration or a conv_arch, and fields in range."""
+    arch = draw(
+        st.one_of(
+            st.sampled_from(list(CONFIGS)),
+            st.lists(st.tuples(st.integers(1, 4), st.integers(1, 128)), min_size=1, max_size=6),
+        )
+    )
+    blocks = 5 if isinstance(arch, str) else len(arch)
+    narrowest = min(64 if isinstance(arch, str) else min(c for _, c in arch), 64)
+    return dict(
+        arch=arch,
+        in_channels=draw(st.integers(1, 8)),
+        num_classes=draw(st.integers(1, 1000)),
+        input_size=draw(st.integers(2**blocks, 600)),
+        ratio=draw(st.integers(1, narrowest)),
+        fc_hidden=draw(st.integers(1, 8192)),
+        dropout=draw(st.floats(0, 1, exclude_max=True)),
+        batch_norm=draw(st.booleans()) and arch != "vgg11_lrn",  # vgg11_lrn has no batch-norm variant
+    )
+
+
+@_SETTINGS
+@given(kwargs=valid_configurations())
+def test_valid_configurations_are_accepted_as_given(kwargs):
+    _check_valid(make_config(**kwargs), **kwargs)
+
+
+# One field made invalid at a time, and the words the error must say about it.
+_NOT_POSITIVE = st.one_of(st.integers(-5, 0), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans())
+_INVALID = {
+    "arch": (
+        st.one_of(st.text(max_size=8).filter(lambda a: a not in CONFIGS), st.just(())),
+        r"unknown arch|arch has no blocks",
+    ),
+    "conv_arch_count": (st.integers(-3, 0), r"num_convs of block 1 must be a positive integer"),
+    "conv_arch_width": (st.integers(-3, 0), r"out_channels of block 1 must be a positive integer"),
+    "conv_arch_pair": (st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)), r"is \(.*\); each block"),
+    "in_channels": (_NOT_POSITIVE, r"in_channels must be a positive integer"),
+    "num_classes": (_NOT_POSITIVE, r"num_classes must be a positive integer"),
+    "fc_hidden": (_NOT_POSITIVE, r"fc_hidden must be a positive integer"),
+    "ratio": (_NOT_POSITIVE, r"ratio must be a positive integer"),
+    "too_narrow": (st.integers(65, 10_000), r"ratio \d+ leaves block \d+ \(\d+ channels\) with zero width"),
+    "input_size": (st.integers(1, 31), r"input_size \d+ is too small: 5 blocks .* the minimum is 32"),
+    "dropout": (
+        st.one_of(st.floats(1, 1e6), st.floats(max_value=-1e-9), st.just(float("nan")), st.text(max_size=2)),
+        r"dropout must be a probability in \[0, 1\)",
+    ),
+    "batch_norm": (st.one_of(st.integers(), st.none(), st.text(max_size=3)), r"batch_norm must be True or False"),
+    "lrn_with_batch_norm": (st.just(True), r"vgg11_lrn has local response normalisation and no batch-norm variant"),
+}
+
+
+@st.composite
+def invalid_configurations(draw):
+    """A valid set of vgg() arguments with one field made invalid, and the message that must name it."""
+    kwargs = draw(valid_configurations())
+    field = draw(st.sampled_from(sorted(_INVALID)))
+    bad, message = _INVALID[field]
+    value = draw(bad)
+    if field == "arch":
+        kwargs["arch"] = value
+    elif field.startswith("conv_arch"):
+        pairs = [(2, 16), (1, 32)]
+        pairs[0] = {"conv_arch_count": (value, 16), "conv_arch_width": (2, value), "conv_arch_pair": value}[field]
+        kwargs.update(arch=pairs, ratio=1, input_size=max(kwargs["input_size"], 4))
+    elif field == "too_narrow":
+        kwargs.update(arch="vgg11", ratio=value)
+    elif field == "input_size":
+        kwargs.update(arch=draw(st.sampled_from(list(CONFIGS))), input_size=value, batch_norm=False)
+    elif field == "lrn_with_batch_norm":
+        kwargs.update(arch="vgg11_lrn", batch_norm=True)
+    else:
+        kwargs[field] = value
+    return kwargs, message
+
+
+@_SETTINGS
+@given(case=invalid_configurations())
+def test_invalid_configurations_get_the_projects_own_error_saying_what_is_wrong(case):
+    kwargs, message = case
+    with pytest.raises(ConfigError) as e:
+        make_config(**kwargs)
+    text = str(e.value)
+    assert re.search(message, text), f"{kwargs}: {text}"
+    assert "\n" not in text and len(text) < 400
+
+
 @_SETTINGS
 @given(
     arch=_ARCH,
@@ -457,17 +611,17 @@ _ARCH = st.one_of(
     dropout=st.one_of(_ANY, st.floats(-1, 2)),
     batch_norm=st.one_of(st.booleans(), _ANY),
 )
-def test_configuration_validation_gives_a_valid_config_or_its_own_error(
+def test_any_arguments_give_a_valid_config_or_the_projects_own_error(
     arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm
 ):
+    """Anything at all: never an exception of another kind (what it accepts is checked as above)."""
+    args = (arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
     try:
-        config = make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
-    except VGGError:
+        config = make_config(*args)
+    except VGGError as e:
+        assert str(e)
         return
-    assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
-    assert all(b.out_channels >= 1 and b.kernels for b in config.blocks)
-    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # the record round-trips
-    assert make_config(**config.vgg_kwargs()) == config  # and rebuilds the same
+    _check_valid(config, *args)
 
 
 def _idx(array: np.ndarray, code: int) -> bytes:

@@ -5,12 +5,11 @@ biases, identity batch norms) is replaced by random values so that a wrongly map
 result, and our network loaded with its weights must give the zoo network's logits on real images.
 """
 
-import gc
-
 import numpy as np
 import pytest
+from adapters import forward
 from conftest import load_backend
-from frameworks import forward
+from helpers import in_own_process, release_memory
 
 from common.data import load_fashion_mnist, resize_images
 from common.errors import WeightsError
@@ -24,7 +23,7 @@ IDS = [f"{arch}{'_bn' if bn else ''}" for arch, bn in ZOO]
 def _free_memory():
     """Each zoo network holds over half a gigabyte: let it go before the next one is built."""
     yield
-    gc.collect()
+    release_memory()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,13 @@ def _check_logits(ours: np.ndarray, zoo: np.ndarray):
 
 
 def _ours(backend, config, weights):
-    return backend.import_weights(backend.vgg(**config.vgg_kwargs()), weights)
+    """Our network of ``config`` with the zoo's canonical ``weights``.
+
+    ``weights`` may be a one-item list, emptied here: then no caller holds the 500 MB while they are imported
+    (an import holds up to three more copies at its peak).
+    """
+    net = backend.vgg(**config.vgg_kwargs())
+    return backend.import_weights(net, weights.pop() if isinstance(weights, list) else weights)
 
 
 # torchvision's VGG, as torchvision.models.vgg writes it (its PyPI wheels are built against CUDA PyTorch, so
@@ -114,18 +119,26 @@ def test_torchvision_vgg_runs_in_ours(arch, bn, images):
         expected = zoo(pt.from_numpy(images)).numpy()
     config, weights = torch.zoo_weights(zoo)
     assert (config.arch, config.batch_norm, config.in_channels, config.num_classes) == (arch, bn, 3, 1000)
-    net = _ours(torch, config, weights)
+    given = [weights]  # the import takes the only copy
+    del weights
+    net = _ours(torch, config, given)
     _check_logits(forward(torch, net, images), expected)
-    # and back: our weights under torchvision's names load strictly into torchvision's network
+    # and back: our weights under torchvision's names are the zoo's own values and load strictly into its network
     back = to_torchvision(config, torch.export_weights(net))
+    del net
+    # (compared before loading: the arrays of `state` share the zoo's memory, so afterwards they would be the
+    # loaded values themselves)
+    assert back.keys() == state.keys()
+    assert all(np.array_equal(back[k], v) for k, v in state.items())
     result = zoo.load_state_dict({k: pt.from_numpy(v) for k, v in back.items()}, strict=True)
     assert result.unexpected_keys == [] and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
-    assert all(np.array_equal(zoo.state_dict()[k].numpy(), v) for k, v in state.items())
 
 
 @pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
-def test_keras_applications_vgg_runs_in_ours(arch, images):
+def test_keras_applications_vgg_runs_in_ours(arch, images, request):
     tf = load_backend("tf")
+    if not in_own_process(request):  # over 3 GB at its peak: Keras' network, its weights, ours being imported
+        return
     import keras
 
     zoo = getattr(keras.applications, arch.upper())(weights=None, classifier_activation=None)
@@ -135,8 +148,12 @@ def test_keras_applications_vgg_runs_in_ours(arch, images):
             layer.set_weights(list(_randomise_constants(arrays, seed=2).values()))
     expected = np.asarray(zoo(np.transpose(images, (0, 2, 3, 1)), training=False))
     config, weights = tf.zoo_weights(zoo)
+    del zoo  # its weights are read: let it go before ours is built
+    release_memory()
     assert (config.arch, config.batch_norm, config.num_classes) == (arch, False, 1000)
-    _check_logits(forward(tf, _ours(tf, config, weights), images), expected)
+    given = [weights]  # the import takes the only copy
+    del weights
+    _check_logits(forward(tf, _ours(tf, config, given), images), expected)
 
 
 @pytest.mark.parametrize("arch, bn", ZOO, ids=IDS)
@@ -159,8 +176,10 @@ def test_gluon_model_zoo_vgg_runs_in_ours(arch, bn, images):
     _check_logits(forward(mxnet, _ours(mxnet, config, weights), x), expected)
 
 
-def test_gluon_model_zoo_vgg16_at_224_px(images):
+def test_gluon_model_zoo_vgg16_at_224_px(images, request):
     mxnet = load_backend("mxnet")
+    if not in_own_process(request):  # over 3 GB at its peak
+        return
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
 
@@ -168,21 +187,32 @@ def test_gluon_model_zoo_vgg16_at_224_px(images):
     zoo.initialize(mx.init.Xavier())
     expected = zoo(mx.nd.array(images)).asnumpy()
     config, weights = mxnet.zoo_weights(zoo)
+    del zoo
+    release_memory()
     assert config.input_size == 224 and config.flat_features == 25088
-    _check_logits(forward(mxnet, _ours(mxnet, config, weights), images), expected)
+    given = [weights]  # the import takes the only copy
+    del weights
+    _check_logits(forward(mxnet, _ours(mxnet, config, given), images), expected)
 
 
-def test_a_zoo_network_moves_into_every_backend(images):
+def test_a_zoo_network_moves_into_every_backend(images, request):
     """Keras' VGG16 in PyTorch and Gluon too: the zoo weights are canonical, so any backend takes them."""
     tf = load_backend("tf")
+    if not in_own_process(request):  # over 3 GB at its peak
+        return
     import keras
 
     zoo = keras.applications.VGG16(weights=None, classifier_activation=None)
     expected = np.asarray(zoo(np.transpose(images, (0, 2, 3, 1)), training=False))
     config, weights = tf.zoo_weights(zoo)
-    for name in ("torch", "mxnet"):
-        b = load_backend(name)
-        _check_logits(forward(b, _ours(b, config, weights), images), expected)
+    del zoo
+    release_memory()
+    torch = load_backend("torch")
+    _check_logits(forward(torch, _ours(torch, config, weights), images), expected)
+    release_memory()
+    mxnet, last = load_backend("mxnet"), [weights]  # the last import takes the only copy
+    del weights
+    _check_logits(forward(mxnet, _ours(mxnet, config, last), images), expected)
 
 
 def test_zoo_readers_refuse_what_is_not_a_zoo_vgg():

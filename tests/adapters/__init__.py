@@ -1,0 +1,58 @@
+"""Framework-specific test code, one module per backend with the same function names, found by backend name.
+
+``adapter(backend)`` is the module for a backend package (``vgg_torch`` -> ``adapters.torch``). Each module has:
+
+- ``forward(net, x_nchw)``: evaluation-mode logits for a canonical NCHW float32 batch;
+- ``forward_train(net, x_nchw)``: training-mode logits (dropout on, batch statistics; may update running ones);
+- ``loss_and_gradients(net, x_nchw, y)``: mean softmax cross-entropy in training mode and the gradient of every
+  trainable canonical parameter;
+- ``trainable(net)``, ``read(handle)``, ``write(handle, value)``: what holds each trainable parameter (a "handle"),
+  read and written in canonical layout;
+- ``children(net)``, ``dense_use_weights(net)``, ``output_and_gradients(net, x)``: for the chapter's small networks;
+- ``to_backend(x, y)``: NumPy images (in the backend's layout) and labels as the framework's tensors;
+- ``to_numpy(t)``: a framework tensor as a NumPy array;
+- ``batch_norms(net)``: (epsilon, weight of the new batch statistic in PyTorch's convention) of every batch-norm
+  layer, read from the built layers;
+- ``build_abstract(backend, **kwargs)``: ``backend.vgg(**kwargs)`` for shape and count checks only, built without
+  the parameters' memory where the framework can (PyTorch's meta device).
+
+The helpers below compose these; nothing else in the suite touches a framework by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+
+from common.backends import BACKENDS
+
+_PACKAGES = {package: name for name, (package, *_) in BACKENDS.items()}
+
+
+def adapter(backend) -> ModuleType:
+    """The adapter module of a backend package (imported on first use, so only loaded frameworks are imported)."""
+    return importlib.import_module(f"adapters.{_PACKAGES[backend.__name__]}")
+
+
+def forward(backend, net, x_nchw: np.ndarray) -> np.ndarray:
+    return adapter(backend).forward(net, x_nchw)
+
+
+def loss_and_gradients(backend, net, x_nchw, y):
+    return adapter(backend).loss_and_gradients(net, x_nchw, y)
+
+
+def parameters(backend, net) -> dict[str, np.ndarray]:
+    """Canonical name -> value of every trainable parameter."""
+    a = adapter(backend)
+    return {n: a.read(h) for n, h in a.trainable(net).items()}
+
+
+def set_parameters(backend, net, values: dict[str, np.ndarray]) -> None:
+    """Set trainable parameters by canonical name."""
+    a = adapter(backend)
+    handles = a.trainable(net)
+    for key, value in values.items():
+        a.write(handles[key], value)

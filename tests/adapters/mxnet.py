@@ -1,0 +1,83 @@
+"""MXNet Gluon side of the test adapters (see ``adapters/__init__.py``)."""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from vgg_mxnet.model import _named_children
+from vgg_mxnet.weights import _params
+
+
+def forward(net, x_nchw: np.ndarray) -> np.ndarray:
+    return net(mx.nd.array(x_nchw)).asnumpy()  # outside autograd.record(): Gluon's prediction mode
+
+
+def forward_train(net, x_nchw: np.ndarray) -> np.ndarray:
+    with mx.autograd.record(train_mode=True):
+        out = net(mx.nd.array(x_nchw))
+    return out.asnumpy()
+
+
+def loss_and_gradients(net, x_nchw: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    params = trainable(net)
+    with mx.autograd.record(train_mode=True):
+        loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()(net(mx.nd.array(x_nchw)), mx.nd.array(y)).mean()
+    loss.backward()
+    return float(loss.asscalar()), {n: p.grad().asnumpy() for n, p in params.items()}
+
+
+def trainable(net) -> dict:
+    return {n: p for n, p in _params(net).items() if p.grad_req != "null"}
+
+
+def read(handle) -> np.ndarray:
+    return handle.data().asnumpy()
+
+
+def write(handle, value: np.ndarray) -> None:
+    handle.set_data(mx.nd.array(value))
+
+
+def children(net) -> list:
+    return _named_children(net)
+
+
+def dense_use_weights(net) -> list:
+    return [block.weight for block in net if isinstance(block, nn.Dense)]
+
+
+def output_and_gradients(net, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    handles = trainable(net)
+    with mx.autograd.record():
+        y = net(mx.nd.array(x))
+        total = y.sum()
+    total.backward()
+    return y.asnumpy(), {n: p.grad().asnumpy() for n, p in handles.items()}
+
+
+def to_backend(x: np.ndarray, y: np.ndarray):
+    return mx.nd.array(x, dtype=x.dtype), mx.nd.array(y, dtype=np.float32)
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.asnumpy()
+
+
+def batch_norms(net) -> list[tuple[float, float]]:
+    # Gluon's momentum weighs the old running statistic: 1 - momentum is the new batch statistic's weight
+    found = []
+
+    def visit(block):
+        if isinstance(block, nn.BatchNorm):
+            found.append((block._kwargs["eps"], 1 - block._kwargs["momentum"]))
+        for child in block._children.values():
+            visit(child)
+
+    visit(net)
+    return found
+
+
+def build_abstract(backend, **kwargs):
+    return backend.vgg(**kwargs)  # parameters are allocated; dropped by the caller

@@ -1,0 +1,93 @@
+"""tf.keras side of the test adapters (see ``adapters/__init__.py``): NHWC inside, canonical NCHW outside."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.weights import from_canonical, to_canonical
+from vgg_tf.model import _named_layers
+from vgg_tf.weights import _variables
+
+
+def _nhwc(x_nchw: np.ndarray) -> np.ndarray:
+    return np.transpose(x_nchw, (0, 2, 3, 1))
+
+
+def forward(net, x_nchw: np.ndarray) -> np.ndarray:
+    return np.asarray(net(_nhwc(x_nchw), training=False))
+
+
+def forward_train(net, x_nchw: np.ndarray) -> np.ndarray:
+    return np.asarray(net(_nhwc(x_nchw), training=True))
+
+
+def loss_and_gradients(net, x_nchw: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    variables = {n: v for n, v in _variables(net).items() if v[0].trainable}
+    with tf.GradientTape() as tape:
+        logits = net(_nhwc(x_nchw), training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    grads = tape.gradient(loss, [v for v, _ in variables.values()])
+    return float(loss), {
+        n: to_canonical(np.asarray(g), layout, net.config)
+        for (n, (_, layout)), g in zip(variables.items(), grads, strict=True)
+    }
+
+
+# A handle is a variable with its layout (vgg_tf.weights._variables); the chapter's small networks have no
+# Flatten, so no layout needs the configuration.
+
+
+def trainable(net) -> dict:
+    return {n: v for n, v in _variables(net).items() if v[0].trainable}
+
+
+def read(handle) -> np.ndarray:
+    variable, layout = handle if isinstance(handle, tuple) else (handle, None)
+    return to_canonical(np.array(variable), layout, None)
+
+
+def write(handle, value: np.ndarray) -> None:
+    variable, layout = handle
+    variable.assign(from_canonical(value, layout, None))
+
+
+def children(net) -> list:
+    return [(layer.name, layer) for layer in net.layers]
+
+
+def dense_use_weights(net) -> list:
+    return [(layer.kernel, "dense") for layer in net.layers if isinstance(layer, keras.layers.Dense)]
+
+
+def output_and_gradients(net, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    handles = trainable(net)
+    with tf.GradientTape() as tape:
+        y = net(x)
+        total = tf.reduce_sum(y)
+    grads = tape.gradient(total, [v for v, _ in handles.values()])
+    return np.asarray(y), {
+        n: to_canonical(np.asarray(g), layout, None) for (n, (_, layout)), g in zip(handles.items(), grads, strict=True)
+    }
+
+
+def to_backend(x: np.ndarray, y: np.ndarray):
+    return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.numpy()
+
+
+def batch_norms(net) -> list[tuple[float, float]]:
+    # Keras' momentum weighs the old moving statistic: 1 - momentum is the new batch statistic's weight
+    return [
+        (layer.epsilon, 1 - layer.momentum)
+        for _, layer in _named_layers(net)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def build_abstract(backend, **kwargs):
+    return backend.vgg(**kwargs)  # Keras has no abstract variables: built for real, dropped by the caller

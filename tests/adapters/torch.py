@@ -1,0 +1,73 @@
+"""PyTorch side of the test adapters (see ``adapters/__init__.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def forward(net, x_nchw: np.ndarray) -> np.ndarray:
+    net.eval()
+    with torch.no_grad():
+        return net(torch.from_numpy(x_nchw)).numpy()
+
+
+def forward_train(net, x_nchw: np.ndarray) -> np.ndarray:
+    net.train()
+    with torch.no_grad():
+        return net(torch.from_numpy(x_nchw)).numpy()
+
+
+def loss_and_gradients(net, x_nchw: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    net.train()
+    net.zero_grad()
+    loss = nn.functional.cross_entropy(net(torch.from_numpy(x_nchw)), torch.from_numpy(y))
+    loss.backward()
+    return loss.item(), {n: p.grad.numpy().copy() for n, p in net.named_parameters()}
+
+
+def trainable(net) -> dict:
+    return dict(net.named_parameters())
+
+
+def read(handle) -> np.ndarray:
+    return handle.detach().numpy().copy()
+
+
+def write(handle, value: np.ndarray) -> None:
+    with torch.no_grad():
+        handle.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+
+def children(net) -> list:
+    return list(net.named_children())
+
+
+def dense_use_weights(net) -> list:
+    return [m.weight for m in net if isinstance(m, nn.Linear)]
+
+
+def output_and_gradients(net, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    handles = trainable(net)
+    net.zero_grad()
+    y = net(torch.from_numpy(x))
+    y.sum().backward()
+    return y.detach().numpy(), {n: p.grad.numpy().copy() for n, p in handles.items()}
+
+
+def to_backend(x: np.ndarray, y: np.ndarray):
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.numpy()
+
+
+def batch_norms(net) -> list[tuple[float, float]]:
+    return [(m.eps, m.momentum) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def build_abstract(backend, **kwargs):
+    with torch.device("meta"):
+        return backend.vgg(**kwargs)
