@@ -10,7 +10,9 @@ import pytest
 from conftest import load_backend
 from helpers import run_vgg
 
+from common.arch import make_config
 from common.backends import BACKENDS
+from common.weights import save_npz, xavier_init
 
 
 def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends):
@@ -122,11 +124,13 @@ def test_convert_round_trips_a_trained_model_through_every_framework(backends, t
             "a .npz model belongs to no framework: say which one evaluates it with --backend",
         ),
         (["evaluate", "{tmp}/missing.pt"], "model file {tmp}/missing.pt does not exist"),
-        (["evaluate", "{tmp}/pickle.pt"], "is not a readable PyTorch model file"),
+        (["evaluate", "{tmp}/pickle.pt"], "it was not loaded (loading it could run code)"),
     ],
 )
 def test_model_files_bad_input(args, message, tmp_path, backends):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
+    config = make_config(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    save_npz(tmp_path / "a.npz", config, xavier_init(config), "torch", "")  # a valid file of no framework
     done = run_vgg(*[a.format(tmp=tmp_path) for a in args])
     assert done.returncode != 0
     assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
