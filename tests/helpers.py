@@ -21,9 +21,11 @@ from common.weights import META_KEY, xavier_init
 ROOT = Path(__file__).resolve().parents[1]
 # What a `vgg` subprocess runs with: this checkout first on the path.
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+# One OpenMP thread (PyTorch's and MXNet's CPU threads) for a `vgg` subprocess.
+ONE_OMP_THREAD = {"OMP_NUM_THREADS": "1"}
 # For runs side by side: one thread each, quiet TensorFlow.
 ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
+    **ONE_OMP_THREAD,
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
