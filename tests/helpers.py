@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: the `vgg` command in a subprocess, random weights, memory release."""
+"""Helpers shared by the test modules: the `vgg` command in a subprocess, the small networks and runs several
+modules use, random weights, memory release."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.checkpoint import FILE_NAME
+from common.checkpoint import FILE_NAME, read_checkpoint_meta
 from common.weights import META_KEY, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,21 @@ TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
 TINY_CLI = ["--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64"]
 # Four short epochs of it, seeded: what the runs that are interrupted and resumed train.
 SHORT_RUN = [*TINY_CLI, "--epochs", "4", "--train-limit", "1024", "--test-limit", "500", "--seed", "3"]
+
+# The book's VGG-11 (1 channel, 224 px, 10 classes): the output shape of each block and classifier layer, and
+# its parameter count.
+BOOK_VGG11_SHAPES = [
+    (1, 64, 112, 112),
+    (1, 128, 56, 56),
+    (1, 256, 28, 28),
+    (1, 512, 14, 14),
+    (1, 512, 7, 7),
+    (1, 25088),
+    (1, 4096),
+    (1, 4096),
+    (1, 10),
+]
+BOOK_VGG11_PARAMS = 128_806_154
 
 
 def vgg_command(*args) -> list[str]:
@@ -123,6 +139,23 @@ def interrupt_after_first_checkpoint(out: Path, sig: int, *args, env: dict | Non
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     return proc.returncode, err
+
+
+def killed_and_resumed(tmp_path: Path, backend: str, run: list, env: dict | None = None):
+    """`vgg train --backend BACKEND RUN` twice: whole into tmp_path/whole, and into tmp_path/cut killed (SIGKILL)
+    in the epoch after its first checkpoint, then resumed there.
+
+    The two folders, the epoch the killed run had saved, and the resumed run (which must have exited 0).
+    """
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    done = run_vgg("train", "--backend", backend, "--out", whole, *run, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", backend, *run, env=env)
+    assert rc == -signal.SIGKILL
+    saved = read_checkpoint_meta(cut)["epoch"]
+    resumed = run_vgg("train", "--backend", backend, "--out", cut, "--resume", env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    return whole, cut, saved, resumed
 
 
 def saved_weights(path) -> dict:

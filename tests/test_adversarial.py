@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ONE_THREAD, SHORT_RUN, TINY, interrupt_after_first_checkpoint, run_vgg, saved_weights
+from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_vgg, saved_weights
 
 from common.arch import make_config
-from common.checkpoint import read_checkpoint_meta
 from common.errors import ConfigError, InputError, WeightsError
 from common.spec import available_memory, check_memory, memory_needed, spec
 
@@ -252,14 +250,8 @@ LEARNING_RUN = [*SHORT_RUN, "--batch-norm"]
 @pytest.mark.parametrize("name", ["tf", "mxnet"])
 def test_tf_and_mxnet_runs_killed_mid_epoch_resume_bit_for_bit(tmp_path, name):
     load_backend(name)
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    done = run_vgg("train", "--backend", name, "--out", str(whole), *LEARNING_RUN, env=THREADS, timeout=120)
-    assert done.returncode == 0, done.stderr
-    rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", name, *LEARNING_RUN, env=THREADS)
-    assert rc == -signal.SIGKILL
-    assert read_checkpoint_meta(cut)["epoch"] < 4
-    done = run_vgg("train", "--backend", name, "--out", str(cut), "--resume", env=THREADS, timeout=120)
-    assert done.returncode == 0, done.stderr
+    whole, cut, saved, _ = killed_and_resumed(tmp_path, name, LEARNING_RUN, env=THREADS)
+    assert saved < 4
     a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     runs = [json.loads((out / "history.json").read_text())["history"]["epochs"] for out in (whole, cut)]

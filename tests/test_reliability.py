@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 from adapters import adapter
 from conftest import load_backend
-from helpers import ONE_THREAD, SHORT_RUN, TINY, interrupt_after_first_checkpoint, run_vgg, saved_weights
+from helpers import (
+    ONE_THREAD,
+    SHORT_RUN,
+    TINY,
+    interrupt_after_first_checkpoint,
+    killed_and_resumed,
+    saved_weights,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,14 +50,8 @@ def _history(out):
 
 def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     load_backend("torch")
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    done = run_vgg("train", "--backend", "torch", "--out", str(whole), *SHORT_RUN, env=ONE_THREAD, timeout=120)
-    assert done.returncode == 0, done.stderr
-    rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD)
-    assert rc == -signal.SIGKILL
-    assert 1 <= read_checkpoint_meta(cut).get("epoch") < 4  # the last complete epoch, readable
-    done = run_vgg("train", "--backend", "torch", "--out", str(cut), "--resume", env=ONE_THREAD, timeout=120)
-    assert done.returncode == 0, done.stderr
+    whole, cut, saved, done = killed_and_resumed(tmp_path, "torch", SHORT_RUN, env=ONE_THREAD)
+    assert 1 <= saved < 4  # the last complete epoch, readable
     assert "resuming from" in done.stdout
     a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -60,13 +61,7 @@ def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_
 @pytest.mark.parametrize("name", ["tf", "mxnet"])
 def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping(tmp_path, name):
     load_backend(name)
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    done = run_vgg("train", "--backend", name, "--out", str(whole), *SHORT_RUN, env=ONE_THREAD, timeout=120)
-    assert done.returncode == 0, done.stderr
-    rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", name, *SHORT_RUN, env=ONE_THREAD)
-    assert rc == -signal.SIGKILL
-    done = run_vgg("train", "--backend", name, "--out", str(cut), "--resume", env=ONE_THREAD, timeout=120)
-    assert done.returncode == 0, done.stderr
+    whole, cut, _, _ = killed_and_resumed(tmp_path, name, SHORT_RUN, env=ONE_THREAD)
     epochs = _history(cut)
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
     assert load_checkpoint(cut).state["data_epoch"] == 4  # the stream is where 4 epochs leave it
