@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: the `vgg` command in a subprocess, random weights, memory release."""
+"""Helpers shared by the test modules: the `vgg` command in a subprocess, the small networks and runs several
+modules use, random weights, memory release."""
 
 from __future__ import annotations
 
@@ -10,32 +11,82 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from common.weights import xavier_init
+from common.checkpoint import FILE_NAME, read_checkpoint_meta
+from common.weights import META_KEY, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a `vgg` subprocess runs with: this checkout first on the path.
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-# For two runs side by side (tests/test_reliability.py): one thread each, quiet TensorFlow.
+# One OpenMP thread (PyTorch's and MXNet's CPU threads) for a `vgg` subprocess.
+ONE_OMP_THREAD = {"OMP_NUM_THREADS": "1"}
+# For runs side by side: one thread each, quiet TensorFlow.
 ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
+    **ONE_OMP_THREAD,
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
+# The network most tests build: VGG-11 at an eighth of the channels, on 32 px images, a 64-wide classifier.
+TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+# The same network on the `vgg` command line.
+TINY_CLI = ["--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64"]
+# Four short epochs of it, seeded: what the runs that are interrupted and resumed train.
+SHORT_RUN = [*TINY_CLI, "--epochs", "4", "--train-limit", "1024", "--test-limit", "500", "--seed", "3"]
+
+# The book's VGG-11 (1 channel, 224 px, 10 classes): the output shape of each block and classifier layer, and
+# its parameter count.
+BOOK_VGG11_SHAPES = [
+    (1, 64, 112, 112),
+    (1, 128, 56, 56),
+    (1, 256, 28, 28),
+    (1, 512, 14, 14),
+    (1, 512, 7, 7),
+    (1, 25088),
+    (1, 4096),
+    (1, 4096),
+    (1, 10),
+]
+BOOK_VGG11_PARAMS = 128_806_154
 
 
 def vgg_command(*args) -> list[str]:
     return [sys.executable, "-m", "common.cli", *map(str, args)]
 
 
-def run_vgg(*args, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run `vgg ARGS` to its end in a fresh process; its exit status, stdout and stderr."""
+def _env(env: dict | None) -> dict:
+    """ENV with ``env`` laid over it; a variable set to None is left out (as in a shell that does not set it)."""
+    return {k: v for k, v in {**ENV, **(env or {})}.items() if v is not None}
+
+
+def run_vgg(
+    *args, env: dict | None = None, timeout: float = 900, own_group: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `vgg ARGS` to its end in a fresh process; its exit status, stdout and stderr.
+
+    ``own_group``: in a process group of its own, killed whole once the command ends or times out, so that no
+    process it started (the workers of a distributed run) outlives the test.
+    """
+    if not own_group:
+        return subprocess.run(
+            vgg_command(*args), cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout
+        )
+    proc = start_vgg(*args, env=env, own_group=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        kill_group(proc)
+
+
+def run_python(code: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -c CODE`` with this checkout on the path, in a fresh process; its exit status and output."""
     return subprocess.run(
-        vgg_command(*args), cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code], cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -43,21 +94,84 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_vgg(*args, env: dict | None = None) -> subprocess.Popen:
+def start_vgg(*args, env: dict | None = None, own_group: bool = False) -> subprocess.Popen:
     """Start `vgg ARGS` in a fresh process and return at once (stdout and stderr piped).
 
     Ctrl-C (SIGINT) reaches it as from a terminal, even when the suite itself runs in the background, where
-    the shell has it ignored and a child would inherit that.
+    the shell has it ignored and a child would inherit that. ``own_group``: in a new session and process group,
+    as a terminal starts a job: ``os.killpg(proc.pid, ...)`` reaches it and every process it starts.
     """
     return subprocess.Popen(
         vgg_command(*args),
         cwd=ROOT,
-        env={**ENV, **(env or {})},
+        env=_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_sigint,
+        start_new_session=own_group,
     )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill the process group of ``proc`` (started with ``own_group``) if it still runs, and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def interrupt_after_first_checkpoint(out: Path, sig: int, *args, env: dict | None = None) -> tuple[int, str]:
+    """Start `vgg train --out OUT ARGS`, send ``sig`` while it trains the epoch after its first checkpoint.
+
+    The run's exit status and stderr.
+    """
+    proc = start_vgg("train", "--out", out, *args, env=env)
+    deadline = time.monotonic() + 90
+    while not (out / FILE_NAME).exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint after 90 s"
+        time.sleep(0.02)
+    time.sleep(0.15)  # inside the next epoch
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def killed_and_resumed(tmp_path: Path, backend: str, run: list, env: dict | None = None):
+    """`vgg train --backend BACKEND RUN` twice: whole into tmp_path/whole, and into tmp_path/cut killed (SIGKILL)
+    in the epoch after its first checkpoint, then resumed there.
+
+    The two folders, the epoch the killed run had saved, and the resumed run (which must have exited 0).
+    """
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    done = run_vgg("train", "--backend", backend, "--out", whole, *run, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", backend, *run, env=env)
+    assert rc == -signal.SIGKILL
+    saved = read_checkpoint_meta(cut)["epoch"]
+    resumed = run_vgg("train", "--backend", backend, "--out", cut, "--resume", env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    return whole, cut, saved, resumed
+
+
+def saved_weights(path) -> dict:
+    """The arrays of a saved ``.npz`` weights file by name, without its metadata entry."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != META_KEY}
+
+
+def run_main(capsys, *args) -> str:
+    """One `vgg` command in this process (the frameworks are imported once): its output, after a zero exit."""
+    from common.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, out[-2000:] + err[-2000:]
+    return out
 
 
 _OWN_PROCESS = "VGG_TEST_IN_ITS_OWN_PROCESS"

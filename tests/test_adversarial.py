@@ -7,34 +7,19 @@ Each test is a row of docs/reliability.md.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import load_backend
+from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_vgg, saved_weights
 
 from common.arch import make_config
-from common.checkpoint import FILE_NAME, read_checkpoint_meta
 from common.errors import ConfigError, InputError, WeightsError
 from common.spec import available_memory, check_memory, memory_needed, spec
-from common.weights import META_KEY
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
 # One thread per framework: runs side by side stay fast, and a resumed run uses the thread count of the first.
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(ROOT),
-    "OMP_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-}
+THREADS = {k: v for k, v in ONE_THREAD.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 # How each framework's network is told to transpose a batch of the other layout.
 TRANSPOSE = {
@@ -45,13 +30,6 @@ TRANSPOSE = {
     "vgg_mxnet": "this looks NHWC (channels last); the MXNet network takes NCHW: transpose it with "
     "x.transpose((0, 3, 1, 2))",
 }
-
-
-def _vgg(*args, env=None, timeout=120, wait=True):
-    cmd = [sys.executable, "-m", "common.cli", *args]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def _one_line_error(result):
@@ -184,11 +162,11 @@ SUMMARY_TF = ["summary", "--backends", "tf", "--arch", "vgg11", "--ratio", "8", 
 
 
 def test_tensorflow_start_up_notices_are_hidden_unless_verbose(tf_backend):
-    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
-    quiet = _vgg(*SUMMARY_TF, env=env)
+    env = {**THREADS, "TF_CPP_MIN_LOG_LEVEL": None}  # as a user's shell has it
+    quiet = run_vgg(*SUMMARY_TF, env=env, timeout=120)
     assert quiet.returncode == 0, quiet.stderr
     assert not [line for line in quiet.stderr.splitlines() if "oneDNN" in line or "absl" in line], quiet.stderr
-    loud = _vgg(*SUMMARY_TF, "--verbose", env=env)
+    loud = run_vgg(*SUMMARY_TF, "--verbose", env=env, timeout=120)
     assert loud.returncode == 0 and loud.stdout == quiet.stdout
     assert "absl::InitializeLog" in loud.stderr  # what TensorFlow 2.21 prints before its logging starts
 
@@ -229,7 +207,7 @@ requires_meminfo = pytest.mark.skipif(
 )
 def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named):
     args = ["summary", "--backends", "all"] if command == "summary" else ["train", "--backend", "torch"]
-    done = _vgg(*args, option, value, timeout=60)  # refused in seconds: nothing was built or allocated
+    done = run_vgg(*args, option, value, env=THREADS, timeout=60)  # refused in seconds: nothing was built or allocated
     line = _one_line_error(done)
     assert re.match(r"error: the network \(.*\) needs at least [\d.]+ [TP]iB of memory ", line), line
     assert re.search(r"but [\d.]+ [GMT]iB is available", line) and named in line, line
@@ -266,37 +244,15 @@ def test_the_estimate_counts_parameters_gradients_and_one_batch_of_activations()
 # --- a run killed mid-epoch resumes to exactly the weights of an uninterrupted one, in Keras and Gluon too -------
 
 # The smallest run that learns (batch norm: without it this tiny network stays at chance and proves little).
-LEARNING_RUN = [
-    *("--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64", "--batch-norm"),
-    *("--epochs", "4", "--train-limit", "1024", "--test-limit", "500", "--seed", "3"),
-]
-
-
-def _weights(path):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k != META_KEY}
+LEARNING_RUN = [*SHORT_RUN, "--batch-norm"]
 
 
 @pytest.mark.parametrize("name", ["tf", "mxnet"])
 def test_tf_and_mxnet_runs_killed_mid_epoch_resume_bit_for_bit(tmp_path, name):
     load_backend(name)
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    done = _vgg("train", "--backend", name, "--out", str(whole), *LEARNING_RUN)
-    assert done.returncode == 0, done.stderr
-    proc = _vgg("train", "--backend", name, "--out", str(cut), *LEARNING_RUN, wait=False)
-    deadline = time.monotonic() + 90
-    while not (cut / FILE_NAME).exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint after 90 s"
-        time.sleep(0.02)
-    time.sleep(0.15)  # inside the next epoch
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert read_checkpoint_meta(cut)["epoch"] < 4
-    done = _vgg("train", "--backend", name, "--out", str(cut), "--resume")
-    assert done.returncode == 0, done.stderr
-    a, b = _weights(whole / "weights.npz"), _weights(cut / "weights.npz")
+    whole, cut, saved, _ = killed_and_resumed(tmp_path, name, LEARNING_RUN, env=THREADS)
+    assert saved < 4
+    a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     runs = [json.loads((out / "history.json").read_text())["history"]["epochs"] for out in (whole, cut)]
     assert [e["test_acc"] for e in runs[0]] == [e["test_acc"] for e in runs[1]]

@@ -8,11 +8,10 @@ import pickle
 import numpy as np
 import pytest
 from conftest import load_backend
+from helpers import TINY_CLI
 
 from common.checkpoint import FILE_NAME
 from common.cli import main
-
-TINY = ["--arch", "vgg11", "--ratio", "8", "--resize", "32", "--fc-hidden", "64"]
 
 
 def _evaluate(capsys, path):
@@ -55,7 +54,7 @@ def test_a_checkpoint_given_to_evaluate_says_it_is_a_checkpoint(tmp_path, capsys
                 "train",
                 "--backend",
                 "torch",
-                *TINY,
+                *TINY_CLI,
                 "--epochs",
                 "1",
                 "--train-limit",

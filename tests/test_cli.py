@@ -8,7 +8,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import run_vgg
+from helpers import run_main, run_vgg
 
 from common.arch import make_config
 from common.backends import BACKENDS
@@ -59,16 +59,6 @@ def test_compare_end_to_end_writes_report_plot_and_json(backends, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| PyTorch |" in report and "| tf.keras |" in report and "| MXNet Gluon |" in report
     assert "![training curves](curves.png)" in report
-
-
-def run_main(capsys, *args) -> str:
-    """One `vgg` command in this process (the frameworks are imported once): its output, after a zero exit."""
-    from common.cli import main
-
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert code == 0, out[-2000:] + err[-2000:]
-    return out
 
 
 def test_convert_round_trips_a_trained_model_through_every_framework(backends, tmp_path, capsys):
@@ -147,20 +137,12 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+# One step, measured once, of a small network: what the bench tests time.
+QUICK_BENCH = ["--resize", "32", "--ratio", "8", "--steps", "1", "--repeats", "1"]
+
+
 def test_bench_measures_every_backend_side_by_side(backends, tmp_path):
-    done = run_vgg(
-        "bench",
-        "--resize",
-        "32",
-        "--ratio",
-        "8",
-        "--steps",
-        "1",
-        "--repeats",
-        "1",
-        "--json",
-        str(tmp_path / "bench.json"),
-    )
+    done = run_vgg("bench", *QUICK_BENCH, "--json", tmp_path / "bench.json")
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in summary["runs"]] == list(BACKENDS)
@@ -219,21 +201,7 @@ def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):
 def test_bench_bf16_in_gluon_runs_the_amp_graph(tmp_path):
     load_backend("mxnet")
     done = run_vgg(
-        "bench",
-        "--backends",
-        "mxnet",
-        "--precision",
-        "bf16",
-        "--resize",
-        "32",
-        "--ratio",
-        "8",
-        "--steps",
-        "1",
-        "--repeats",
-        "1",
-        "--json",
-        str(tmp_path / "bench.json"),
+        "bench", "--backends", "mxnet", "--precision", "bf16", *QUICK_BENCH, "--json", tmp_path / "bench.json"
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = json.loads((tmp_path / "bench.json").read_text())["runs"]

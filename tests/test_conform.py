@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import load_backend
+from helpers import ENV, ROOT, run_vgg
 
 from common.arch import make_alexnet_config, make_config
 from common.conform import Variant, conform, plan_layers, probe_images, probe_weights, run_layers
 from common.errors import ConfigError, VGGError, WeightsError
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"ratio": 8, "input_size": 32, "fc_hidden": 64}
 
 
@@ -216,16 +213,11 @@ def not_vgg():
     return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 28 * 28, 10))
 
 
-def vgg(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    env_path = f"{ROOT}:{ROOT / 'tests'}"
-    return subprocess.run(
-        [sys.executable, "-m", "common.cli", "conform", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": env_path, "TF_CPP_MIN_LOG_LEVEL": "2"},  # TensorFlow: errors only
-    )
+# `vgg conform` finds the ports of this module as `test_conform:name`: the tests folder is on its path too.
+CONFORM_ENV = {
+    "PYTHONPATH": os.pathsep.join([ENV["PYTHONPATH"], str(ROOT / "tests")]),
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow: errors only
+}
 
 
 # --- the reference computation ---------------------------------------------------------------------------------
@@ -366,7 +358,7 @@ def test_what_cannot_be_inferred_is_asked_for():
 )
 def test_bad_models_are_one_line_and_exit_2(model, says):
     load_backend("torch")
-    done = vgg(model)
+    done = run_vgg("conform", model, env=CONFORM_ENV, timeout=300)
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and says in done.stderr
     if "architecture" in says:
@@ -376,20 +368,20 @@ def test_bad_models_are_one_line_and_exit_2(model, says):
 def test_a_file_that_is_no_model_is_one_line(tmp_path):
     bad = tmp_path / "weights.onnx"
     bad.write_bytes(b"\x00 not protobuf at all" * 10)
-    done = vgg(str(bad))
+    done = run_vgg("conform", bad, env=CONFORM_ENV, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "is not a readable ONNX model" in done.stderr
 
 
 def test_the_command_exits_0_when_it_conforms_and_1_when_not_and_writes_the_report(tmp_path):
     load_backend("torch")
-    done = vgg("test_conform:book_vgg", "--out", str(tmp_path / "ok"))
+    done = run_vgg("conform", "test_conform:book_vgg", "--out", tmp_path / "ok", env=CONFORM_ENV, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "**conforms**" in done.stdout and "| block1.conv1.weight | 8×1×3×3 | 0.0.weight |" in done.stdout
     record = json.loads((tmp_path / "ok" / "conformance.json").read_text())
     assert record["conforms"] is True and record["logits_error"] <= 1e-4
     assert (tmp_path / "ok" / "conformance.md").read_text().startswith("# Conformance of test_conform:book_vgg")
-    done = vgg("test_conform:broken_eps", "--out", str(tmp_path / "bad"))
+    done = run_vgg("conform", "test_conform:broken_eps", "--out", tmp_path / "bad", env=CONFORM_ENV, timeout=300)
     assert done.returncode == 1, done.stderr
     record = json.loads((tmp_path / "bad" / "conformance.json").read_text())
     assert record["conforms"] is False and record["first_divergence"] == "block2.bn1"

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_backend
+from helpers import kill_group, run_vgg, start_vgg
 
 from common import distributed
 from common.arch import config_from_dict
@@ -28,7 +28,6 @@ from common.distributed import HOST, Process, check_port, free_ports, plan, run_
 from common.errors import ConfigError
 from common.weights import load_npz, xavier_init
 
-ROOT = Path(__file__).resolve().parents[1]
 # The small run every engine test trains: 5 SGD steps of a 64-example global batch on real Fashion-MNIST.
 SMALL = (
     "--arch vgg11 --ratio 16 --fc-hidden 64 --resize 32 --dropout 0 --batch-size 64 --train-limit 300 "
@@ -36,39 +35,10 @@ SMALL = (
 ).split()
 
 
-def env(**extra):
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
-
-
-def start(*args) -> subprocess.Popen:
-    """``python -m common.cli ARGS`` in its own process group (so a finally can kill all it started)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "common.cli", *map(str, args)],
-        cwd=ROOT,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def kill_group(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.wait()
-
-
-def vgg(*args, timeout=240) -> subprocess.CompletedProcess:
-    p = start(*args)
-    try:
-        out, err = p.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
-    finally:
-        kill_group(p)
+# One OpenMP and MKL thread per process (a distributed run sets its workers' own counts).
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Every run in a process group of its own, killed whole at its end: no worker outlives the test.
+GROUP = dict(env=THREADS, own_group=True)
 
 
 # --- the framework-free parts ---------------------------------------------------------------------------
@@ -149,7 +119,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
         s.bind((HOST, 0))
         s.listen()
         port = s.getsockname()[1]
-        done = vgg("train", "--backend", "torch", "--workers", "2", "--port", port, *SMALL, timeout=60)
+        done = run_vgg("train", "--backend", "torch", "--workers", "2", "--port", port, *SMALL, timeout=60, **GROUP)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert (
         done.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use (Address already in use); give "
@@ -166,7 +136,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
     ],
 )
 def test_a_worker_count_the_run_cannot_use_is_one_line(args, message):
-    done = vgg("train", "--backend", "torch", *SMALL, *args, timeout=120)
+    done = run_vgg("train", "--backend", "torch", *SMALL, *args, timeout=120, **GROUP)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
@@ -206,9 +176,8 @@ def train_both(backend, tmp_path, *extra, workers=2, sync_bn=False) -> tuple[Pat
     for n in (1, workers):
         out[n] = tmp_path / f"w{n}"
         more = ["--sync-bn"] if sync_bn and n > 1 else []
-        done = vgg(
-            "train", "--backend", backend, *SMALL, "--epochs", "1", *extra, *more, "--workers", n, "--out", out[n]
-        )
+        args = ["train", "--backend", backend, *SMALL, "--epochs", "1", *extra, *more, "--workers", n, "--out", out[n]]
+        done = run_vgg(*args, timeout=240, **GROUP)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         if n > 1:  # rank 0 alone prints the progress and the history
             assert done.stdout.count("epoch 1, loss") == 1 and f"{n} workers" in done.stdout
@@ -252,7 +221,9 @@ def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path):
 )
 def test_sync_bn_where_the_engine_lacks_it_is_one_line(name, message):
     load_backend(name)
-    done = vgg("train", "--backend", name, *SMALL, "--batch-norm", "--workers", "2", "--sync-bn", timeout=180)
+    done = run_vgg(
+        "train", "--backend", name, *SMALL, "--batch-norm", "--workers", "2", "--sync-bn", timeout=180, **GROUP
+    )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
@@ -278,7 +249,7 @@ def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
     """Kill worker 1 after the first checkpoint: the run stops within 60 s naming it; --resume finishes it."""
     out = tmp_path / "run"
     args = ["train", "--backend", backend, *SMALL, "--no-batch-norm", "--epochs", epochs, "--out", out]
-    p = start(*args, "--train-limit", limit, "--workers", 2)
+    p = start_vgg(*args, "--train-limit", limit, "--workers", 2, **GROUP)
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoint.npz").is_file():
@@ -300,7 +271,8 @@ def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
         f"{backend} --out {out} --resume --workers 2"
     ]
     assert children(p.pid) == {}
-    done = vgg("train", "--backend", backend, "--out", out, "--resume", "--workers", 1, timeout=240)  # another count
+    resume = ["train", "--backend", backend, "--out", out, "--resume", "--workers", 1]  # another count
+    done = run_vgg(*resume, timeout=240, **GROUP)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming from {out / 'checkpoint.npz'} after epoch {saved} of {epochs}" in done.stdout
     history = json.loads((out / "history.json").read_text())["history"]["epochs"]

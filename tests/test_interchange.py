@@ -6,13 +6,13 @@ weights each other's; damaged or foreign files are one clear error, through the 
 
 import importlib.util
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from adapters import forward
 from conftest import IN_CI, load_backend
+from helpers import TINY, random_weights, run_main, run_vgg
 
 from common.arch import make_any_config
 from common.backends import BACKENDS
@@ -74,18 +74,6 @@ def config_of(case):
     )
 
 
-def nontrivial_weights(config, seed=0):
-    """Xavier weights with non-zero biases and batch-norm statistics, so that every tensor changes the logits."""
-    rng = np.random.default_rng(seed + 1)
-    weights = xavier_init(config, seed)
-    for name, array in weights.items():
-        if name.endswith("running_var"):
-            weights[name] = rng.uniform(0.5, 2.0, array.shape).astype(np.float32)
-        elif array.ndim == 1:
-            weights[name] = (array + rng.normal(0, 0.1, array.shape)).astype(np.float32)
-    return weights
-
-
 def real_images(config, n=6):
     """``n`` real Fashion-MNIST test images at the configuration's size; 3 channels: three different images."""
     c = config.in_channels
@@ -111,7 +99,7 @@ def build(b, config, weights):
 def exported(request, backends, tmp_path_factory):
     """One configuration's canonical weights in every framework, each exported by its own exporter and loaded."""
     config = config_of(request.param)
-    weights, x = nontrivial_weights(config), real_images(config)
+    weights, x = random_weights(config), real_images(config)
     folder = tmp_path_factory.mktemp("onnx")
     out = {}
     for name, b in backends.items():
@@ -156,7 +144,7 @@ def test_every_export_has_the_agreed_signature_and_metadata(exported):
 @pytest.mark.parametrize("name", list(BACKENDS))
 def test_a_fixed_batch_export_takes_that_batch_only(name, backends, tmp_path):
     b, config = backends[name], config_of(SMALL)
-    net = build(b, config, nontrivial_weights(config))
+    net = build(b, config, random_weights(config))
     x = real_images(config, 10)
     model = load_onnx(b.export_onnx(net, tmp_path / "fixed.onnx", batch=4))
     assert model.batch == 4 and model.session.get_inputs()[0].shape[0] == 4
@@ -192,7 +180,7 @@ def test_an_exporter_missing_its_package_says_what_to_install(name, module, back
 
 def test_safetensors_carry_the_canonical_weights_between_all_frameworks(backends, tmp_path):
     config = config_of(SMALL)
-    weights = nontrivial_weights(config)
+    weights = random_weights(config)
     for source, b in backends.items():
         path = b.save_weights(build(b, config, weights), tmp_path / f"{source}.safetensors")
         with open(path, "rb") as f:  # the safetensors layout: 8-byte header length, then the JSON header
@@ -213,7 +201,7 @@ def test_safetensors_carry_the_canonical_weights_between_all_frameworks(backends
 
 def test_npz_stays_the_default_weights_format(backends, tmp_path):
     b, config = backends["mxnet"], config_of(SMALL)
-    weights = nontrivial_weights(config)
+    weights = random_weights(config)
     net = build(b, config, weights)
     for name in ("w.npz", "w.bin"):  # any other name: the .npz of before
         with np.load(b.save_weights(net, tmp_path / name), allow_pickle=False) as z:
@@ -230,7 +218,7 @@ def write_safetensors(path, tensors, meta):
 def bad_safetensors(kind, tmp_path):
     """A damaged or foreign .safetensors file of the kind named, and a piece of the one error it must give."""
     config = config_of(SMALL)
-    weights = nontrivial_weights(config)
+    weights = random_weights(config)
     meta = meta_strings(make_meta(config, "torch", "2.13"))
     good = save_safetensors(tmp_path / "good.safetensors", config, weights, "torch", "2.13")
     path = tmp_path / f"{kind}.safetensors"
@@ -286,7 +274,7 @@ def test_a_bad_safetensors_file_is_one_clear_error(kind, tmp_path):
 
 def test_safetensors_of_another_configuration_are_refused_before_any_tensor_is_read(tmp_path, monkeypatch):
     config, other = config_of(SMALL), config_of(CASES[2])
-    path = save_safetensors(tmp_path / "w.safetensors", config, nontrivial_weights(config), "tf", "2.21")
+    path = save_safetensors(tmp_path / "w.safetensors", config, random_weights(config), "tf", "2.21")
     opened = []
 
     class Spy:  # safetensors' reader, recording every tensor read through it
@@ -322,7 +310,7 @@ def small_onnx(backends, tmp_path_factory):
     """An export of the small configuration (by MXNet, the quickest exporter) and its bytes."""
     config = config_of(SMALL)
     path = backends["mxnet"].export_onnx(
-        build(backends["mxnet"], config, nontrivial_weights(config)), tmp_path_factory.mktemp("small") / "m.onnx"
+        build(backends["mxnet"], config, random_weights(config)), tmp_path_factory.mktemp("small") / "m.onnx"
     )
     return config, path
 
@@ -371,10 +359,6 @@ def test_an_onnx_model_of_another_configuration_is_refused(small_onnx):
 # --- the `vgg` command ----------------------------------------------------------------------------------------
 
 
-def vgg(*args):
-    return subprocess.run([sys.executable, "-m", "common.cli", *map(str, args)], capture_output=True, text=True)
-
-
 def test_vgg_command_bad_files_are_one_line_and_a_non_zero_exit(small_onnx, tmp_path):
     onnx_file, onnx_message = bad_onnx("truncated", small_onnx, tmp_path)
     st_file, st_message = bad_safetensors("extra-tensor", tmp_path)
@@ -385,24 +369,14 @@ def test_vgg_command_bad_files_are_one_line_and_a_non_zero_exit(small_onnx, tmp_
         (["convert", st_file, tmp_path / "w.npz"], st_message),
         (["convert", small_onnx[1], tmp_path / "w.npz"], "is an ONNX model: ONNX is a format to export to"),
     ]:
-        done = vgg(*args)
+        done = run_vgg(*args)
         assert done.returncode != 0, args
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def run_main(capsys, *args) -> str:
-    """One `vgg` command in this process (the frameworks are imported once): its output, after a zero exit."""
-    from common.cli import main
-
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert code == 0, out[-2000:] + err[-2000:]
-    return out
-
-
 def test_vgg_evaluate_runs_an_onnx_model_in_onnxruntime(backends, tmp_path, capsys):
-    config = config_of(dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64))
+    config = config_of(TINY)
     save_npz(tmp_path / "w.npz", config, xavier_init(config, 2), "torch", "")  # seed 2: three classes predicted
     run_main(capsys, "convert", tmp_path / "w.npz", tmp_path / "m.onnx", "--backend", "mxnet")
     out = run_main(capsys, "evaluate", tmp_path / "m.onnx", "--test-limit", "500")
@@ -425,7 +399,7 @@ def test_vgg_convert_every_direction_keeps_the_logits(backends, tmp_path, capsys
     from common.cli import _read_model
 
     config = config_of(SMALL)
-    weights, x = nontrivial_weights(config), real_images(config)
+    weights, x = random_weights(config), real_images(config)
     reference = forward(backends["torch"], build(backends["torch"], config, weights), x)
     sources = {
         "pt": backends["torch"].save_model(build(backends["torch"], config, weights), tmp_path / "src.pt"),

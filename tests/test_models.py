@@ -2,13 +2,12 @@
 
 import inspect
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from adapters import adapter, forward
 from conftest import load_backend
+from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES, run_python
 
 from common.backends import API, BACKENDS
 from common.errors import ConfigError
@@ -47,18 +46,8 @@ def test_shapes_and_counts_equal_the_spec(backend, case):
 def test_book_vgg11_figures(backend):
     net = adapter(backend).build_abstract(backend, arch="vgg11")
     shapes = [shape for name, shape in backend.layer_shapes(net, 224) if not name.startswith(("relu", "dropout"))]
-    assert shapes == [
-        (1, 64, 112, 112),
-        (1, 128, 56, 56),
-        (1, 256, 28, 28),
-        (1, 512, 14, 14),
-        (1, 512, 7, 7),
-        (1, 25088),
-        (1, 4096),
-        (1, 4096),
-        (1, 10),
-    ]
-    assert backend.count_params(net) == 128_806_154
+    assert shapes == BOOK_VGG11_SHAPES
+    assert backend.count_params(net) == BOOK_VGG11_PARAMS
 
 
 def test_layer_shapes_batch_and_summary(backend, build):
@@ -120,8 +109,9 @@ def test_packages_import_only_their_own_framework(package, forbidden):
     for name in BACKENDS:
         if BACKENDS[name][0] in package:
             load_backend(name)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_forward_pass_matches_the_traced_shape(backend, build):

@@ -5,37 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import load_backend
+from helpers import ONE_OMP_THREAD, TINY_CLI, run_python, run_vgg, start_vgg
 
 from common.checkpoint import FolderLock
 from common.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = [
-    "train",
-    "--backend",
-    "torch",
-    "--arch",
-    "vgg11",
-    "--ratio",
-    "8",
-    "--resize",
-    "32",
-    "--fc-hidden",
-    "64",
-    "--batch-size",
-    "64",
-    "--train-limit",
-    "128",
-    "--test-limit",
-    "64",
-]
+RUN = ["train", "--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "128", "--test-limit", "64"]
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +76,7 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
         "import os, signal, sys; from common.checkpoint import FolderLock\n"
         f"FolderLock({str(tmp_path)!r}).__enter__(); os.kill(os.getpid(), signal.SIGKILL)"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60)
+    done = run_python(code, timeout=60)
     assert done.returncode == -signal.SIGKILL
     with FolderLock(tmp_path):  # taken at once: the lock went with the killed process
         pass
@@ -104,21 +84,9 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
 
 def test_an_interrupted_overwrite_does_not_describe_the_run_it_replaces(tmp_path):
     assert main([*RUN, "--epochs", "1", "--out", str(tmp_path)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "common.cli",
-        *RUN,
-        "--epochs",
-        "3",
-        "--train-limit",
-        "20000",
-        "--out",
-        str(tmp_path),
-        "--overwrite",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_vgg(
+        *RUN, "--epochs", "3", "--train-limit", "20000", "--out", tmp_path, "--overwrite", env=ONE_OMP_THREAD
+    )
     try:
         for line in proc.stdout:  # the run has started once it prints its configuration
             if "parameters;" in line:
@@ -132,36 +100,10 @@ def test_an_interrupted_overwrite_does_not_describe_the_run_it_replaces(tmp_path
 
 
 def test_an_interrupted_compare_says_how_to_continue_and_continues(tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "common.cli",
-        "compare",
-        "--backends",
-        "torch",
-        "--arch",
-        "vgg11",
-        "--ratio",
-        "8",
-        "--resize",
-        "32",
-        "--fc-hidden",
-        "64",
-        "--batch-size",
-        "64",
-        "--epochs",
-        "3",
-        "--train-limit",
-        "2048",
-        "--test-limit",
-        "64",
-        "--out",
-        str(tmp_path),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    args = ["compare", "--backends", "torch", *TINY_CLI, "--batch-size", "64", "--epochs", "3", "--train-limit", "2048"]
+    args += ["--test-limit", "64", "--out", tmp_path]
+    env = {**ONE_OMP_THREAD, "PYTHONUNBUFFERED": "1"}
+    proc = start_vgg(*args, env=env, own_group=True)
     try:
         for line in proc.stdout:  # Ctrl-C, as a terminal sends it to the whole group, once epoch 1 is saved
             if "epoch 1, loss" in line:
@@ -172,7 +114,7 @@ def test_an_interrupted_compare_says_how_to_continue_and_continues(tmp_path):
         proc.kill()
     assert proc.returncode == 130
     assert "continue it with the same command and --resume" in err.strip().splitlines()[-1]
-    done = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = run_vgg(*args, "--resume", env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stdout and "report:" in done.stdout
     epochs = json.loads((tmp_path / "torch" / "history.json").read_text())["history"]["epochs"]

@@ -13,14 +13,20 @@ import os
 import pickle
 import re
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from adapters import adapter
 from conftest import load_backend
-from helpers import ONE_THREAD, run_vgg, start_vgg
+from helpers import (
+    ONE_THREAD,
+    SHORT_RUN,
+    TINY,
+    interrupt_after_first_checkpoint,
+    killed_and_resumed,
+    saved_weights,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,51 +40,6 @@ from common.spec import spec
 from common.training import History, Recipe
 from common.weights import META_KEY, save_npz, xavier_init
 
-TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
-# The smallest run that still learns: one thread per process so that two runs side by side stay fast.
-CLI_RUN = [
-    "--arch",
-    "vgg11",
-    "--ratio",
-    "8",
-    "--resize",
-    "32",
-    "--fc-hidden",
-    "64",
-    "--epochs",
-    "4",
-    "--train-limit",
-    "1024",
-    "--test-limit",
-    "500",
-    "--seed",
-    "3",
-]
-
-
-def _vgg(*args):
-    return run_vgg(*args, env=ONE_THREAD, timeout=120)
-
-
-def _interrupt_after_first_checkpoint(backend, out, sig):
-    """Start a run, and send ``sig`` while it trains the epoch after its first checkpoint."""
-    proc = start_vgg("train", "--backend", backend, "--out", str(out), *CLI_RUN, env=ONE_THREAD)
-    deadline = time.monotonic() + 90
-    while not (out / FILE_NAME).exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint after 90 s"
-        time.sleep(0.02)
-    time.sleep(0.15)  # inside the next epoch
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    return proc.returncode, err
-
-
-def _weights(path):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k != META_KEY}
-
 
 def _history(out):
     return json.loads((out / "history.json").read_text())["history"]["epochs"]
@@ -89,15 +50,10 @@ def _history(out):
 
 def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     load_backend("torch")
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert _vgg("train", "--backend", "torch", "--out", str(whole), *CLI_RUN).returncode == 0
-    rc, _ = _interrupt_after_first_checkpoint("torch", cut, signal.SIGKILL)
-    assert rc == -signal.SIGKILL
-    assert 1 <= read_checkpoint_meta(cut).get("epoch") < 4  # the last complete epoch, readable
-    done = _vgg("train", "--backend", "torch", "--out", str(cut), "--resume")
-    assert done.returncode == 0, done.stderr
+    whole, cut, saved, done = killed_and_resumed(tmp_path, "torch", SHORT_RUN, env=ONE_THREAD)
+    assert 1 <= saved < 4  # the last complete epoch, readable
     assert "resuming from" in done.stdout
-    a, b = _weights(whole / "weights.npz"), _weights(cut / "weights.npz")
+    a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert [e["epoch"] for e in _history(cut)] == [1, 2, 3, 4]
 
@@ -105,12 +61,7 @@ def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_
 @pytest.mark.parametrize("name", ["tf", "mxnet"])
 def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping(tmp_path, name):
     load_backend(name)
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert _vgg("train", "--backend", name, "--out", str(whole), *CLI_RUN).returncode == 0
-    rc, _ = _interrupt_after_first_checkpoint(name, cut, signal.SIGKILL)
-    assert rc == -signal.SIGKILL
-    done = _vgg("train", "--backend", name, "--out", str(cut), "--resume")
-    assert done.returncode == 0, done.stderr
+    whole, cut, _, _ = killed_and_resumed(tmp_path, name, SHORT_RUN, env=ONE_THREAD)
     epochs = _history(cut)
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
     assert load_checkpoint(cut).state["data_epoch"] == 4  # the stream is where 4 epochs leave it
@@ -119,7 +70,9 @@ def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping
 
 def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):
     load_backend("torch")
-    rc, err = _interrupt_after_first_checkpoint("torch", tmp_path, signal.SIGINT)
+    rc, err = interrupt_after_first_checkpoint(
+        tmp_path, signal.SIGINT, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD
+    )
     assert rc == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
@@ -289,7 +242,7 @@ def test_resume_with_another_recipe_is_refused_by_the_api(tmp_path, torch_one_th
 def test_a_new_run_never_overwrites_a_saved_one(tmp_path, capsys):
     path = _checkpoint(tmp_path / FILE_NAME)
     before = path.read_bytes()
-    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), *CLI_RUN])
+    rc = main(["train", "--backend", "torch", "--out", str(tmp_path), *SHORT_RUN])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert f"{tmp_path} already holds a run (checkpoint.npz: epoch 1 of 2); continue it with --resume" in err

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_vgg
 
 from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError, TrainingDiverged
 from common.training import Progress, Recipe, parse_device
 
-TINY = dict(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A short torch run of the TINY network.
+RUN = ["--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "256", "--test-limit", "64"]
 
 
 def _poisoned(data_iter):
@@ -94,32 +93,8 @@ def test_progress_is_silent_when_disabled(capsys):
 
 def test_a_logged_run_shows_progress_between_epoch_lines(tmp_path):
     """Piped output (no terminal) still gets progress lines: examples done, examples/s, loss, ETA."""
-    env = {**os.environ, "VGG_PROGRESS_EVERY": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "common.cli",
-        "train",
-        "--backend",
-        "torch",
-        "--arch",
-        "vgg11",
-        "--ratio",
-        "8",
-        "--resize",
-        "32",
-        "--fc-hidden",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--train-limit",
-        "256",
-        "--test-limit",
-        "64",
-    ]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {**ONE_OMP_THREAD, "VGG_PROGRESS_EVERY": "0"}
+    run = run_vgg("train", *RUN, "--epochs", "1", env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     progress = [line for line in run.stderr.splitlines() if line.startswith("[torch] epoch 1: ")]
     assert progress and "examples/s, loss " in progress[0] and "eta" in progress[0]
@@ -128,8 +103,7 @@ def test_a_logged_run_shows_progress_between_epoch_lines(tmp_path):
 
 @pytest.mark.parametrize("seed", ["-1", "1180591620717411303424"])
 def test_a_seed_out_of_range_is_one_line(seed):
-    cmd = [sys.executable, "-m", "common.cli", "train", "--backend", "torch", "--seed", seed, "--epochs", "1"]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = run_vgg("train", "--backend", "torch", "--seed", seed, "--epochs", "1", timeout=300)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "seed must be a whole number from 0 to 4294967295" in run.stderr.strip().splitlines()[-1]
 
@@ -149,39 +123,17 @@ def test_saved_files_get_the_mode_of_any_new_file(tmp_path, backend):
     assert modes == {"checkpoint.npz": 0o640, "weights.npz": 0o640, "plain.txt": 0o640}
 
 
-RUN = [
-    "--backend",
-    "torch",
-    "--arch",
-    "vgg11",
-    "--ratio",
-    "8",
-    "--resize",
-    "32",
-    "--fc-hidden",
-    "64",
-    "--batch-size",
-    "64",
-    "--train-limit",
-    "256",
-    "--test-limit",
-    "64",
-]
-
-
-def _vgg(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "common.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_a_finished_run_can_be_extended_but_not_shortened(tmp_path):
-    assert _vgg("train", *RUN, "--epochs", "1", "--out", str(tmp_path)).returncode == 0
-    shorter = _vgg("train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--epochs", "0")
+    first = run_vgg("train", *RUN, "--epochs", "1", "--out", tmp_path, env=ONE_OMP_THREAD, timeout=300)
+    assert first.returncode == 0, first.stderr
+    shorter = run_vgg(
+        "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "0", env=ONE_OMP_THREAD, timeout=300
+    )
     assert shorter.returncode != 0 and "Traceback" not in shorter.stderr
     assert "has already trained 1 epochs" in shorter.stderr.strip().splitlines()[-1]
-    longer = _vgg("train", "--backend", "torch", "--out", str(tmp_path), "--resume", "--epochs", "2")
+    longer = run_vgg(
+        "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "2", env=ONE_OMP_THREAD, timeout=300
+    )
     assert longer.returncode == 0, longer.stderr
     assert "resuming from" in longer.stdout and "after epoch 1 of 2" in longer.stdout
     history = json.loads((tmp_path / "history.json").read_text())
@@ -224,14 +176,16 @@ def test_each_backend_places_a_run_where_it_is_asked(backend):
 
 @pytest.mark.parametrize("device, message", [("tpu", "unknown device 'tpu'"), ("cuda:7", "device cuda:7 was asked")])
 def test_a_device_that_cannot_be_had_is_one_line_before_any_work(tmp_path, device, message):
-    run = _vgg("train", *RUN, "--epochs", "1", "--device", device, "--out", str(tmp_path / "run"))
+    run = run_vgg(
+        "train", *RUN, "--epochs", "1", "--device", device, "--out", tmp_path / "run", env=ONE_OMP_THREAD, timeout=300
+    )
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert message in run.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
 def test_train_says_where_it_runs(tmp_path):
-    run = _vgg("train", *RUN, "--epochs", "1", "--device", "cpu", "--out", str(tmp_path))
+    run = run_vgg("train", *RUN, "--epochs", "1", "--device", "cpu", "--out", tmp_path, env=ONE_OMP_THREAD, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "on cpu" in run.stdout.splitlines()[0]
     assert json.loads((tmp_path / "history.json").read_text())["history"]["device"] == "cpu"

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES
 
 from common.arch import CONFIGS, conv_arch, make_config
 from common.errors import ConfigError
@@ -24,19 +25,9 @@ def test_model_zoo_counts_exactly():
 
 def test_book_vgg11_trace_and_count():
     s = spec(arch="vgg11")
-    assert s.params == 128_806_154
+    assert s.params == BOOK_VGG11_PARAMS
     shapes = [shape for name, shape in s.trace() if not name.startswith(("relu", "dropout"))]
-    assert shapes == [
-        (1, 64, 112, 112),
-        (1, 128, 56, 56),
-        (1, 256, 28, 28),
-        (1, 512, 14, 14),
-        (1, 512, 7, 7),
-        (1, 25088),
-        (1, 4096),
-        (1, 4096),
-        (1, 10),
-    ]
+    assert shapes == BOOK_VGG11_SHAPES
 
 
 def test_book_conv_arch_and_small_conv_arch():
