@@ -363,6 +363,8 @@ def make_config(
     arch="vgg11", in_channels=1, num_classes=10, input_size=224, ratio=1, fc_hidden=4096, dropout=0.5, batch_norm=False
 ) -> VGGConfig:
     """Validate ``vgg()``'s arguments and resolve them into a :class:`VGGConfig`."""
+    if not isinstance(batch_norm, bool):
+        raise ConfigError(f"{arg('batch_norm')} must be True or False, got {batch_norm!r}")
     if isinstance(arch, str):
         if arch not in CONFIGS:
             raise ConfigError(
@@ -396,8 +398,6 @@ def make_config(
     in_channels = positive_int(in_channels, "in_channels")
     num_classes = positive_int(num_classes, "num_classes")
     fc_hidden = positive_int(fc_hidden, "fc_hidden")
-    if not isinstance(batch_norm, bool):
-        raise ConfigError(f"{arg('batch_norm')} must be True or False, got {batch_norm!r}")
     dropout = _probability(dropout, "dropout")
     size = check_input_size(input_size, len(blocks))
     return VGGConfig(
