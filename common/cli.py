@@ -680,6 +680,10 @@ def cmd_bench(args) -> int:
         check_memory(make_any_config(args.arch, 1, 10, size, ratio), batch_size)
     steps = args.steps or defaults["steps"]
     repeats = args.repeats or defaults["repeats"]
+    if args.workers > 1:
+        if args.sweep or onnxruntime:
+            raise ConfigError("--workers measures data-parallel training alone: leave out --sweep and onnxruntime")
+        return _bench_workers(names, args, batch_size, steps)
     if args.sweep:
         plot = args.plot or SWEEP_DEFAULTS["plot"]
         summary = run_sweep(
@@ -717,6 +721,52 @@ def cmd_bench(args) -> int:
                 atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1).encode()))
     if args.json:
         print(f"numbers: {args.json}")
+    return 0
+
+
+def _bench_workers(names: list[str], args, batch_size: int, steps: int) -> int:
+    """``vgg bench --workers N``: training examples/s of 1..N data-parallel processes of one thread each (the
+    same threads in all), each a real ``vgg train --workers K`` run of two epochs of ``steps`` global batches,
+    the second timed; beside it, what ``common.distributed.predict`` expects from the one-process speed."""
+    import tempfile
+
+    from .distributed import BANDWIDTHS, ENGINES, check_workers, predict
+
+    rows = []
+    for name in names:
+        check_workers(args.workers, batch_size, name)
+        config = make_any_config(args.arch, 1, 10, args.resize, args.ratio)
+        flops, single = spec(config).train_flops, None
+        for workers in range(1, args.workers + 1):
+            with tempfile.TemporaryDirectory() as out:
+                cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--arch", _arch_text(args.arch)]
+                cmd += [] if args.ratio is None else ["--ratio", str(args.ratio)]
+                cmd += ["--resize", str(args.resize), "--batch-size", str(batch_size), "--epochs", "2"]
+                cmd += ["--train-limit", str(batch_size * steps), "--test-limit", str(batch_size), "--device", "cpu"]
+                cmd += ["--precision", args.precision, "--workers", str(workers), "--out", out]
+                env = {**os.environ, "OMP_NUM_THREADS": "1", "MXNET_OMP_MAX_THREADS": "1"}
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise ConfigError(f"the {name} run with {workers} workers failed: {done.stderr.strip()[-300:]}")
+                rate = json.loads((Path(out) / "history.json").read_text())["history"]["epochs"][-1]["examples_per_sec"]
+            single = single or rate
+            expected = predict(config, batch_size, workers, single * flops, BANDWIDTHS["10 Gb/s"])
+            rows.append(
+                [
+                    display_name(name),
+                    ENGINES[name].split(" (")[0],
+                    workers,
+                    rate,
+                    f"{rate / single:.2f}x",
+                    f"{rate / single / workers:.0%}",
+                    f"{expected.efficiency:.0%}",
+                ]
+            )
+    headers = ["backend", "engine", "processes", "train examples/s", "speedup", "efficiency", "model (10 Gb/s)"]
+    print(report.format_table(headers, rows, title=f"data parallel, one thread per process: {config.describe()}"))
+    from .bench import cpu_features
+
+    print(f"CPU: {cpu_features().get('model', 'unknown')}; the model: docs/distributed.md")
     return 0
 
 
@@ -923,6 +973,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --sweep: width ratios (default {','.join(map(str, sw['ratios']))})",
     )
     p.add_argument("--plot", default=None, help=f"with --sweep: where the PNG goes (default {sw['plot']})")
+    p.add_argument(
+        "--workers",
+        type=_positive(int),
+        default=1,
+        help="data-parallel training of 1..N processes, one thread each, beside the scaling model (default 1: off)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("convert", help="convert a saved model between frameworks and formats, or export it to ONNX")

@@ -310,3 +310,34 @@ def test_the_model_splits_the_spec_flops_and_loses_efficiency_with_more_workers(
     assert fast > effs[3]  # a faster link scales better
     rows = distributed.scaling_rows(vgg16, 128, 1e12)
     assert [r[0] for r in rows] == list(distributed.WORKER_COUNTS) and len(rows[0]) == 1 + len(distributed.BANDWIDTHS)
+
+
+def test_bench_measures_one_and_two_processes_beside_the_model():
+    done = run_vgg(
+        "bench",
+        "--backends",
+        "torch",
+        "--workers",
+        "2",
+        "--resize",
+        "32",
+        "--ratio",
+        "8",
+        "--batch-size",
+        "32",
+        "--steps",
+        "2",
+        timeout=240,
+        **GROUP,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("PyTorch")]
+    assert [r[2] for r in rows] == ["1", "2"]  # processes, after the engine's name
+    assert all(float(r[3]) > 0 for r in rows) and rows[0][4:6] == ["1.00x", "100%"]
+    assert rows[1][6].endswith("%") and 0 < int(rows[1][6][:-1]) <= 100  # the model's efficiency for 2
+
+
+def test_bench_workers_refuses_a_sweep():
+    done = run_vgg("bench", "--backends", "torch", "--workers", "2", "--sweep", timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--workers measures data-parallel training alone" in done.stderr.strip().splitlines()[-1]
