@@ -51,8 +51,12 @@ CASES = [
     dict(arch="vgg16", ratio=8, input_size=32, batch_norm=True, fc_hidden=64),
     dict(arch="vgg16", ratio=8, input_size=32, in_channels=3, fc_hidden=64),
     dict(arch="vgg11", ratio=8, input_size=224, fc_hidden=256),
-    dict(arch="alexnet", input_size=65),
 ]
+# AlexNet at its smallest input, exported by PyTorch's and MXNet's exporters (about 1 GB at their peak). Keras'
+# export of AlexNet through tf2onnx peaked at 6 GB here (3.7 GB kept after it), over the suite's 4 GB: it is
+# measured in docs/interchange.md, not run here.
+ALEXNET = dict(arch="alexnet", input_size=65)
+ALEXNET_EXPORTERS = ("torch", "mxnet")
 IDS = [
     f"{c['arch']}-{c['input_size']}px-c{c.get('in_channels', 1)}{'-bn' if c.get('batch_norm') else ''}" for c in CASES
 ]
@@ -95,12 +99,10 @@ def build(b, config, weights):
     return b.import_weights(b.from_config(config), weights)
 
 
-@pytest.fixture(scope="module", params=CASES, ids=IDS)
-def exported(request, backends, tmp_path_factory):
+def export_all(backends, case, folder):
     """One configuration's canonical weights in every framework, each exported by its own exporter and loaded."""
-    config = config_of(request.param)
+    config = config_of(case)
     weights, x = random_weights(config), real_images(config)
-    folder = tmp_path_factory.mktemp("onnx")
     out = {}
     for name, b in backends.items():
         net = build(b, config, weights)
@@ -110,22 +112,24 @@ def exported(request, backends, tmp_path_factory):
     return config, x, out
 
 
-def test_each_export_gives_its_frameworks_logits_in_onnxruntime(exported):
-    _, _, out = exported
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def exported(request, backends, tmp_path_factory):
+    return export_all(backends, request.param, tmp_path_factory.mktemp("onnx"))
+
+
+def check_own_logits(out):
     for name, r in out.items():
         assert np.isfinite(r["onnxruntime"]).all()
         assert relative(r["onnxruntime"], r["framework"]) <= TOLERANCE, name
 
 
-def test_the_three_exports_give_each_others_logits(exported):
-    _, _, out = exported
+def check_each_others_logits(out):
     for a in out:
         for b in out:
             assert relative(out[a]["onnxruntime"], out[b]["onnxruntime"]) <= TOLERANCE, (a, b)
 
 
-def test_every_export_has_the_agreed_signature_and_metadata(exported):
-    config, _, out = exported
+def check_signature_and_metadata(config, out):
     for name, r in out.items():
         model = onnx.load(str(r["path"]))
         onnx.checker.check_model(model, full_check=True)
@@ -139,6 +143,25 @@ def test_every_export_has_the_agreed_signature_and_metadata(exported):
         opset = {o.domain: o.version for o in model.opset_import}[""]
         assert int(props["opset"]) == opset and (opset == OPSET or name == "mxnet")  # MXNet takes no opset
         assert r["model"].batch is None
+
+
+def test_each_export_gives_its_frameworks_logits_in_onnxruntime(exported):
+    check_own_logits(exported[2])
+
+
+def test_the_three_exports_give_each_others_logits(exported):
+    check_each_others_logits(exported[2])
+
+
+def test_every_export_has_the_agreed_signature_and_metadata(exported):
+    check_signature_and_metadata(exported[0], exported[2])
+
+
+def test_alexnet_exports_hold_to_the_same_checks(backends, tmp_path):
+    config, _, out = export_all({n: backends[n] for n in ALEXNET_EXPORTERS}, ALEXNET, tmp_path)
+    check_own_logits(out)
+    check_each_others_logits(out)
+    check_signature_and_metadata(config, out)
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
