@@ -33,6 +33,7 @@ API = (
     "count_params",
     "summary",
     "load_data_fashion_mnist",
+    "on_device",
     "train",
     "evaluate_accuracy",
     "try_gpu",

@@ -246,9 +246,14 @@ class Batches:
         x = x[:, :, :, None] if self.layout == "NHWC" else x[:, None]
         return np.ascontiguousarray(x), self.labels[index]
 
-    def __iter__(self):
+    def next_order(self) -> np.ndarray:
+        """The example order of the next pass (epoch :attr:`epoch`'s), which this starts."""
         order = self.order(self.epoch)
         self.epoch += 1
+        return order
+
+    def __iter__(self):
+        order = self.next_order()
         for start in range(0, len(order), self.batch_size):
             yield self.batch(order[start : start + self.batch_size])
 

@@ -292,14 +292,27 @@ class Trainer:
 
     backend = ""
     # The backend's own functions behind the shared methods below; each subclass sets them (staticmethod):
-    # its batch check ``(net, x, y, check_finite, where)``, evaluate_accuracy, export_weights, import_weights.
+    # its batch check ``(net, x, y, check_finite, where)``, evaluate_accuracy, export_weights, import_weights,
+    # and on_device ``(data_iter, device)``: the iterable the step is best fed from on that device.
     batch_check: Callable
     evaluate_accuracy: Callable
     export_weights: Callable
     import_weights: Callable
+    on_device: Callable
+    # Steps between two reads of the step's sums on the host: 1 reads every step; a GPU backend queues many
+    # steps between reads, so that the device never waits for the host (see :func:`fit`).
+    read_every = 1
 
     def __init__(self, net, recipe: Recipe, device):
         self.net, self.recipe, self.device = net, recipe, device
+        self._fed: dict[int, tuple[Any, Any]] = {}
+
+    def feed(self, data_iter):
+        """``data_iter`` as the step takes it (the backend's ``on_device``), made once per iterable."""
+        known = self._fed.get(id(data_iter))
+        if known is None or known[0] is not data_iter:
+            known = self._fed[id(data_iter)] = (data_iter, self.on_device(data_iter, self.device))
+        return known[1]
 
     @property
     def model(self):
@@ -314,13 +327,18 @@ class Trainer:
         """Set the epoch's learning rate (and whatever else an epoch starts with)."""
         raise NotImplementedError
 
-    def train_step(self, x, y) -> tuple[float, float]:
-        """One step of the recipe on one batch: (summed loss, correct predictions), read in one host sync."""
+    def train_step(self, x, y):
+        """One step of the recipe on one batch: its (summed loss, correct predictions), as numbers or as the
+        framework's values still on the device (:meth:`to_host` reads them)."""
         raise NotImplementedError
+
+    def to_host(self, sums: list) -> np.ndarray:
+        """The (summed loss, correct) pairs of several steps as a (steps, 2) float array, in one host sync."""
+        return np.asarray(sums, dtype=np.float64).reshape(len(sums), 2)
 
     def evaluate(self, data_iter) -> float:
         """Test accuracy in evaluation mode (the backend's ``evaluate_accuracy``)."""
-        return self.evaluate_accuracy(self.model, data_iter, self.device, self.recipe.check_finite)
+        return self.evaluate_accuracy(self.model, self.feed(data_iter), self.device, self.recipe.check_finite)
 
     def weights(self) -> dict[str, np.ndarray]:
         return self.export_weights(self.model)
@@ -387,13 +405,14 @@ def fit(
             trainer.start_epoch(epoch, rate)
             meter = Meter()
             bar = Progress(len(train_iter), f"[{name}] epoch {epoch}", enabled=None if verbose else False)
-            for step, (x, y) in enumerate(train_iter, start=1):
+            pending: list[tuple[int, int, Any]] = []  # steps whose sums the host has not read yet
+            for step, (x, y) in enumerate(trainer.feed(train_iter), start=1):
                 if step == 1 or not verified(train_iter):
                     trainer.check_batch(x, y, f"training batch {step} of epoch {epoch}")
-                loss_sum, correct = trainer.train_step(x, y)
-                check_loss(loss_sum, epoch, step, rate)
-                meter.add(loss_sum, correct, len(y))
-                bar.update(examples=len(y), loss=meter.mean_loss)
+                pending.append((step, len(y), trainer.train_step(x, y)))
+                if len(pending) >= trainer.read_every:
+                    _settle(trainer, pending, meter, bar, epoch, rate)
+            _settle(trainer, pending, meter, bar, epoch, rate)
             bar.close()
             seconds = meter.seconds
             test_acc = trainer.evaluate(test_iter)
@@ -411,6 +430,19 @@ def fit(
     finally:
         trainer.finish()
     return history
+
+
+def _settle(trainer: Trainer, pending: list, meter: Meter, bar: Progress, epoch: int, rate: float) -> None:
+    """Read the pending steps' sums in one host sync, stop at the first loss that is not finite (naming its
+    step), count the rest."""
+    if not pending:
+        return
+    sums = trainer.to_host([value for _, _, value in pending])
+    for (step, n, _), (loss_sum, correct) in zip(pending, sums, strict=True):
+        check_loss(float(loss_sum), epoch, step, rate)
+        meter.add(float(loss_sum), float(correct), n)
+    bar.update(len(pending), examples=sum(n for _, n, _ in pending), loss=meter.mean_loss)
+    pending.clear()
 
 
 def train_function(trainer_class: type[Trainer], get_device):

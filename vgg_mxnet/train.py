@@ -14,6 +14,7 @@ from common import training
 from common.errors import ConfigError, InputError, WeightsError
 from common.training import check_batch
 
+from .data import on_device
 from .weights import export_weights, import_weights
 
 
@@ -127,6 +128,7 @@ class Trainer(training.Trainer):
     evaluate_accuracy = staticmethod(evaluate_accuracy)
     export_weights = staticmethod(export_weights)
     import_weights = staticmethod(import_weights)
+    on_device = staticmethod(on_device)
 
     def __init__(self, net, recipe, device):
         super().__init__(net, recipe, device)

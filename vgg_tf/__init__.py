@@ -62,7 +62,7 @@ def _import_quietly() -> None:
 _import_quietly()
 
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
-from .data import load_data_fashion_mnist  # noqa: E402
+from .data import load_data_fashion_mnist, on_device  # noqa: E402
 from .export import export_onnx  # noqa: E402
 from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block  # noqa: E402
 from .train import evaluate_accuracy, get_device, train, try_gpu  # noqa: E402

@@ -15,3 +15,9 @@ def load_data_fashion_mnist(batch_size, resize=None, seed=0, data_dir=None, trai
     """(train_iter, test_iter) over the real Fashion-MNIST, pixels in [0, 1], optionally resized (bilinear)."""
     train, test = fashion_mnist_batches(batch_size, resize, seed, "NHWC", data_dir, train_limit, test_limit)
     return DataIter(train, _tensors, verified=True), DataIter(test, _tensors, verified=True)
+
+
+def on_device(data_iter, device):
+    """``data_iter`` as a step on ``device`` is best fed: as it is here (each step moves its host batch to the
+    device; the device-resident stream is PyTorch's, the one framework whose GPU build this project measures)."""
+    return data_iter

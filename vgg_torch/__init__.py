@@ -1,7 +1,7 @@
 """VGG (and AlexNet) of *Dive into Deep Learning* in PyTorch, behind the project's common API."""
 
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp
-from .data import load_data_fashion_mnist
+from .data import load_data_fashion_mnist, on_device
 from .export import export_onnx
 from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block
 from .train import evaluate_accuracy, get_device, train, try_gpu
