@@ -29,7 +29,7 @@ from .backends import display_name, get_backend
 from .errors import ConfigError, VGGError
 from .report import fmt, format_table
 from .spec import spec
-from .training import PRECISIONS, Progress, check_precision
+from .training import Progress, check_precision
 from .weights import atomic_write, xavier_init
 
 
@@ -82,18 +82,28 @@ def _forever(batches):
         yield from batches
 
 
-def examples_per_sec(step, batches, batch_size: int, steps: int, repeats: int, warmup: int = 2) -> float:
-    """Median over ``repeats`` of examples/s of ``steps`` calls of ``step`` (after ``warmup`` calls)."""
+def examples_per_sec(
+    step, batches, batch_size: int, steps: int, repeats: int, warmup: int = 2, sync=lambda: None
+) -> float:
+    """Median over ``repeats`` of examples/s of ``steps`` calls of ``step`` (after ``warmup`` calls); ``sync()``
+    waits for a device that runs behind the host before each clock is read."""
     feed = _forever(batches)
     for _ in range(warmup):
         step(*next(feed))
     rates = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         for _ in range(steps):
             step(*next(feed))
+        sync()
         rates.append(steps * batch_size / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+# The matrix products a bench measures the peak with: fp32, TF32 (a GPU's tensor cores on float32 data; None on
+# a CPU) and bf16.
+PEAK_PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def bench_modules(name: str):
@@ -109,44 +119,62 @@ def build_net(b, bench, config, precision: str):
 
 
 def bench_backend(
-    name: str, config, batch_size: int, steps: int, repeats: int, precision: str, progress: Progress
+    name: str,
+    config,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    precision: str,
+    progress: Progress,
+    device: str = "cpu",
 ) -> dict:
-    """One backend's numbers: train and inference examples/s on the book's and the project's path, the peaks."""
+    """One backend's numbers on ``device``: train and inference examples/s on the book's and the project's path,
+    the peaks, and (on a GPU) its name and the allocator's peak memory."""
     b, bench = bench_modules(name)
+    device = b.get_device(device)
     stream, _ = b.load_data_fashion_mnist(batch_size, config.input_size, 0, None, batch_size * (steps + 2), 1)
-    memory = [next(iter(stream))]  # one real resized batch, already the framework's tensors
+    stream = b.on_device(stream, device)  # the real data as training feeds it on this device
+    memory = [next(iter(stream))]  # one real resized batch, already the framework's tensors (on a GPU, resident)
     out: dict[str, Any] = {
         "backend": name,
         "framework": display_name(name),
         "precision": precision,
-        "peak_gflops": {p: bench.matmul_gflops(p) for p in PRECISIONS},
+        "peak_gflops": {p: bench.matmul_gflops(p, device=device) for p in PEAK_PRECISIONS},
     }
+    bench.device_info(device)  # the allocator's peak counts from here
     progress.update()
+
+    def rate(step, batches):
+        return examples_per_sec(step, batches, batch_size, steps, repeats, sync=lambda: bench.synchronize(device))
+
     for path in bench.PATHS:
         p = precision if path == "project" else "fp32"
         net = build_net(b, bench, config, p)
-        step = bench.train_step(net, path, p)
-        out[f"train_{path}"] = examples_per_sec(step, memory, batch_size, steps, repeats)
+        step = bench.train_step(net, path, p, device=device)
+        out[f"train_{path}"] = rate(step, memory)
         progress.update()
         if path == "project":  # the same step fed by the real loader: resizing and conversion included
-            out["train_project_real_data"] = examples_per_sec(step, stream, batch_size, steps, repeats)
+            out["train_project_real_data"] = rate(step, stream)
             progress.update()
-        infer = bench.infer_step(net, path, p)
-        out[f"infer_{path}"] = examples_per_sec(lambda x, _y, infer=infer: infer(x), memory, batch_size, steps, repeats)
+        infer = bench.infer_step(net, path, p, device=device)
+        out[f"infer_{path}"] = rate(lambda x, _y, infer=infer: infer(x), memory)
         progress.update()
+    out.update(bench.device_info(device))
     return out
 
 
 def summarise(results: list[dict], config, batch_size: int) -> dict:
     """Derived numbers: GFLOP/s, fraction of the machine's peak, speedup over the book's path, data-path ratio."""
     s = spec(config)
-    peaks = {p: max((r["peak_gflops"][p] for r in results if r["peak_gflops"][p]), default=None) for p in PRECISIONS}
+    peaks = {
+        p: max((r["peak_gflops"][p] for r in results if r["peak_gflops"].get(p)), default=None) for p in PEAK_PRECISIONS
+    }
     for r in results:
-        peak = peaks[r["precision"]]  # None: no framework here multiplies matrices in that precision
+        peak = _peak(r["precision"], peaks)  # None: no framework here multiplies matrices in that precision
         r["train_flops_per_example"], r["infer_flops_per_example"] = s.train_flops, 2 * s.macs
         r["train_gflops"] = r["train_project"] * s.train_flops / 1e9
         r["train_fraction_of_peak"] = r["train_gflops"] / peak if peak else None
-        r["train_book_fraction_of_peak"] = r["train_book"] * s.train_flops / 1e9 / peaks["fp32"]
+        r["train_book_fraction_of_peak"] = r["train_book"] * s.train_flops / 1e9 / _peak("fp32", peaks)
         r["infer_gflops"] = r["infer_project"] * 2 * s.macs / 1e9
         r["train_speedup"] = r["train_project"] / r["train_book"]
         r["infer_speedup"] = r["infer_project"] / r["infer_book"]
@@ -158,6 +186,14 @@ def summarise(results: list[dict], config, batch_size: int) -> dict:
         "cpu": cpu_features(),
         "runs": results,
     }
+
+
+def _peak(precision: str, peaks: dict) -> float:
+    """The peak a run in ``precision`` is held to: for fp32 on a GPU, the TF32 one (cuDNN's convolutions on
+    float32 data use TF32 by default, as the book's own code runs them)."""
+    if precision == "fp32":
+        return peaks.get("tf32") or peaks["fp32"]
+    return peaks[precision]
 
 
 def _percent(fraction: float | None) -> str:
@@ -192,6 +228,7 @@ def bench_table(summary: dict) -> str:
     """The printed table: one row per backend."""
     headers = [
         "backend",
+        "device",
         "precision",
         "train ex/s (book)",
         "train ex/s",
@@ -206,6 +243,7 @@ def bench_table(summary: dict) -> str:
     rows = [
         [
             r["framework"],
+            r["device"],
             r["precision"],
             r["train_book"],
             r["train_project"],
@@ -222,11 +260,14 @@ def bench_table(summary: dict) -> str:
     peaks = ", ".join(f"{p} {fmt(v)} GFLOP/s" for p, v in summary["peak_gflops"].items() if v)
     cpu = summary.get("cpu") or {}
     features = ", ".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f") if f in cpu.get("flags", ()))
-    return (
-        format_table(headers, rows)
-        + f"\nmachine peak (best matrix product in any framework): {peaks}"
-        + f"\nCPU: {cpu.get('model', 'unknown')}, {cpu.get('cores', '?')} cores; bf16 features: {features or 'none'}"
-    )
+    gpus = [r for r in summary["runs"] if r.get("name")]
+    lines = [
+        format_table(headers, rows),
+        f"peak (best matrix product in any framework, on {summary.get('device', 'cpu')}): {peaks}",
+        *(f"GPU: {r['name']}; {r['framework']}'s allocator peak {fmt(r['peak_memory_mib'])} MiB" for r in gpus),
+        f"CPU: {cpu.get('model', 'unknown')}, {cpu.get('cores', '?')} cores; bf16 features: {features or 'none'}",
+    ]
+    return "\n".join(lines)
 
 
 def run_bench(
@@ -239,17 +280,20 @@ def run_bench(
     repeats: int,
     precision: str,
     json_path: str | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Measure every backend in turn and write the JSON (where ``json_path`` is given); return the summary.
-
-    :func:`bench_table` formats the summary for printing.
+    """Measure every backend in turn on ``device`` and write the JSON (where ``json_path`` is given); return the
+    summary. :func:`bench_table` formats the summary for printing.
     """
     check_precision(precision)
     config = make_any_config(arch, 1, 10, resize, ratio)  # VGG with the book's head, or AlexNet (ratio None)
     progress = Progress(len(backends) * 6, "[bench]")
-    results = [bench_backend(name, config, batch_size, steps, repeats, precision, progress) for name in backends]
+    results = [
+        bench_backend(name, config, batch_size, steps, repeats, precision, progress, device) for name in backends
+    ]
     progress.close()
     summary = summarise(results, config, batch_size)
+    summary["device"] = ", ".join(dict.fromkeys(r["device"] for r in results)) or device
     if json_path:
         atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
     return summary
@@ -269,7 +313,15 @@ def _memory_mib(field: str) -> float:
 
 
 def sweep_point(
-    backend: str, arch, ratio: int, size: int, batch_size: int, steps: int, repeats: int, precision: str
+    backend: str,
+    arch,
+    ratio: int,
+    size: int,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    precision: str,
+    device: str = "cpu",
 ) -> dict:
     """One point of the sweep, measured in this process: the project's training and inference speed, peak memory.
 
@@ -278,13 +330,19 @@ def sweep_point(
     """
     config = make_any_config(arch, 1, 10, size, ratio)  # as in run_bench
     b, bench = bench_modules(backend)
+    device = b.get_device(device)
     stream, _ = b.load_data_fashion_mnist(batch_size, size, 0, None, batch_size, 1)
-    memory = [next(iter(stream))]
+    memory = [next(iter(b.on_device(stream, device)))]
     baseline = _memory_mib("VmRSS")
     net = build_net(b, bench, config, precision)
-    train = examples_per_sec(bench.train_step(net, "project", precision), memory, batch_size, steps, repeats)
-    infer_step = bench.infer_step(net, "project", precision)
-    infer = examples_per_sec(lambda x, _y: infer_step(x), memory, batch_size, steps, repeats)
+    bench.device_info(device)  # the allocator's peak counts from here
+
+    def rate(step):
+        return examples_per_sec(step, memory, batch_size, steps, repeats, sync=lambda: bench.synchronize(device))
+
+    train = rate(bench.train_step(net, "project", precision, device=device))
+    infer_step = bench.infer_step(net, "project", precision, device=device)
+    infer = rate(lambda x, _y: infer_step(x))
     s = spec(config)
     return {
         "backend": backend,
@@ -301,6 +359,7 @@ def sweep_point(
         "params": s.params,
         "peak_mib": _memory_mib("VmHWM"),
         "baseline_mib": baseline,
+        **bench.device_info(device),
     }
 
 
@@ -343,6 +402,7 @@ def run_sweep(
     precision: str,
     json_path: str | None = None,
     plot_path: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Measure every backend at every point of :func:`sweep_grid`, each in a fresh process; plot, write the JSON."""
     check_precision(precision)
@@ -366,6 +426,7 @@ def run_sweep(
                     "steps": steps,
                     "repeats": repeats,
                     "precision": precision,
+                    "device": device,
                 }
             )
             points.append(result)

@@ -651,6 +651,9 @@ def _bench_onnxruntime(names: list[str], args, batch_size: int, steps: int, repe
     return row
 
 
+GPU_STEPS = 25  # `vgg bench --device cuda`: timed steps per repeat where --steps is left out
+
+
 def cmd_bench(args) -> int:
     from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS, bench_table, run_bench, run_sweep, sweep_table
 
@@ -678,7 +681,10 @@ def cmd_bench(args) -> int:
         points += [(args.resize, r) for r in args.ratios or SWEEP_DEFAULTS["ratios"]]
     for size, ratio in points:  # each network as run_bench and run_sweep build it
         check_memory(make_any_config(args.arch, 1, 10, size, ratio), batch_size)
-    steps = args.steps or defaults["steps"]
+    from .training import parse_device
+
+    gpu = parse_device(args.device)[0] == "cuda"  # a GPU step takes milliseconds: more of them per timed repeat
+    steps = args.steps or (GPU_STEPS if gpu and not args.sweep else defaults["steps"])
     repeats = args.repeats or defaults["repeats"]
     if args.workers > 1:
         if args.sweep or onnxruntime:
@@ -699,6 +705,7 @@ def cmd_bench(args) -> int:
             args.precision,
             args.json,
             plot,
+            args.device,
         )
         print(sweep_table(summary))
         print(f"plot: {plot}")
@@ -709,7 +716,16 @@ def cmd_bench(args) -> int:
         if names:
             json_path = None if onnxruntime else args.json  # with ONNX Runtime's row, written below
             summary = run_bench(
-                names, args.arch, args.ratio, args.resize, batch_size, steps, repeats, args.precision, json_path
+                names,
+                args.arch,
+                args.ratio,
+                args.resize,
+                batch_size,
+                steps,
+                repeats,
+                args.precision,
+                json_path,
+                args.device,
             )
             print(bench_table(summary))
         if onnxruntime:
@@ -953,6 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the median is shown (default {bd['repeats']}; {sw['repeats']} with --sweep)",
     )
     _add_precision(p)
+    _add_device(p)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
     p.add_argument(
         "--sweep",

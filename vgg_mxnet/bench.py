@@ -13,31 +13,51 @@ from mxnet import autograd, gluon
 
 from common.bench import best_seconds
 
-from .train import hybridize, in_precision, policy  # noqa: F401  (policy: part of every backend's bench interface)
+from .train import get_device, hybridize, in_precision, policy  # noqa: F401  (policy: every backend's bench has it)
 
 PATHS = ("book", "project")
 
 
-def matmul_gflops(precision="fp32", n=2048, repeats=5):
-    """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
-    if precision != "fp32":  # NDArray has no bfloat16 matrix product outside AMP's graphs
+def synchronize(device="cpu"):
+    """Wait until ``device`` has done the work queued on it (MXNet's engine runs behind the host)."""
+    mx.nd.waitall()
+
+
+def device_info(device="cpu"):
+    """The device's name and peak memory where MXNet reports them (it reports neither: None)."""
+    device = get_device(device)
+    return {"device": "cpu" if device.device_type == "cpu" else str(device), "name": None, "peak_memory_mib": None}
+
+
+def matmul_gflops(precision="fp32", n=None, repeats=5, device="cpu"):
+    """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported.
+
+    ``n``: 2048 on a CPU, 8192 on a GPU. Only fp32: NDArray has no bfloat16 matrix product outside AMP's
+    graphs, and MXNet has no TF32 switch.
+    """
+    device = get_device(device)
+    if precision != "fp32":
         return None
-    a, b = mx.nd.random.uniform(shape=(n, n)), mx.nd.random.uniform(shape=(n, n))
+    n = n or (2048 if device.device_type == "cpu" else 8192)
+    a, b = mx.nd.random.uniform(shape=(n, n), ctx=device), mx.nd.random.uniform(shape=(n, n), ctx=device)
     return 2 * n**3 / best_seconds(lambda: mx.nd.dot(a, b).wait_to_read(), repeats) / 1e9
 
 
-def _forward(net, path, precision):
-    """``net`` on the given path (the project's hybridizes it) and in the given precision."""
+def _forward(net, path, precision, device):
+    """``net`` on ``device``, on the given path (the project's hybridizes it) and in the given precision."""
+    net.collect_params().reset_ctx(device)
     return in_precision(hybridize(net) if path == "project" else net, precision)
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05):
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
-    forward = _forward(net, path, precision)
+    device = get_device(device)
+    forward = _forward(net, path, precision, device)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     def step(x, y):
+        x, y = x.as_in_context(device), y.as_in_context(device)
         with autograd.record():
             loss = loss_fn(forward(x), y)
         loss.backward()
@@ -47,7 +67,8 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
     return step
 
 
-def infer_step(net, path="book", precision="fp32"):
+def infer_step(net, path="book", precision="fp32", device="cpu"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
-    forward = _forward(net, path, precision)
-    return lambda x: forward(x).asnumpy()
+    device = get_device(device)
+    forward = _forward(net, path, precision, device)
+    return lambda x: forward(x.as_in_context(device)).asnumpy()

@@ -14,24 +14,54 @@ import tensorflow as tf
 
 from common.bench import best_seconds
 
-from .train import policy  # noqa: F401  (part of every backend's bench interface)
+from .train import get_device, policy  # noqa: F401  (policy: part of every backend's bench interface)
 
 PATHS = ("book", "project")
 
 
-def matmul_gflops(precision="fp32", n=2048, repeats=5):
-    """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported."""
-    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[precision]
-    a = tf.cast(tf.random.uniform((n, n)), dtype)
-    b = tf.cast(tf.random.uniform((n, n)), dtype)
+def synchronize(device="/CPU:0"):
+    """Wait until ``device`` has done the work queued on it: nothing to wait for, each step returns numbers."""
+
+
+def device_info(device="/CPU:0"):
+    """The device's name and the most memory TensorFlow's allocator has held on it since the last call."""
+    device = get_device(device)
+    if not device.startswith("/GPU"):
+        return {"device": "cpu", "name": None, "peak_memory_mib": None}
+    gpu = tf.config.list_physical_devices("GPU")[int(device.rsplit(":", 1)[1])]
+    name = tf.config.experimental.get_device_details(gpu).get("device_name")
+    peak = tf.config.experimental.get_memory_info(device.lstrip("/"))["peak"] / 2**20
+    tf.config.experimental.reset_memory_stats(device.lstrip("/"))
+    return {"device": device, "name": name, "peak_memory_mib": peak}
+
+
+def matmul_gflops(precision="fp32", n=None, repeats=5, device="/CPU:0"):
+    """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported.
+
+    ``precision``: ``"fp32"``, ``"tf32"`` (GPUs only) or ``"bf16"``; ``n``: 2048 on a CPU, 8192 on a GPU.
+    """
+    device = get_device(device)
+    gpu = device.startswith("/GPU")
+    if precision == "tf32" and not gpu:
+        return None
+    n = n or (8192 if gpu else 2048)
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
     try:
-        return 2 * n**3 / best_seconds(lambda: tf.linalg.matmul(a, b).numpy(), repeats) / 1e9
+        with tf.device(device):
+            a = tf.cast(tf.random.uniform((n, n)), dtype)
+            b = tf.cast(tf.random.uniform((n, n)), dtype)
+            return 2 * n**3 / best_seconds(lambda: tf.linalg.matmul(a, b).numpy(), repeats) / 1e9
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
         return None
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05):
+def train_step(net, path="book", precision="fp32", lr=0.05, device="/CPU:0"):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
+    device = get_device(device)
     opt = keras.optimizers.SGD(learning_rate=lr)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -43,10 +73,20 @@ def train_step(net, path="book", precision="fp32", lr=0.05):
         opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return loss
 
-    return lambda x, y: float(step(x, y))
+    def on_device(x, y):
+        with tf.device(device):
+            return float(step(x, y))
+
+    return on_device
 
 
-def infer_step(net, path="book", precision="fp32"):
+def infer_step(net, path="book", precision="fp32", device="/CPU:0"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
+    device = get_device(device)
     step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=False)
-    return lambda x: step(x).numpy()
+
+    def on_device(x):
+        with tf.device(device):
+            return step(x).numpy()
+
+    return on_device
