@@ -75,6 +75,7 @@ def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
     headers = [
         "backend",
         "device",
+        "workers",
         "params",
         "spec params",
         "MACs/example",
@@ -93,6 +94,7 @@ def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
             [
                 r["framework"],
                 r["history"].get("device"),
+                r.get("workers", 1),  # runs saved before the field was written ran in one process
                 r["params"],
                 s.params,
                 s.macs,

@@ -26,6 +26,7 @@ from common.arch import config_from_dict
 from common.checkpoint import read_checkpoint_meta
 from common.distributed import HOST, Process, check_port, free_ports, plan, run_processes, shard, worker_env
 from common.errors import ConfigError
+from common.report import compare_rows
 from common.weights import load_npz, xavier_init
 
 # The small run every engine test trains: 5 SGD steps of a 64-example global batch on real Fashion-MNIST.
@@ -189,6 +190,9 @@ def test_two_workers_make_the_one_process_run(name, tmp_path):
     load_backend(name)
     one, two = train_both(name, tmp_path, "--no-batch-norm")
     assert_same_run(one, two)
+    records = [json.loads((run / "history.json").read_text()) for run in (one, two)]
+    headers, rows = compare_rows(records)  # what vgg compare's report.md shows
+    assert [r["workers"] for r in records] == [row[headers.index("workers")] for row in rows] == [1, 2]
 
 
 def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path):
