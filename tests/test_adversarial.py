@@ -15,6 +15,7 @@ from conftest import load_backend
 from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_vgg, saved_weights
 
 from common.arch import make_config
+from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, InputError, WeightsError
 from common.spec import available_memory, check_memory, memory_needed, spec
 
@@ -255,5 +256,7 @@ def test_tf_and_mxnet_runs_killed_mid_epoch_resume_bit_for_bit(tmp_path, name):
     a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     runs = [json.loads((out / "history.json").read_text())["history"]["epochs"] for out in (whole, cut)]
+    assert [e["epoch"] for e in runs[1]] == [1, 2, 3, 4]  # each epoch exactly once
+    assert load_checkpoint(cut).state["data_epoch"] == 4  # the stream is where 4 epochs leave it
     assert [e["test_acc"] for e in runs[0]] == [e["test_acc"] for e in runs[1]]
     assert len({e["test_acc"] for e in runs[0]}) > 1  # it learned: the weights compared are not a fixed point
