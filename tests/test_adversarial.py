@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_vgg, saved_weights
+from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_in_process, run_vgg, saved_weights
 
 from common.arch import make_config
 from common.checkpoint import load_checkpoint
@@ -206,9 +206,9 @@ requires_meminfo = pytest.mark.skipif(
         ("train", "--arch", "1,1000000", "narrow the blocks of --arch"),
     ],
 )
-def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named):
+def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named, capsys):
     args = ["summary", "--backends", "all"] if command == "summary" else ["train", "--backend", "torch"]
-    done = run_vgg(*args, option, value, env=THREADS, timeout=60)  # refused in seconds: nothing was built or allocated
+    done = run_in_process(capsys, *args, option, value)  # refused in seconds: nothing was built or allocated
     line = _one_line_error(done)
     assert re.match(r"error: the network \(.*\) needs at least [\d.]+ [TP]iB of memory ", line), line
     assert re.search(r"but [\d.]+ [GMT]iB is available", line) and named in line, line

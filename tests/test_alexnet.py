@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 from adapters import forward, loss_and_gradients
-from helpers import random_weights, release_memory, run_main, run_vgg
+from helpers import random_weights, release_memory, run_in_process, run_main, run_vgg
 
 from common.arch import make_alexnet_config
 from common.backends import BACKENDS
@@ -172,8 +172,8 @@ def test_summary_agrees_across_the_three_and_the_spec(backends):
     assert "(1, 256, 5, 5)" in done.stdout and "fc8" in done.stdout
 
 
-def test_vgg_options_are_refused_for_alexnet():
-    done = run_vgg("summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
+def test_vgg_options_are_refused_for_alexnet(capsys):
+    done = run_in_process(capsys, "summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == (
         "error: --ratio, --batch-norm change VGG only; AlexNet is the book's network as written: leave them out"

@@ -8,7 +8,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import run_main, run_vgg
+from helpers import run_in_process, run_main, run_vgg
 
 from common.arch import make_config
 from common.backends import BACKENDS
@@ -40,8 +40,8 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends):
         (["bench", "--sweep", "--ratios", "4,x"], "argument --ratios: expected a int, got 'x'"),
     ],
 )
-def test_bad_input_is_one_message_and_a_non_zero_exit(args, message):
-    done = run_vgg(*args)
+def test_bad_input_is_one_message_and_a_non_zero_exit(args, message, capsys):
+    done = run_in_process(capsys, *args)
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -117,11 +117,11 @@ def test_convert_round_trips_a_trained_model_through_every_framework(backends, t
         (["evaluate", "{tmp}/pickle.pt"], "it was not loaded (loading it could run code)"),
     ],
 )
-def test_model_files_bad_input(args, message, tmp_path, backends):
+def test_model_files_bad_input(args, message, tmp_path, backends, capsys):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
     config = make_config(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
     save_npz(tmp_path / "a.npz", config, xavier_init(config), "torch", "")  # a valid file of no framework
-    done = run_vgg(*[a.format(tmp=tmp_path) for a in args])
+    done = run_in_process(capsys, *[a.format(tmp=tmp_path) for a in args])
     assert done.returncode != 0
     assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "ran").exists()  # a pickle payload in a model file never runs
