@@ -8,6 +8,7 @@ built on PyTorch's meta device (``adapters.torch.build_abstract``).
 
 from __future__ import annotations
 
+import gc
 import os
 
 # Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
@@ -15,7 +16,7 @@ import os
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 import pytest  # noqa: E402
-from helpers import release_memory, resident_mib  # noqa: E402
+from helpers import release_memory  # noqa: E402
 
 from common.backends import BACKENDS, get_backend, is_available  # noqa: E402
 
@@ -58,25 +59,23 @@ def build():
     nets.clear()
 
 
-# Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection. A test
-# after which the process holds this many MiB more than after the last release has its garbage collected at
-# once. Relative, not absolute: a full collection with three frameworks loaded takes over half a second, and
-# once the heavy modules have run the process can stay above an absolute bound, which then costs that after
-# every test.
-RELEASE_AFTER_GROWTH_MIB = 300
-_resident_after_release = [0]
+# Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection, and the
+# frameworks' threads leave freed memory in their own malloc arenas. Both are released after every test (a test
+# starts from what is alive, not from what the last one dropped: a 224 px network's transient peak comes on top).
+# A full collection with the three frameworks loaded takes over half a second, so what survives a test's release
+# is frozen (gc.freeze: left out of later collections) until its module ends: each test's release then looks
+# only at the objects made since, and the module's release at everything again, its fixtures' networks included.
 
 
 @pytest.fixture(autouse=True)
-def _release_memory_after_a_heavy_test():
+def _release_memory_after_each_test():
     yield
-    if resident_mib() > _resident_after_release[0] + RELEASE_AFTER_GROWTH_MIB:
-        release_memory()
-        _resident_after_release[0] = resident_mib()
+    release_memory()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_memory_after_each_module():
     yield
+    gc.unfreeze()
     release_memory()
-    _resident_after_release[0] = resident_mib()
