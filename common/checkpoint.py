@@ -171,7 +171,7 @@ class Snapshot:
 def save_checkpoint(path: str | os.PathLike, snapshot: Snapshot) -> Path:
     """Write a checkpoint atomically: the previous one stays readable until the new one is complete."""
     s = snapshot
-    weights = check_weights(s.config, s.weights)
+    weights = check_weights(s.config, s.weights, copy=False)
     meta = {
         "format": FORMAT,
         "version": VERSION,

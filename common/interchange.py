@@ -117,7 +117,7 @@ def save_safetensors(
 ) -> Path:
     """Write canonical weights and their metadata to a ``.safetensors`` file, atomically."""
     numpy_api = require("safetensors.numpy", "writing .safetensors weights")
-    weights = check_weights(config, weights)
+    weights = check_weights(config, weights, copy=False)
     meta = make_meta(config, source, source_version, **(extra or {}))
     data = numpy_api.save({k: np.ascontiguousarray(v) for k, v in weights.items()}, metadata=meta_strings(meta))
     return atomic_write(path, lambda f: f.write(data))

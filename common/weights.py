@@ -26,8 +26,13 @@ VERSION = 1
 META_KEY = "__meta__"
 
 
-def check_weights(config: NetConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every canonical parameter present with its canonical shape, nothing extra; float32 copies back."""
+def check_weights(config: NetConfig, weights: dict[str, np.ndarray], copy: bool = True) -> dict[str, np.ndarray]:
+    """Every canonical parameter present with its canonical shape, nothing extra; float32 copies back.
+
+    ``copy=False``: an array that is float32 already comes back as it is, not copied; for callers that only read
+    the arrays (an import copies them into the framework, a save writes them), so that a network's worth of
+    weights is not held twice.
+    """
     expected = spec(config).param_shapes()
     for name, shape in expected.items():
         if name not in weights:
@@ -53,7 +58,7 @@ def check_weights(config: NetConfig, weights: dict[str, np.ndarray]) -> dict[str
         array = np.asarray(weights[name])
         if not np.issubdtype(array.dtype, np.floating):
             raise WeightsError(f"parameter {name} has dtype {array.dtype}; expected floating point")
-        out[name] = array.astype(np.float32)
+        out[name] = array.astype(np.float32, copy=copy)
     return out
 
 
@@ -106,6 +111,23 @@ def from_canonical(array: np.ndarray, layout: str | None, config: NetConfig | No
     return array
 
 
+# Values drawn at a time in float64 before they are stored in float32.
+_DRAW_CHUNK = 1 << 20
+
+
+def _uniform_float32(rng: np.random.Generator, limit: float, shape: tuple[int, ...]) -> np.ndarray:
+    """``rng.uniform(-limit, limit, shape).astype(np.float32)``, the same values, without the float64 whole.
+
+    Drawn in chunks (the generator gives the same sequence in pieces), so the largest layer (fc1 of the book's
+    VGG, 103 M values) does not need a transient 800 MB float64 array beside its 400 MB result.
+    """
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _DRAW_CHUNK):
+        flat[start : start + _DRAW_CHUNK] = rng.uniform(-limit, limit, size=min(_DRAW_CHUNK, flat.size - start))
+    return out
+
+
 def xavier_init(config: NetConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """The recipe's starting weights, drawn from one seeded generator in canonical order.
 
@@ -118,7 +140,7 @@ def xavier_init(config: NetConfig, seed: int = 0) -> dict[str, np.ndarray]:
         if name.endswith(".weight") and len(shape) > 1:
             receptive = int(np.prod(shape[2:]))
             limit = np.sqrt(6.0 / (shape[0] * receptive + shape[1] * receptive))
-            out[name] = rng.uniform(-limit, limit, size=shape).astype(np.float32)
+            out[name] = _uniform_float32(rng, limit, shape)
         elif name.endswith((".weight", ".running_var")):
             out[name] = np.ones(shape, np.float32)
         else:
@@ -353,7 +375,7 @@ def save_npz(
     extra: dict | None = None,
 ) -> Path:
     """Write canonical weights and their metadata atomically."""
-    weights = check_weights(config, weights)
+    weights = check_weights(config, weights, copy=False)
     meta = make_meta(config, source, source_version, **(extra or {}))
     arrays = {**weights, META_KEY: np.array(json.dumps(meta))}
     return atomic_write(path, lambda f: np.savez(f, **arrays))

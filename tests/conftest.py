@@ -8,6 +8,7 @@ built on PyTorch's meta device (``adapters.torch.build_abstract``).
 
 from __future__ import annotations
 
+import gc
 import os
 
 # Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
@@ -15,7 +16,7 @@ import os
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 import pytest  # noqa: E402
-from helpers import release_memory, resident_mib  # noqa: E402
+from helpers import release_memory  # noqa: E402
 
 from common.backends import BACKENDS, get_backend, is_available  # noqa: E402
 
@@ -58,19 +59,23 @@ def build():
     nets.clear()
 
 
-# Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection. A test
-# that leaves the process above this many MiB has its garbage collected at once.
-RELEASE_ABOVE_MIB = 1200
+# Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection, and the
+# frameworks' threads leave freed memory in their own malloc arenas. Both are released after every test (a test
+# starts from what is alive, not from what the last one dropped: a 224 px network's transient peak comes on top).
+# A full collection with the three frameworks loaded takes over half a second, so what survives a test's release
+# is frozen (gc.freeze: left out of later collections) until its module ends: each test's release then looks
+# only at the objects made since, and the module's release at everything again, its fixtures' networks included.
 
 
 @pytest.fixture(autouse=True)
-def _release_memory_after_a_heavy_test():
+def _release_memory_after_each_test():
     yield
-    if resident_mib() > RELEASE_ABOVE_MIB:
-        release_memory()
+    release_memory()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_memory_after_each_module():
     yield
+    gc.unfreeze()
     release_memory()

@@ -174,6 +174,20 @@ def run_main(capsys, *args) -> str:
     return out
 
 
+def run_in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """One `vgg` command in this process, whatever its exit status: what :func:`run_vgg` gives, without a new
+    process (and its framework imports). For tests of what a command says and returns, not of how a process
+    behaves (signals, process groups, a framework's own output on file descriptor 2, imports)."""
+    from common.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's errors: usage and message on stderr, exit 2
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["vgg", *map(str, args)], code, out, err)
+
+
 _OWN_PROCESS = "VGG_TEST_IN_ITS_OWN_PROCESS"
 
 

@@ -12,9 +12,10 @@ import re
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_vgg, saved_weights
+from helpers import ONE_THREAD, SHORT_RUN, TINY, killed_and_resumed, run_in_process, run_vgg, saved_weights
 
 from common.arch import make_config
+from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, InputError, WeightsError
 from common.spec import available_memory, check_memory, memory_needed, spec
 
@@ -205,9 +206,9 @@ requires_meminfo = pytest.mark.skipif(
         ("train", "--arch", "1,1000000", "narrow the blocks of --arch"),
     ],
 )
-def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named):
+def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named, capsys):
     args = ["summary", "--backends", "all"] if command == "summary" else ["train", "--backend", "torch"]
-    done = run_vgg(*args, option, value, env=THREADS, timeout=60)  # refused in seconds: nothing was built or allocated
+    done = run_in_process(capsys, *args, option, value)  # refused in seconds: nothing was built or allocated
     line = _one_line_error(done)
     assert re.match(r"error: the network \(.*\) needs at least [\d.]+ [TP]iB of memory ", line), line
     assert re.search(r"but [\d.]+ [GMT]iB is available", line) and named in line, line
@@ -255,5 +256,7 @@ def test_tf_and_mxnet_runs_killed_mid_epoch_resume_bit_for_bit(tmp_path, name):
     a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     runs = [json.loads((out / "history.json").read_text())["history"]["epochs"] for out in (whole, cut)]
+    assert [e["epoch"] for e in runs[1]] == [1, 2, 3, 4]  # each epoch exactly once
+    assert load_checkpoint(cut).state["data_epoch"] == 4  # the stream is where 4 epochs leave it
     assert [e["test_acc"] for e in runs[0]] == [e["test_acc"] for e in runs[1]]
     assert len({e["test_acc"] for e in runs[0]}) > 1  # it learned: the weights compared are not a fixed point

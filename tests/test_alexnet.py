@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 from adapters import forward, loss_and_gradients
-from helpers import random_weights, run_vgg
+from helpers import random_weights, release_memory, run_in_process, run_main, run_vgg
 
 from common.arch import make_alexnet_config
 from common.backends import BACKENDS
@@ -99,22 +99,28 @@ def test_loss_and_gradients_agree(backends):
     # flipped sign; on this 224 px batch such flips put Keras' conv1 gradient 4.4e-3 off PyTorch's, the other
     # layers within 2e-6. So the bound is 1e-2 of each gradient's norm: above a flip or two, and far below what
     # a real error gives (a transposed kernel, a mis-permuted fc6 or a wrong padding: O(1)).
+    # Memory: each framework's network and gradients (190 MB each) are dropped before the next is built; only
+    # PyTorch's gradients, the reference, are kept.
     config = dict(dropout=0.0)
     rng = np.random.default_rng(13)
     x, y = rng.random((4, 1, 224, 224), dtype=np.float32), rng.integers(0, 10, 4)
-    results, weights = {}, None
-    for n, b in backends.items():
-        net = b.alexnet(**config)
-        weights = weights or random_weights(net.config, seed=14)
-        b.import_weights(net, weights)
-        results[n] = loss_and_gradients(b, net, x, y)
-    ref_loss, ref_grads = results["torch"]
+    weights = random_weights(make_alexnet_config(**config), seed=14)
+
+    def loss_and_gradients_of(n):
+        b = backends[n]
+        result = loss_and_gradients(b, b.import_weights(b.alexnet(**config), weights), x, y)
+        release_memory()  # the network, cyclic garbage in Keras and Gluon
+        return result
+
+    ref_loss, ref_grads = loss_and_gradients_of("torch")
     assert sorted(ref_grads) == sorted(spec(make_alexnet_config(**config)).param_shapes())
-    for n, (loss, grads) in results.items():
+    for n in backends:
+        loss, grads = (ref_loss, ref_grads) if n == "torch" else loss_and_gradients_of(n)
         assert loss == pytest.approx(ref_loss, rel=1e-5), n
         for key, g in ref_grads.items():
             err = np.linalg.norm(grads[key] - g) / max(np.linalg.norm(g), 1e-12)
             assert err <= 1e-2, f"{n} gradient of {key}: relative error {err:.2e}"
+        del loss, grads
 
 
 def test_one_sgd_step_on_real_data_leaves_the_same_weights(backends):
@@ -166,15 +172,15 @@ def test_summary_agrees_across_the_three_and_the_spec(backends):
     assert "(1, 256, 5, 5)" in done.stdout and "fc8" in done.stdout
 
 
-def test_vgg_options_are_refused_for_alexnet():
-    done = run_vgg("summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
+def test_vgg_options_are_refused_for_alexnet(capsys):
+    done = run_in_process(capsys, "summary", "--arch", "alexnet", "--ratio", "4", "--batch-norm")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == (
         "error: --ratio, --batch-norm change VGG only; AlexNet is the book's network as written: leave them out"
     )
 
 
-def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, tmp_path):
+def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, tmp_path, capsys):
     done = run_vgg(
         "compare",
         "--arch",
@@ -201,11 +207,11 @@ def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, t
         )
         assert np.isfinite(r["history"]["epochs"][0]["loss"])
     assert (tmp_path / "report.md").read_text().startswith("# AlexNet on Fashion-MNIST in 3 frameworks")
-    # the trained PyTorch model moves to Keras and keeps its accuracy there
-    moved = run_vgg("convert", tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5", "--to", "tf")
-    assert moved.returncode == 0, moved.stderr
+    # the trained PyTorch model moves to Keras and keeps its accuracy there (in this process: the frameworks are
+    # loaded already)
+    run_main(capsys, "convert", tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5", "--to", "tf")
     accs = [
-        run_vgg("evaluate", str(path), "--test-limit", "128").stdout.split("test acc ")[1].split()[0]
+        run_main(capsys, "evaluate", path, "--test-limit", "128").split("test acc ")[1].split()[0]
         for path in (tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5")
     ]
     assert accs[0] == accs[1]

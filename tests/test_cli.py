@@ -8,7 +8,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import run_main, run_vgg
+from helpers import run_in_process, run_main, run_vgg
 
 from common.arch import make_config
 from common.backends import BACKENDS
@@ -40,8 +40,8 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends):
         (["bench", "--sweep", "--ratios", "4,x"], "argument --ratios: expected a int, got 'x'"),
     ],
 )
-def test_bad_input_is_one_message_and_a_non_zero_exit(args, message):
-    done = run_vgg(*args)
+def test_bad_input_is_one_message_and_a_non_zero_exit(args, message, capsys):
+    done = run_in_process(capsys, *args)
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -117,11 +117,11 @@ def test_convert_round_trips_a_trained_model_through_every_framework(backends, t
         (["evaluate", "{tmp}/pickle.pt"], "it was not loaded (loading it could run code)"),
     ],
 )
-def test_model_files_bad_input(args, message, tmp_path, backends):
+def test_model_files_bad_input(args, message, tmp_path, backends, capsys):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
     config = make_config(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
     save_npz(tmp_path / "a.npz", config, xavier_init(config), "torch", "")  # a valid file of no framework
-    done = run_vgg(*[a.format(tmp=tmp_path) for a in args])
+    done = run_in_process(capsys, *[a.format(tmp=tmp_path) for a in args])
     assert done.returncode != 0
     assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "ran").exists()  # a pickle payload in a model file never runs
@@ -137,13 +137,12 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-# One step, measured once, of a small network: what the bench tests time.
-QUICK_BENCH = ["--resize", "32", "--ratio", "8", "--steps", "1", "--repeats", "1"]
+# One step of 16 examples, measured once, of a small network: what the bench tests time.
+QUICK_BENCH = ["--resize", "32", "--ratio", "8", "--batch-size", "16", "--steps", "1", "--repeats", "1"]
 
 
-def test_bench_measures_every_backend_side_by_side(backends, tmp_path):
-    done = run_vgg("bench", *QUICK_BENCH, "--json", tmp_path / "bench.json")
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_bench_measures_every_backend_side_by_side(backends, tmp_path, capsys):
+    out = run_main(capsys, "bench", *QUICK_BENCH, "--json", tmp_path / "bench.json")  # the frameworks are loaded
     summary = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in summary["runs"]] == list(BACKENDS)
     assert summary["peak_gflops"]["fp32"] > 1
@@ -152,7 +151,7 @@ def test_bench_measures_every_backend_side_by_side(backends, tmp_path):
             assert r[key] > 0, key
         assert r["train_speedup"] == pytest.approx(r["train_project"] / r["train_book"])
         assert 0 < r["train_fraction_of_peak"] < 1.5  # measured, not assumed
-    assert "PyTorch" in done.stdout and "peak (best matrix product in any framework, on cpu)" in done.stdout
+    assert "PyTorch" in out and "peak (best matrix product in any framework, on cpu)" in out
 
 
 def test_bench_sweep_measures_every_point_in_its_own_process(tmp_path):

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ENV, ROOT, run_vgg
+from helpers import ENV, ROOT, run_in_process, run_vgg
 
 from common.arch import make_alexnet_config, make_config
 from common.conform import Variant, conform, plan_layers, probe_images, probe_weights, run_layers
@@ -356,19 +356,19 @@ def test_what_cannot_be_inferred_is_asked_for():
     ],
     ids=["factory-raises", "no-module", "other-architecture", "unknown-file"],
 )
-def test_bad_models_are_one_line_and_exit_2(model, says):
+def test_bad_models_are_one_line_and_exit_2(model, says, capsys):
     load_backend("torch")
-    done = run_vgg("conform", model, env=CONFORM_ENV, timeout=300)
+    done = run_in_process(capsys, "conform", model)
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and says in done.stderr
     if "architecture" in says:
         assert "--arch" in done.stderr
 
 
-def test_a_file_that_is_no_model_is_one_line(tmp_path):
+def test_a_file_that_is_no_model_is_one_line(tmp_path, capsys):
     bad = tmp_path / "weights.onnx"
     bad.write_bytes(b"\x00 not protobuf at all" * 10)
-    done = run_vgg("conform", bad, env=CONFORM_ENV, timeout=300)
+    done = run_in_process(capsys, "conform", bad)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "is not a readable ONNX model" in done.stderr
 

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import TINY, run_vgg
+from helpers import TINY, run_in_process
 
 from common.data import DataIter
 from common.errors import TrainingDiverged
@@ -93,12 +93,12 @@ def test_a_loss_read_later_still_names_its_step():
         fit(_trainer(4, torch.vgg(**TINY)), _nan_from(train_iter, 2), test_iter, verbose=False)
 
 
-def test_bench_records_the_device_of_every_run(tmp_path):
+def test_bench_records_the_device_of_every_run(tmp_path, capsys):
     load_backend("torch")
-    quick = ["--backends", "torch", "--resize", "32", "--ratio", "8", "--steps", "1", "--repeats", "1"]
-    done = run_vgg("bench", *quick, "--device", "cpu", "--json", tmp_path / "bench.json")
+    quick = ["--backends", "torch", "--resize", "32", "--ratio", "8", "--batch-size", "16", "--steps", "1"]
+    done = run_in_process(capsys, "bench", *quick, "--repeats", "1", "--device", "cpu", "--json", tmp_path / "b.json")
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / "bench.json").read_text())
+    summary = json.loads((tmp_path / "b.json").read_text())
     (run,) = summary["runs"]
     assert summary["device"] == run["device"] == "cpu" and run["name"] is None
     assert set(run["peak_gflops"]) == {"fp32", "tf32", "bf16"} and run["peak_gflops"]["tf32"] is None  # a GPU's
@@ -106,12 +106,12 @@ def test_bench_records_the_device_of_every_run(tmp_path):
     assert "peak (best matrix product in any framework, on cpu)" in done.stdout
 
 
-def test_bench_on_a_gpu_this_framework_cannot_see_is_one_line(tmp_path):
+def test_bench_on_a_gpu_this_framework_cannot_see_is_one_line(capsys):
     load_backend("torch")
     import torch
 
     gpus = torch.cuda.device_count()  # one past the last GPU: none here, so plain "cuda" on a CPU machine
-    done = run_vgg("bench", "--backends", "torch", "--resize", "32", "--device", f"cuda:{gpus}")
+    done = run_in_process(capsys, "bench", "--backends", "torch", "--resize", "32", "--device", f"cuda:{gpus}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     said = f"device cuda:{gpus} was asked for, but PyTorch sees {gpus} GPU(s)"
     assert said in done.stderr.strip().splitlines()[-1]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import kill_group, run_vgg, start_vgg
+from helpers import kill_group, run_in_process, run_vgg, start_vgg
 
 from common import distributed
 from common.arch import config_from_dict
@@ -115,12 +115,12 @@ def test_a_killed_process_stops_the_others_at_once():
 # --- the command line: errors before any worker starts ----------------------------------------------------
 
 
-def test_a_port_in_use_is_one_line(tmp_path):
+def test_a_port_in_use_is_one_line(tmp_path, capsys):
     with socket.socket() as s:
         s.bind((HOST, 0))
         s.listen()
         port = s.getsockname()[1]
-        done = run_vgg("train", "--backend", "torch", "--workers", "2", "--port", port, *SMALL, timeout=60, **GROUP)
+        done = run_in_process(capsys, "train", "--backend", "torch", "--workers", "2", "--port", port, *SMALL)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert (
         done.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use (Address already in use); give "
@@ -136,8 +136,8 @@ def test_a_port_in_use_is_one_line(tmp_path):
         (["--workers", "2", "--sync-bn", "--no-batch-norm"], "--sync-bn synchronizes batch norm: add --batch-norm"),
     ],
 )
-def test_a_worker_count_the_run_cannot_use_is_one_line(args, message):
-    done = run_vgg("train", "--backend", "torch", *SMALL, *args, timeout=120, **GROUP)
+def test_a_worker_count_the_run_cannot_use_is_one_line(args, message, capsys):
+    done = run_in_process(capsys, "train", "--backend", "torch", *SMALL, *args)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
@@ -341,7 +341,7 @@ def test_bench_measures_one_and_two_processes_beside_the_model():
     assert rows[1][6].endswith("%") and 0 < int(rows[1][6][:-1]) <= 100  # the model's efficiency for 2
 
 
-def test_bench_workers_refuses_a_sweep():
-    done = run_vgg("bench", "--backends", "torch", "--workers", "2", "--sweep", timeout=120)
+def test_bench_workers_refuses_a_sweep(capsys):
+    done = run_in_process(capsys, "bench", "--backends", "torch", "--workers", "2", "--sweep")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--workers measures data-parallel training alone" in done.stderr.strip().splitlines()[-1]

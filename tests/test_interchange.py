@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from adapters import forward
 from conftest import IN_CI, load_backend
-from helpers import TINY, random_weights, run_main, run_vgg
+from helpers import TINY, random_weights, run_in_process, run_main
 
 from common.arch import make_any_config
 from common.backends import BACKENDS
@@ -382,7 +382,7 @@ def test_an_onnx_model_of_another_configuration_is_refused(small_onnx):
 # --- the `vgg` command ----------------------------------------------------------------------------------------
 
 
-def test_vgg_command_bad_files_are_one_line_and_a_non_zero_exit(small_onnx, tmp_path):
+def test_vgg_command_bad_files_are_one_line_and_a_non_zero_exit(small_onnx, tmp_path, capsys):
     onnx_file, onnx_message = bad_onnx("truncated", small_onnx, tmp_path)
     st_file, st_message = bad_safetensors("extra-tensor", tmp_path)
     foreign, foreign_message = bad_onnx("no-metadata", small_onnx, tmp_path)
@@ -392,7 +392,7 @@ def test_vgg_command_bad_files_are_one_line_and_a_non_zero_exit(small_onnx, tmp_
         (["convert", st_file, tmp_path / "w.npz"], st_message),
         (["convert", small_onnx[1], tmp_path / "w.npz"], "is an ONNX model: ONNX is a format to export to"),
     ]:
-        done = run_vgg(*args)
+        done = run_in_process(capsys, *args)
         assert done.returncode != 0, args
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr

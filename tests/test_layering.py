@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_vgg
+from helpers import ROOT, run_in_process
 
 from common.arch import make_alexnet_config, make_any_config, make_config
 from common.backends import BACKENDS, is_available
@@ -42,34 +42,34 @@ def any_backend() -> str:
     ],
     ids=["compare-resize", "summary-input-size", "alexnet-resize"],
 )
-def test_a_too_small_input_names_the_commands_option(args, option):
-    done = run_vgg(*args, timeout=300)
+def test_a_too_small_input_names_the_commands_option(args, option, capsys):
+    done = run_in_process(capsys, *args)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert "is too small" in done.stderr and option in done.stderr
 
 
-def test_train_with_too_small_a_resize_names_resize():
-    done = run_vgg("train", "--backend", any_backend(), "--resize", "8", timeout=300)
+def test_train_with_too_small_a_resize_names_resize(capsys):
+    done = run_in_process(capsys, "train", "--backend", any_backend(), "--resize", "8")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: input_size 8 is too small") and "minimum is 32" in done.stderr
     assert "(--resize 32 or more)" in done.stderr
 
 
-def test_train_with_a_vgg_only_option_for_alexnet_names_the_option():
-    done = run_vgg("train", "--backend", any_backend(), "--arch", "alexnet", "--fc-hidden", "512", timeout=300)
+def test_train_with_a_vgg_only_option_for_alexnet_names_the_option(capsys):
+    done = run_in_process(capsys, "train", "--backend", any_backend(), "--arch", "alexnet", "--fc-hidden", "512")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: --fc-hidden changes VGG only") and "fc_hidden" not in done.stderr
 
 
-def test_a_bad_fc_hidden_is_refused_by_its_option_name():
-    done = run_vgg("summary", "--backends", "torch", "--fc-hidden", "0", timeout=300)
+def test_a_bad_fc_hidden_is_refused_by_its_option_name(capsys):
+    done = run_in_process(capsys, "summary", "--backends", "torch", "--fc-hidden", "0")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "argument --fc-hidden: must be > 0, got 0" in done.stderr
 
 
-def test_suggested_values_become_options_booleans_included():
-    done = run_vgg("summary", "--backends", "torch", "--arch", "vgg11_lrn", "--batch-norm", timeout=300)
+def test_suggested_values_become_options_booleans_included(capsys):
+    done = run_in_process(capsys, "summary", "--backends", "torch", "--arch", "vgg11_lrn", "--batch-norm")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "use --arch vgg11 with --batch-norm instead" in done.stderr and "batch_norm" not in done.stderr
 

@@ -58,14 +58,8 @@ def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_
     assert [e["epoch"] for e in _history(cut)] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("name", ["tf", "mxnet"])
-def test_tf_and_mxnet_runs_killed_mid_epoch_resume_without_repeating_or_skipping(tmp_path, name):
-    load_backend(name)
-    whole, cut, _, _ = killed_and_resumed(tmp_path, name, SHORT_RUN, env=ONE_THREAD)
-    epochs = _history(cut)
-    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
-    assert load_checkpoint(cut).state["data_epoch"] == 4  # the stream is where 4 epochs leave it
-    assert epochs[-1]["test_acc"] == pytest.approx(_history(whole)[-1]["test_acc"], abs=0.02)
+# Keras and Gluon runs killed mid-epoch: test_adversarial.py, which holds them to the uninterrupted run bit for
+# bit (each epoch once, the data stream where N epochs leave it, the same weights and accuracies).
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):

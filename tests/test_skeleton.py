@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_vgg
+from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_in_process, run_vgg
 
 from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError, TrainingDiverged
@@ -102,8 +102,8 @@ def test_a_logged_run_shows_progress_between_epoch_lines(tmp_path):
 
 
 @pytest.mark.parametrize("seed", ["-1", "1180591620717411303424"])
-def test_a_seed_out_of_range_is_one_line(seed):
-    run = run_vgg("train", "--backend", "torch", "--seed", seed, "--epochs", "1", timeout=300)
+def test_a_seed_out_of_range_is_one_line(seed, capsys):
+    run = run_in_process(capsys, "train", "--backend", "torch", "--seed", seed, "--epochs", "1")
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "seed must be a whole number from 0 to 4294967295" in run.stderr.strip().splitlines()[-1]
 
@@ -123,17 +123,13 @@ def test_saved_files_get_the_mode_of_any_new_file(tmp_path, backend):
     assert modes == {"checkpoint.npz": 0o640, "weights.npz": 0o640, "plain.txt": 0o640}
 
 
-def test_a_finished_run_can_be_extended_but_not_shortened(tmp_path):
-    first = run_vgg("train", *RUN, "--epochs", "1", "--out", tmp_path, env=ONE_OMP_THREAD, timeout=300)
+def test_a_finished_run_can_be_extended_but_not_shortened(tmp_path, capsys):
+    first = run_in_process(capsys, "train", *RUN, "--epochs", "1", "--out", tmp_path)
     assert first.returncode == 0, first.stderr
-    shorter = run_vgg(
-        "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "0", env=ONE_OMP_THREAD, timeout=300
-    )
+    shorter = run_in_process(capsys, "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "0")
     assert shorter.returncode != 0 and "Traceback" not in shorter.stderr
     assert "has already trained 1 epochs" in shorter.stderr.strip().splitlines()[-1]
-    longer = run_vgg(
-        "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "2", env=ONE_OMP_THREAD, timeout=300
-    )
+    longer = run_in_process(capsys, "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "2")
     assert longer.returncode == 0, longer.stderr
     assert "resuming from" in longer.stdout and "after epoch 1 of 2" in longer.stdout
     history = json.loads((tmp_path / "history.json").read_text())
@@ -175,17 +171,15 @@ def test_each_backend_places_a_run_where_it_is_asked(backend):
 
 
 @pytest.mark.parametrize("device, message", [("tpu", "unknown device 'tpu'"), ("cuda:7", "device cuda:7 was asked")])
-def test_a_device_that_cannot_be_had_is_one_line_before_any_work(tmp_path, device, message):
-    run = run_vgg(
-        "train", *RUN, "--epochs", "1", "--device", device, "--out", tmp_path / "run", env=ONE_OMP_THREAD, timeout=300
-    )
+def test_a_device_that_cannot_be_had_is_one_line_before_any_work(tmp_path, device, message, capsys):
+    run = run_in_process(capsys, "train", *RUN, "--epochs", "1", "--device", device, "--out", tmp_path / "run")
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert message in run.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
-def test_train_says_where_it_runs(tmp_path):
-    run = run_vgg("train", *RUN, "--epochs", "1", "--device", "cpu", "--out", tmp_path, env=ONE_OMP_THREAD, timeout=300)
+def test_train_says_where_it_runs(tmp_path, capsys):
+    run = run_in_process(capsys, "train", *RUN, "--epochs", "1", "--device", "cpu", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "on cpu" in run.stdout.splitlines()[0]
     assert json.loads((tmp_path / "history.json").read_text())["history"]["device"] == "cpu"

@@ -49,7 +49,7 @@ def export_weights(net):
 
 def import_weights(net, weights):
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
-    weights = check_weights(net.config, weights)
+    weights = check_weights(net.config, weights, copy=False)
     params = _params(net)
     for name, array in weights.items():
         params[name].set_data(mx.nd.array(array, dtype=array.dtype))

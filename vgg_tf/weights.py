@@ -63,7 +63,7 @@ def export_weights(net):
 
 def import_weights(net, weights):
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
-    weights = check_weights(net.config, weights)
+    weights = check_weights(net.config, weights, copy=False)
     variables = _variables(net)
     converted = {
         name: np.ascontiguousarray(from_canonical(array, variables[name][1], net.config))

@@ -37,11 +37,11 @@ def export_weights(net):
 
 def import_weights(net, weights):
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
-    weights = check_weights(net.config, weights)
+    weights = check_weights(net.config, weights, copy=False)
     state = net.state_dict()
     with torch.no_grad():
         for name, array in weights.items():
-            state[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+            state[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))  # copied if read-only
     return net
 
 
