@@ -26,6 +26,7 @@ def _evaluate(capsys, path):
     [b"", b"\x00\x01 random bytes \xff" * 10, json.dumps({"state_dict": {}}).encode(), pickle.dumps({"meta": 1})],
     ids=["empty", "random", "json", "pickle"],
 )
+@pytest.mark.filterwarnings("error")  # a framework's warning would be a second line beside the refusal
 def test_a_pt_file_that_is_not_a_model_is_one_line_without_advice_to_run_code(tmp_path, capsys, content):
     load_backend("torch")
     path = tmp_path / "model.pt"
