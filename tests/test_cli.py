@@ -47,8 +47,7 @@ def test_bad_input_is_one_message_and_a_non_zero_exit(args, message, capsys):
 
 
 def test_compare_end_to_end_writes_report_plot_and_json(backends, tmp_path):
-    args = [*TINY_CLI, "--epochs", "2", "--train-limit", "1024", "--test-limit", "512", "--out", tmp_path]
-    done = run_vgg("compare", *args)
+    done = run_vgg("compare", "--epochs", "2", "--train-limit", "1024", "--test-limit", "512", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["backend"] for r in results["runs"]] == list(BACKENDS)
