@@ -141,14 +141,17 @@ def interrupt_after_first_checkpoint(out: Path, sig: int, *args, env: dict | Non
     return proc.returncode, err
 
 
-def killed_and_resumed(tmp_path: Path, backend: str, run: list, env: dict | None = None):
+def killed_and_resumed(tmp_path: Path, backend: str, run: list, env: dict | None = None, capsys=None):
     """`vgg train --backend BACKEND RUN` twice: whole into tmp_path/whole, and into tmp_path/cut killed (SIGKILL)
     in the epoch after its first checkpoint, then resumed there.
 
-    The two folders, the epoch the killed run had saved, and the resumed run (which must have exited 0).
+    With ``capsys``, the whole run, the reference, runs in this process (the caller makes it compute as a `vgg`
+    process with ``env`` does: the same thread count). The two folders, the epoch the killed run had saved, and
+    the resumed run (which must have exited 0).
     """
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    done = run_vgg("train", "--backend", backend, "--out", whole, *run, env=env, timeout=120)
+    args = ["train", "--backend", backend, "--out", whole, *run]
+    done = run_in_process(capsys, *args) if capsys else run_vgg(*args, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", backend, *run, env=env)
     assert rc == -signal.SIGKILL

@@ -190,9 +190,9 @@ def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, t
         "--epochs",
         "1",
         "--train-limit",
-        "256",
-        "--test-limit",
         "128",
+        "--test-limit",
+        "64",
         "--out",
         str(tmp_path),
     )

@@ -8,7 +8,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import run_in_process, run_main, run_vgg
+from helpers import TINY_CLI, run_in_process, run_main, run_vgg
 
 from common.arch import make_config
 from common.backends import BACKENDS
@@ -70,10 +70,7 @@ def test_convert_round_trips_a_trained_model_through_every_framework(backends, t
         "torch",
         "--out",
         tmp_path / "run",
-        "--ratio",
-        "8",
-        "--resize",
-        "32",
+        *TINY_CLI,
         "--epochs",
         "1",
         "--train-limit",

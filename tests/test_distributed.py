@@ -171,14 +171,18 @@ def assert_same_run(one: Path, many: Path, rtol=1e-5) -> None:
         assert ea["test_acc"] == eb["test_acc"]
 
 
-def train_both(backend, tmp_path, *extra, workers=2, sync_bn=False) -> tuple[Path, Path]:
-    """The same small run in one process and in ``workers`` workers (with ``--sync-bn`` there if ``sync_bn``)."""
+def train_both(backend, tmp_path, capsys, *extra, workers=2, sync_bn=False) -> tuple[Path, Path]:
+    """The same small run in one process and in ``workers`` workers (with ``--sync-bn`` there if ``sync_bn``).
+
+    The one-process run, the reference, runs in this process (its framework is loaded already); the workers'
+    run is a `vgg` command of its own, in its own process group.
+    """
     out = {}
     for n in (1, workers):
         out[n] = tmp_path / f"w{n}"
         more = ["--sync-bn"] if sync_bn and n > 1 else []
         args = ["train", "--backend", backend, *SMALL, "--epochs", "1", *extra, *more, "--workers", n, "--out", out[n]]
-        done = run_vgg(*args, timeout=240, **GROUP)
+        done = run_in_process(capsys, *args) if n == 1 else run_vgg(*args, timeout=240, **GROUP)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         if n > 1:  # rank 0 alone prints the progress and the history
             assert done.stdout.count("epoch 1, loss") == 1 and f"{n} workers" in done.stdout
@@ -186,16 +190,16 @@ def train_both(backend, tmp_path, *extra, workers=2, sync_bn=False) -> tuple[Pat
 
 
 @pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
-def test_two_workers_make_the_one_process_run(name, tmp_path):
+def test_two_workers_make_the_one_process_run(name, tmp_path, capsys):
     load_backend(name)
-    one, two = train_both(name, tmp_path, "--no-batch-norm")
+    one, two = train_both(name, tmp_path, capsys, "--no-batch-norm")
     assert_same_run(one, two)
     records = [json.loads((run / "history.json").read_text()) for run in (one, two)]
     headers, rows = compare_rows(records)  # what vgg compare's report.md shows
     assert [r["workers"] for r in records] == [row[headers.index("workers")] for row in rows] == [1, 2]
 
 
-def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path):
+def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path, capsys):
     """``synchronized=True``: the statistics of the global batch, so the step's loss is the one-process loss.
 
     The weights after the step are not the one-process weights (relative 1e-2 in beta after one step):
@@ -203,7 +207,7 @@ def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path):
     MultiWorkerMirroredStrategy (docs/distributed.md); in-process MirroredStrategy gives the gradient.
     """
     load_backend("tf")
-    one, two = train_both("tf", tmp_path, "--batch-norm", "--train-limit", "64", sync_bn=True)
+    one, two = train_both("tf", tmp_path, capsys, "--batch-norm", "--train-limit", "64", sync_bn=True)
     la = json.loads((one / "history.json").read_text())["history"]["epochs"][0]["loss"]
     lb = json.loads((two / "history.json").read_text())["history"]["epochs"][0]["loss"]
     assert lb == pytest.approx(la, rel=1e-5)  # per-slice statistics: 2.525 against 2.527, off by 8e-4
@@ -249,8 +253,11 @@ def children(pid: int) -> dict[int, dict[str, str]]:
     return found
 
 
-def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
-    """Kill worker 1 after the first checkpoint: the run stops within 60 s naming it; --resume finishes it."""
+def kill_a_worker_and_resume(backend, tmp_path, capsys, epochs=4, limit="1000"):
+    """Kill worker 1 after the first checkpoint: the run stops within 60 s naming it; --resume finishes it.
+
+    The resumed run is one process, in this one: what is tested there is the checkpoint, not the process.
+    """
     out = tmp_path / "run"
     args = ["train", "--backend", backend, *SMALL, "--no-batch-norm", "--epochs", epochs, "--out", out]
     p = start_vgg(*args, "--train-limit", limit, "--workers", 2, **GROUP)
@@ -276,7 +283,7 @@ def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
     ]
     assert children(p.pid) == {}
     resume = ["train", "--backend", backend, "--out", out, "--resume", "--workers", 1]  # another count
-    done = run_vgg(*resume, timeout=240, **GROUP)
+    done = run_in_process(capsys, *resume)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming from {out / 'checkpoint.npz'} after epoch {saved} of {epochs}" in done.stdout
     history = json.loads((out / "history.json").read_text())["history"]["epochs"]
@@ -284,9 +291,9 @@ def kill_a_worker_and_resume(backend, tmp_path, epochs=4, limit="1000"):
 
 
 @pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
-def test_a_killed_worker_stops_the_run_and_resume_continues(name, tmp_path):
+def test_a_killed_worker_stops_the_run_and_resume_continues(name, tmp_path, capsys):
     load_backend(name)
-    kill_a_worker_and_resume(name, tmp_path)
+    kill_a_worker_and_resume(name, tmp_path, capsys)
 
 
 # --- the cost of scale -------------------------------------------------------------------------------------

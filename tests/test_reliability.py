@@ -48,9 +48,16 @@ def _history(out):
 # --- 1. interruptions -------------------------------------------------------------------------------------
 
 
-def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path, capsys):
     load_backend("torch")
-    whole, cut, saved, done = killed_and_resumed(tmp_path, "torch", SHORT_RUN, env=ONE_THREAD)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the uninterrupted run, in this process, computes as the one-thread `vgg` commands do
+    try:
+        whole, cut, saved, done = killed_and_resumed(tmp_path, "torch", SHORT_RUN, env=ONE_THREAD, capsys=capsys)
+    finally:
+        torch.set_num_threads(threads)
     assert 1 <= saved < 4  # the last complete epoch, readable
     assert "resuming from" in done.stdout
     a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
