@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
 
 import numpy as np
 import pytest
+from conftest import load_backend
 from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_in_process, run_vgg
 
 from common.data import DataIter, load_fashion_mnist
@@ -210,3 +213,22 @@ def test_the_verified_stream_is_checked_once_a_pass_any_other_batch_by_batch(bac
         backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 1, True), test_iter, 1, verbose=False)
     except TrainingDiverged:
         pass  # PyTorch and Gluon carry it into the loss (the NaN stop acts); Keras' ReLU maps NaN to 0
+
+
+def test_keras_traces_its_evaluation_once_per_network():
+    """Evaluation runs every epoch: its tf.function is traced once per network, and freed with the network."""
+    from vgg_tf.train import _EVALUATE
+
+    def evaluate_twice():  # in a frame of its own: TensorFlow's tracing snapshots its caller's locals
+        tf = load_backend("tf")
+        net = tf.vgg(**TINY)
+        _, test_iter = tf.load_data_fashion_mnist(64, resize=32, test_limit=128)
+        first = tf.evaluate_accuracy(net, test_iter)
+        traces = _EVALUATE[net].experimental_get_tracing_count()
+        assert tf.evaluate_accuracy(net, test_iter) == first
+        assert _EVALUATE[net].experimental_get_tracing_count() == traces
+        return weakref.ref(net)
+
+    gone = evaluate_twice()
+    gc.collect()
+    assert gone() is None and len(_EVALUATE) == 0

@@ -7,6 +7,7 @@ progress bar and the history are the same as in every other backend.
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import keras
 import numpy as np
@@ -56,13 +57,20 @@ def _correct(logits, y):
     return tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=y.dtype) == y, tf.float32))
 
 
+# The evaluation step of each network, traced once: freed with the network.
+_EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
     """
-    step = tf.function(lambda x, y: _correct(net(x, training=False), y), reduce_retracing=True)
+    step = _EVALUATE.get(net)
+    if step is None:  # traced once per network, not at every evaluation (a retrace costs about a second)
+        ref = weakref.ref(net)  # the step must not keep its network alive
+        step = _EVALUATE[net] = tf.function(lambda x, y: _correct(ref()(x, training=False), y), reduce_retracing=True)
 
     def check(x, y, where):
         _check_batch(net, x, y, check_finite, where)
