@@ -182,7 +182,10 @@ def train_both(backend, tmp_path, capsys, *extra, workers=2, sync_bn=False) -> t
         out[n] = tmp_path / f"w{n}"
         more = ["--sync-bn"] if sync_bn and n > 1 else []
         args = ["train", "--backend", backend, *SMALL, "--epochs", "1", *extra, *more, "--workers", n, "--out", out[n]]
-        done = run_in_process(capsys, *args) if n == 1 else run_vgg(*args, timeout=240, **GROUP)
+        # Gluon's reference runs in its own process too: in the suite's process, after the other tests, its
+        # weights came out 7e-4 (relative) off the workers' (not so alone; the cause was not found)
+        here = n == 1 and backend != "mxnet"
+        done = run_in_process(capsys, *args) if here else run_vgg(*args, timeout=240, **GROUP)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         if n > 1:  # rank 0 alone prints the progress and the history
             assert done.stdout.count("epoch 1, loss") == 1 and f"{n} workers" in done.stdout
