@@ -73,11 +73,11 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="/CPU:0"):
         opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return loss
 
-    def on_device(x, y):
+    def placed(x, y):
         with tf.device(device):
             return float(step(x, y))
 
-    return on_device
+    return placed
 
 
 def infer_step(net, path="book", precision="fp32", device="/CPU:0"):
@@ -85,8 +85,8 @@ def infer_step(net, path="book", precision="fp32", device="/CPU:0"):
     device = get_device(device)
     step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=False)
 
-    def on_device(x):
+    def placed(x):
         with tf.device(device):
             return step(x).numpy()
 
-    return on_device
+    return placed

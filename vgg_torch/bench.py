@@ -43,17 +43,15 @@ def _tf32(enabled):
     """Matrix products in TF32 (``enabled``) or in full fp32, for the block."""
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):  # PyTorch >= 2.9
-        before, matmul.fp32_precision = matmul.fp32_precision, "tf32" if enabled else "ieee"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = before
+        name, value = "fp32_precision", "tf32" if enabled else "ieee"
     else:
-        before, matmul.allow_tf32 = matmul.allow_tf32, enabled
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = before
+        name, value = "allow_tf32", enabled
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)
 
 
 def matmul_gflops(precision="fp32", n=None, repeats=5, device="cpu"):
