@@ -118,6 +118,19 @@ def bench(device: str, resize: int, ratio: int, precision: str, work: Path, quic
     }
 
 
+def resident_rate(trainer, x, y, warmup: int, steps: int) -> tuple[float, float]:
+    """Examples/s of ``trainer``'s step on one batch that stays where it is, and the seconds of its warm-up."""
+    from vgg_torch.bench import synchronize
+
+    start = time.perf_counter()
+    trainer.to_host([trainer.train_step(x, y) for _ in range(warmup)])
+    warm = time.perf_counter() - start
+    synchronize(trainer.device)
+    start = time.perf_counter()
+    trainer.to_host([trainer.train_step(x, y) for _ in range(steps)])
+    return steps * len(y) / (time.perf_counter() - start), warm
+
+
 # 3. The project's run ------------------------------------------------------------------------------------------------
 
 
@@ -127,27 +140,20 @@ def project_run(device: str, resize: int, epochs: int, limit: int | None) -> dic
     from vgg_torch.data import on_device
     from vgg_torch.train import Trainer
 
-    net = vgg_torch.vgg(arch="vgg11", ratio=4, input_size=resize, fc_hidden=4096, dropout=0.5, batch_norm=False)
+    def book_net():  # the book's run: VGG-11 narrowed 4x, its 4096-wide head, dropout, no batch norm
+        return vgg_torch.vgg(arch="vgg11", ratio=4, input_size=resize, fc_hidden=4096, dropout=0.5, batch_norm=False)
+
     train_iter, test_iter = vgg_torch.load_data_fashion_mnist(128, resize=resize, train_limit=limit)
-    torch.cuda.synchronize() if device.startswith("cuda") else None
     start = time.perf_counter()
-    history = vgg_torch.train(net, train_iter, test_iter, epochs, lr=0.05, device=device)
+    history = vgg_torch.train(book_net(), train_iter, test_iter, epochs, lr=0.05, device=device)
     wall = time.perf_counter() - start
     examples = train_iter.batches.num_examples * epochs
     steady = [e.examples_per_sec for e in history.epochs[1:]] or [history.epochs[0].examples_per_sec]
     # The same step on one batch that stays on the device: what the data path is held to.
-    twin = vgg_torch.vgg(arch="vgg11", ratio=4, input_size=resize, fc_hidden=4096, dropout=0.5, batch_norm=False)
-    trainer = Trainer(twin, Recipe(1), vgg_torch.get_device(device))
+    trainer = Trainer(book_net(), Recipe(1), vgg_torch.get_device(device))
     trainer.start_epoch(1, 0.05)
     x, y = next(iter(on_device(train_iter, trainer.device)))
-    for _ in range(5):
-        trainer.train_step(x, y)
-    steps = 10 if limit else 60
-    torch.cuda.synchronize() if device.startswith("cuda") else None
-    t0 = time.perf_counter()
-    sums = [trainer.train_step(x, y) for _ in range(steps)]
-    trainer.to_host(sums)
-    resident = steps * len(y) / (time.perf_counter() - t0)
+    resident, _ = resident_rate(trainer, x, y, 5, 10 if limit else 60)
     return {
         "epochs": epochs,
         "test_acc": history.epochs[-1].test_acc,
@@ -315,16 +321,9 @@ def levers(device: str, resize: int, quick: bool) -> dict:
             if compiled:
                 trainer.forward = torch.compile(trainer.forward)
             trainer.start_epoch(1, 0.05)
-            start = time.perf_counter()
-            for _ in range(3):
-                trainer.to_host([trainer.train_step(x, y)])
-            warm = time.perf_counter() - start
-            steps = 2 if quick else 30
-            torch.cuda.synchronize() if device.startswith("cuda") else None
-            t0 = time.perf_counter()
-            trainer.to_host([trainer.train_step(x, y) for _ in range(steps)])
+            rate, warm = resident_rate(trainer, x, y, 3, 2 if quick else 30)
             key = f"{'compiled' if compiled else 'eager'}_{precision}"
-            results[key] = {"examples_per_sec": steps * 128 / (time.perf_counter() - t0), "warmup_seconds": warm}
+            results[key] = {"examples_per_sec": rate, "warmup_seconds": warm}
             print(f"[levers] {key}: {results[key]}", flush=True)
     return results
 
