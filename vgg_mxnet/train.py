@@ -234,6 +234,16 @@ class DistributedTrainer(Trainer):
             kvstore=self.kv,
             update_on_kvstore=False,
         )
+        # Gluon joins the kvstore at its first step, where each worker pulls rank 0's parameters (init + pull)
+        # and then pushes its gradients under the same keys. The pull and the push write different arrays, so
+        # MXNet's engine does not order them: a push that reached the server first replaced the stored
+        # parameters with the summed gradients, and the pull then brought those back as the worker's weights
+        # (1 run in 20 ended 1.1 relative off the one-process weights). So: join now, wait for the pulls,
+        # and let no worker push before every worker has its parameters.
+        self.opt._init_kvstore()
+        self.opt._init_params()
+        mx.nd.waitall()
+        self.kv._barrier()
         self.metrics = len(self.opt._params)  # the kvstore key after the parameters' own: the step's sums
         self.kv.init(self.metrics, mx.nd.zeros(2))
 
