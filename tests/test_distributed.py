@@ -151,12 +151,15 @@ def weights(folder: Path) -> tuple[dict, dict]:
     return arrays, xavier_init(config_from_dict(meta["config"]), 0)
 
 
-def assert_same_run(one: Path, many: Path, rtol=1e-5) -> None:
-    """The final weights of both runs agree to ``rtol``, and so do the steps they took from the shared start."""
+def assert_same_run(one: Path, many: Path, rtol=1e-5, dead=()) -> None:
+    """The final weights of both runs agree to ``rtol``, and so do the steps they took from the shared start.
+
+    ``dead``: weights left out, whose gradient is zero but for rounding (a conv bias before batch norm).
+    """
     (a, start), (b, _) = weights(one), weights(many)
     assert a.keys() == b.keys()
     moved = 0.0
-    for name in a:
+    for name in (k for k in a if k not in dead):
         scale = np.abs(a[name]).max() or 1.0
         assert np.abs(a[name] - b[name]).max() <= rtol * scale, name
         if name in start:  # what training changed: the same update, not just the same starting point
@@ -169,11 +172,6 @@ def assert_same_run(one: Path, many: Path, rtol=1e-5) -> None:
     for ea, eb in zip(ha, hb, strict=True):  # the global batch's loss and accuracy, gathered from the workers
         assert ea["loss"] == pytest.approx(eb["loss"], rel=1e-5) and ea["train_acc"] == eb["train_acc"]
         assert ea["test_acc"] == eb["test_acc"]
-
-
-def relative_gap(a: dict, b: dict, names) -> float:
-    """The largest difference between ``a[name]`` and ``b[name]`` over ``names``, relative to ``a[name]``'s scale."""
-    return max(np.abs(a[k] - b[k]).max() / (np.abs(a[k]).max() or 1.0) for k in names)
 
 
 def train_both(backend, tmp_path, capsys, *extra, workers=2, sync_bn=False) -> tuple[Path, Path]:
@@ -200,40 +198,31 @@ def train_both(backend, tmp_path, capsys, *extra, workers=2, sync_bn=False) -> t
 def test_two_workers_make_the_one_process_run(name, tmp_path, capsys):
     load_backend(name)
     one, two = train_both(name, tmp_path, capsys, "--no-batch-norm")
-    if name == "mxnet":  # a known intermittent deviation, stated rather than hidden (docs/distributed.md)
-        (a, _), (b, _) = weights(one), weights(two)
-        worst = relative_gap(a, b, a)
-        assert worst <= 1e-2, worst  # a wrongly scaled or missing all-reduce is off by far more
-        if worst > 1e-5:
-            pytest.xfail(
-                f"Gluon's two workers ended {worst:.1e} (relative) off the one-process weights: in about one "
-                f"run in four the dist_sync run is not reproducible (cause not found; docs/distributed.md)"
-            )
     assert_same_run(one, two)
     records = [json.loads((run / "history.json").read_text()) for run in (one, two)]
     headers, rows = compare_rows(records)  # what vgg compare's report.md shows
     assert [r["workers"] for r in records] == [row[headers.index("workers")] for row in rows] == [1, 2]
 
 
-def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path, capsys):
-    """``synchronized=True``: the statistics of the global batch, so the step's loss is the one-process loss.
+def test_tf_sync_bn_two_workers_normalize_over_the_global_batch(tmp_path, capsys, monkeypatch):
+    """``synchronized=True`` on two workers computes what the same layer computes in one process.
 
-    The weights after the step are not the one-process weights (relative 1e-2 in beta after one step):
-    an open question about the backward pass of Keras' synchronized moments under
-    MultiWorkerMirroredStrategy (docs/distributed.md); in-process MirroredStrategy gives the gradient.
+    Keras' synchronized batch norm takes the variance in one pass, E[x^2] - E[x]^2 over the all-reduced sums,
+    where the plain layer takes two, E[(x - mean)^2]: the same statistics up to rounding, yet after one step
+    the batch-norm offsets of the two differ by up to 8e-3 (relative), rounding carried through different
+    backward graphs (docs/distributed.md). So the one-process reference is built with the synchronized layer
+    too, which outside a strategy normalizes over its own (global) batch with that same formula.
     """
     load_backend("tf")
+    import keras
+
+    class Synchronized(keras.layers.BatchNormalization):  # the reference's layer only: the workers' own
+        def __init__(self, **kwargs):  # processes build theirs with --sync-bn
+            super().__init__(synchronized=True, **kwargs)
+
+    monkeypatch.setattr(keras.layers, "BatchNormalization", Synchronized)
     one, two = train_both("tf", tmp_path, capsys, "--batch-norm", "--train-limit", "64", sync_bn=True)
-    la = json.loads((one / "history.json").read_text())["history"]["epochs"][0]["loss"]
-    lb = json.loads((two / "history.json").read_text())["history"]["epochs"][0]["loss"]
-    assert lb == pytest.approx(la, rel=1e-5)  # per-slice statistics: 2.525 against 2.527, off by 8e-4
-    (a, _), (b, _) = weights(one), weights(two)
-    worst = relative_gap(a, b, [k for k in a if ".conv" not in k or "weight" in k])
-    if worst > 1e-5:
-        pytest.xfail(
-            f"the weights after the step differ by {worst:.1e} (relative): the backward pass of synchronized "
-            f"batch norm under MultiWorkerMirroredStrategy is not the one-process gradient (docs/distributed.md)"
-        )
+    assert_same_run(one, two, dead=[k for k in weights(one)[0] if ".conv" in k and k.endswith(".bias")])
 
 
 @pytest.mark.parametrize(
