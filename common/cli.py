@@ -327,7 +327,7 @@ def _train(args, out: Path | None) -> int:
             print(
                 f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
                 f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
-                f"{args.precision}, on {trainer.device}" + (f", {trainer.size} workers" if worker else ""),
+                f"{trainer.recipe.precision}, on {trainer.device}" + (f", {trainer.size} workers" if worker else ""),
                 flush=True,
             )
         history = fit(
@@ -359,7 +359,7 @@ def _train(args, out: Path | None) -> int:
             "lr": lr,
             "lr_schedule": args.lr_schedule,
             "optimizer": args.optimizer,
-            "precision": args.precision,
+            "precision": trainer.recipe.precision,  # what ran (Gluon's bf16 may fall back to fp32)
             "batch_size": args.batch_size,
             "workers": trainer.size if worker else 1,  # data-parallel processes (--workers)
             "seed": args.seed,

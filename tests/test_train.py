@@ -1,5 +1,7 @@
 """Training on the real data: the book's recipe beats chance in every backend, and runs are reproducible."""
 
+import importlib
+
 import numpy as np
 import pytest
 from conftest import load_backend
@@ -69,8 +71,10 @@ def test_diverging_loss_stops_with_a_message(backend):
 
 
 @pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
-def test_bf16_training_learns_like_fp32_and_trains_the_given_network(name):
+def test_bf16_training_learns_like_fp32_and_trains_the_given_network(name, monkeypatch):
     backend = load_backend(name)
+    if name == "mxnet":  # Gluon's bf16 itself, also on a CPU where train() would fall back to fp32
+        monkeypatch.setattr(importlib.import_module("vgg_mxnet.train"), "BF16_SLOWER_ON", ())
     losses, weights = {}, {}
     for precision in ("fp32", "bf16"):
         net = backend.vgg(arch="vgg11", ratio=8, input_size=32, batch_norm=True, fc_hidden=128)
@@ -96,3 +100,28 @@ def test_unknown_precision_is_refused_before_training(backend):
     train_iter, test_iter = backend.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
     with pytest.raises(ConfigError, match="unknown precision 'fp16'; choose from fp32, bf16"):
         backend.train(net, train_iter, test_iter, 1, precision="fp16")
+
+
+def test_gluon_bf16_falls_back_to_fp32_with_one_line_where_it_is_slower(monkeypatch, capsys):
+    """On a CPU with AMX, Gluon's bf16 trains slower than its fp32: train() runs fp32 and says so, once."""
+    backend = load_backend("mxnet")
+    gluon_train = importlib.import_module("vgg_mxnet.train")  # the module (the package's `train` is the function)
+
+    def run(precision):
+        net = backend.vgg(arch="vgg11", ratio=16, input_size=32, batch_norm=True, fc_hidden=64)
+        backend.import_weights(net, xavier_init(net.config, 0))
+        train_iter, test_iter = backend.load_data_fashion_mnist(64, resize=32, train_limit=256, test_limit=64)
+        history = backend.train(net, train_iter, test_iter, 1, verbose=False, precision=precision)
+        return [e.loss for e in history.epochs], backend.export_weights(net)
+
+    fp32 = run("fp32")
+    monkeypatch.setattr(gluon_train, "cpu_features", lambda: {"flags": ["amx_bf16", "amx_tile", "avx512_bf16"]})
+    capsys.readouterr()
+    fallback = run("bf16")
+    err = capsys.readouterr().err
+    assert err.count("note: MXNet Gluon's bf16 trains slower than its fp32 on this CPU (amx_bf16") == 1, err
+    assert err.strip().endswith("training in fp32") and len(err.strip().splitlines()) == 1
+    assert fallback[0] == fp32[0]  # the fp32 run, number for number
+    assert all(np.array_equal(fallback[1][k], fp32[1][k]) for k in fp32[1])
+    assert gluon_train.run_precision("bf16", "cpu", flags=["avx512_bf16"]) == "bf16"  # no AMX: bf16 stays
+    assert gluon_train.run_precision("fp32", "cpu", flags=["amx_bf16"]) == "fp32"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import sys
 import warnings
 
 import mxnet as mx
@@ -11,6 +13,7 @@ from mxnet import autograd, gluon
 from mxnet.contrib import amp
 
 from common import training
+from common.bench import cpu_features
 from common.errors import ConfigError, InputError, WeightsError
 from common.training import check_batch
 
@@ -116,6 +119,33 @@ class _AMP:
         return self.block(x)
 
 
+# CPU features on which Gluon's bf16 training is slower than its fp32, so that train() falls back to fp32:
+# AMX, where it measured 0.69x its fp32 training at vgg bench's defaults (2 cores). MXNet 1.9.1's oneDNN
+# (v2.4.4) counts AMX as initial support, off by default, so bf16 runs on AVX512-BF16 code there, with AMP's
+# casts around every convolution and dense layer (docs/bf16.md).
+BF16_SLOWER_ON = ("amx_bf16",)
+
+
+def run_precision(precision, device, flags=None):
+    """The precision Gluon trains in when asked for ``precision`` on ``device``.
+
+    fp32 instead of bf16 on a CPU with one of :data:`BF16_SLOWER_ON` (``flags``, else /proc/cpuinfo's),
+    with a one-line notice on stderr; otherwise ``precision`` itself.
+    """
+    if precision != "bf16" or get_device(device).device_type != "cpu":
+        return precision
+    slower = sorted(set(cpu_features().get("flags", ()) if flags is None else flags) & set(BF16_SLOWER_ON))
+    if not slower:
+        return precision
+    print(
+        f"note: MXNet Gluon's bf16 trains slower than its fp32 on this CPU ({', '.join(slower)}: its oneDNN 2.4 "
+        f"leaves AMX off); training in fp32",
+        file=sys.stderr,
+        flush=True,
+    )
+    return "fp32"
+
+
 def _optimizer(net, optimizer, lr):
     return gluon.Trainer(net.collect_params(), "adam" if optimizer == "adam" else "sgd", {"learning_rate": lr})
 
@@ -131,6 +161,7 @@ class Trainer(training.Trainer):
     on_device = staticmethod(on_device)
 
     def __init__(self, net, recipe, device):
+        recipe = dataclasses.replace(recipe, precision=run_precision(recipe.precision, device))
         super().__init__(net, recipe, device)
         net.collect_params().reset_ctx(device)
         self.forward = in_precision(hybridize(net), recipe.precision)
