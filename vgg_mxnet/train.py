@@ -278,6 +278,13 @@ class DistributedTrainer(Trainer):
         self.metrics = len(self.opt._params)  # the kvstore key after the parameters' own: the step's sums
         self.kv.init(self.metrics, mx.nd.zeros(2))
 
+    def start_epoch(self, epoch, lr):
+        super().start_epoch(epoch, lr)
+        if self.rank > 0:  # rank 0 seeds dropout as one process does; the others draw their own masks
+            mx.random.seed(
+                int(np.random.SeedSequence([self.recipe.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
+            )
+
     def train_step(self, x, y):
         from common.distributed import shard
 
