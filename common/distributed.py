@@ -26,9 +26,12 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .errors import ConfigError, VGGError, arg
 
@@ -113,6 +116,18 @@ def loss_scale(size: int, batch: int) -> float:
     global ``batch``.)
     """
     return size / batch
+
+
+def restored_digest(arrays: dict) -> int:
+    """A number naming the random-generator state a checkpoint restored (rank 0's, the only one saved).
+
+    A worker of rank above 0 seeds its own dropout stream from the run's seed, its rank and this digest after a
+    resume, so that it does not draw rank 0's masks for its own slice.
+    """
+    crc = 0
+    for name in sorted(arrays):
+        crc = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), zlib.crc32(name.encode(), crc))
+    return crc
 
 
 def check_workers(workers: int, batch_size: int, backend: str) -> None:

@@ -7,6 +7,7 @@ fc_hidden 64) and runs a few steps long, one CPU thread per worker.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from common.checkpoint import read_checkpoint_meta
 from common.distributed import HOST, Process, check_port, free_ports, plan, run_processes, shard, worker_env
 from common.errors import ConfigError
 from common.report import compare_rows
+from common.training import Recipe
 from common.weights import load_npz, xavier_init
 
 # The small run every engine test trains: 5 SGD steps of a 64-example global batch on real Fashion-MNIST.
@@ -192,6 +195,54 @@ def train_both(backend, tmp_path, capsys, *extra, workers=2, sync_bn=False) -> t
         if n > 1:  # rank 0 alone prints the progress and the history
             assert done.stdout.count("epoch 1, loss") == 1 and f"{n} workers" in done.stdout
     return out[1], out[workers]
+
+
+def test_gluon_workers_draw_their_own_dropout_masks_each_epoch():
+    """Rank 0 seeds Gluon's dropout as one process does; every other rank from (seed, epoch, rank).
+
+    (All ranks once drew the same masks for their slices, which moved a 2-worker compare's test accuracy
+    by up to 0.05: docs/distributed.md.)
+    """
+    load_backend("mxnet")
+    import mxnet as mx
+
+    gluon_train = importlib.import_module("vgg_mxnet.train")  # the module (the package's `train` is the function)
+
+    def draws(cls, rank, epoch):
+        trainer = object.__new__(cls)  # the epoch's seeding alone: no network, no kvstore
+        trainer.recipe, trainer.rank = Recipe(3, seed=7), rank
+        trainer.opt = types.SimpleNamespace(set_learning_rate=lambda lr: None)
+        trainer.start_epoch(epoch, 0.05)
+        return mx.nd.random.uniform(shape=(16,)).asnumpy()
+
+    one = draws(gluon_train.Trainer, 0, 2)
+    assert np.array_equal(draws(gluon_train.DistributedTrainer, 0, 2), one)
+    rank1 = draws(gluon_train.DistributedTrainer, 1, 2)
+    assert not np.array_equal(rank1, one) and np.array_equal(draws(gluon_train.DistributedTrainer, 1, 2), rank1)
+    assert not np.array_equal(draws(gluon_train.DistributedTrainer, 1, 3), rank1)
+
+
+@pytest.mark.parametrize("name", ["torch", "tf"])
+def test_after_a_resume_workers_above_rank_0_draw_their_own_dropout_masks(name):
+    """A checkpoint holds rank 0's dropout generators only: restored as they are, every worker would draw
+    rank 0's masks for its own slice. Rank 0 takes them back; the others reseed from (seed, rank, state)."""
+    backend = load_backend(name)
+    module = importlib.import_module(f"vgg_{name}.train")
+    net = backend.vgg(arch="vgg11", ratio=16, input_size=32, fc_hidden=64, dropout=0.5)
+    trainer = object.__new__(module.DistributedTrainer)  # the restore alone: no process group
+    trainer.recipe, trainer.device, trainer.net, trainer.forward = Recipe(2, seed=5), "cpu", net, net
+
+    def restored(rank, saved):
+        trainer.rank = rank
+        trainer.set_rng_state(saved)
+        return module.Trainer.rng_state(trainer)  # the generators dropout draws from now
+
+    saved = module.Trainer.rng_state(trainer)
+    assert all(np.array_equal(restored(0, saved)[k], saved[k]) for k in saved)  # rank 0: the saved stream
+    ranks = [restored(r, saved) for r in (1, 2, 1)]
+    assert all(not np.array_equal(ranks[0][k], saved[k]) for k in saved)  # its own, not rank 0's
+    assert all(not np.array_equal(ranks[0][k], ranks[1][k]) for k in saved)  # and not another rank's
+    assert all(np.array_equal(ranks[0][k], ranks[2][k]) for k in saved)  # the same again on the same resume
 
 
 @pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])

@@ -253,6 +253,15 @@ class DistributedTrainer(Trainer):
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
         self.step = tf.function(self._distributed_step, reduce_retracing=True)
 
+    def set_rng_state(self, arrays):
+        super().set_rng_state(arrays)
+        if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
+            from common.distributed import restored_digest
+
+            rng = np.random.default_rng([self.recipe.seed, self.rank, restored_digest(arrays)])
+            for _, layer in _dropouts(self.forward):
+                layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
+
     def _replica_step(self, x, y, batch):
         net = self.forward
         with tf.GradientTape() as tape:

@@ -239,6 +239,14 @@ class DistributedTrainer(Trainer):
                 in_precision(module, recipe.precision), device_ids=[torch.device(device).index] if cuda else None
             )
 
+    def set_rng_state(self, arrays):
+        super().set_rng_state(arrays)
+        if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
+            from common.distributed import restored_digest
+
+            words = [self.recipe.seed, self.rank, restored_digest(arrays)]
+            torch.manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
+
     def train_step(self, x, y):
         from common.distributed import loss_scale, shard
 
