@@ -125,3 +125,6 @@ def test_gluon_bf16_falls_back_to_fp32_with_one_line_where_it_is_slower(monkeypa
     assert all(np.array_equal(fallback[1][k], fp32[1][k]) for k in fp32[1])
     assert gluon_train.run_precision("bf16", "cpu", flags=["avx512_bf16"]) == "bf16"  # no AMX: bf16 stays
     assert gluon_train.run_precision("fp32", "cpu", flags=["amx_bf16"]) == "fp32"
+    capsys.readouterr()
+    assert gluon_train.run_precision("bf16", "cpu", flags=["amx_bf16"], quiet=True) == "fp32"  # a rank above 0
+    assert capsys.readouterr().err == ""

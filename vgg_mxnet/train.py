@@ -126,23 +126,25 @@ class _AMP:
 BF16_SLOWER_ON = ("amx_bf16",)
 
 
-def run_precision(precision, device, flags=None):
+def run_precision(precision, device, flags=None, quiet=False):
     """The precision Gluon trains in when asked for ``precision`` on ``device``.
 
     fp32 instead of bf16 on a CPU with one of :data:`BF16_SLOWER_ON` (``flags``, else /proc/cpuinfo's),
-    with a one-line notice on stderr; otherwise ``precision`` itself.
+    with a one-line notice on stderr (unless ``quiet``: the workers of a run other than rank 0); otherwise
+    ``precision`` itself.
     """
     if precision != "bf16" or get_device(device).device_type != "cpu":
         return precision
     slower = sorted(set(cpu_features().get("flags", ()) if flags is None else flags) & set(BF16_SLOWER_ON))
     if not slower:
         return precision
-    print(
-        f"note: MXNet Gluon's bf16 trains slower than its fp32 on this CPU ({', '.join(slower)}: its oneDNN 2.4 "
-        f"leaves AMX off); training in fp32",
-        file=sys.stderr,
-        flush=True,
-    )
+    if not quiet:
+        print(
+            f"note: MXNet Gluon's bf16 trains slower than its fp32 on this CPU ({', '.join(slower)}: its oneDNN "
+            f"2.4 leaves AMX off); training in fp32",
+            file=sys.stderr,
+            flush=True,
+        )
     return "fp32"
 
 
@@ -161,7 +163,8 @@ class Trainer(training.Trainer):
     on_device = staticmethod(on_device)
 
     def __init__(self, net, recipe, device):
-        recipe = dataclasses.replace(recipe, precision=run_precision(recipe.precision, device))
+        quiet = getattr(self, "rank", 0) > 0  # a distributed run's rank 0 speaks for it
+        recipe = dataclasses.replace(recipe, precision=run_precision(recipe.precision, device, quiet=quiet))
         super().__init__(net, recipe, device)
         net.collect_params().reset_ctx(device)
         self.forward = in_precision(hybridize(net), recipe.precision)
