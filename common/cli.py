@@ -361,7 +361,7 @@ def _train(args, out: Path | None) -> int:
             "optimizer": args.optimizer,
             "precision": trainer.recipe.precision,  # what ran (Gluon's bf16 may fall back to fp32)
             "batch_size": args.batch_size,
-            "workers": trainer.size if worker else 1,  # data-parallel processes (--workers)
+            "workers": trainer.size,  # data-parallel processes (--workers)
             "seed": args.seed,
             "train_examples": train_iter.batches.num_examples,
             "test_examples": test_iter.batches.num_examples,

@@ -302,6 +302,8 @@ class Trainer:
     # Steps between two reads of the step's sums on the host: 1 reads every step; a GPU backend queues many
     # steps between reads, so that the device never waits for the host (see :func:`fit`).
     read_every = 1
+    # This process's place in a data-parallel run: rank 0 of 1 unless a backend's DistributedTrainer says else.
+    rank, size = 0, 1
 
     def __init__(self, net, recipe: Recipe, device):
         self.net, self.recipe, self.device = net, recipe, device

@@ -163,8 +163,8 @@ class Trainer(training.Trainer):
     on_device = staticmethod(on_device)
 
     def __init__(self, net, recipe, device):
-        quiet = getattr(self, "rank", 0) > 0  # a distributed run's rank 0 speaks for it
-        recipe = dataclasses.replace(recipe, precision=run_precision(recipe.precision, device, quiet=quiet))
+        # a distributed run's rank 0 speaks for it
+        recipe = dataclasses.replace(recipe, precision=run_precision(recipe.precision, device, quiet=self.rank > 0))
         super().__init__(net, recipe, device)
         net.collect_params().reset_ctx(device)
         self.forward = in_precision(hybridize(net), recipe.precision)
@@ -172,8 +172,10 @@ class Trainer(training.Trainer):
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     def start_epoch(self, epoch, lr):
-        # dropout masks of each epoch drawn from (seed, epoch): a resumed epoch draws what it would have
-        mx.random.seed(int(np.random.SeedSequence([self.recipe.seed, epoch]).generate_state(1)[0] % 2**31))
+        # dropout masks of each epoch drawn from (seed, epoch): a resumed epoch draws what it would have; a
+        # data-parallel worker above rank 0 from (seed, epoch, rank): its own masks, not rank 0's
+        words = [self.recipe.seed, epoch, *([self.rank] if self.rank > 0 else [])]
+        mx.random.seed(int(np.random.SeedSequence(words).generate_state(1)[0] % 2**31))
         self.opt.set_learning_rate(lr)
 
     def train_step(self, x, y):
@@ -272,7 +274,7 @@ class DistributedTrainer(Trainer):
         # and then pushes its gradients under the same keys. The pull and the push write different arrays, so
         # MXNet's engine does not order them: a push that reached the server first replaced the stored
         # parameters with the summed gradients, and the pull then brought those back as the worker's weights
-        # (1 run in 20 ended 1.1 relative off the one-process weights). So: join now, wait for the pulls,
+        # (2 runs in 35 ended about 1.0, relative, off the one-process weights). So: join now, wait for the pulls,
         # and let no worker push before every worker has its parameters.
         self.opt._init_kvstore()
         self.opt._init_params()
@@ -280,13 +282,6 @@ class DistributedTrainer(Trainer):
         self.kv._barrier()
         self.metrics = len(self.opt._params)  # the kvstore key after the parameters' own: the step's sums
         self.kv.init(self.metrics, mx.nd.zeros(2))
-
-    def start_epoch(self, epoch, lr):
-        super().start_epoch(epoch, lr)
-        if self.rank > 0:  # rank 0 seeds dropout as one process does; the others draw their own masks
-            mx.random.seed(
-                int(np.random.SeedSequence([self.recipe.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
-            )
 
     def train_step(self, x, y):
         from common.distributed import shard
