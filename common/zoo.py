@@ -106,8 +106,11 @@ def from_torchvision(state_dict: Mapping[str, np.ndarray]) -> tuple[VGGConfig, d
 
 
 def to_torchvision(config: VGGConfig, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Canonical weights under torchvision's key names, for ``torchvision.models.vgg*`` ``load_state_dict``."""
-    weights = check_weights(config, dict(weights))
+    """Canonical weights under torchvision's key names, for ``torchvision.models.vgg*`` ``load_state_dict``.
+
+    The float32 arrays given are renamed, not copied (``load_state_dict`` copies them into the network).
+    """
+    weights = check_weights(config, dict(weights), copy=False)
     if (
         config.arch not in ZOO_ARCHS.values()
         or config.in_channels != 3
