@@ -140,24 +140,23 @@ def _config(args, input_size: int, in_channels: int = 1, num_classes: int = 10):
 def cmd_summary(args) -> int:
     _fill_defaults(args, SUMMARY_DEFAULTS)
     config = _config(args, args.input_size, args.in_channels, args.num_classes)
-    check_memory(config)  # before any framework builds it
+    check_memory(config)  # one this machine could not build is refused, as by every command
     s = spec(config)
     names = parse_backends(args.backends)
     headers = ["layer", "spec shape", "spec params"]
     columns, totals = [], {}
     for name in names:
         b = get_backend(name)
-        net = b.from_config(config)
+        net = b.abstract_network(config)  # its layers and shapes, no parameter memory
         trace = b.layer_shapes(net, config.input_size, config.in_channels)
-        params = _group_params(b, net)
-        columns.append((name, trace, params))
+        columns.append((name, trace, b.layer_params(net)))
         totals[name] = b.count_params(net)
         headers += [f"{name} shape", f"{name} params"]
     rows, bad = [], 0
     for i, srow in enumerate(s.group_rows()):
         row = [srow["name"], (1, *srow["shape"]), srow["params"]]
         for _, trace, params in columns:
-            shape, n = trace[i][1], params[srow["name"]]
+            shape, n = trace[i][1], params.get(srow["name"], 0)
             ok = trace[i][0] == srow["name"] and shape == (1, *srow["shape"]) and n == srow["params"]
             bad += not ok
             row += [report.fmt(shape) + ("" if ok else "  ≠"), n]
@@ -174,17 +173,6 @@ def cmd_summary(args) -> int:
         return 1
     print(f"all {len(names)} backend(s) agree with the spec")
     return 0
-
-
-def _group_params(backend, net) -> dict[str, int]:
-    """Trainable parameters per top-level layer, counted by the backend from its exported canonical weights."""
-    counts: dict[str, int] = {}
-    trainable = set(spec(net.config).param_shapes())
-    for name, array in backend.export_weights(net).items():
-        if name in trainable and not name.endswith(("running_mean", "running_var")):
-            group = name.split(".")[0]
-            counts[group] = counts.get(group, 0) + array.size
-    return {g: counts.get(g, 0) for g in spec(net.config).groups()}
 
 
 def _build(backend, args):

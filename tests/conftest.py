@@ -3,7 +3,7 @@
 Memory: the whole run stays within a laptop's memory (a few GB). Networks live as long as the module that
 builds them (module-scoped fixtures, released at the module's end), TensorFlow's oneDNN allocator is told to
 use the system's (its own pool never gives memory back), and networks checked only for shapes and counts are
-built on PyTorch's meta device (``adapters.torch.build_abstract``).
+built without their parameters' memory (``adapters.build_abstract``, the backends' ``abstract_network``).
 """
 
 from __future__ import annotations

@@ -164,12 +164,11 @@ def test_alexnet_weights_are_refused_by_a_vgg_and_back(backends, tmp_path):
         b.import_weights(b.alexnet(input_size=65), xavier_init(b.vgg(ratio=8, input_size=32, fc_hidden=64).config))
 
 
-def test_summary_agrees_across_the_three_and_the_spec(backends):
-    done = run_vgg("summary", "--arch", "alexnet", "--backends", "all")
-    assert done.returncode == 0, done.stderr
-    total = next(line for line in done.stdout.splitlines() if line.startswith("total"))
-    assert total.count(f"{BOOK_PARAMS:,}") == 4 and "all 3 backend(s) agree with the spec" in done.stdout
-    assert "(1, 256, 5, 5)" in done.stdout and "fc8" in done.stdout
+def test_summary_agrees_across_the_three_and_the_spec(backends, capsys):
+    out = run_main(capsys, "summary", "--arch", "alexnet", "--backends", "all")
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert total.count(f"{BOOK_PARAMS:,}") == 4 and "all 3 backend(s) agree with the spec" in out
+    assert "(1, 256, 5, 5)" in out and "fc8" in out
 
 
 def test_vgg_options_are_refused_for_alexnet(capsys):

@@ -15,12 +15,13 @@ from common.backends import BACKENDS
 from common.weights import save_npz, xavier_init
 
 
-def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends):
-    done = run_vgg("summary", "--arch", "vgg16", "--in-channels", "3", "--num-classes", "1000", "--backends", "all")
-    assert done.returncode == 0, done.stderr
-    total = next(line for line in done.stdout.splitlines() if line.startswith("total"))
+def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends, capsys):
+    out = run_main(
+        capsys, "summary", "--arch", "vgg16", "--in-channels", "3", "--num-classes", "1000", "--backends", "all"
+    )
+    total = next(line for line in out.splitlines() if line.startswith("total"))
     assert total.count("138,357,544") == 4  # the spec and the three backends
-    assert "all 3 backend(s) agree with the spec" in done.stdout
+    assert "all 3 backend(s) agree with the spec" in out
 
 
 @pytest.mark.parametrize(

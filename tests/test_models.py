@@ -5,9 +5,9 @@ import re
 
 import numpy as np
 import pytest
-from adapters import adapter, forward
+from adapters import build_abstract, forward
 from conftest import load_backend
-from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES, run_python
+from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES, resident_mib, run_python
 
 from common.backends import API, BACKENDS
 from common.errors import ConfigError
@@ -37,17 +37,29 @@ def _id(case):
 
 @pytest.mark.parametrize("case", MATRIX, ids=[_id(c) for c in MATRIX])
 def test_shapes_and_counts_equal_the_spec(backend, case):
-    net = adapter(backend).build_abstract(backend, **case)  # full-size networks: no memory where avoidable
+    net = build_abstract(backend, **case)  # full-size networks: no parameter memory
     s = spec(net.config)
     assert backend.layer_shapes(net, s.config.input_size, s.config.in_channels) == s.trace()
     assert backend.count_params(net) == s.params
 
 
 def test_book_vgg11_figures(backend):
-    net = adapter(backend).build_abstract(backend, arch="vgg11")
+    net = build_abstract(backend, arch="vgg11")
     shapes = [shape for name, shape in backend.layer_shapes(net, 224) if not name.startswith(("relu", "dropout"))]
     assert shapes == BOOK_VGG11_SHAPES
     assert backend.count_params(net) == BOOK_VGG11_PARAMS
+
+
+def test_an_abstract_network_is_the_network_without_its_memory(backend, build):
+    case = dict(arch="vgg11", batch_norm=True, ratio=4, input_size=32, in_channels=3)
+    real, abstract = build(backend, **case), build_abstract(backend, **case)
+    assert backend.layer_shapes(abstract, 32, 3) == backend.layer_shapes(real, 32, 3)
+    assert backend.layer_params(abstract) == backend.layer_params(real)
+    assert sum(backend.layer_params(real).values()) == backend.count_params(real) == spec(real.config).params
+    before = resident_mib()
+    zoo = build_abstract(backend, arch="vgg16", in_channels=3, num_classes=1000)
+    assert backend.count_params(zoo) == 138_357_544  # 528 MiB of float32 parameters, none of them allocated
+    assert resident_mib() - before < 64
 
 
 def test_layer_shapes_batch_and_summary(backend, build):

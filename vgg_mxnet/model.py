@@ -115,6 +115,12 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
+def abstract_network(config):
+    """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
+    counts only (``vgg summary``): Gluon allocates parameters when they are initialised, and these are not."""
+    return Network(config)
+
+
 def layer_shapes(net, input_size, in_channels=1, batch=1):
     """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
@@ -131,9 +137,14 @@ def count_params(net):
     return sum(math.prod(p.shape) for p in net.collect_params().values() if p.grad_req != "null")
 
 
+def layer_params(net):
+    """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
+    return {name: count_params(layer) for name, layer in _named_children(net)}
+
+
 def summary(net, input_size, in_channels=1):
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
-    params = {name: count_params(layer) for name, layer in _named_children(net)}
+    params = layer_params(net)
     buffers = sum(
         math.prod(p.shape) for n, p in net.collect_params().items() if n.endswith(("running_mean", "running_var"))
     )

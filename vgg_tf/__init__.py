@@ -64,7 +64,17 @@ _import_quietly()
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
 from .data import load_data_fashion_mnist, on_device  # noqa: E402
 from .export import export_onnx  # noqa: E402
-from .model import alexnet, count_params, from_config, layer_shapes, summary, vgg, vgg_block  # noqa: E402
+from .model import (  # noqa: E402
+    abstract_network,
+    alexnet,
+    count_params,
+    from_config,
+    layer_params,
+    layer_shapes,
+    summary,
+    vgg,
+    vgg_block,
+)
 from .train import evaluate_accuracy, get_device, train, try_gpu  # noqa: E402
 from .weights import (  # noqa: E402
     export_weights,

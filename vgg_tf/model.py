@@ -215,6 +215,13 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
+def abstract_network(config):
+    """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
+    counts only (``vgg summary``): built in a Keras stateless scope that leaves its variables uninitialised."""
+    with keras.StatelessScope(initialize_variables=False):
+        return Network(config)
+
+
 def layer_shapes(net, input_size, in_channels=1, batch=1):
     """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
@@ -232,9 +239,14 @@ def count_params(net):
     return sum(int(np.prod(w.shape)) for w in net.trainable_weights)
 
 
+def layer_params(net):
+    """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
+    return {layer.name: count_params(layer) for layer in net.layers}
+
+
 def summary(net, input_size, in_channels=1):
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
-    params = {layer.name: count_params(layer) for layer in net.layers}
+    params = layer_params(net)
     buffers = sum(
         2 * int(layer.moving_mean.shape[0])
         for _, layer in _named_layers(net)

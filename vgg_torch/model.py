@@ -91,6 +91,13 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
+def abstract_network(config):
+    """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
+    counts only (``vgg summary``): built on PyTorch's meta device."""
+    with torch.device("meta"):
+        return Network(config)
+
+
 def layer_shapes(net, input_size, in_channels=1, batch=1):
     """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
@@ -109,8 +116,13 @@ def count_params(net):
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
+def layer_params(net):
+    """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
+    return {name: count_params(layer) for name, layer in net.named_children()}
+
+
 def summary(net, input_size, in_channels=1):
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
-    params = {name: count_params(layer) for name, layer in net.named_children()}
+    params = layer_params(net)
     buffers = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
     return summary_table(spec(net.config), layer_shapes(net, input_size, in_channels), params, buffers, "PyTorch")

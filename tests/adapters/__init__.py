@@ -12,9 +12,7 @@
 - ``to_backend(x, y)``: NumPy images (in the backend's layout) and labels as the framework's tensors;
 - ``to_numpy(t)``: a framework tensor as a NumPy array;
 - ``batch_norms(net)``: (epsilon, weight of the new batch statistic in PyTorch's convention) of every batch-norm
-  layer, read from the built layers;
-- ``build_abstract(backend, **kwargs)``: ``backend.vgg(**kwargs)`` for shape and count checks only, built without
-  the parameters' memory where the framework can (PyTorch's meta device).
+  layer, read from the built layers.
 
 The helpers below compose these; nothing else in the suite touches a framework by name.
 """
@@ -26,6 +24,7 @@ from types import ModuleType
 
 import numpy as np
 
+from common.arch import make_config
 from common.backends import BACKENDS
 
 _PACKAGES = {package: name for name, (package, *_) in BACKENDS.items()}
@@ -34,6 +33,11 @@ _PACKAGES = {package: name for name, (package, *_) in BACKENDS.items()}
 def adapter(backend) -> ModuleType:
     """The adapter module of a backend package (imported on first use, so only loaded frameworks are imported)."""
     return importlib.import_module(f"adapters.{_PACKAGES[backend.__name__]}")
+
+
+def build_abstract(backend, **kwargs):
+    """``backend.vgg(**kwargs)`` without its parameters' memory, for shape and count checks."""
+    return backend.abstract_network(make_config(**kwargs))
 
 
 def forward(backend, net, x_nchw: np.ndarray) -> np.ndarray:

@@ -87,7 +87,3 @@ def batch_norms(net) -> list[tuple[float, float]]:
         for _, layer in _named_layers(net)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
-
-
-def build_abstract(backend, **kwargs):
-    return backend.vgg(**kwargs)  # Keras has no abstract variables: built for real, dropped by the caller

@@ -66,8 +66,3 @@ def to_numpy(t) -> np.ndarray:
 
 def batch_norms(net) -> list[tuple[float, float]]:
     return [(m.eps, m.momentum) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-
-
-def build_abstract(backend, **kwargs):
-    with torch.device("meta"):
-        return backend.vgg(**kwargs)
