@@ -274,6 +274,18 @@ def _describe_exit(code: int) -> str:
     return f"stopped with exit status {code}"
 
 
+# Signals sent from outside (a user, a scheduler, the kernel's OOM killer). A process that loses its peer dies
+# by itself: a non-zero status, or SIGABRT (Gloo's and ps-lite's fatal errors end in abort()).
+_SENT = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+
+
+def _cause_first(proc: Process, code: int) -> tuple:
+    """Sort key of the processes that stopped at once: the likeliest cause first — killed from outside, then by
+    another signal, then a non-zero status; a worker before a server or scheduler; then by index."""
+    sent = code < 0 and -code in {int(s) for s in _SENT}
+    return (not sent, code >= 0, proc.role != "worker", proc.index)
+
+
 def _stop(popens: list[subprocess.Popen], grace: float = 5.0) -> None:
     """Stop every process still running (its whole process group): SIGTERM, then SIGKILL after ``grace`` s."""
     alive = [p for p in popens if p.poll() is None]
@@ -338,8 +350,7 @@ def run_processes(
                     time.sleep(poll)
                     continue
             if failed:
-                # a killed process before one that reported losing it
-                proc, p, code = min(failed, key=lambda f: (f[2] >= 0, f[0].role != "worker", f[0].index))
+                proc, p, code = min(failed, key=lambda f: _cause_first(f[0], f[2]))
                 return Failure(proc, p.pid, code)
             if all(c == 0 for proc, _, c in codes if proc.role == "worker"):
                 deadline = time.monotonic() + linger

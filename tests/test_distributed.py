@@ -115,6 +115,27 @@ def test_a_killed_process_stops_the_others_at_once():
         os.kill(failure.pid, 0)
 
 
+def test_the_killed_worker_is_named_not_the_one_that_aborted_on_losing_it(tmp_path):
+    """Gloo aborts (SIGABRT) a PyTorch worker whose peer was killed; when both have died by the launcher's next
+    look, the line still names the one a signal from outside killed."""
+    marker = tmp_path / "killed"
+    killed = [
+        sys.executable,
+        "-c",
+        f"import os, signal, time; time.sleep(0.3); open({str(marker)!r}, 'w').close(); "
+        f"os.kill(os.getpid(), signal.SIGKILL)",
+    ]
+    aborts = [
+        sys.executable,
+        "-c",
+        f"import os, time\nwhile not os.path.exists({str(marker)!r}): time.sleep(0.01)\ntime.sleep(0.05); os.abort()",
+    ]
+    processes = [Process("worker", 0, aborts, dict(os.environ)), Process("worker", 1, killed, dict(os.environ))]
+    failure = run_processes(processes, poll=2.0)  # both are dead at the first look
+    assert failure.describe(2).startswith("worker 1 of 2 (pid ")
+    assert failure.describe(2).endswith("was killed by SIGKILL")
+
+
 # --- the command line: errors before any worker starts ----------------------------------------------------
 
 
