@@ -17,7 +17,7 @@ from .backends import BACKENDS, display_name, get_backend, parse_backends, requi
 from .distributed import quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError
 from .spec import check_memory, spec
-from .training import LR_SCHEDULES, OPTIMIZERS, default_lr, fit
+from .training import LR_SCHEDULES, OPTIMIZERS, default_lr, fit, reuse_freed_memory
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
 # on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
@@ -260,6 +260,7 @@ RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "model.pt", "model
 def cmd_train(args) -> int:
     from .checkpoint import FolderLock, prepare_folder
 
+    reuse_freed_memory()  # before a framework starts its threads, so that theirs take it too
     if not args.out:
         if args.resume:
             raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")

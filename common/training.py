@@ -8,6 +8,8 @@ for the optimizer's and the random streams' state, under the same names in all t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 import sys
@@ -58,6 +60,38 @@ def no_gpu(framework: str, index: int, count: int, install: str) -> ConfigError:
         f"device cuda:{index} was asked for, but {framework} sees {count} GPU(s) here; use device cpu (or auto), "
         f"or install {framework}'s GPU build ({install})"
     )
+
+
+# glibc's malloc, where this process has it (Linux): the C library, and mallopt's parameters (malloc.h).
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+KEEP_HEAP_TOP = 2**31 - 1  # bytes of free heap top kept rather than trimmed (mallopt takes an int)
+
+
+def reuse_freed_memory() -> bool:
+    """Keep the memory this process frees for its next allocations; True where glibc's malloc took the setting.
+
+    glibc gives a freed block above its mmap threshold (at most 32 MiB) straight back to the kernel, so a CPU
+    training step whose activations are larger maps them afresh every step and the kernel zeroes every page
+    again: PyTorch's CPU tensors come from malloc one by one, and at ``vgg bench``'s defaults that was 150,000
+    page faults and a quarter of the CPU time per step (TensorFlow's ops, which allocate on its own threads,
+    90,000). After this, large blocks come from the heap, a free heap top under 2 GiB stays, and threads started
+    from now on share the main heap (TensorFlow's, when this runs before it starts them: ``vgg train`` calls it
+    first); the process keeps what its steps used until :func:`give_back_freed_memory`.
+    ``VGG_REUSE_FREED_MEMORY=0`` leaves malloc as it is.
+    """
+    if os.environ.get("VGG_REUSE_FREED_MEMORY", "1") == "0" or _LIBC is None or not hasattr(_LIBC, "mallopt"):
+        return False
+    return all(
+        _LIBC.mallopt(param, value) == 1
+        for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, KEEP_HEAP_TOP), (M_ARENA_MAX, 1))
+    )
+
+
+def give_back_freed_memory() -> None:
+    """Return the free pages of this process's heap to the kernel (glibc's ``malloc_trim``; elsewhere nothing)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 SEED_MAX = 2**32 - 1  # what NumPy, PyTorch, TensorFlow and MXNet all accept as a seed

@@ -3,8 +3,6 @@ modules use, random weights, memory release."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 import re
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common.checkpoint import FILE_NAME, read_checkpoint_meta
+from common.training import give_back_freed_memory
 from common.weights import META_KEY, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,9 +227,6 @@ def random_weights(config, seed=0):
     return w
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
-
-
 def resident_mib() -> int:
     """This process's resident memory now, in MiB (0 where /proc is not there)."""
     try:
@@ -246,5 +242,4 @@ def release_memory() -> None:
     if "mxnet" in sys.modules:  # MXNet frees an array only once the operations queued on it have run
         sys.modules["mxnet"].nd.waitall()
         gc.collect()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    give_back_freed_memory()

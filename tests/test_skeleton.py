@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 import weakref
 
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_in_process, run_vgg
+from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_in_process, run_python, run_vgg
 
 from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError, TrainingDiverged
@@ -234,3 +235,54 @@ def test_keras_traces_its_evaluation_once_per_network():
     gone = evaluate_twice()
     gc.collect()
     assert gone() is None and len(_EVALUATE) <= before
+
+
+# released(): MiB of a freed 64 MiB array (above glibc's largest mmap threshold, 32 MiB) given back to the system
+# at once, read from the resident set.
+_RELEASED = """
+import os
+import numpy as np
+from common.training import give_back_freed_memory, reuse_freed_memory
+
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+def released():
+    a = np.ones(2**23)
+    held = resident()
+    del a
+    return round(held - resident())
+"""
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: the setting is Linux's")
+
+
+@LINUX
+@pytest.mark.parametrize("value", [None, "0"])
+def test_freed_memory_is_kept_for_reuse_and_given_back_when_asked(value):
+    code = "print(released(), reuse_freed_memory(), released()); a = resident(); give_back_freed_memory()"
+    done = run_python(_RELEASED + code + "; print(round(a - resident()))", env={"VGG_REUSE_FREED_MEMORY": value})
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, applied, after, given_back = done.stdout.split()
+    assert int(before) >= 60  # glibc unmaps such a block when it is freed (a step's activations, every step)
+    if value == "0":  # left as it is
+        assert applied == "False" and int(after) >= 60
+    else:
+        assert applied == "True" and int(after) <= 4 and int(given_back) >= 60
+
+
+@LINUX
+def test_pytorch_training_on_the_cpu_keeps_freed_memory():
+    load_backend("torch")
+    run = f"""
+import vgg_torch
+net = vgg_torch.vgg(**{TINY!r})
+train_iter, test_iter = vgg_torch.load_data_fashion_mnist(64, resize=32, train_limit=128, test_limit=64)
+print(released())
+vgg_torch.train(net, train_iter, test_iter, 1, device="cpu", verbose=False)
+print(released())
+"""
+    done = run_python(_RELEASED + run, env=ONE_OMP_THREAD)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = map(int, done.stdout.split())
+    assert before >= 60 and after <= 4

@@ -128,6 +128,8 @@ class Trainer(training.Trainer):
             # defaults, as the book's code runs (convolutions may use TF32, matrix products stay fp32).
             self.read_every = 50
             torch.backends.cudnn.benchmark = True
+        else:  # PyTorch's CPU tensors come from malloc: keep freed activations for the next step (1.4x here)
+            training.reuse_freed_memory()
         # channels-last lets oneDNN run its blocked convolutions without reordering every tensor: measured 1.3x
         # faster training and 1.8x faster inference than PyTorch's default NCHW on a 2-core CPU (vgg bench)
         net.to(device, memory_format=torch.channels_last)
@@ -188,6 +190,9 @@ class Trainer(training.Trainer):
             torch.set_rng_state(torch.from_numpy(arrays["cpu"].copy()))
         if "cuda" in arrays and torch.device(self.device).type == "cuda":
             torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda"].copy()), torch.device(self.device))
+
+    def finish(self):
+        training.give_back_freed_memory()  # what the steps kept (reuse_freed_memory) goes back to the system
 
 
 train = training.train_function(Trainer, get_device)
@@ -265,6 +270,7 @@ class DistributedTrainer(Trainer):
     def finish(self):
         if dist.is_initialized():
             dist.destroy_process_group()
+        super().finish()
 
 
 # What a failed collective says: the peer closed the connection, or the wait ran past the group's timeout.
