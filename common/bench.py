@@ -6,6 +6,10 @@ Fashion-MNIST batch held in memory and on the real resized batch stream; and the
 GFLOP/s of a large matrix product in any of the frameworks. Achieved GFLOP/s use the analytic FLOPs of
 ``common.spec`` (forward + backward = 6 x MACs per example for training, 2 x MACs for inference).
 
+The process keeps the memory it frees (``common.training.reuse_freed_memory``, set before any framework is
+imported, as ``vgg train`` does), for the book's path and the project's alike: the comparison is of the code
+paths, and the numbers do not depend on which backend ran first. ``VGG_REUSE_FREED_MEMORY=0`` measures without.
+
 ``--sweep`` (:func:`run_sweep`) measures how that cost grows: the project's path at several input sizes and
 width ratios, each point in a fresh process (``python -m common.bench POINT``) so that its peak resident
 memory is its own; a table, a PNG plot (:func:`plot_sweep`) and the JSON.
@@ -29,7 +33,7 @@ from .backends import display_name, get_backend
 from .errors import ConfigError, VGGError
 from .report import fmt, format_table
 from .spec import spec
-from .training import Progress, check_precision
+from .training import Progress, check_precision, reuse_freed_memory
 from .weights import atomic_write, xavier_init
 
 
@@ -554,6 +558,7 @@ def plot_sweep(summary: dict, path) -> None:
 
 
 if __name__ == "__main__":  # one sweep point: `python -m common.bench '{"backend": "torch", ...}'`
+    reuse_freed_memory()
     try:
         print(json.dumps(sweep_point(**json.loads(sys.argv[1]))))
     except VGGError as e:

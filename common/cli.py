@@ -647,6 +647,7 @@ GPU_STEPS = 25  # `vgg bench --device cuda`: timed steps per repeat where --step
 def cmd_bench(args) -> int:
     from .bench import BENCH_DEFAULTS, SWEEP_DEFAULTS, bench_table, run_bench, run_sweep, sweep_table
 
+    reuse_freed_memory()  # as vgg train runs, before any framework starts its threads (common.bench)
     entries = [n.strip() for n in args.backends.split(",")]
     onnxruntime = "onnxruntime" in entries  # ONNX Runtime: an inference-only fourth row (_bench_onnxruntime)
     try:

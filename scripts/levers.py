@@ -21,6 +21,7 @@ from common.arch import make_any_config
 from common.bench import BENCH_DEFAULTS, bench_modules, build_net
 from common.cli import COMPARE_DEFAULTS
 from common.errors import ConfigError
+from common.training import reuse_freed_memory
 
 D = BENCH_DEFAULTS
 
@@ -97,4 +98,5 @@ if __name__ == "__main__":
     lever = sys.argv[1] if len(sys.argv) > 1 else None
     if lever not in ("torch", "mxnet", "bf16") or (lever == "bf16") != (len(sys.argv) == 3):
         sys.exit("usage: python scripts/levers.py {torch | mxnet | bf16 BACKEND}")
+    reuse_freed_memory()  # as vgg train and vgg bench run, before a framework starts its threads
     print(json.dumps(main(lever, sys.argv[2] if lever == "bf16" else None), indent=1))

@@ -19,8 +19,12 @@ from common.training import give_back_freed_memory
 from common.weights import META_KEY, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]
-# What a `vgg` subprocess runs with: this checkout first on the path.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+# What a `vgg` subprocess runs with: this checkout first on the path, and malloc as a user's process has it
+# (the suite's own process keeps glibc's default: see conftest.py).
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "VGG_REUSE_FREED_MEMORY"},
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 # One OpenMP thread (PyTorch's and MXNet's CPU threads) for a `vgg` subprocess.
 ONE_OMP_THREAD = {"OMP_NUM_THREADS": "1"}
 # For runs side by side: one thread each, quiet TensorFlow.

@@ -282,7 +282,7 @@ print(released())
 vgg_torch.train(net, train_iter, test_iter, 1, device="cpu", verbose=False)
 print(released())
 """
-    done = run_python(_RELEASED + run, env=ONE_OMP_THREAD)
+    done = run_python(_RELEASED + run, env={**ONE_OMP_THREAD, "VGG_REUSE_FREED_MEMORY": None})
     assert done.returncode == 0, done.stderr[-2000:]
     before, after = map(int, done.stdout.split())
     assert before >= 60 and after <= 4

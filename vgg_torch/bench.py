@@ -3,9 +3,7 @@
 ``path="book"`` is the book's ``train_ch6`` step as written: eager, NCHW (PyTorch's default layout), the
 batch moved to the device and the loss read on the host at every step (the book's ``Accumulator``).
 ``path="project"`` is what ``vgg_torch.train`` runs: channels-last memory format, which lets oneDNN and cuDNN
-run their blocked convolution kernels without reordering every tensor, no host read per step, and on a CPU
-freed memory kept for the next step (``common.training.reuse_freed_memory``; set for the whole process, so the
-book's path is measured first).
+run their blocked convolution kernels without reordering every tensor, and no host read per step.
 ``precision="bf16"`` runs forward and backward under ``torch.autocast`` (bfloat16 matmuls and convolutions,
 fp32 weights).
 """
@@ -18,7 +16,6 @@ import torch
 from torch import nn
 
 from common.bench import best_seconds
-from common.training import reuse_freed_memory
 
 from .train import get_device, in_precision, policy  # noqa: F401  (policy: part of every backend's bench interface)
 
@@ -87,8 +84,6 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     """
     device = get_device(device)
     channels_last = path == "project"
-    if channels_last and device.type == "cpu":
-        reuse_freed_memory()
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     net.train()
     forward = in_precision(net, precision)
@@ -114,8 +109,6 @@ def infer_step(net, path="book", precision="fp32", device="cpu"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path (logits on the host)."""
     device = get_device(device)
     channels_last = path == "project"
-    if channels_last and device.type == "cpu":
-        reuse_freed_memory()
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     net.eval()
     forward = in_precision(net, precision)
