@@ -282,8 +282,7 @@ _SENT = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SI
 def _cause_first(proc: Process, code: int) -> tuple:
     """Sort key of the processes that stopped at once: the likeliest cause first — killed from outside, then by
     another signal, then a non-zero status; a worker before a server or scheduler; then by index."""
-    sent = code < 0 and -code in {int(s) for s in _SENT}
-    return (not sent, code >= 0, proc.role != "worker", proc.index)
+    return (-code not in _SENT, code >= 0, proc.role != "worker", proc.index)  # Signals compare as their numbers
 
 
 def _stop(popens: list[subprocess.Popen], grace: float = 5.0) -> None:

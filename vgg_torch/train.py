@@ -128,7 +128,7 @@ class Trainer(training.Trainer):
             # defaults, as the book's code runs (convolutions may use TF32, matrix products stay fp32).
             self.read_every = 50
             torch.backends.cudnn.benchmark = True
-        else:  # PyTorch's CPU tensors come from malloc: keep freed activations for the next step (1.4x here)
+        else:  # PyTorch's CPU tensors come from malloc: keep freed activations for the next step (docs/performance.md)
             training.reuse_freed_memory()
         # channels-last lets oneDNN run its blocked convolutions without reordering every tensor: measured 1.3x
         # faster training and 1.8x faster inference than PyTorch's default NCHW on a 2-core CPU (vgg bench)
