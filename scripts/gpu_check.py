@@ -9,7 +9,10 @@ torchvision (for the book's own loader) and the four Fashion-MNIST files in ``$F
 3. the book's 10-epoch run (VGG-11 ratio 4, 224 px, lr 0.05, batch 128) with this project's ``train`` on
    ``cuda``, then the same training step on one resident batch in the same process;
 4. the same run with the book's own code: torchvision's ``FashionMNIST`` + ``Resize(224)`` with 4 loader
-   workers, the book's ``vgg`` and ``train_ch6`` as printed in *Dive into Deep Learning*.
+   workers, the book's ``vgg`` and ``train_ch6`` as printed in *Dive into Deep Learning*;
+5. where the host CPU has AMX (``amx_bf16``): ``vgg bench --device cpu`` at its defaults on two of its cores,
+   fp32 and bf16 (the AMX rows of docs/bf16.md);
+6. with ``--levers`` only: ``torch.compile`` against the eager step, fp32 and bf16, full-width VGG-11.
 
 Every part writes its numbers to ``OUT/gpu_check.json`` as soon as it has them; the end prints one table.
 ``--quick`` runs the same parts small (1 epoch, 2,048 examples, 64 px) to check the script itself, also on a CPU.
@@ -57,11 +60,12 @@ def part(out: Path, key: str, fn, *args):
     return value
 
 
-def vgg_cli(*args, timeout=600) -> subprocess.CompletedProcess:
+def vgg_cli(*args, timeout=600, cores=None) -> subprocess.CompletedProcess:
+    """``vgg ARGS`` in a child process (on the CPUs ``cores`` only, where given); its output is printed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "common.cli", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    pin = None if cores is None else lambda: os.sched_setaffinity(0, cores)
+    command = [sys.executable, "-m", "common.cli", *map(str, args)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=pin)
     sys.stdout.write(done.stdout)
     if done.returncode != 0:
         raise RuntimeError(f"vgg {' '.join(map(str, args))} failed: {done.stderr.strip()[-800:]}")
@@ -301,7 +305,30 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
     }
 
 
-# 5. Levers for bf16 (measured, not used by default) -----------------------------------------------------------------
+# 5. The host CPU, where it has AMX ---------------------------------------------------------------------------------
+
+
+def host_cpu(work: Path, quick: bool) -> dict:
+    """``vgg bench --backends torch --device cpu`` at its defaults, fp32 then bf16, on the first two cores this
+    process may use (the 2-core machine the AMX targets are set for)."""
+    from common.bench import cpu_features
+
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    steps = ["--steps", "2", "--repeats", "1"] if quick else []
+    results: dict = {"cores": cores, "cpu": cpu_features()}
+    for precision in ("fp32", "bf16"):
+        numbers = work / f"cpu_{precision}.json"
+        args = ["bench", "--backends", "torch", "--device", "cpu", "--precision", precision, "--json", numbers]
+        vgg_cli(*args, *steps, cores=cores)
+        summary = json.loads(numbers.read_text())
+        (run,) = summary["runs"]
+        keep = ("train_book", "train_project", "train_gflops", "train_fraction_of_peak", "infer_project")
+        results[precision] = {**{k: run[k] for k in keep}, "peak_gflops": summary["peak_gflops"]}
+    results["bf16_over_fp32"] = results["bf16"]["train_project"] / results["fp32"]["train_project"]
+    return results
+
+
+# 6. Levers for bf16 (measured, not used by default) -----------------------------------------------------------------
 
 
 def levers(device: str, resize: int, quick: bool) -> dict:
@@ -367,6 +394,17 @@ def table() -> str:
         "within 0.005",
         None if gap is None else abs(gap) <= 0.005,
     )
+    # One epoch's test accuracy moves by up to 0.01 under the book's constant rate: the last three epochs' mean and
+    # the best epoch say the same with less noise.
+    for what, pick in (("mean of the last 3 epochs", lambda a: float(np.mean(a[-3:]))), ("best epoch", max)):
+        accs = [[e["test_acc"] for e in run.get("per_epoch", [])] for run in (ours, book)]
+        a, b = (pick(acc) if acc else None for acc in accs)
+        row(
+            f"test accuracy, {what}: ours / book's code",
+            f"{fmt(a, '.4f')} / {fmt(b, '.4f')}",
+            "within 0.005",
+            None if a is None or b is None else abs(a - b) <= 0.005,
+        )
     dp = ours.get("data_path_ratio")
     row(
         "training examples/s over the resident-batch step (same process)",
@@ -392,6 +430,25 @@ def table() -> str:
                 "",
                 None,
             )
+    cpu = RESULTS.get("host_cpu", {})
+    if "bf16_over_fp32" in cpu:
+        flags = ", ".join(cpu["cpu"].get("flags", [])) or "none"
+        fp32 = cpu["fp32"]
+        row(
+            f"host CPU ({cpu['cpu'].get('model')}, {len(cpu['cores'])} cores; {flags}): PyTorch fp32 training, "
+            "of the fp32 peak",
+            f"{fmt(fp32['train_gflops'])} of {fmt(fp32['peak_gflops']['fp32'])} GFLOP/s = "
+            f"{fmt(fp32['train_fraction_of_peak'], '.0%')}",
+            ">= 50%",
+            fp32["train_fraction_of_peak"] >= 0.5,
+        )
+        row(
+            "host CPU: PyTorch bf16 / fp32 training (train ex/s; book's fp32 path)",
+            f"{fmt(cpu['bf16']['train_project'])} / {fmt(fp32['train_project'])} = {fmt(cpu['bf16_over_fp32'], '.2f')}x"
+            f" ({fmt(fp32['train_book'])})",
+            ">= 2x",
+            cpu["bf16_over_fp32"] >= 2,
+        )
     for key, run in RESULTS.get("levers", {}).items():
         if isinstance(run, dict):
             row(f"lever, ratio 1 resident step: {key}", fmt(run["examples_per_sec"]), "", None)
@@ -407,10 +464,13 @@ def main() -> int:
     parser.add_argument("--out", default="runs/gpu_check")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="every part small: checks the script, not the GPU")
-    parser.add_argument("--skip", default="", help="comma list of parts to leave out: same,bench,project,book,levers")
+    parser.add_argument("--skip", default="", help="comma list of parts to leave out: same,bench,project,book,cpu")
+    parser.add_argument("--levers", action="store_true", help="also measure torch.compile (about a minute more)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from common.bench import cpu_features
+
     skip = set(filter(None, args.skip.split(",")))
     resize, epochs, limit = (64, 1, 2048) if args.quick else (224, 10, None)
     cuda = args.device.startswith("cuda")
@@ -439,7 +499,9 @@ def main() -> int:
             part(out, "project_run", project_run, args.device, resize, epochs, limit)
         if "book" not in skip:
             part(out, "book_run", book_run, args.device, resize, epochs, limit, work)
-        if "levers" not in skip:
+        if "cpu" not in skip and ("amx_bf16" in cpu_features().get("flags", []) or args.quick):
+            part(out, "host_cpu", host_cpu, work, args.quick)
+        if args.levers:
             part(out, "levers", levers, args.device, resize, args.quick)
     text = table()
     (out / "gpu_check.md").write_text(text + "\n")
