@@ -104,6 +104,12 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
+def derived_seed(*words: int) -> int:
+    """A seed in [0, 2**31) drawn from whole numbers (NumPy's ``SeedSequence``): the same words give the same seed,
+    different words unrelated ones, and every framework's generator takes it (MXNet's only below 2**31)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0] % 2**31)
+
+
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
     """Validate the training recipe before any work starts."""
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 0:

@@ -174,8 +174,7 @@ class Trainer(training.Trainer):
     def start_epoch(self, epoch, lr):
         # dropout masks of each epoch drawn from (seed, epoch): a resumed epoch draws what it would have; a
         # data-parallel worker above rank 0 from (seed, epoch, rank): its own masks, not rank 0's
-        words = [self.recipe.seed, epoch, *([self.rank] if self.rank > 0 else [])]
-        mx.random.seed(int(np.random.SeedSequence(words).generate_state(1)[0] % 2**31))
+        mx.random.seed(training.derived_seed(self.recipe.seed, epoch, *([self.rank] if self.rank > 0 else [])))
         self.opt.set_learning_rate(lr)
 
     def train_step(self, x, y):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -237,7 +236,7 @@ class DistributedTrainer(Trainer):
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         super().__init__(net, recipe, device)
         if self.rank > 0:  # rank 0 draws the one-process dropout masks; the others their own
-            torch.manual_seed(int(np.random.SeedSequence([recipe.seed, self.rank]).generate_state(1)[0]))
+            torch.manual_seed(training.derived_seed(recipe.seed, self.rank))
         module = nn.SyncBatchNorm.convert_sync_batchnorm(net) if sync_bn else net
         with _collective():  # DDP checks the parameters' shapes across workers and broadcasts rank 0's
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -249,8 +248,7 @@ class DistributedTrainer(Trainer):
         if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
             from common.distributed import restored_digest
 
-            words = [self.recipe.seed, self.rank, restored_digest(arrays)]
-            torch.manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
+            torch.manual_seed(training.derived_seed(self.recipe.seed, self.rank, restored_digest(arrays)))
 
     def train_step(self, x, y):
         from common.distributed import loss_scale, shard
