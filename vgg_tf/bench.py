@@ -19,11 +19,11 @@ from .train import get_device, policy  # noqa: F401  (policy: part of every back
 PATHS = ("book", "project")
 
 
-def synchronize(device="/CPU:0"):
+def synchronize(device="cpu"):
     """Wait until ``device`` has done the work queued on it: nothing to wait for, each step returns numbers."""
 
 
-def device_info(device="/CPU:0"):
+def device_info(device="cpu"):
     """The device's name and the most memory TensorFlow's allocator has held on it since the last call."""
     device = get_device(device)
     if not device.startswith("/GPU"):
@@ -35,7 +35,7 @@ def device_info(device="/CPU:0"):
     return {"device": device, "name": name, "peak_memory_mib": peak}
 
 
-def matmul_gflops(precision="fp32", n=None, repeats=5, device="/CPU:0"):
+def matmul_gflops(precision="fp32", n=None, repeats=5, device="cpu"):
     """GFLOP/s of an ``n`` x ``n`` matrix product (the best of ``repeats``); None where unsupported.
 
     ``precision``: ``"fp32"``, ``"tf32"`` (GPUs only) or ``"bf16"``; ``n``: 2048 on a CPU, 8192 on a GPU.
@@ -59,7 +59,7 @@ def matmul_gflops(precision="fp32", n=None, repeats=5, device="/CPU:0"):
         tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05, device="/CPU:0"):
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
     device = get_device(device)
     opt = keras.optimizers.SGD(learning_rate=lr)
@@ -80,7 +80,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="/CPU:0"):
     return placed
 
 
-def infer_step(net, path="book", precision="fp32", device="/CPU:0"):
+def infer_step(net, path="book", precision="fp32", device="cpu"):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
     device = get_device(device)
     step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=False)
