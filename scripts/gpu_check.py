@@ -331,9 +331,26 @@ def host_cpu(work: Path, quick: bool) -> dict:
 # 6. Levers for bf16 (measured, not used by default) -----------------------------------------------------------------
 
 
+def step_profile(trainer, x, y, steps: int) -> list[dict]:
+    """The operators that take most of ``trainer``'s step on one batch: self time on the GPU (on a CPU, the
+    host's), per step and as a share of the whole, the 15 largest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(trainer.device).type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        trainer.to_host([trainer.train_step(x, y) for _ in range(steps)])
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    ops = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in ops) or 1
+    return [
+        {"op": e.key, "ms_per_step": getattr(e, key) / 1e3 / steps, "share": getattr(e, key) / total} for e in ops[:15]
+    ]
+
+
 def levers(device: str, resize: int, quick: bool) -> dict:
     """The project's training step on one resident batch, full-width VGG-11: eager and ``torch.compile``d,
-    fp32 and bf16; what each lever would give the bf16 target."""
+    fp32 and bf16; what each lever would give the bf16 target. For the eager steps, where their time goes
+    (:func:`step_profile`): what a next lever would have to shorten."""
     import vgg_torch
     from common.training import Recipe
     from vgg_torch.train import Trainer
@@ -352,6 +369,8 @@ def levers(device: str, resize: int, quick: bool) -> dict:
             key = f"{'compiled' if compiled else 'eager'}_{precision}"
             results[key] = {"examples_per_sec": rate, "warmup_seconds": warm}
             print(f"[levers] {key}: {results[key]}", flush=True)
+            if not compiled:
+                results[f"profile_{key}"] = step_profile(trainer, x, y, 2 if quick else 10)
     return results
 
 
