@@ -3,7 +3,7 @@
 # and `vgg bench --device cuda`; one table at the end (and OUT/gpu_check.json, OUT/gpu_check.md).
 # Needs PyTorch with CUDA and torchvision; the four Fashion-MNIST files in a folder named by FASHION_MNIST_DIR
 # (or where common.data finds them). Runs from a checkout, no install step: about 7 minutes on an H100 or H200.
-#   FASHION_MNIST_DIR=/path/to/fashion-mnist scripts/gpu_check.sh [OUT] [--quick] [--skip book,...]
+#   FASHION_MNIST_DIR=/path/to/fashion-mnist scripts/gpu_check.sh [OUT] [--quick] [--skip book,...] [--levers]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
