@@ -308,6 +308,14 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
 # 5. The host CPU, where it has AMX ---------------------------------------------------------------------------------
 
 
+def _siblings(cpu: int) -> str | None:
+    """The CPUs sharing ``cpu``'s physical core (Linux's list, e.g. ``"0,8"``): whether two CPUs are two cores."""
+    try:
+        return Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+    except OSError:
+        return None
+
+
 def host_cpu(work: Path, quick: bool) -> dict:
     """``vgg bench --backends torch --device cpu`` at its defaults, fp32 then bf16, on the first two cores this
     process may use (the 2-core machine the AMX targets are set for)."""
@@ -315,7 +323,7 @@ def host_cpu(work: Path, quick: bool) -> dict:
 
     cores = sorted(os.sched_getaffinity(0))[:2]
     steps = ["--steps", "2", "--repeats", "1"] if quick else []
-    results: dict = {"cores": cores, "cpu": cpu_features()}
+    results: dict = {"cores": cores, "cpu": cpu_features(), "thread_siblings": [_siblings(c) for c in cores]}
     for precision in ("fp32", "bf16"):
         numbers = work / f"cpu_{precision}.json"
         args = ["bench", "--backends", "torch", "--device", "cpu", "--precision", precision, "--json", numbers]
@@ -454,8 +462,8 @@ def table() -> str:
         flags = ", ".join(cpu["cpu"].get("flags", [])) or "none"
         fp32 = cpu["fp32"]
         row(
-            f"host CPU ({cpu['cpu'].get('model')}, {len(cpu['cores'])} cores; {flags}): PyTorch fp32 training, "
-            "of the fp32 peak",
+            f"host CPU ({cpu['cpu'].get('model')}; CPUs {cpu['cores']}, their cores' threads "
+            f"{cpu.get('thread_siblings')}; {flags}): PyTorch fp32 training, of the fp32 peak",
             f"{fmt(fp32['train_gflops'])} of {fmt(fp32['peak_gflops']['fp32'])} GFLOP/s = "
             f"{fmt(fp32['train_fraction_of_peak'], '.0%')}",
             ">= 50%",
