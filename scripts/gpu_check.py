@@ -316,14 +316,12 @@ def _siblings(cpu: int) -> str | None:
         return None
 
 
-def host_cpu(work: Path, quick: bool) -> dict:
+def host_cpu(work: Path, quick: bool, cpu: dict) -> dict:
     """``vgg bench --backends torch --device cpu`` at its defaults, fp32 then bf16, on the first two cores this
-    process may use (the 2-core machine the AMX targets are set for)."""
-    from common.bench import cpu_features
-
+    process may use (the 2-core machine the AMX targets are set for); ``cpu``: the host's ``cpu_features()``."""
     cores = sorted(os.sched_getaffinity(0))[:2]
     steps = ["--steps", "2", "--repeats", "1"] if quick else []
-    results: dict = {"cores": cores, "cpu": cpu_features(), "thread_siblings": [_siblings(c) for c in cores]}
+    results: dict = {"cores": cores, "cpu": cpu, "thread_siblings": [_siblings(c) for c in cores]}
     for precision in ("fp32", "bf16"):
         numbers = work / f"cpu_{precision}.json"
         args = ["bench", "--backends", "torch", "--device", "cpu", "--precision", precision, "--json", numbers]
@@ -423,8 +421,8 @@ def table() -> str:
     )
     # One epoch's test accuracy moves by up to 0.01 under the book's constant rate: the last three epochs' mean and
     # the best epoch say the same with less noise.
+    accs = [[e["test_acc"] for e in run.get("per_epoch", [])] for run in (ours, book)]
     for what, pick in (("mean of the last 3 epochs", lambda a: float(np.mean(a[-3:]))), ("best epoch", max)):
-        accs = [[e["test_acc"] for e in run.get("per_epoch", [])] for run in (ours, book)]
         a, b = (pick(acc) if acc else None for acc in accs)
         row(
             f"test accuracy, {what}: ours / book's code",
@@ -526,8 +524,9 @@ def main() -> int:
             part(out, "project_run", project_run, args.device, resize, epochs, limit)
         if "book" not in skip:
             part(out, "book_run", book_run, args.device, resize, epochs, limit, work)
-        if "cpu" not in skip and ("amx_bf16" in cpu_features().get("flags", []) or args.quick):
-            part(out, "host_cpu", host_cpu, work, args.quick)
+        cpu = cpu_features()
+        if "cpu" not in skip and ("amx_bf16" in cpu.get("flags", []) or args.quick):
+            part(out, "host_cpu", host_cpu, work, args.quick, cpu)
         if args.levers:
             part(out, "levers", levers, args.device, resize, args.quick)
     text = table()
