@@ -290,14 +290,35 @@ def config_from_dict(d: dict[str, Any]) -> NetConfig:
     return VGGConfig.from_dict(d)
 
 
-def _is_positive_int(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) > 0
+# The largest size, count or width taken: the frameworks index tensors with 32-bit sizes (MXNet refuses more
+# elements), and a Python int beyond 64 bits overflows their C++ before any memory check could speak.
+MAX_INT = 2**31 - 1
+# The most convolutions in one block: VGG's deepest block has 4; a block of millions would take minutes to
+# plan before the memory check could refuse it.
+MAX_CONVS = 256
+
+
+def as_config(config) -> NetConfig:
+    """A network's configuration: ``net.config`` as it is, or its ``to_dict()`` record (``history.json``'s
+    ``config``) rebuilt; anything else is a ConfigError that says what to give."""
+    if isinstance(config, (VGGConfig, AlexNetConfig)):
+        return config
+    if isinstance(config, dict):
+        return config_from_dict(config)
+    raise ConfigError(
+        f"config must be a network's configuration (net.config) or its record (net.config.to_dict()), "
+        f"got {type(config).__name__}"
+    )
+
+
+def _is_positive_int(value, maximum: int = MAX_INT) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 < int(value) <= maximum
 
 
 def positive_int(value, name: str) -> int:
     """``value`` as an int, or a ConfigError saying that the argument ``name`` must be a positive integer."""
     if not _is_positive_int(value):
-        raise ConfigError(f"{arg(name)} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{arg(name)} must be a positive integer (at most {MAX_INT:,}), got {value!r}")
     return int(value)
 
 
@@ -352,9 +373,9 @@ def _blocks_from_conv_arch(conv_arch) -> tuple[Block, ...]:
     for i, pair in enumerate(pairs, start=1):
         if len(pair) != 2:
             raise ConfigError(f"block {i} of {arg('arch')} is {pair!r}; each block is a (num_convs, out_channels) pair")
-        for what, value in zip(("num_convs", "out_channels"), pair, strict=True):
-            if not _is_positive_int(value):
-                raise ConfigError(f"{what} of block {i} must be a positive integer, got {value!r}")
+        for what, value, most in zip(("num_convs", "out_channels"), pair, (MAX_CONVS, MAX_INT), strict=True):
+            if not _is_positive_int(value, most):
+                raise ConfigError(f"{what} of block {i} must be a positive integer (at most {most:,}), got {value!r}")
         blocks.append(Block(out_channels=int(pair[1]), kernels=(3,) * int(pair[0])))
     return tuple(blocks)
 
@@ -366,9 +387,12 @@ def make_config(
     if not isinstance(batch_norm, bool):
         raise ConfigError(f"{arg('batch_norm')} must be True or False, got {batch_norm!r}")
     if isinstance(arch, str):
+        if arch == "alexnet":
+            raise ConfigError("arch 'alexnet' is not a VGG configuration; build the book's AlexNet with alexnet()")
         if arch not in CONFIGS:
             raise ConfigError(
-                f"unknown arch {arch!r}; known: {', '.join(CONFIGS)} (or a tuple of (num_convs, out_channels) pairs)"
+                f"unknown arch {arch!r}; known: {', '.join(CONFIGS)}, alexnet "
+                f"(or a tuple of (num_convs, out_channels) pairs)"
             )
         paper = CONFIGS[arch]
         blocks = tuple(

@@ -31,7 +31,7 @@ from typing import Any, TypedDict
 from .arch import make_any_config
 from .backends import display_name, get_backend
 from .errors import ConfigError, VGGError
-from .report import fmt, format_table
+from .report import fmt, format_table, save_figure
 from .spec import spec
 from .training import Progress, check_precision, reuse_freed_memory
 from .weights import atomic_write, xavier_init
@@ -556,8 +556,7 @@ def plot_sweep(summary: dict, path) -> None:
     )
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 if __name__ == "__main__":  # one sweep point: `python -m common.bench '{"backend": "torch", ...}'`

@@ -12,6 +12,7 @@ import numpy as np
 
 from .arch import LayerPlan, VGGConfig, positive_int
 from .errors import ConfigError, arg
+from .training import check_seed
 
 MLP_WIDTH = 20  # FixedHiddenMLP's width: the book's input is rand(2, 20)
 SECOND_USE = "shared2"  # the tied MLP's second use of ``shared``; a layer of its own only when untied
@@ -19,7 +20,7 @@ SECOND_USE = "shared2"  # the tied MLP's second use of ``shared``; a layer of it
 
 def fixed_weight(seed: int = 0) -> np.ndarray:
     """FixedHiddenMLP's constant (20, 20) weight: uniform in [0, 1) like the book's ``torch.rand``, seeded."""
-    return np.random.default_rng(seed).random((MLP_WIDTH, MLP_WIDTH), dtype=np.float32)
+    return np.random.default_rng(check_seed(seed)).random((MLP_WIDTH, MLP_WIDTH), dtype=np.float32)
 
 
 def fixed_hidden_mlp(

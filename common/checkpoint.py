@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -28,7 +27,7 @@ import numpy as np
 from .arch import NetConfig
 from .errors import ConfigError, WeightsError, arg
 from .history import History
-from .weights import META_KEY, atomic_write, check_weights, meta_config
+from .weights import META_KEY, UNREADABLE, atomic_write, check_weights, meta_config
 
 FORMAT = "vgg-checkpoint"
 VERSION = 1
@@ -63,6 +62,8 @@ def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
     Refuses a path that is a file (or a device), a folder that cannot be created or written to, and one
     whose file system has less free space than ``needed_bytes``.
     """
+    if not str(folder).strip():
+        raise ConfigError("an empty folder name was given; name the folder to write in")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file, not a folder; name a folder for the run's files")
@@ -209,7 +210,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
             text = str(z[META_KEY])
     except WeightsError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+    except (*UNREADABLE, KeyError) as e:
         raise _damaged(path, e) from None
     try:
         meta = json.loads(text)
@@ -283,7 +284,7 @@ def load_checkpoint(
                 group, _, name = key.partition("/")
                 if key != META_KEY and group in groups:
                     groups[group][name] = z[key]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+    except (*UNREADABLE, KeyError) as e:
         raise _damaged(path, e) from None
     weights = check_weights(saved, groups["weights"])
     return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])

@@ -15,7 +15,7 @@ from . import report
 from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .distributed import quiet_error, worker_env
-from .errors import ArgValue, ConfigError, VGGError
+from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
 from .training import LR_SCHEDULES, OPTIMIZERS, default_lr, fit, reuse_freed_memory
 
@@ -227,6 +227,11 @@ def _resume_args(args, path) -> None:
         setattr(args, option, value)
     if args.epochs is None:  # --epochs may extend a run (common.checkpoint: never below the epochs trained)
         args.epochs = meta["recipe"]["num_epochs"]
+    elif args.epochs < meta["epoch"]:
+        raise ConfigError(
+            f"--epochs {args.epochs}: the run saved in {path} has already trained {meta['epoch']} epoch(s); "
+            f"give --epochs {meta['epoch']} or more to extend it, or leave --epochs out"
+        )
 
 
 def _interrupted(args, path, started: float) -> int:
@@ -261,7 +266,7 @@ def cmd_train(args) -> int:
     from .checkpoint import FolderLock, prepare_folder
 
     reuse_freed_memory()  # before a framework starts its threads, so that theirs take it too
-    if not args.out:
+    if args.out is None:
         if args.resume:
             raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
         return _train(args, None)
@@ -282,7 +287,13 @@ def _train(args, out: Path | None) -> int:
         _resume_args(args, ckpt)
     elif out is not None and ckpt is not None and not args.overwrite:
         if ckpt.is_file():
-            meta = read_checkpoint_meta(ckpt)
+            try:
+                meta = read_checkpoint_meta(ckpt)
+            except WeightsError:
+                raise ConfigError(
+                    f"{out} already holds a run whose {ckpt.name} cannot be read; replace the run with --overwrite, "
+                    f"or choose another --out"
+                ) from None
             raise ConfigError(
                 f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
                 f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
@@ -294,12 +305,19 @@ def _train(args, out: Path | None) -> int:
                 f"{out} already holds a run's files ({', '.join(saved)}); replace them with --overwrite, "
                 f"or choose another --out"
             )
+    if out is not None:
+        blocked = [name for name in RUN_FILES if (out / name).is_dir()]
+        if blocked:  # found now, not when the trained run is saved
+            raise ConfigError(
+                f"{out / blocked[0]} is a folder, where the run saves a file of that name; move it, or choose "
+                f"another --out"
+            )
     _fill_defaults(args, TRAIN_DEFAULTS)
     lr = args.lr or default_lr(args.optimizer, args.arch)
     check_memory(_config(args, args.resize), args.batch_size)  # before the framework loads
     worker = worker_env(args.backend)
-    if args.sync_bn and worker is None and args.workers == 1:
-        raise ConfigError("--sync-bn synchronizes batch norm across workers: add --workers N (N > 1)")
+    if worker is None:
+        _check_worker_options(args)
     if worker is None and args.workers > 1:  # start the workers; each runs this command in its engine's world
         return _launch_workers(args, out, ckpt)
     b = get_backend(args.backend)
@@ -366,6 +384,14 @@ def _train(args, out: Path | None) -> int:
     return 0
 
 
+def _check_worker_options(args) -> None:
+    """--sync-bn and --port belong to --workers N: refused without it, rather than ignored."""
+    if args.workers == 1 and args.sync_bn:
+        raise ConfigError("--sync-bn synchronizes batch norm across workers: add --workers N (N > 1)")
+    if args.workers == 1 and args.port is not None:
+        raise ConfigError("--port is the first of the workers' ports: add --workers N (N > 1), or leave it out")
+
+
 def _trainer(b, args, net, lr, worker):
     """The backend's Trainer for this run (its DistributedTrainer in a worker), and whether this process leads.
 
@@ -410,11 +436,13 @@ def cmd_compare(args) -> int:
     names = parse_backends(args.backends)
     _fill_defaults(args, COMPARE_DEFAULTS)
     check_memory(_config(args, args.resize), args.batch_size)
+    _check_worker_options(args)
     for name in names:
         require(name)
     from .checkpoint import checkpoint_file, prepare_folder
 
     out = prepare_folder(args.out)
+    _claim_compare_folder(out, names, args.resume, args.overwrite)
     records = []
     for name in names:
         # each backend's run replaces the one an earlier `vgg compare` left in the same folder; with --resume,
@@ -462,6 +490,8 @@ def cmd_compare(args) -> int:
         cmd += ["--precision", args.precision, "--device", args.device, "--workers", str(args.workers)]
         if args.sync_bn:
             cmd.append("--sync-bn")
+        if args.port is not None:  # the backends run one after another: each may take the same ports
+            cmd += ["--port", str(args.port)]
         print(f"== {display_name(name)}", flush=True)
         try:
             done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -482,6 +512,66 @@ def cmd_compare(args) -> int:
     print(f"\nreport: {paths['markdown']}\nplot:   {paths['plot']}\nnumbers: {paths['json']}")
     print(paths["table"])
     return 0
+
+
+COMPARE_MARK = ".vgg-compare"  # in a `vgg compare` --out: the backends' runs there are the command's own
+COMPARE_FILES = ("report.md", "curves.png", "results.json")
+
+
+def _claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: bool) -> None:
+    """Before a compare writes into ``out``: refuse to replace what it did not write, then mark the folder its own.
+
+    A backend's folder holding a run, or a report file, in a folder no compare has written (no mark, and no
+    results.json from before the mark existed) is a user's: it is replaced only with ``overwrite`` (``resume``
+    continues such runs rather than replacing them). A compare that is not resumed also removes the report of
+    the one before, so that one failing partway leaves no report that describes other runs.
+    """
+    from .checkpoint import checkpoint_file
+    from .weights import atomic_write
+
+    own = (out / COMPARE_MARK).is_file() or (out / "results.json").is_file()
+    if not (own or resume or overwrite):
+        theirs = [
+            out / n
+            for n in names
+            if checkpoint_file(out / n).exists() or any((out / n / f).exists() for f in RUN_FILES)
+        ]
+        theirs += [out / f for f in COMPARE_FILES if (out / f).exists()]
+        if theirs:
+            raise ConfigError(
+                f"{theirs[0]} holds files vgg compare did not write; replace them with --overwrite, or choose "
+                f"another --out"
+            )
+    atomic_write(out / COMPARE_MARK, lambda f: f.write(b"written by vgg compare: its runs here may be replaced\n"))
+    if not resume:
+        for name in COMPARE_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def _prepare_file(path, overwrite: bool, option: str, suffixes: tuple[str, ...] = (), create: bool = False) -> Path:
+    """A file a command writes when its work is done, checked now, before the work: a bad path fails first.
+
+    Refuses an empty name, a name without one of ``suffixes`` (when given), a folder, a folder that does not
+    exist (``create``: made now) or cannot be written to, and an existing file unless ``overwrite``;
+    ``option`` names where the path came from.
+    """
+    from .checkpoint import prepare_folder
+
+    if not str(path).strip():
+        raise ConfigError(f"{option} was given an empty name; name the file to write")
+    path = Path(path)
+    if suffixes and not path.name.lower().endswith(suffixes):
+        raise ConfigError(f"{option} {path}: name a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; name a file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: {path.parent} is a file, not a folder")
+    if not path.parent.is_dir() and not create:
+        raise ConfigError(f"{option} {path}: folder {path.parent} does not exist; create it or choose another path")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise ConfigError(f"{path} already exists; replace it with --overwrite, or choose another {option}")
+    prepare_folder(path.parent)  # made where missing; refused where it cannot be written
+    return path
 
 
 def _arch_text(arch) -> str:
@@ -514,8 +604,7 @@ def cmd_convert(args) -> int:
     check_file_path(args.dst, to)
     if Path(args.dst).resolve() == Path(args.src).resolve():
         raise ConfigError(f"{args.dst} is the source file; give another destination")
-    if Path(args.dst).exists() and not args.overwrite:
-        raise ConfigError(f"{args.dst} already exists; replace it with --overwrite or choose another destination")
+    _prepare_file(args.dst, args.overwrite, "destination")
     if to != "onnx" and (args.backend or args.batch):
         raise ConfigError("--backend and --batch choose how an ONNX model is exported; the destination is not .onnx")
     config, weights, source = _read_model(args.src)
@@ -536,7 +625,8 @@ def cmd_convert(args) -> int:
             how = f", exported by {display_name(name)}"
         else:
             b.save_model(net, args.dst)
-    print(f"converted {args.src} ({source}) -> {args.dst} ({to}{FILE_SUFFIXES[to]}{how}): {config.describe()}")
+    kind = f"{display_name(to)} " if to in BACKENDS else ""
+    print(f"converted {args.src} ({source}) -> {args.dst} ({kind}{FILE_SUFFIXES[to]}{how}): {config.describe()}")
     return 0
 
 
@@ -570,7 +660,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_conform(args) -> int:
     """``vgg conform MODEL``: the report on stdout (and in --out); exit 0 when the model conforms, 1 when not."""
-    from .conform import conform, write_report
+    from .conform import REPORT_FILES, conform, write_report
+
+    if args.out is not None:  # before the work: a report must not be lost to a bad folder, nor replace one unasked
+        from .checkpoint import prepare_folder
+
+        folder = prepare_folder(args.out)
+        for name in REPORT_FILES:
+            _prepare_file(folder / name, args.overwrite, "--out")
 
     options = {
         "arch": args.arch,
@@ -596,9 +693,15 @@ def _evaluate_onnx(args) -> int:
     """``vgg evaluate MODEL.onnx``: test accuracy through ONNX Runtime, no framework imported."""
     from .data import fashion_mnist_batches
     from .interchange import evaluate_onnx, load_onnx
+    from .training import parse_device
 
     if args.backend:
         raise ConfigError(f"{args.model} runs in ONNX Runtime; --backend chooses a framework for weights files")
+    if parse_device(args.device)[0] == "cuda":
+        raise ConfigError(
+            f"{args.model} runs in ONNX Runtime on the CPU (its CPU package is installed); leave out --device "
+            f"or give --device cpu"
+        )
     model = load_onnx(args.model)
     config = model.config
     if config.in_channels != 1 or config.num_classes != 10:
@@ -641,6 +744,7 @@ def _bench_onnxruntime(names: list[str], args, batch_size: int, steps: int, repe
     return row
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # what --plot may be named: formats matplotlib writes
 GPU_STEPS = 25  # `vgg bench --device cuda`: timed steps per repeat where --steps is left out
 
 
@@ -650,8 +754,9 @@ def cmd_bench(args) -> int:
     reuse_freed_memory()  # as vgg train runs, before any framework starts its threads (common.bench)
     entries = [n.strip() for n in args.backends.split(",")]
     onnxruntime = "onnxruntime" in entries  # ONNX Runtime: an inference-only fourth row (_bench_onnxruntime)
+    frameworks = [n for n in entries if n != "onnxruntime"]
     try:
-        names = [] if entries == ["onnxruntime"] else parse_backends([n for n in entries if n != "onnxruntime"])
+        names = parse_backends(frameworks) if frameworks or not onnxruntime else []
     except ConfigError as e:
         raise ConfigError(f"{e}; add onnxruntime for ONNX Runtime's inference") from None
     if onnxruntime and args.sweep:
@@ -672,8 +777,15 @@ def cmd_bench(args) -> int:
         points += [(args.resize, r) for r in args.ratios or SWEEP_DEFAULTS["ratios"]]
     for size, ratio in points:  # each network as run_bench and run_sweep build it
         check_memory(make_any_config(args.arch, 1, 10, size, ratio), batch_size)
+    if not args.sweep and (args.sizes or args.ratios or args.plot is not None):
+        raise ConfigError("--sizes, --ratios and --plot belong to --sweep; add --sweep")
     from .training import parse_device
 
+    if args.json is not None:  # checked before the minutes of measuring, which must not be lost to a bad path
+        _prepare_file(args.json, args.overwrite, "--json", create=True)
+    if args.sweep:
+        args.plot = args.plot or SWEEP_DEFAULTS["plot"]
+        _prepare_file(args.plot, args.overwrite, "--plot", PLOT_SUFFIXES, create=True)
     gpu = parse_device(args.device)[0] == "cuda"  # a GPU step takes milliseconds: more of them per timed repeat
     steps = args.steps or (GPU_STEPS if gpu and not args.sweep else defaults["steps"])
     repeats = args.repeats or defaults["repeats"]
@@ -682,7 +794,7 @@ def cmd_bench(args) -> int:
             raise ConfigError("--workers measures data-parallel training alone: leave out --sweep and onnxruntime")
         return _bench_workers(names, args, batch_size, steps)
     if args.sweep:
-        plot = args.plot or SWEEP_DEFAULTS["plot"]
+        plot = args.plot
         summary = run_sweep(
             names,
             args.arch,
@@ -701,8 +813,6 @@ def cmd_bench(args) -> int:
         print(sweep_table(summary))
         print(f"plot: {plot}")
     else:
-        if args.sizes or args.ratios or args.plot:
-            raise ConfigError("--sizes, --ratios and --plot belong to --sweep; add --sweep")
         summary = None
         if names:
             json_path = None if onnxruntime else args.json  # with ONNX Runtime's row, written below
@@ -773,7 +883,15 @@ def _bench_workers(names: list[str], args, batch_size: int, steps: int) -> int:
     print(report.format_table(headers, rows, title=f"data parallel, one thread per process: {config.describe()}"))
     from .bench import cpu_features
 
-    print(f"CPU: {cpu_features().get('model', 'unknown')}; the model: docs/distributed.md")
+    cpu = cpu_features().get("model", "unknown")
+    print(f"CPU: {cpu}; the model: docs/distributed.md")
+    if args.json is not None:
+        from .weights import atomic_write
+
+        record = {"config": config.to_dict(), "batch_size": batch_size, "steps": steps, "cpu": cpu}
+        record["rows"] = [dict(zip(headers, row, strict=True)) for row in rows]
+        atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        print(f"numbers: {args.json}")
     return 0
 
 
@@ -800,7 +918,7 @@ def _add_workers(p):
     )
     p.add_argument(
         "--port",
-        type=_positive(int),
+        type=_port,
         default=None,
         help="with --workers: the first port of 127.0.0.1 the workers use (default: free ones are picked)",
     )
@@ -810,6 +928,14 @@ def _add_workers(p):
         help="with --workers and --batch-norm: batch-norm statistics over the global batch, where the "
         "framework has it (PyTorch on GPUs, tf.keras)",
     )
+
+
+def _port(text):
+    """A TCP port number, 1..65535."""
+    value = _positive(int)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {text}")
+    return value
 
 
 def _positive_ints(text):
@@ -908,10 +1034,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_training(p, COMPARE_DEFAULTS)
     p.add_argument("--backends", default="all", help="'all' or a comma list of " + ", ".join(BACKENDS))
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
-    p.add_argument(
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted compare in --out: each backend from its last checkpoint, finished ones kept",
+    )
+    resume.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace runs in --out that vgg compare did not write (its own it replaces without this)",
     )
     p.set_defaults(func=cmd_compare)
 
@@ -980,7 +1112,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"with --sweep: width ratios (default {','.join(map(str, sw['ratios']))})",
     )
-    p.add_argument("--plot", default=None, help=f"with --sweep: where the PNG goes (default {sw['plot']})")
+    p.add_argument(
+        "--plot", default=None, help=f"with --sweep: where the plot goes, .png, .pdf or .svg (default {sw['plot']})"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the --json or --plot file if it exists")
     p.add_argument(
         "--workers",
         type=_positive(int),
@@ -1037,6 +1172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_positive(int), default=4, help="real test images compared (default 4)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     p.add_argument("--out", default=None, help="folder for conformance.md and conformance.json")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.set_defaults(func=cmd_conform)
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model on the real Fashion-MNIST test set")

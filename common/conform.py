@@ -50,7 +50,7 @@ from .arch import (
 )
 from .errors import ConfigError, InputError, VGGError, WeightsError, arg
 from .spec import spec
-from .weights import from_canonical, xavier_init
+from .weights import from_canonical, no_file, xavier_init
 
 TOLERANCE = 1e-4  # relative to the largest reference value: the logits, and every traced layer
 KINDS = ("conv", "bn", "relu", "lrn", "pool", "flatten", "linear", "dropout")
@@ -751,7 +751,7 @@ class OnnxGraph:
         from google.protobuf.message import DecodeError
 
         if not path.is_file():
-            raise InputError(f"model file {path} does not exist")
+            raise InputError(no_file(path, "model file"))
         try:
             self.model = onnx.load(str(path))
             onnx.checker.check_model(self.model)

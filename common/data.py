@@ -121,8 +121,16 @@ def read_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
 def read_file(path: Path, verify: bool = True) -> np.ndarray:
     """Read one IDX file (gz or raw), verify its decompressed bytes, parse it."""
     name = path.name.removesuffix(".gz")
+    # a known file is read to one byte past its published size: a longer one is refused without being read whole
+    # (a small .gz can decompress to gigabytes)
+    limit = FILES[name][0] + 1 if verify and name in FILES else -1
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read(limit)
+        else:
+            with path.open("rb") as f:
+                raw = f.read(limit)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(
             f"{path} cannot be read or decompressed ({e}); it is damaged: reinstall it. " + INSTALL_HINT
@@ -131,7 +139,8 @@ def read_file(path: Path, verify: bool = True) -> np.ndarray:
         size, sha = FILES[name]
         if len(raw) != size or hashlib.sha256(raw).hexdigest() != sha:
             raise DataError(
-                f"{path} is not the published Fashion-MNIST file ({len(raw):,} bytes decompressed, "
+                f"{path} is not the published Fashion-MNIST file "
+                f"({'more than ' if len(raw) > size else ''}{min(len(raw), size):,} bytes decompressed, "
                 f"expected {size:,} with SHA-256 {sha[:12]}…): it is truncated or altered; "
                 f"replace it. " + INSTALL_HINT
             )

@@ -160,6 +160,10 @@ def check_port(port: int) -> None:
 def free_ports(n: int, first: int | None = None) -> list[int]:
     """``n`` ports of 127.0.0.1: ``first``, ``first + 1``, ... (each checked free), or ``n`` free ones picked now."""
     if first is not None:
+        if not 0 < first <= 65536 - n:
+            raise ConfigError(
+                f"{arg('port', first)}: the run needs ports {first}..{first + n - 1}; give one in 1..{65536 - n}"
+            )
         ports = list(range(first, first + n))
         for port in ports:
             check_port(port)

@@ -63,6 +63,10 @@ class WeightsError(VGGError):
     """A weights file or dict does not fit the network it is loaded into."""
 
 
+class WriteError(VGGError, OSError):
+    """A file could not be written (a full disk, a folder without write permission); the message names it."""
+
+
 class BackendUnavailable(VGGError, ImportError):
     """A backend's framework is not installed."""
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .arch import NetConfig
 from .errors import BackendUnavailable, ConfigError, InputError, WeightsError
-from .spec import spec
+from .spec import check_memory, spec
 from .training import check_batch
 from .weights import (
     FORMAT,
@@ -40,6 +40,7 @@ from .weights import (
     load_npz,
     make_meta,
     meta_config,
+    no_file,
     parse_meta,
     save_npz,
     xavier_init,
@@ -127,7 +128,7 @@ def _safe_open(path: Path):
     """safetensors' reader on ``path`` (the header is parsed and the file's length checked; no tensor is read)."""
     safetensors = require("safetensors", "reading .safetensors weights")
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(no_file(path, "weights file"))
     try:
         return safetensors.safe_open(str(path), framework="numpy")
     except (safetensors.SafetensorError, OSError) as e:
@@ -220,13 +221,20 @@ def check_file_path(path: str | os.PathLike, fmt: str) -> Path:
 # --- ONNX: what an exporter wrote, named, stamped and checked --------------------------------------------------
 
 
-def check_export_args(path: str | os.PathLike, batch: int | None) -> tuple[Path, int | None]:
-    """``export_onnx``'s arguments checked before any work: a ``*.onnx`` path in an existing folder, a batch size."""
+def check_export_args(path: str | os.PathLike, batch: int | None, config: NetConfig) -> tuple[Path, int | None]:
+    """``export_onnx``'s arguments checked before any work: a ``*.onnx`` path in an existing folder, not a folder,
+    and a batch size the exporter's example batch fits in memory with (``config``: the network's)."""
     path = check_file_path(path, "onnx")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"{path.parent} is a file, not a folder; choose another path for {path.name}")
     if not path.parent.is_dir():
         raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch <= 0):
         raise ConfigError(f"batch must be None (a dynamic batch axis) or a positive whole number, got {batch!r}")
+    if batch is not None:
+        check_memory(config, int(batch))  # the exporter runs one example batch of that size
     require("onnx", "ONNX export")
     return path, None if batch is None else int(batch)
 
@@ -339,7 +347,7 @@ class OnnxModel:
 
         self.path = path = Path(path)
         if not path.is_file():
-            raise WeightsError(f"model file {path} does not exist")
+            raise WeightsError(no_file(path, "model file"))
         try:
             model = onnx.load(str(path))
         except (DecodeError, OSError, ValueError, RuntimeError) as e:
@@ -355,8 +363,9 @@ class OnnxModel:
         self.batch = _check_signature(model, self.config, path)
         try:
             onnx.checker.check_model(model)
-        except onnx.checker.ValidationError as e:
-            raise WeightsError(f"{path} fails ONNX's checker ({str(e).splitlines()[0]}); it is damaged") from None
+        except Exception as e:  # ValidationError, and UnicodeDecodeError where damaged bytes hold a name
+            said = (str(e).splitlines() or [""])[0]
+            raise WeightsError(f"{path} fails ONNX's checker ({type(e).__name__}: {said}); it is damaged") from None
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         try:

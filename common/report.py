@@ -130,8 +130,7 @@ def plot_curves(records: list[dict], path) -> None:
     if records:
         fig.suptitle(_run_title(records[0]))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _run_title(r: dict) -> str:
@@ -142,6 +141,21 @@ def _run_title(r: dict) -> str:
         f"{config_from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
         f"batch {r['batch_size']}, {r['train_examples']:,} train / {r['test_examples']:,} test examples"
     )
+
+
+def save_figure(fig, path, dpi: int) -> None:
+    """Write a matplotlib figure atomically, in the format its name gives (.png, .pdf, .svg); close it."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    from .weights import atomic_write
+
+    fmt = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+    finally:
+        plt.close(fig)
 
 
 def write_compare_report(out, records: list[dict]) -> dict:

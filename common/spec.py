@@ -20,6 +20,7 @@ from .arch import (
     LayerPlan,
     NetConfig,
     VGGConfig,
+    as_config,
     make_alexnet_config,
     make_config,
     net_plan,
@@ -279,17 +280,32 @@ def _what_to_lower(config: NetConfig, batch: int | None, available: int) -> str:
     return f"lower {arg(field)}" + ("" if best is None else f" ({arg(field, best)} fits)")
 
 
+MAX_ELEMENTS = 2**31 - 1  # values in one example's layer output that every framework can index (MXNet: 32-bit)
+
+
+def check_layer_sizes(config: NetConfig) -> None:
+    """Refuse a network one of whose layer outputs holds more values per example than the frameworks index."""
+    side = config.input_size
+    sizes = [(config.in_channels * side * side, "the input")]
+    sizes += [(math.prod(layer.shape), layer.name) for layer in spec(config).layers]
+    largest, name = max(sizes)
+    if largest > MAX_ELEMENTS:
+        raise ConfigError(
+            f"the network ({config.describe()}) has {largest:,} values per example in {name}, more than the "
+            f"{MAX_ELEMENTS:,} the frameworks can index in one tensor; lower {arg('input_size')}"
+        )
+
+
 def check_memory(config: NetConfig, batch: int | None = None, available: int | None = None) -> None:
     """Refuse, before anything is allocated, a network (``batch``: a training run) this machine cannot hold.
 
     The need is :func:`memory_needed`, a lower bound; ``available`` defaults to :func:`available_memory`,
-    and where that is unknown (no /proc/meminfo) nothing is checked.
+    and where that is unknown (no /proc/meminfo) only :func:`check_layer_sizes` is checked.
     """
     available = available_memory() if available is None else available
-    if available is None:
-        return
-    needed = memory_needed(config, batch)
-    if needed <= available:
+    needed = 0 if available is None else memory_needed(config, batch)
+    if available is None or needed <= available:  # (one too big for memory is first told which value fits)
+        check_layer_sizes(config)
         return
     what = (
         "for its parameters"
@@ -307,7 +323,9 @@ def network_functions(build):
     its ``build(config)``: the framework's network of a configuration, Xavier-initialised."""
 
     def from_config(config):
-        """The network of a configuration (VGG's or AlexNet's: ``net.config``, or a saved one), Xavier-initialised."""
+        """The network of a configuration (VGG's or AlexNet's: ``net.config``, a saved one, or its ``to_dict()``
+        record), Xavier-initialised."""
+        config = as_config(config)
         check_memory(config)  # one that cannot fit in this machine's memory is refused before anything is allocated
         return build(config)
 

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,18 +104,31 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
+def gpu_index(i) -> int:
+    """``try_gpu``'s ``i``: a GPU's index, a whole number >= 0."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0:
+        raise ConfigError(f"a GPU's index is a whole number >= 0, got {i!r}")
+    return int(i)
+
+
 def derived_seed(*words: int) -> int:
     """A seed in [0, 2**31) drawn from whole numbers (NumPy's ``SeedSequence``): the same words give the same seed,
     different words unrelated ones, and every framework's generator takes it (MXNet's only below 2**31)."""
     return int(np.random.SeedSequence(list(words)).generate_state(1)[0] % 2**31)
 
 
+MAX_LR = float(np.finfo(np.float32).max)  # every framework's optimizer holds the rate as a float32
+
+
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
     """Validate the training recipe before any work starts."""
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 0:
         raise ConfigError(f"num_epochs must be a whole number >= 0, got {num_epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"lr must be a positive number, got {lr!r} (the book uses 0.05 for SGD, 0.001 for Adam)")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= MAX_LR:
+        raise ConfigError(
+            f"lr must be a positive number (at most {MAX_LR:.3g}, float32's largest), got {lr!r} "
+            f"(the book uses 0.05 for SGD, 0.001 for Adam)"
+        )
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if lr_schedule not in LR_SCHEDULES:
@@ -142,7 +155,7 @@ def check_loss(loss: float, epoch: int, step: int, lr: float) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
             f"the loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}); training stopped. Lower the "
-            f"learning rate (e.g. {arg('lr', float(f'{lr / 10:g}'))}) or use {arg('batch_norm', True)}"
+            f"learning rate (e.g. {arg('lr', float(f'{min(lr / 10, 0.05):g}'))}) or use {arg('batch_norm', True)}"
         )
 
 
@@ -422,6 +435,9 @@ def fit(
     """
     from .checkpoint import Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
 
+    for what, data in (("train_iter", train_iter), ("test_iter", test_iter)):
+        if not isinstance(data, Iterable):  # before an epoch is spent: the test data are read only at its end
+            raise InputError(f"{what} must be an iterable of (x, y) batches, got {type(data).__name__}")
     recipe, name, net = trainer.recipe, trainer.backend, trainer.net
     record = recipe.record(train_iter, test_iter)
     # room for one checkpoint: the weights and up to two optimizer slots per weight (Adam), written beside
@@ -446,7 +462,8 @@ def fit(
             rate = recipe.lr_at(epoch)
             trainer.start_epoch(epoch, rate)
             meter = Meter()
-            bar = Progress(len(train_iter), f"[{name}] epoch {epoch}", enabled=None if verbose else False)
+            steps = len(train_iter) if isinstance(train_iter, Sized) else None  # a generator has no length
+            bar = Progress(steps, f"[{name}] epoch {epoch}", enabled=None if verbose else False)
             pending: list[tuple[int, int, Any]] = []  # steps whose sums the host has not read yet
             for step, (x, y) in enumerate(trainer.feed(train_iter), start=1):
                 if step == 1 or not verified(train_iter):
@@ -456,6 +473,8 @@ def fit(
                     _settle(trainer, pending, meter, bar, epoch, rate)
             _settle(trainer, pending, meter, bar, epoch, rate)
             bar.close()
+            if meter.n == 0:
+                raise InputError(f"the training data gave no batches in epoch {epoch}; {NO_BATCHES}")
             seconds = meter.seconds
             test_acc = trainer.evaluate(test_iter)
             done = Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds)
@@ -520,6 +539,9 @@ def train_function(trainer_class: type[Trainer], get_device):
     return train
 
 
+NO_BATCHES = "give at least one (x, y) batch, each pass (a generator is used up after one: give a list or a loader)"
+
+
 def accuracy(data_iter, check, correct, read=float) -> float:
     """Accuracy over ``data_iter``: ``check(x, y, where)`` refuses a bad batch, ``correct(x, y)`` counts hits.
 
@@ -532,7 +554,9 @@ def accuracy(data_iter, check, correct, read=float) -> float:
             check(x, y, f"evaluation batch {i}")
         total = total + correct(x, y)
         n += len(y)
-    return read(total) / max(n, 1)
+    if n == 0:
+        raise InputError(f"the evaluation data gave no batches; {NO_BATCHES}")
+    return read(total) / n
 
 
 class Meter:
@@ -572,8 +596,8 @@ class Progress:
     figures to show (``loss=0.53``). ``enabled=False`` shows nothing; ``None`` decides by the terminal.
     """
 
-    def __init__(self, total: int, label: str, enabled: bool | None = None, every: float | None = None):
-        self.total, self.label = max(total, 1), label
+    def __init__(self, total: int | None, label: str, enabled: bool | None = None, every: float | None = None):
+        self.total, self.label = None if total is None else max(total, 1), label  # None: a loop of unknown length
         self.enabled = enabled is not False
         self.tty = sys.stderr.isatty()
         self.every = LOG_EVERY if every is None else every
@@ -592,16 +616,14 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(figures, refresh=False)
             self.bar.update(n)
-        elif self.enabled and time.perf_counter() - self._logged >= self.every and self.done < self.total:
+        elif self.enabled and time.perf_counter() - self._logged >= self.every and self.done < (self.total or 2**62):
             self._logged = now = time.perf_counter()
             rate = self.done / max(now - self.start, 1e-9)
             speed = f", {self.examples / (now - self.start):.1f} examples/s" if self.examples else ""
             extra = "".join(f", {k} {v}" for k, v in figures.items())
-            print(
-                f"{self.label}: {self.done}/{self.total}{speed}{extra}, eta {(self.total - self.done) / rate:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            done = f"{self.done} steps" if self.total is None else f"{self.done}/{self.total}"
+            eta = "" if self.total is None else f", eta {(self.total - self.done) / rate:.0f} s"
+            print(f"{self.label}: {done}{speed}{extra}{eta}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

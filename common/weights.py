@@ -9,21 +9,28 @@ record ``__meta__`` (format version, configuration, source framework and version
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import tempfile
+import tokenize
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .arch import NetConfig, config_from_dict
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, VGGError, WeightsError, WriteError
 from .spec import spec
 from .training import check_seed
 
 FORMAT = "vgg-weights"
 VERSION = 1
 META_KEY = "__meta__"
+
+
+# What NumPy raises reading a damaged .npz: its zip layer, and its header parser (a damaged header raises
+# tokenize.TokenError or SyntaxError from ast.literal_eval).
+UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, tokenize.TokenError, SyntaxError)
 
 
 def check_weights(config: NetConfig, weights: dict[str, np.ndarray], copy: bool = True) -> dict[str, np.ndarray]:
@@ -173,6 +180,10 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
             f"unknown init scheme {scheme!r}; choose from {', '.join(INIT_SCHEMES)} or give a "
             f"function (name, shape, rng) -> array"
         )
+    if scheme == "constant" and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(np.float32(value))
+    ):
+        raise ConfigError(f"value must be a finite number (float32), got {value!r}")
     rng, out = np.random.default_rng(check_seed(seed)), xavier_init(config, seed)
     for name, array in out.items():
         if not (name.endswith(".weight") and array.ndim > 1):
@@ -185,6 +196,8 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
             drawn = np.asarray(scheme(name, array.shape, rng))
             if drawn.shape != array.shape:
                 raise ConfigError(f"the init function returned shape {drawn.shape} for {name}, which is {array.shape}")
+            if not np.issubdtype(drawn.dtype, np.number) or not np.isfinite(drawn.astype(np.float32)).all():
+                raise ConfigError(f"the init function returned values for {name} that are not finite numbers")
         out[name] = drawn.astype(np.float32)
     for name, array in out.items():  # biases zero whatever xavier_init drew for the weights above
         if name.endswith(".bias"):
@@ -248,7 +261,12 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+    except OSError as e:
+        raise WriteError(f"cannot write in {path.parent} ({e.strerror}); choose a folder you can write to") from None
     try:
         if by_name:
             os.close(fd)
@@ -263,8 +281,10 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, VGGError):
+            raise WriteError(f"cannot write {path} ({e.strerror or e}); choose another path") from None
         raise
     return path
 
@@ -351,6 +371,11 @@ def model_format(path: str | os.PathLike) -> str:
     )
 
 
+def no_file(path: str | os.PathLike, what: str) -> str:
+    """Why ``path``, which is no file, cannot be read: it is missing, or a folder."""
+    return f"{what} {path} is a folder, not a file" if Path(path).is_dir() else f"{what} {path} does not exist"
+
+
 def check_model_path(path: str | os.PathLike, fmt: str) -> Path:
     """``path`` if its name has ``fmt``'s suffix, else an error that says which name to give."""
     if model_format(path) != fmt:
@@ -362,7 +387,7 @@ def existing_model(path: str | os.PathLike, fmt: str) -> Path:
     """``path``, checked to be named for ``fmt`` and to exist: what every ``load_model`` starts with."""
     path = check_model_path(path, fmt)
     if not path.is_file():
-        raise WeightsError(f"model file {path} does not exist")
+        raise WeightsError(no_file(path, "model file"))
     return path
 
 
@@ -385,7 +410,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     """The metadata of a weights file, read before any tensor."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(no_file(path, "weights file"))
     native = next((f for f, suffix in MODEL_SUFFIXES.items() if f != "npz" and path.name.endswith(suffix)), None)
     if native is not None:
         raise WeightsError(
@@ -393,6 +418,10 @@ def read_meta(path: str | os.PathLike) -> dict:
             f"(or vgg convert it to .npz)"
         )
     try:
+        with path.open("rb") as f:
+            head = f.read(2)
+        if head != b"PK":  # NumPy would read anything else as a pickle, and refuse it as one
+            raise WeightsError(f"{path} is not an .npz file (not a zip archive); it is damaged or of another format")
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
                 raise WeightsError(
@@ -401,7 +430,7 @@ def read_meta(path: str | os.PathLike) -> dict:
             text = str(z[META_KEY])
     except WeightsError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except UNREADABLE as e:
         raise WeightsError(
             f"{path} is not a readable weights file ({reason(e)}); it is damaged or of another format"
         ) from None
@@ -415,6 +444,6 @@ def load_npz(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[
     try:
         with np.load(path, allow_pickle=False) as z:
             weights = {k: z[k] for k in z.files if k != META_KEY}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except UNREADABLE as e:
         raise WeightsError(f"{path} is damaged ({type(e).__name__}: {e})") from None
     return check_weights(config or saved, weights), meta

@@ -31,7 +31,7 @@ def export_onnx(net, path, batch=None):
     the configuration is in the metadata; the file is checked with ONNX's checker and written atomically.
     MXNet 1.9's exporter declares the newest opset of the installed onnx (it takes no opset). Returns the path.
     """
-    path, batch = check_export_args(path, batch)
+    path, batch = check_export_args(path, batch, net.config)
     _require_exporter()
     c, s = net.config.in_channels, net.config.input_size
     symbol = mx.sym.identity(net(mx.sym.var(INPUT)), name=OUTPUT)

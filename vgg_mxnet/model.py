@@ -17,6 +17,7 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    as_config,
     block_plan,
     check_block,
     check_trace_request,
@@ -118,7 +119,7 @@ from_config, vgg, alexnet = network_functions(_build)
 def abstract_network(config):
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): Gluon allocates parameters when they are initialised, and these are not."""
-    return Network(config)
+    return Network(as_config(config))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

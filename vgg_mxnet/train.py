@@ -23,6 +23,7 @@ from .weights import export_weights, import_weights
 
 def try_gpu(i=0):
     """The i-th GPU if MXNet sees one, else the CPU."""
+    i = training.gpu_index(i)
     return mx.gpu(i) if mx.context.num_gpus() > i else mx.cpu()
 
 

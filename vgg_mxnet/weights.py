@@ -80,7 +80,7 @@ def load_model(path):
     path = existing_model(path, "mxnet")
     try:
         saved = mx.nd.load(str(path))
-    except mx.base.MXNetError as e:
+    except (mx.base.MXNetError, UnicodeDecodeError) as e:  # damaged names fail to decode
         raise WeightsError(
             f"{path} is not a readable MXNet parameter file ({reason(e)}); it is empty, damaged or of another format"
         ) from None

@@ -11,6 +11,7 @@ its rows permuted (``vgg_tf``'s own "flat" layout).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -18,7 +19,7 @@ import numpy as np
 
 from common.conform import Event, Param, Trace, failure
 from common.errors import InputError, WeightsError
-from common.weights import from_canonical
+from common.weights import from_canonical, no_file
 
 from .model import LocalResponseNorm, PaddedConv2D
 
@@ -31,7 +32,9 @@ def open_model(source):
         return source
     path = Path(source)
     if not path.is_file():
-        raise InputError(f"model file {path} does not exist")
+        raise InputError(no_file(path, "model file"))
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
+        raise WeightsError(f"{path} is not a Keras model Keras can load safely (not a .keras file: no zip archive)")
     try:
         return keras.saving.load_model(
             str(path),

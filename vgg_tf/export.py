@@ -24,7 +24,7 @@ def export_onnx(net, path, batch=None):
     them first; evaluation mode; the configuration is in the metadata; the file is checked with ONNX's checker
     and written atomically. Returns the path.
     """
-    path, batch = check_export_args(path, batch)
+    path, batch = check_export_args(path, batch, net.config)
     _require_exporter()
     c, s = net.config.in_channels, net.config.input_size
     images = keras.Input((c, s, s), batch_size=batch, name=INPUT)

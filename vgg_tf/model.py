@@ -19,6 +19,7 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    as_config,
     block_plan,
     check_block,
     check_trace_request,
@@ -165,7 +166,7 @@ class Network(keras.Sequential):
                 with h5py.File(path, "r") as f:
                     text = f.attrs.get("vgg_meta")
                     shapes = Counter(_dataset_shapes(f))
-            except OSError as e:
+            except Exception as e:  # h5py on damaged bytes: OSError, RuntimeError ("wrong B-tree signature"), ...
                 raise WeightsError(f"{path} is not a readable HDF5 file ({reason(e)}); it is damaged") from None
             if text is not None:
                 meta_config(parse_meta(text, path), path, self.config)
@@ -179,6 +180,8 @@ class Network(keras.Sequential):
             return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
         except ValueError as e:
             raise WeightsError(f"{path} does not fit this network ({self.config.describe()}): {reason(e)}") from None
+        except (OSError, RuntimeError, KeyError) as e:  # h5py reading damaged bytes
+            raise WeightsError(f"{path} is not a readable HDF5 file ({reason(e)}); it is damaged") from None
 
 
 def _dataset_shapes(group: h5py.Group) -> list[tuple[int, ...]]:
@@ -219,7 +222,7 @@ def abstract_network(config):
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): built in a Keras stateless scope that leaves its variables uninitialised."""
     with keras.StatelessScope(initialize_variables=False):
-        return Network(config)
+        return Network(as_config(config))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

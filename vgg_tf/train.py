@@ -24,6 +24,7 @@ from .weights import export_weights, import_weights
 
 def try_gpu(i=0):
     """The i-th GPU if TensorFlow sees one, else the CPU (a device string for ``tf.device``)."""
+    i = training.gpu_index(i)
     return f"/GPU:{i}" if len(tf.config.list_physical_devices("GPU")) > i else "/CPU:0"
 
 

@@ -116,7 +116,7 @@ def load_model(path):
     try:
         with h5py.File(path, "r") as f:
             text = f.attrs.get("vgg_meta")
-    except OSError as e:
+    except Exception as e:  # h5py on damaged bytes: OSError, RuntimeError, ...
         raise WeightsError(
             f"{path} is not a readable HDF5 file ({reason(e)}); it is empty, damaged or of another format"
         ) from None

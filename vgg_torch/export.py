@@ -32,7 +32,7 @@ def export_onnx(net, path, batch=None):
     Evaluation mode (dropout off, batch-norm running statistics); the configuration is in the metadata; the file
     is checked with ONNX's checker and written atomically. Returns the path.
     """
-    path, batch = check_export_args(path, batch)
+    path, batch = check_export_args(path, batch, net.config)
     _require_exporter()
     c, s = net.config.in_channels, net.config.input_size
     example = torch.zeros(batch or 2, c, s, s)  # 2, not 1: torch.export would take a batch of 1 as a constant

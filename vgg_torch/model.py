@@ -12,6 +12,7 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    as_config,
     block_plan,
     check_block,
     check_trace_request,
@@ -95,7 +96,7 @@ def abstract_network(config):
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): built on PyTorch's meta device."""
     with torch.device("meta"):
-        return Network(config)
+        return Network(as_config(config))
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):

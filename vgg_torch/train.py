@@ -19,6 +19,7 @@ from .weights import export_weights, import_weights
 
 def try_gpu(i=0):
     """The i-th GPU if PyTorch sees one, else the CPU."""
+    i = training.gpu_index(i)
     return torch.device(f"cuda:{i}") if torch.cuda.device_count() > i else torch.device("cpu")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
-import zipfile
 
 import numpy as np
 import torch
@@ -78,15 +77,16 @@ def load_model(path):
             f"{path} holds Python objects other than tensors, or is not a PyTorch file at all; it was not "
             f"loaded (loading it could run code): give a .pt written by this project (vgg train, vgg convert)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError) as e:
+    except Exception as e:  # an unpickler reading damaged bytes raises anything (KeyError, UnicodeDecodeError, ...)
         raise WeightsError(
             f"{path} is not a readable PyTorch model file ({reason(e)}); it is empty, damaged or of another format"
         ) from None
-    if not isinstance(saved, dict) or "meta" not in saved or "state_dict" not in saved:
+    state = saved.get("state_dict") if isinstance(saved, dict) else None
+    if not isinstance(state, dict) or "meta" not in saved or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")
     config = meta_config(parse_meta(saved["meta"], path), path)
     net = from_config(config)
-    return import_weights(net, {k: v.numpy() for k, v in saved["state_dict"].items()})
+    return import_weights(net, {k: v.numpy() for k, v in state.items()})
 
 
 def zoo_weights(zoo_net):
