@@ -90,7 +90,8 @@ def test_convert_round_trips_a_trained_model_through_every_framework(backends, t
         (tmp_path / "m.npz", "npz"),
     ]
     for (src, _), (dst, to) in pairwise(chain):
-        assert f"-> {dst} ({to}" in run_main(capsys, "convert", src, dst, "--to", to)
+        said = run_main(capsys, "convert", src, dst, "--to", to)
+        assert f"-> {dst} (" in said and f"{dst.name.split('.', 1)[1]}): vgg11" in said
     accuracies = set()
     runs = [(path, []) for path, _ in chain[:-1]] + [(chain[-1][0], ["--backend", b]) for b in BACKENDS]
     for path, backend in runs:

@@ -132,7 +132,7 @@ def test_a_finished_run_can_be_extended_but_not_shortened(tmp_path, capsys):
     assert first.returncode == 0, first.stderr
     shorter = run_in_process(capsys, "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "0")
     assert shorter.returncode != 0 and "Traceback" not in shorter.stderr
-    assert "has already trained 1 epochs" in shorter.stderr.strip().splitlines()[-1]
+    assert "has already trained 1 epoch(s); give --epochs 1 or more" in shorter.stderr.strip().splitlines()[-1]
     longer = run_in_process(capsys, "train", "--backend", "torch", "--out", tmp_path, "--resume", "--epochs", "2")
     assert longer.returncode == 0, longer.stderr
     assert "resuming from" in longer.stdout and "after epoch 1 of 2" in longer.stdout

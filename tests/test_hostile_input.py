@@ -1,0 +1,297 @@
+"""Hostile input found by an adversarial pass: damaged files of every format, output paths that cannot be
+written or hold a user's files, numbers too large for the frameworks, empty data. Each gets the project's own
+error (one line from `vgg`), and nothing a user saved is replaced."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_backend
+from helpers import TINY, TINY_CLI, run_vgg
+
+from common.checkpoint import FILE_NAME, read_checkpoint_meta
+from common.cli import main
+from common.data import FILES, read_file
+from common.errors import ConfigError, DataError, InputError, VGGError
+from common.interchange import load_onnx, load_weights_file
+
+
+def _one_line(capsys, argv) -> str:
+    """Run `vgg ARGV` in this process; assert it refused with exit 2 and one line, no traceback; the line."""
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+# --- damaged files of every format ----------------------------------------------------------------------------
+
+
+def _mutations(data: bytes, seed: int, n: int):
+    """``n`` damaged copies of ``data``: bytes changed anywhere or in the first 2 KB (headers), cut, appended."""
+    rng = random.Random(seed)
+    for i in range(n):
+        d = bytearray(data)
+        kind = i % 4
+        if kind == 0:
+            for _ in range(rng.randrange(1, 20)):
+                d[rng.randrange(len(d))] = rng.randrange(256)
+        elif kind == 1:
+            for _ in range(rng.randrange(1, 8)):
+                d[rng.randrange(min(len(d), 2048))] = rng.randrange(256)
+        elif kind == 2:
+            d = d[: rng.randrange(len(d))]
+        else:
+            d += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 100)))
+        yield bytes(d)
+
+
+def _saved_files(tmp_path):
+    """A small network saved in every format the project reads, with the function that reads each."""
+    torch, tf, mxnet = (load_backend(n) for n in ("torch", "tf", "mxnet"))
+    net = torch.vgg(**TINY)
+    files = {
+        "pt": (torch.save_model(net, tmp_path / "m.pt"), torch.load_model),
+        "npz": (torch.save_weights(net, tmp_path / "m.npz"), load_weights_file),
+        "safetensors": (torch.save_weights(net, tmp_path / "m.safetensors"), load_weights_file),
+        "onnx": (torch.export_onnx(net, tmp_path / "m.onnx"), load_onnx),
+    }
+    weights = torch.export_weights(net)
+    files["weights.h5"] = (
+        tf.save_model(tf.import_weights(tf.vgg(**TINY), weights), tmp_path / "m.weights.h5"),
+        tf.load_model,
+    )
+    files["params"] = (
+        mxnet.save_model(mxnet.import_weights(mxnet.vgg(**TINY), weights), tmp_path / "m.params"),
+        mxnet.load_model,
+    )
+    return files
+
+
+# Damage the adversarial pass found to escape as a traceback, one per format, beside the random damage.
+KNOWN_DAMAGE = {
+    "pt": lambda d: b"hello world\n",  # the unpickler's KeyError
+    "params": lambda d: d.replace(b"block1", b"\xffbloc", 1),  # a name that does not decode
+    "weights.h5": lambda d: d[:6000] + bytes(2048) + d[8048:],  # h5py's "wrong B-tree signature"
+    "onnx": lambda d: d[: d.find(b"Conv")] + b"\xaf" + d[d.find(b"Conv") + 1 :],  # the checker's UnicodeDecodeError
+}
+
+
+def test_every_format_damaged_at_random_is_refused_by_the_projects_own_error(tmp_path):
+    files = _saved_files(tmp_path)
+    for fmt, (path, read) in files.items():
+        original = Path(path).read_bytes()
+        damaged = [KNOWN_DAMAGE[fmt](original)] if fmt in KNOWN_DAMAGE else []
+        damaged += list(_mutations(original, seed=len(fmt), n=24))
+        escaped = []
+        for i, data in enumerate(damaged):
+            bad = tmp_path / f"bad{i}{Path(path).name[1:]}"
+            bad.write_bytes(data)
+            try:
+                read(bad)
+            except VGGError:
+                pass
+            except Exception as e:  # noqa: BLE001 - what this test looks for
+                escaped.append(f"{fmt} #{i}: {type(e).__name__}: {e}")
+            bad.unlink()
+        assert not escaped, escaped
+
+
+def test_a_damaged_checkpoint_is_one_line_with_or_without_resume(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    argv = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--test-limit", "64"]
+    assert main([*argv, "--out", str(run)]) == 0
+    capsys.readouterr()
+    ckpt = run / FILE_NAME
+    read_checkpoint_meta(ckpt)
+    data = ckpt.read_bytes()
+    assert b"'shape': (), }" in data
+    ckpt.write_bytes(data.replace(b"'shape': (), }", b"'shape': ((, }", 1))  # NumPy's header parser: TokenError
+    err = _one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume"])
+    assert "is not a readable checkpoint (TokenError" in err
+    err = _one_line(capsys, [*argv, "--out", run])
+    assert "already holds a run whose checkpoint.npz cannot be read; replace the run with --overwrite" in err
+
+
+def test_files_that_are_not_what_their_name_says(tmp_path, capsys):
+    (tmp_path / "d.pt").mkdir()
+    assert "d.pt is a folder, not a file" in _one_line(capsys, ["evaluate", tmp_path / "d.pt"])
+    text = tmp_path / "t.npz"
+    text.write_text("not an archive")
+    err = _one_line(capsys, ["evaluate", text, "--backend", "torch"])
+    assert "is not an .npz file (not a zip archive)" in err
+    keras_file = tmp_path / "m.keras"
+    keras_file.write_text("not an archive")
+    load_backend("tf")
+    rc = main(["conform", str(keras_file)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "(not a .keras file: no zip archive)" in err and "not found" not in err
+
+
+# --- output paths ------------------------------------------------------------------------------------------------
+
+
+def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    load_backend("torch")
+    assert main(["train", "--backend", "torch", *TINY_CLI, "--epochs", "0", "--out", str(out / "torch")]) == 0
+    capsys.readouterr()
+    before = _digest(out)
+    small = ["--backends", "torch", *TINY_CLI, "--epochs", "0", "--out", out]
+    err = _one_line(capsys, ["compare", *small])
+    assert f"{out / 'torch'} holds files vgg compare did not write; replace them with --overwrite" in err
+    assert _digest(out) == before and not (out / ".vgg-compare").exists()
+    assert "an empty folder name was given" in _one_line(capsys, ["compare", *small[:-2], "--out", ""])
+    assert "an empty folder name was given" in _one_line(capsys, ["train", "--backend", "torch", "--out", ""])
+    done = run_vgg("compare", *small, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert (out / ".vgg-compare").is_file() and (out / "report.md").is_file()
+    done = run_vgg("compare", *small)  # its own folder now: replaced without --overwrite
+    assert done.returncode == 0, done.stderr
+
+
+def test_bench_and_conform_keep_existing_files_and_check_paths_before_measuring(tmp_path, capsys):
+    kept = tmp_path / "kept.json"
+    kept.write_text("the user's numbers")
+    bench = ["bench", "--backends", "torch", "--resize", "32", "--ratio", "16", "--steps", "1", "--repeats", "1"]
+    err = _one_line(capsys, [*bench, "--json", kept])
+    assert f"{kept} already exists; replace it with --overwrite, or choose another --json" in err
+    assert kept.read_text() == "the user's numbers"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "is a file, not a folder" in _one_line(capsys, [*bench, "--json", afile / "b.json"])
+    assert "is a folder; name a file" in _one_line(capsys, [*bench, "--json", tmp_path])
+    assert "was given an empty name" in _one_line(capsys, [*bench, "--json", ""])
+    sweep = [*bench, "--sweep", "--sizes", "32", "--ratios", "16"]
+    assert "name a .png or .pdf or .svg file" in _one_line(capsys, [*sweep, "--plot", tmp_path / "p.txt"])
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "conformance.md").write_text("the user's report")
+    err = _one_line(capsys, ["conform", tmp_path / "missing.onnx", "--out", report])
+    assert "conformance.md already exists; replace it with --overwrite, or choose another --out" in err
+    assert (report / "conformance.md").read_text() == "the user's report"
+
+
+def test_convert_to_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    torch = load_backend("torch")
+    src = torch.save_weights(torch.vgg(**TINY), tmp_path / "w.npz")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "d.pt").mkdir()
+    for dst, says in (
+        (afile / "o.npz", "is a file, not a folder"),
+        (afile / "o.onnx", "is a file, not a folder"),
+        (tmp_path / "d.pt", "is a folder; name a file"),
+        ("/proc/o.pt", "cannot write in /proc"),
+    ):
+        assert says in _one_line(capsys, ["convert", src, dst, "--overwrite"])
+    assert afile.read_text() == "x"
+
+
+def test_a_folder_where_a_run_saves_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "weights.npz").mkdir()
+    err = _one_line(capsys, ["train", "--backend", "torch", *TINY_CLI, "--out", tmp_path, "--overwrite"])
+    assert "weights.npz is a folder, where the run saves a file of that name" in err
+    assert {p.name for p in tmp_path.iterdir()} <= {"weights.npz", ".vgg.lock"} and not any(
+        (tmp_path / "weights.npz").iterdir()
+    )
+
+
+# --- numbers too large, options that would be ignored ------------------------------------------------------------
+
+
+def test_numbers_past_what_the_frameworks_hold_are_refused_before_any_work(tmp_path, capsys):
+    torch = load_backend("torch")
+    train = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64"]
+    assert "float32's largest" in _one_line(capsys, [*train, "--lr", "1e39"])
+    assert "at most 2,147,483,647" in _one_line(capsys, ["summary", "--arch", "1,99999999999999999999"])
+    assert "(at most 256)" in _one_line(capsys, ["summary", "--arch", "257,8", "--input-size", "32"])
+    deep = ";".join(["1,8"] * 30)  # a layer output of 2**63 values: past every framework's tensor index
+    err = _one_line(capsys, ["summary", "--arch", deep, "--input-size", 2**30])
+    assert "values per example in block1.relu1, more than the 2,147,483,647" in err
+    with pytest.raises(ConfigError, match="at most 2,147,483,647"):
+        torch.vgg(arch=((1, 10**20),), input_size=32)
+    with pytest.raises(SystemExit):
+        main([*train, "--workers", "2", "--port", "99999"])
+    assert "a port is at most 65535" in capsys.readouterr().err
+    assert "--port is the first of the workers' ports" in _one_line(capsys, [*train, "--port", "5000"])
+    err = _one_line(capsys, ["evaluate", tmp_path / "m.onnx", "--device", "cuda"])
+    assert "runs in ONNX Runtime on the CPU" in err
+    src = torch.save_weights(torch.vgg(**TINY), tmp_path / "w.npz")
+    err = _one_line(capsys, ["convert", src, tmp_path / "m.onnx", "--batch", "99999999999999999999"])
+    assert "needs at least" in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_resume_asking_for_fewer_epochs_than_trained_says_so_before_any_work(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    argv = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--test-limit", "64"]
+    assert main([*argv, "--out", str(run)]) == 0
+    capsys.readouterr()
+    err = _one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume", "--epochs", "0"])
+    assert "--epochs 0: the run saved in" in err and "give --epochs 1 or more" in err
+
+
+def test_a_fashion_mnist_file_that_decompresses_to_gigabytes_is_read_only_past_its_size(tmp_path):
+    name = "t10k-labels-idx1-ubyte"
+    bomb = tmp_path / f"{name}.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        chunk = bytes(2**20)
+        for _ in range(64):  # 64 MiB decompressed, about 64 KB on disk
+            f.write(chunk)
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(DataError, match=f"more than {FILES[name][0]:,} bytes decompressed"):
+        read_file(bomb)
+
+
+# --- the API: empty data, records, values ------------------------------------------------------------------------
+
+
+def test_empty_or_used_up_data_is_an_input_error_not_a_zero(backend):
+    net = backend.vgg(**TINY)
+    train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
+    batch = next(iter(train_iter))
+    with pytest.raises(InputError, match="the evaluation data gave no batches"):
+        backend.evaluate_accuracy(net, [])
+    with pytest.raises(InputError, match="the training data gave no batches in epoch 1"):
+        backend.train(net, [], test_iter, 1, verbose=False)
+    with pytest.raises(InputError, match="test_iter must be an iterable of"):
+        backend.train(net, [batch], None, 1, verbose=False)
+    with pytest.raises(InputError, match="no batches in epoch 2; .*a generator is used up after one"):
+        backend.train(net, (b for b in [batch]), test_iter, 2, verbose=False)
+
+
+def test_from_config_takes_a_saved_record_and_refuses_what_is_no_configuration(backend):
+    net = backend.vgg(**TINY)
+    again = backend.from_config(net.config.to_dict())
+    assert again.config == net.config and backend.count_params(again) == backend.count_params(net)
+    with pytest.raises(ConfigError, match="config must be a network's configuration"):
+        backend.from_config("vgg11")
+    with pytest.raises(ConfigError, match="config must be a network's configuration"):
+        backend.abstract_network(None)
+
+
+def test_values_that_are_no_numbers_are_refused_by_the_api(backend):
+    net = backend.vgg(**TINY)
+    before = backend.export_weights(net)["fc3.weight"].copy()
+    with pytest.raises(ConfigError, match="value must be a finite number"):
+        backend.init_weights(net, "constant", value=float("nan"))
+    with pytest.raises(ConfigError, match="not finite numbers"):
+        backend.init_weights(net, lambda name, shape, rng: np.full(shape, np.inf))
+    np.testing.assert_array_equal(backend.export_weights(net)["fc3.weight"], before)
+    with pytest.raises(ConfigError, match="a GPU's index is a whole number >= 0"):
+        backend.try_gpu(-1)
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        backend.FixedHiddenMLP(seed=-1)
