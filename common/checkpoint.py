@@ -66,7 +66,7 @@ def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
         raise ConfigError("an empty folder name was given; name the folder to write in")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder} is a file, not a folder; name a folder for the run's files")
+        raise ConfigError(f"{folder} is a file, not a folder; name a folder to write in")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

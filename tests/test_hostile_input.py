@@ -108,12 +108,18 @@ def test_every_format_damaged_at_random_is_refused_by_the_projects_own_error(tmp
         assert not escaped, escaped
 
 
-def test_a_damaged_checkpoint_is_one_line_with_or_without_resume(tmp_path, capsys):
+def _one_epoch_run(tmp_path, capsys) -> tuple[Path, list[str]]:
+    """A PyTorch run of one short epoch saved in ``tmp_path/run``; the folder and the command without --out."""
     load_backend("torch")
     run = tmp_path / "run"
     argv = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--test-limit", "64"]
     assert main([*argv, "--out", str(run)]) == 0
     capsys.readouterr()
+    return run, argv
+
+
+def test_a_damaged_checkpoint_is_one_line_with_or_without_resume(tmp_path, capsys):
+    run, argv = _one_epoch_run(tmp_path, capsys)
     ckpt = run / FILE_NAME
     read_checkpoint_meta(ckpt)
     data = ckpt.read_bytes()
@@ -235,11 +241,7 @@ def test_numbers_past_what_the_frameworks_hold_are_refused_before_any_work(tmp_p
 
 
 def test_resume_asking_for_fewer_epochs_than_trained_says_so_before_any_work(tmp_path, capsys):
-    load_backend("torch")
-    run = tmp_path / "run"
-    argv = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--test-limit", "64"]
-    assert main([*argv, "--out", str(run)]) == 0
-    capsys.readouterr()
+    run, _ = _one_epoch_run(tmp_path, capsys)
     err = _one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume", "--epochs", "0"])
     assert "--epochs 0: the run saved in" in err and "give --epochs 1 or more" in err
 
