@@ -490,6 +490,8 @@ def make_any_config(
 def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:
     """Validate ``vgg_block()``'s arguments; the book's block is ``num_convs`` 3x3 convolutions."""
     n = positive_int(num_convs, "num_convs")
+    if n > MAX_CONVS:
+        raise ConfigError(f"{arg('num_convs')} must be a positive integer (at most {MAX_CONVS}), got {num_convs!r}")
     positive_int(in_channels, "in_channels")
     c = positive_int(out_channels, "out_channels")
     if not isinstance(batch_norm, bool):

@@ -52,8 +52,10 @@ RECIPE_FORMER = {"precision": "fp32"}
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
     """The checkpoint file meant by ``path``: ``path`` itself if it names a ``.npz``, else ``path/checkpoint.npz``."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigError(f"a checkpoint is named by a folder or an .npz path, got {path!r}")
     path = Path(path)
-    return path if path.suffix == ".npz" else path / FILE_NAME
+    return path if path.suffix.lower() == ".npz" else path / FILE_NAME
 
 
 def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
@@ -88,6 +90,11 @@ def prepare_checkpoint(path: str | os.PathLike, needed_bytes: int = 0) -> Path:
     prepare_folder(file.parent, needed_bytes)
     if file.is_dir():
         raise ConfigError(f"{file} is a folder; give the checkpoint another name")
+    if file.exists():  # a checkpoint is replaced by the next one; any other file there is the user's
+        try:
+            read_checkpoint_meta(file)
+        except WeightsError as e:
+            raise ConfigError(f"{file} is there and is not a checkpoint ({e}); give checkpoint another path") from None
     return file
 
 

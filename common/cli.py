@@ -14,10 +14,10 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .distributed import quiet_error, worker_env
+from .distributed import TIMEOUT, quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
-from .training import LR_SCHEDULES, OPTIMIZERS, default_lr, fit, reuse_freed_memory
+from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
 # on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
@@ -305,6 +305,11 @@ def _train(args, out: Path | None) -> int:
                 f"{out} already holds a run's files ({', '.join(saved)}); replace them with --overwrite, "
                 f"or choose another --out"
             )
+    if out is not None and ckpt is not None and args.overwrite and ckpt.is_file():
+        try:
+            read_checkpoint_meta(ckpt)
+        except WeightsError:  # a damaged one, which --overwrite replaces (fit() keeps any file that is none)
+            ckpt.unlink()
     if out is not None:
         blocked = [name for name in RUN_FILES if (out / name).is_dir()]
         if blocked:  # found now, not when the trained run is saved
@@ -416,9 +421,12 @@ def _worker_device(b, backend):
 def _launch_workers(args, out, ckpt) -> int:
     """``vgg train --workers N``: N local workers of the backend's engine, watched until they end."""
     from .distributed import check_workers, launch
+    from .training import parse_device
 
     require(args.backend)
     check_workers(args.workers, args.batch_size, args.backend)
+    if parse_device(args.device)[0] == "cuda":  # a GPU the framework does not see: refused before any worker starts
+        get_backend(args.backend).get_device(args.device)
     if args.sync_bn and not args.batch_norm:
         raise ConfigError("--sync-bn synchronizes batch norm: add --batch-norm (this network has none)")
     argv = list(args.argv)
@@ -439,10 +447,18 @@ def cmd_compare(args) -> int:
     _check_worker_options(args)
     for name in names:
         require(name)
-    from .checkpoint import checkpoint_file, prepare_folder
+    from .checkpoint import FolderLock, prepare_folder
 
     out = prepare_folder(args.out)
-    _claim_compare_folder(out, names, args.resume, args.overwrite)
+    with FolderLock(out):  # a second compare on the same folder is refused at once, whatever its backends
+        _claim_compare_folder(out, names, args.resume, args.overwrite)
+        return _compare(args, names, out)
+
+
+def _compare(args, names: list[str], out: Path) -> int:
+    """Each backend's `vgg train` in its own process, one after the other, then the report."""
+    from .checkpoint import checkpoint_file
+
     records = []
     for name in names:
         # each backend's run replaces the one an earlier `vgg compare` left in the same folder; with --resume,
@@ -1232,6 +1248,8 @@ def main(argv=None) -> int:
     args.argv = argv  # what a worker started by --workers runs again
     _quiet_frameworks(args.verbose)
     try:
+        env_seconds("VGG_PROGRESS_EVERY", LOG_EVERY, zero=True)  # a bad value is one line now, not mid-run
+        env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
         return args.func(args)
     except VGGError as e:
         if not quiet_error(e):

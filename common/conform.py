@@ -776,6 +776,7 @@ class OnnxGraph:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
         self.flat_hwc = self._flattens_hwc()
+        self.unshared = self._unshare_constants()
         self.added = self._add_zero_biases()
         self.params = self._params()
 
@@ -786,6 +787,35 @@ class OnnxGraph:
         if node is not None and node.op_type == "Identity" and node.input[0] in self.inits:
             return node.input[0]
         return None
+
+    def _unshare_constants(self) -> int:
+        """Give each layer its own copy of a weight that several layers share where it is one constant value:
+        exporters store equal tensors once (PyTorch's keeps one all-zero tensor for every zero bias, reached
+        through Identity nodes), while every layer of the network has weights of its own. A shared tensor of
+        varied values (weights a port really ties) stays shared, and the check then finds the layers differ."""
+        from onnx import numpy_helper
+
+        seen: set[str] = set()
+        copies = 0
+        for node in self.model.graph.node:
+            if node.op_type not in ("Conv", "BatchNormalization", "Gemm", "MatMul", "Add"):
+                continue
+            for k, name in enumerate(node.input):
+                const = self._const(name) if k > 0 or node.op_type == "Add" else None
+                if const is None:
+                    continue
+                if const not in seen:
+                    seen.add(const)
+                    continue
+                array = numpy_helper.to_array(self.inits[const])
+                if array.size and not (array == array.flat[0]).all():
+                    continue
+                copy = f"{const}.copy{copies}"
+                self.model.graph.initializer.append(numpy_helper.from_array(array.copy(), copy))
+                self.inits[copy] = self.model.graph.initializer[-1]
+                node.input[k] = copy
+                copies += 1
+        return copies
 
     def _add_zero_biases(self) -> int:
         """Give every Conv and Gemm without a bias input an explicit zero bias (an initializer of its own): exporters
@@ -870,6 +900,11 @@ def _onnx_array(init) -> np.ndarray:
 def open_model(source):
     """An ONNX file, read and checked (what ``vgg_*.conform.open_model`` is for the frameworks)."""
     graph = OnnxGraph(Path(source))
+    if graph.unshared:
+        graph.notes.append(
+            f"{graph.unshared} weights the graph stored once for several layers (equal constants, as exporters "
+            f"store them) were given a copy per layer"
+        )
     if graph.added:
         graph.notes.append(
             f"{graph.added} biases absent from the graph (zero, dropped by the exporter) were added as zeros"
@@ -951,10 +986,16 @@ def trace_model(graph: OnnxGraph, x: np.ndarray) -> Trace:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node's output
+    fixed = graph.dims[0] if graph.dims and isinstance(graph.dims[0], int) and graph.dims[0] > 0 else len(x)
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        values = dict(zip(names, session.run(names, {graph.input: np.ascontiguousarray(x)}), strict=True))
+        runs = []
+        for start in range(0, len(x), fixed):  # a graph exported for a fixed batch runs the images in such batches
+            chunk = x[start : start + fixed]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+            runs.append([v[: len(chunk)] for v in session.run(names, {graph.input: np.ascontiguousarray(padded)})])
+        values = {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
     except Exception as e:  # onnxruntime's own error types are not exported
         return Trace(None, [], failure(e))
     events = [Event(name, kind, values[out], tuple(values[out].shape)) for name, kind, out in events_of]

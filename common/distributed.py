@@ -49,7 +49,16 @@ SYNC_BN = {
 }
 # Seconds a worker waits in one collective (or for its peers to start) before it gives up: the bound for a
 # multi-machine run, where no local parent watches the processes. Locally the parent stops them sooner.
-TIMEOUT = float(os.environ.get("VGG_DIST_TIMEOUT", "300"))
+TIMEOUT = 300.0  # VGG_DIST_TIMEOUT sets it: collective_timeout()
+
+
+def collective_timeout() -> float:
+    """:data:`TIMEOUT`, or the seconds ``VGG_DIST_TIMEOUT`` gives (one line where it is no number > 0)."""
+    from .training import env_seconds
+
+    return env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
+
+
 # Set by launch() in every worker it starts, to the worker's index: only worker 0 prints an error of the
 # project's own (the same in every worker), and none prints a lost peer, which the parent names itself.
 LAUNCHED = "VGG_LAUNCHED"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import numbers
 import os
 import sys
 import time
@@ -117,18 +118,20 @@ def derived_seed(*words: int) -> int:
     return int(np.random.SeedSequence(list(words)).generate_state(1)[0] % 2**31)
 
 
-MAX_LR = float(np.finfo(np.float32).max)  # every framework's optimizer holds the rate as a float32
+# every framework's optimizer holds the rate as a float32 (MXNet refuses a subnormal one)
+MIN_LR, MAX_LR = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 
 
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
     """Validate the training recipe before any work starts."""
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 0:
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, numbers.Integral) or num_epochs < 0:
         raise ConfigError(f"num_epochs must be a whole number >= 0, got {num_epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= MAX_LR:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not MIN_LR <= float(lr) <= MAX_LR:
         raise ConfigError(
-            f"lr must be a positive number (at most {MAX_LR:.3g}, float32's largest), got {lr!r} "
-            f"(the book uses 0.05 for SGD, 0.001 for Adam)"
+            f"lr must be a positive number from {MIN_LR:.3g} to {MAX_LR:.3g} (float32's smallest normal and "
+            f"largest), got {lr!r} (the book uses 0.05 for SGD, 0.001 for Adam)"
         )
+    num_epochs, lr = int(num_epochs), float(lr)
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if lr_schedule not in LR_SCHEDULES:
@@ -465,9 +468,11 @@ def fit(
             steps = len(train_iter) if isinstance(train_iter, Sized) else None  # a generator has no length
             bar = Progress(steps, f"[{name}] epoch {epoch}", enabled=None if verbose else False)
             pending: list[tuple[int, int, Any]] = []  # steps whose sums the host has not read yet
-            for step, (x, y) in enumerate(trainer.feed(train_iter), start=1):
+            for step, batch in enumerate(trainer.feed(train_iter), start=1):
+                where = f"training batch {step} of epoch {epoch}"
+                x, y = pair(batch, where)
                 if step == 1 or not verified(train_iter):
-                    trainer.check_batch(x, y, f"training batch {step} of epoch {epoch}")
+                    trainer.check_batch(x, y, where)
                 pending.append((step, len(y), trainer.train_step(x, y)))
                 if len(pending) >= trainer.read_every:
                     _settle(trainer, pending, meter, bar, epoch, rate)
@@ -539,6 +544,17 @@ def train_function(trainer_class: type[Trainer], get_device):
     return train
 
 
+def pair(batch, where: str) -> tuple[Any, Any]:
+    """A batch as its (images, labels), or an InputError that says a batch is such a pair."""
+    try:
+        x, y = batch
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{where} is a {type(batch).__name__} that is not an (images, labels) pair; give (x, y) batches"
+        ) from None
+    return x, y
+
+
 NO_BATCHES = "give at least one (x, y) batch, each pass (a generator is used up after one: give a list or a loader)"
 
 
@@ -549,7 +565,8 @@ def accuracy(data_iter, check, correct, read=float) -> float:
     supports ``+`` (summed on the device, turned into a number by ``read`` once at the end) or a number.
     """
     total, n, trusted = 0.0, 0, verified(data_iter)
-    for i, (x, y) in enumerate(data_iter, start=1):
+    for i, batch in enumerate(data_iter, start=1):
+        x, y = pair(batch, f"evaluation batch {i}")
         if i == 1 or not trusted:
             check(x, y, f"evaluation batch {i}")
         total = total + correct(x, y)
@@ -586,7 +603,24 @@ class Meter:
 
 
 # Seconds between two progress lines when stderr is not a terminal (a log file, a pipe, CI).
-LOG_EVERY = float(os.environ.get("VGG_PROGRESS_EVERY", "30"))
+LOG_EVERY = (
+    30.0  # seconds between progress lines where there is no terminal; VGG_PROGRESS_EVERY sets it (0: every step)
+)
+
+
+def env_seconds(name: str, default: float, zero: bool = False) -> float:
+    """Seconds set by the environment variable ``name``, ``default`` where it is unset; a ConfigError where it
+    is set to anything but a number > 0 (``zero``: >= 0)."""
+    text = os.environ.get(name, "")
+    if not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (value > 0 or zero and value == 0)):
+        raise ConfigError(f"{name}={text!r}: give a number of seconds {'>=' if zero else '>'} 0, or unset it")
+    return value
 
 
 class Progress:
@@ -600,7 +634,7 @@ class Progress:
         self.total, self.label = None if total is None else max(total, 1), label  # None: a loop of unknown length
         self.enabled = enabled is not False
         self.tty = sys.stderr.isatty()
-        self.every = LOG_EVERY if every is None else every
+        self.every = env_seconds("VGG_PROGRESS_EVERY", LOG_EVERY, zero=True) if every is None else every
         self.done = self.examples = 0
         self.start = self._logged = time.perf_counter()
         self.bar = (

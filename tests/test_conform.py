@@ -417,6 +417,40 @@ def test_an_onnx_export_conforms(onnx_files):
     assert any("biases absent from the graph" in n for n in report.notes)  # the exporter dropped the zero ones
 
 
+def _legacy_export(net, path, **kwargs):
+    """PyTorch's older TorchScript exporter, as many ports still call it (``torch.onnx.export(..., dynamo=False)``)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), torch.zeros(1, 1, 32, 32), str(path), dynamo=False, **kwargs)
+    return path
+
+
+def test_a_legacy_export_with_shared_zero_biases_or_a_fixed_batch_conforms(tmp_path):
+    load_backend("torch")
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
+    names = {"input_names": ["images"], "output_names": ["logits"]}
+    shared = _legacy_export(ours(), tmp_path / "dynamic.onnx", dynamic_axes={"images": {0: "n"}}, **names)
+    fixed = _legacy_export(ours(), tmp_path / "fixed.onnx", **names)  # a batch of 1, fixed in the graph
+    report = conform(shared)
+    assert report.conforms, report.to_markdown()
+    assert any("given a copy per layer" in n for n in report.notes)  # its zero biases were one tensor
+    report = conform(fixed)
+    assert report.conforms and report.logits_error <= 1e-5, report.to_markdown()
+
+
+def test_a_port_that_ties_two_layers_weights_does_not_conform(tmp_path):
+    load_backend("torch")
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
+    net = ours()
+    net.block5.conv2.weight = net.block5.conv1.weight  # one tensor for two layers: canonical weights cannot fit
+    report = conform(_legacy_export(net, tmp_path / "tied.onnx", input_names=["images"]))
+    assert not report.conforms
+
+
 def test_an_onnx_graph_without_a_relu_is_diagnosed(onnx_files):
     report = conform(onnx_files["no_relu"])
     assert not report.conforms and [(d.pitfall, d.layer) for d in report.diagnoses] == [("no_relu", "block3.relu2")]

@@ -30,9 +30,9 @@ def _one_line(capsys, argv) -> str:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
-    }
+    """SHA-256 of every file under ``folder`` but the runs' lock files (empty, left by each run)."""
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != ".vgg.lock"]
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 # --- damaged files of every format ----------------------------------------------------------------------------
@@ -221,7 +221,8 @@ def test_a_folder_where_a_run_saves_a_file_is_refused_before_training(tmp_path, 
 def test_numbers_past_what_the_frameworks_hold_are_refused_before_any_work(tmp_path, capsys):
     torch = load_backend("torch")
     train = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64"]
-    assert "float32's largest" in _one_line(capsys, [*train, "--lr", "1e39"])
+    assert "float32's smallest normal and largest" in _one_line(capsys, [*train, "--lr", "1e39"])
+    assert "float32's smallest normal and largest" in _one_line(capsys, [*train, "--lr", "1e-39"])  # MXNet's error
     assert "at most 2,147,483,647" in _one_line(capsys, ["summary", "--arch", "1,99999999999999999999"])
     assert "(at most 256)" in _one_line(capsys, ["summary", "--arch", "257,8", "--input-size", "32"])
     deep = ";".join(["1,8"] * 30)  # a layer output of 2**63 values: past every framework's tensor index
@@ -297,3 +298,85 @@ def test_values_that_are_no_numbers_are_refused_by_the_api(backend):
         backend.try_gpu(-1)
     with pytest.raises(ConfigError, match="seed must be a whole number"):
         backend.FixedHiddenMLP(seed=-1)
+
+
+# --- a second pass: the API's checkpoints, workers, locks, the environment, conform's factories ------------------
+
+
+def _exits():
+    """A factory that ends the process (``vgg conform`` must not read that as a model that conforms)."""
+    raise SystemExit(0)
+
+
+def test_a_factory_that_exits_is_an_error_not_a_pass(capsys):
+    load_backend("torch")
+    err = _one_line(capsys, ["conform", "test_hostile_input:_exits", "--input-size", "32"])
+    assert "the factory test_hostile_input:_exits raised SystemExit" in err
+
+
+def test_train_never_writes_its_checkpoint_over_a_file_that_is_none(tmp_path):
+    torch = load_backend("torch")
+    net = torch.vgg(**TINY)
+    weights = torch.save_weights(net, tmp_path / "mine.npz")
+    before = weights.read_bytes()
+    train_iter, test_iter = torch.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
+    with pytest.raises(ConfigError, match="is there and is not a checkpoint"):
+        torch.train(net, train_iter, test_iter, 1, checkpoint=weights, verbose=False)
+    assert weights.read_bytes() == before
+    for bad in ("", 3):
+        with pytest.raises(ConfigError, match="a checkpoint is named by a folder or an .npz path"):
+            torch.train(net, train_iter, test_iter, 1, checkpoint=bad, verbose=False)
+    history = torch.train(net, train_iter, test_iter, np.int64(1), lr=np.float32(0.05), verbose=False)
+    assert len(history.epochs) == 1  # NumPy's scalars are numbers too
+
+
+def test_workers_asking_for_a_gpu_the_framework_does_not_see_are_refused(capsys):
+    load_backend("tf")  # no GPU build of TensorFlow is installed here, so it sees none
+    train = ["train", "--backend", "tf", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--workers", "2"]
+    assert "was asked for, but TensorFlow sees 0 GPU(s)" in _one_line(capsys, [*train, "--device", "cuda"])
+
+
+def test_a_compare_folder_in_use_is_refused_whatever_the_backends(tmp_path, capsys):
+    from common.checkpoint import FolderLock
+
+    with FolderLock(tmp_path):  # as a compare of other backends running there holds it
+        err = _one_line(capsys, ["compare", "--backends", "mxnet", *TINY_CLI, "--epochs", "0", "--out", tmp_path])
+    assert "is in use by another run" in err and not (tmp_path / "mxnet").exists()
+
+
+def test_a_bad_number_in_the_environment_is_one_line(capsys, monkeypatch):
+    for name in ("VGG_PROGRESS_EVERY", "VGG_DIST_TIMEOUT"):
+        for value in ("abc", "-1", "nan"):
+            monkeypatch.setenv(name, value)
+            err = _one_line(capsys, ["summary", "--backends", "torch", "--input-size", "32"])
+            assert f"{name}={value!r}: give a number of seconds >" in err
+        monkeypatch.delenv(name)
+
+
+def test_a_batch_that_is_no_pair_and_a_block_too_deep_are_refused(backend):
+    net = backend.vgg(**TINY)
+    train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
+    x, y = next(iter(train_iter))
+    with pytest.raises(InputError, match="training batch 1 of epoch 1 is a tuple that is not an"):
+        backend.train(net, [(x, y, y)], test_iter, 1, verbose=False)
+    with pytest.raises(InputError, match="evaluation batch 1 is a NoneType that is not an"):
+        backend.evaluate_accuracy(net, [None])
+    with pytest.raises(ConfigError, match=r"num_convs must be a positive integer \(at most 256\)"):
+        backend.vgg_block(300, 1, 8)
+
+
+def test_labels_of_another_dtype_are_counted_in_keras_and_refused_by_name_in_gluon():
+    tf, mxnet = load_backend("tf"), load_backend("mxnet")
+    import mxnet as mx
+    import tensorflow
+
+    images = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
+    net = tf.vgg(**TINY)
+    counts = set()
+    for dtype in (tensorflow.uint8, tensorflow.int32, tensorflow.int64, tensorflow.float32):
+        batch = (tensorflow.constant(images), tensorflow.constant([0, 1, 2, 3], dtype=dtype))
+        counts.add(tf.evaluate_accuracy(net, [batch]))
+    assert len(counts) == 1  # the same count whatever the labels' dtype (Keras' loss takes them all)
+    batch = (mx.nd.array(images.transpose(0, 3, 1, 2)), mx.nd.array([0, 1, 2, 3], dtype="int64"))
+    with pytest.raises(InputError, match="has labels of dtype int64; give float32 class indices"):
+        mxnet.evaluate_accuracy(mxnet.vgg(**TINY), [batch])

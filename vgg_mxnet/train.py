@@ -49,7 +49,8 @@ def _check_batch(net, x, y, check_finite, where):
         return
     floating = np.issubdtype(x.dtype, np.floating)
     finite = bool(mx.nd.contrib.isfinite(x).min().asscalar()) if check_finite and floating else True
-    check_batch(net.config, x.shape, np.dtype(x.dtype).name, y.asnumpy(), "NCHW", finite, where, framework="mxnet")
+    labels = y.asnumpy()  # float32, what Gluon's loss and the accuracy count take (as load_data_fashion_mnist gives)
+    check_batch(net.config, x.shape, np.dtype(x.dtype).name, labels, "NCHW", finite, where, "float32", "mxnet")
 
 
 def evaluate_accuracy(net, data_iter, device=None, check_finite=True):

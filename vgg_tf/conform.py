@@ -188,7 +188,7 @@ def trace_model(model, x: np.ndarray) -> Trace:
             else:
                 events.append(Event(name, kind, value, value.shape))
         logits = np.asarray(model(x, training=False))
-    except Exception as e:  # whatever the user's layers raise is reported, with the layers seen so far
+    except (Exception, SystemExit) as e:  # whatever the user's layers raise is reported, with the layers seen so far
         return Trace(None, events, failure(e))
     stepped = keras.ops.convert_to_numpy(h)
     if stepped.shape != logits.shape or np.max(np.abs(stepped - logits)) > 1e-5 * max(1.0, np.max(np.abs(logits))):

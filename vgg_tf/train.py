@@ -55,7 +55,7 @@ def _check_batch(net, x, y, check_finite, where):
 
 
 def _correct(logits, y):
-    return tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=y.dtype) == y, tf.float32))
+    return tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == tf.cast(y, tf.int64), tf.float32))  # labels of any dtype
 
 
 # The evaluation step of each network, traced once: freed with the network.
@@ -213,10 +213,11 @@ def join_run():
     process's context): ``vgg train`` calls this before it builds the network or reads a batch.
     """
     if "strategy" not in _RUN:
-        from common.distributed import TIMEOUT
+        from common.distributed import collective_timeout
 
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=TIMEOUT, implementation=tf.distribute.experimental.CommunicationImplementation.RING
+            timeout_seconds=collective_timeout(),
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
         )
         _RUN["strategy"] = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     return _RUN["strategy"]

@@ -40,7 +40,7 @@ def open_model(source):
             sys.path.insert(0, os.getcwd())  # a factory in the current folder, as `python -m` would find it
         try:
             module = importlib.import_module(module_name)
-        except Exception as e:  # the user's module may raise anything while it is imported
+        except (Exception, SystemExit) as e:  # the user's module may raise anything while it is imported
             raise InputError(
                 f"cannot import {module_name} for {source} ({failure(e)}); check the module path"
             ) from None
@@ -51,7 +51,7 @@ def open_model(source):
             raise ConfigError(f"{module_name} has no function {attr}; give module.path:function returning the network")
         try:
             net = factory()
-        except Exception as e:  # the user's code may raise anything
+        except (Exception, SystemExit) as e:  # the user's code may raise anything
             raise InputError(
                 f"the factory {source} raised {failure(e)}; it must build the network with no arguments"
             ) from None
@@ -132,7 +132,7 @@ def trace_model(net, x: np.ndarray) -> Trace:
         if not torch.is_tensor(out):
             return Trace(None, events, f"the model returned a {type(out).__name__}, not a tensor of logits")
         return Trace(out.detach().cpu().float().numpy(), events, None)
-    except Exception as e:  # whatever the user's forward raises is reported, with the layers seen so far
+    except (Exception, SystemExit) as e:  # whatever the user's forward raises is reported, with the layers seen so far
         return Trace(None, events, failure(e))
     finally:
         for h in hooks:

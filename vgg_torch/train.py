@@ -202,15 +202,15 @@ def join_run():
     """Join the process group the environment describes (``env://``): gloo on CPUs, nccl where there are GPUs.
 
     ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` are what ``torchrun`` and ``vgg train
-    --workers N`` set; a collective waits at most ``common.distributed.TIMEOUT`` seconds for the others.
+    --workers N`` set; a collective waits at most ``common.distributed.collective_timeout()`` seconds for the others.
     """
-    from common.distributed import TIMEOUT
+    from common.distributed import collective_timeout
 
     if not dist.is_available():
         raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
     if not dist.is_initialized():
         engine = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=TIMEOUT))
+        dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=collective_timeout()))
     return dist.group.WORLD
 
 
