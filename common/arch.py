@@ -315,10 +315,11 @@ def _is_positive_int(value, maximum: int = MAX_INT) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 < int(value) <= maximum
 
 
-def positive_int(value, name: str) -> int:
-    """``value`` as an int, or a ConfigError saying that the argument ``name`` must be a positive integer."""
-    if not _is_positive_int(value):
-        raise ConfigError(f"{arg(name)} must be a positive integer (at most {MAX_INT:,}), got {value!r}")
+def positive_int(value, name: str, maximum: int = MAX_INT) -> int:
+    """``value`` as an int, or a ConfigError saying that the argument ``name`` must be a positive integer (at
+    most ``maximum``)."""
+    if not _is_positive_int(value, maximum):
+        raise ConfigError(f"{arg(name)} must be a positive integer (at most {maximum:,}), got {value!r}")
     return int(value)
 
 
@@ -489,9 +490,7 @@ def make_any_config(
 
 def check_block(num_convs, in_channels, out_channels, batch_norm=False) -> Block:
     """Validate ``vgg_block()``'s arguments; the book's block is ``num_convs`` 3x3 convolutions."""
-    n = positive_int(num_convs, "num_convs")
-    if n > MAX_CONVS:
-        raise ConfigError(f"{arg('num_convs')} must be a positive integer (at most {MAX_CONVS}), got {num_convs!r}")
+    n = positive_int(num_convs, "num_convs", MAX_CONVS)
     positive_int(in_channels, "in_channels")
     c = positive_int(out_channels, "out_channels")
     if not isinstance(batch_norm, bool):

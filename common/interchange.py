@@ -36,6 +36,7 @@ from .weights import (
     FORMAT,
     MODEL_SUFFIXES,
     atomic_write,
+    check_target,
     check_weights,
     load_npz,
     make_meta,
@@ -224,13 +225,7 @@ def check_file_path(path: str | os.PathLike, fmt: str) -> Path:
 def check_export_args(path: str | os.PathLike, batch: int | None, config: NetConfig) -> tuple[Path, int | None]:
     """``export_onnx``'s arguments checked before any work: a ``*.onnx`` path in an existing folder, not a folder,
     and a batch size the exporter's example batch fits in memory with (``config``: the network's)."""
-    path = check_file_path(path, "onnx")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ConfigError(f"{path.parent} is a file, not a folder; choose another path for {path.name}")
-    if not path.parent.is_dir():
-        raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; name a file to write")
+    path = check_target(check_file_path(path, "onnx"))  # what atomic_write checks, before the export's work
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch <= 0):
         raise ConfigError(f"batch must be None (a dynamic batch axis) or a positive whole number, got {batch!r}")
     if batch is not None:

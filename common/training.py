@@ -469,10 +469,9 @@ def fit(
             bar = Progress(steps, f"[{name}] epoch {epoch}", enabled=None if verbose else False)
             pending: list[tuple[int, int, Any]] = []  # steps whose sums the host has not read yet
             for step, batch in enumerate(trainer.feed(train_iter), start=1):
-                where = f"training batch {step} of epoch {epoch}"
-                x, y = pair(batch, where)
+                x, y = pair(batch, step, epoch)
                 if step == 1 or not verified(train_iter):
-                    trainer.check_batch(x, y, where)
+                    trainer.check_batch(x, y, f"training batch {step} of epoch {epoch}")
                 pending.append((step, len(y), trainer.train_step(x, y)))
                 if len(pending) >= trainer.read_every:
                     _settle(trainer, pending, meter, bar, epoch, rate)
@@ -544,11 +543,13 @@ def train_function(trainer_class: type[Trainer], get_device):
     return train
 
 
-def pair(batch, where: str) -> tuple[Any, Any]:
-    """A batch as its (images, labels), or an InputError that says a batch is such a pair."""
+def pair(batch, step: int, epoch: int | None = None) -> tuple[Any, Any]:
+    """Batch ``step`` (of training ``epoch``; of the evaluation where None) as its (images, labels), or an
+    InputError that says a batch is such a pair (the message is made only then: this runs at every step)."""
     try:
         x, y = batch
     except (TypeError, ValueError):
+        where = f"evaluation batch {step}" if epoch is None else f"training batch {step} of epoch {epoch}"
         raise InputError(
             f"{where} is a {type(batch).__name__} that is not an (images, labels) pair; give (x, y) batches"
         ) from None
@@ -566,7 +567,7 @@ def accuracy(data_iter, check, correct, read=float) -> float:
     """
     total, n, trusted = 0.0, 0, verified(data_iter)
     for i, batch in enumerate(data_iter, start=1):
-        x, y = pair(batch, f"evaluation batch {i}")
+        x, y = pair(batch, i)
         if i == 1 or not trusted:
             check(x, y, f"evaluation batch {i}")
         total = total + correct(x, y)
@@ -602,10 +603,9 @@ class Meter:
         return time.perf_counter() - self.start
 
 
-# Seconds between two progress lines when stderr is not a terminal (a log file, a pipe, CI).
-LOG_EVERY = (
-    30.0  # seconds between progress lines where there is no terminal; VGG_PROGRESS_EVERY sets it (0: every step)
-)
+# Seconds between two progress lines when stderr is not a terminal (a log file, a pipe, CI); VGG_PROGRESS_EVERY
+# sets it (0: every step).
+LOG_EVERY = 30.0
 
 
 def env_seconds(name: str, default: float, zero: bool = False) -> float:
@@ -650,7 +650,11 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(figures, refresh=False)
             self.bar.update(n)
-        elif self.enabled and time.perf_counter() - self._logged >= self.every and self.done < (self.total or 2**62):
+        elif (
+            self.enabled
+            and time.perf_counter() - self._logged >= self.every
+            and (self.total is None or self.done < self.total)
+        ):
             self._logged = now = time.perf_counter()
             rate = self.done / max(now - self.start, 1e-9)
             speed = f", {self.examples / (now - self.start):.1f} examples/s" if self.examples else ""

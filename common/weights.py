@@ -250,6 +250,18 @@ def _umask() -> int:
     return mask
 
 
+def check_target(path: str | os.PathLike) -> Path:
+    """``path`` as a file to write: its folder exists (and is one), and it is not itself a folder."""
+    path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"{path.parent} is a file, not a folder; choose another path for {path.name}")
+    if not path.parent.exists():
+        raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -258,11 +270,7 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     file or the new one, never half of one. The file gets the mode of any new file (0666 less the umask),
     not the temporary file's private 0600.
     """
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; name a file to write")
+    path = check_target(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
     except OSError as e:
