@@ -312,6 +312,11 @@ PITFALLS = {
             "evaluation; call model.eval() and do not override it (Keras: training=False).",
         ),
         Pitfall(
+            "non_finite",
+            "{layer} outputs NaN or infinite values on the probe images, from finite input and finite weights: "
+            "look for a division, log or square root there that the spec does not have.",
+        ),
+        Pitfall(
             "nhwc_input",
             "{layer} reads the N,C,H,W input as if it were N,H,W,C: take the images as N,C,H,W, or reshape "
             "nothing and transpose with x.permute(0, 3, 1, 2) only when they arrive channels-last.",
@@ -1123,7 +1128,7 @@ def _numeric_diagnosis(
 
 
 def _same(a: np.ndarray | None, b: np.ndarray) -> bool:
-    return a is not None and bool(np.array_equal(a, b))
+    return a is not None and bool(np.array_equal(a, b, equal_nan=True))
 
 
 def _init_diagnosis(params: list[Param]) -> Diagnosis | None:
@@ -1275,8 +1280,22 @@ def conform(
         if k in outputs and reference_out.get(k) is not None:
             row.error = rel_error(outputs[k], reference_out[k])
     again, _ = _trace_any(adapter, native, x, layout)
-    report.deterministic = again.error is None and np.array_equal(np.asarray(again.logits), np.asarray(trace.logits))
-    if not report.deterministic:
+    report.deterministic = again.error is None and _same(np.asarray(again.logits), np.asarray(trace.logits))
+    broken = next((k for k in sorted(outputs) if not np.isfinite(outputs[k]).all()), None)
+    finite = broken is None and bool(np.isfinite(np.asarray(trace.logits)).all())
+    if not finite:  # named where it starts: the first layer of any kind, the model's own name where the spec has none
+        spec_of = {e: k for k, e in matched.items()}
+        first = next(
+            (e for e, ev in enumerate(trace.events) if ev.output is not None and not np.isfinite(ev.output).all()), None
+        )
+        report.first_divergence = sp.layers[broken].name if broken is not None else "the logits"
+        where = (
+            "logits"
+            if first is None
+            else (sp.layers[spec_of[first]].name if first in spec_of else f"the model's {trace.events[first].name}")
+        )
+        report.diagnoses.append(Diagnosis.of("non_finite", where))
+    elif not report.deterministic:
         changed: int | None = None
         if len(again.events) == len(trace.events):
             changed = next((k for k in sorted(outputs) if not _same(again.events[matched[k]].output, outputs[k])), None)
@@ -1284,7 +1303,7 @@ def conform(
         dropout = next((n for n, p in plan[: (changed or len(plan) - 1) + 1][::-1] if p.kind == "dropout"), None)
         report.diagnoses.append(Diagnosis.of("dropout_eval", dropout or random or "a layer"))
         report.first_divergence = random
-    if report.logits_error > TOLERANCE and report.deterministic:
+    if report.logits_error > TOLERANCE and report.deterministic and finite:
         j = next((k for k, r in enumerate(report.layers) if r.error is not None and r.error > TOLERANCE), None)
         if j is not None:
             report.first_divergence = report.layers[j].canonical

@@ -175,6 +175,18 @@ def broken_dropout():
     return net
 
 
+def broken_nan():
+    nn = torch_nn()
+
+    class Normalised(nn.Module):  # divides by each image's spread, which a dead block's output does not have
+        def forward(self, x):
+            return x / x.amax(dim=(2, 3), keepdim=True)
+
+    net = ours()
+    net.block3.relu2 = nn.Sequential(nn.ReLU(), Normalised())
+    return net
+
+
 def broken_nhwc():
     nn = torch_nn()
 
@@ -202,6 +214,13 @@ def takes_nhwc():
             return self.net(x.permute(0, 3, 1, 2))
 
     return TakesNHWC()
+
+
+def on_meta():
+    import torch
+
+    with torch.device("meta"):
+        return ours()
 
 
 def raises():
@@ -313,6 +332,7 @@ def test_a_model_that_takes_channels_last_images_is_given_them_and_says_so():
         ("broken_flatten_hwc", {}, "flatten_hwc", "fc1"),
         ("broken_dropout", {}, "dropout_eval", "dropout1"),
         ("broken_nhwc", {}, "nhwc_input", "block1.conv1"),
+        ("broken_nan", {}, "non_finite", "the model's block3.relu2.1"),
     ],
 )
 def test_a_broken_port_is_caught_with_the_right_diagnosis(factory, options, pitfall, layer):
@@ -325,6 +345,8 @@ def test_a_broken_port_is_caught_with_the_right_diagnosis(factory, options, pitf
     assert sentence.startswith(layer) and sentence.count(". ") == 0 and sentence.endswith(".")
     if pitfall in ("padding0", "ceil_mode"):  # the shapes already differ: located by the shape trace
         assert report.first_shape_mismatch.startswith(layer if pitfall == "padding0" else "block5.pool")
+    elif pitfall == "non_finite":  # NaN differs from NaN: not taken for dropout left on
+        assert report.first_divergence == "block3.pool" and report.deterministic  # the spec's first layer after
     elif pitfall not in ("bn_batch_stats", "dropout_eval") or factory == "broken_batch_stats":
         assert report.first_divergence in (layer, "flatten") and report.logits_error > 1e-4
 
@@ -353,8 +375,9 @@ def test_what_cannot_be_inferred_is_asked_for():
         ("no_such_module:vgg", "cannot import no_such_module"),
         ("test_conform:not_vgg", "is no VGG of Table 1 at any ratio, nor AlexNet"),
         ("notes.txt", "cannot tell what notes.txt is"),
+        ("test_conform:on_meta", "test_conform:on_meta has tensors on PyTorch's meta device"),
     ],
-    ids=["factory-raises", "no-module", "other-architecture", "unknown-file"],
+    ids=["factory-raises", "no-module", "other-architecture", "unknown-file", "meta-device"],
 )
 def test_bad_models_are_one_line_and_exit_2(model, says, capsys):
     load_backend("torch")

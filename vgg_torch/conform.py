@@ -57,8 +57,17 @@ def open_model(source):
             ) from None
         if not isinstance(net, nn.Module):
             raise InputError(f"the factory {source} returned a {type(net).__name__}, not a torch.nn.Module")
+    if any(t.is_meta for t in (*net.parameters(), *net.buffers())):
+        raise InputError(
+            f"{source} has tensors on PyTorch's meta device, which hold no values: build it on a real device"
+        )
     net.eval()
     return net
+
+
+def _device(net) -> torch.device:
+    """Where the network's first tensor lives (the CPU for one without any): its input is put there."""
+    return next((t.device for t in (*net.parameters(), *net.buffers())), torch.device("cpu"))
 
 
 def _shape(p) -> tuple[int, ...] | None:
@@ -128,7 +137,7 @@ def trace_model(net, x: np.ndarray) -> Trace:
     ]
     try:
         with torch.no_grad():
-            out = net(torch.from_numpy(np.ascontiguousarray(x)))
+            out = net(torch.from_numpy(np.ascontiguousarray(x)).to(_device(net)))
         if not torch.is_tensor(out):
             return Trace(None, events, f"the model returned a {type(out).__name__}, not a tensor of logits")
         return Trace(out.detach().cpu().float().numpy(), events, None)
