@@ -293,5 +293,5 @@ def load_checkpoint(
                     groups[group][name] = z[key]
     except (*UNREADABLE, KeyError) as e:
         raise _damaged(path, e) from None
-    weights = check_weights(saved, groups["weights"])
+    weights = check_weights(saved, groups["weights"], source=path)
     return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])

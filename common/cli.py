@@ -597,7 +597,6 @@ def _arch_text(arch) -> str:
 def _read_model(path) -> tuple:
     """(config, canonical weights, source framework) of a saved model in any of the five formats read back."""
     from .interchange import file_format, load_weights_file
-    from .weights import check_finite_weights
 
     fmt = file_format(path)
     if fmt == "onnx":
@@ -607,10 +606,10 @@ def _read_model(path) -> tuple:
         )
     if fmt in ("npz", "safetensors"):
         weights, meta = load_weights_file(path)
-        return config_from_dict(meta["config"]), check_finite_weights(weights, path), meta["source"]
+        return config_from_dict(meta["config"]), weights, meta["source"]  # both loaders refuse non-finite values
     b = get_backend(fmt)
     net = b.load_model(path)
-    return net.config, check_finite_weights(b.export_weights(net), path), fmt
+    return net.config, b.export_weights(net), fmt
 
 
 def cmd_convert(args) -> int:

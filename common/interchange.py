@@ -177,7 +177,7 @@ def load_safetensors(path: str | os.PathLike, config: NetConfig | None = None) -
                     f"the file was altered or made by another program"
                 )
         weights = {name: f.get_tensor(name) for name in expected}
-    return check_weights(target, weights), meta
+    return check_weights(target, weights, source=path), meta
 
 
 def save_weights_file(

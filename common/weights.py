@@ -33,8 +33,14 @@ META_KEY = "__meta__"
 UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, tokenize.TokenError, SyntaxError)
 
 
-def check_weights(config: NetConfig, weights: dict[str, np.ndarray], copy: bool = True) -> dict[str, np.ndarray]:
-    """Every canonical parameter present with its canonical shape, nothing extra; float32 copies back.
+def check_weights(
+    config: NetConfig,
+    weights: dict[str, np.ndarray],
+    copy: bool = True,
+    source: str | os.PathLike = "the weights given",
+) -> dict[str, np.ndarray]:
+    """Every canonical parameter present with its canonical shape, nothing extra, every value finite in float32;
+    float32 copies back.
 
     ``copy=False``: an array that is float32 already comes back as it is, not copied; for callers that only read
     the arrays (an import copies them into the framework, a save writes them), so that a network's worth of
@@ -65,17 +71,23 @@ def check_weights(config: NetConfig, weights: dict[str, np.ndarray], copy: bool 
         array = np.asarray(weights[name])
         if not np.issubdtype(array.dtype, np.floating):
             raise WeightsError(f"parameter {name} has dtype {array.dtype}; expected floating point")
-        out[name] = array.astype(np.float32, copy=copy)
-    return out
+        with np.errstate(over="ignore"):  # a value float32 cannot hold becomes infinite, refused just below
+            out[name] = array.astype(np.float32, copy=copy)
+    return check_finite_weights(out, source)
 
 
 def check_finite_weights(weights: dict[str, np.ndarray], source: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``weights`` if every value is a finite number; else a WeightsError naming the first bad parameter."""
-    bad = [name for name, array in weights.items() if not np.isfinite(array).all()]
+    """``weights`` if every value is a finite number; else a WeightsError naming the first bad parameter.
+
+    A float64 sum of float32 values cannot overflow, so it is finite exactly when every value is, and it needs
+    no array of flags as large as the weights.
+    """
+    bad = [name for name, array in weights.items() if not np.isfinite(np.sum(array, dtype=np.float64))]
     if bad:
         raise WeightsError(
-            f"{source} holds NaN or infinite values in {len(bad)} parameter(s), first {bad[0]}: it comes from a "
-            f"run that diverged; use an earlier checkpoint's weights or train again with a lower learning rate"
+            f"NaN or infinite values (as float32) in {source}, in {len(bad)} parameter(s), first {bad[0]}: they "
+            f"come from a run that diverged; use an earlier checkpoint's weights or train again with a lower "
+            f"learning rate"
         )
     return weights
 
@@ -232,7 +244,8 @@ def weights_api(export_weights, import_weights, source: str, source_version: str
         """Write the canonical weights and configuration to a ``.npz`` (or ``.safetensors``) file, atomically."""
         from .interchange import save_weights_file  # it builds on this module
 
-        return save_weights_file(path, net.config, export_weights(net), source, source_version)
+        weights = check_finite_weights(export_weights(net), "the network")
+        return save_weights_file(path, net.config, weights, source, source_version)
 
     def load_weights(net, path):
         """Load a ``.npz`` or ``.safetensors`` of any backend; refuses another configuration before touching it."""
@@ -454,4 +467,4 @@ def load_npz(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[
             weights = {k: z[k] for k in z.files if k != META_KEY}
     except UNREADABLE as e:
         raise WeightsError(f"{path} is damaged ({type(e).__name__}: {e})") from None
-    return check_weights(config or saved, weights), meta
+    return check_weights(config or saved, weights, source=path), meta

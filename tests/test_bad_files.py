@@ -12,6 +12,7 @@ from helpers import TINY_CLI
 
 from common.checkpoint import FILE_NAME
 from common.cli import main
+from common.errors import WeightsError
 
 
 def _evaluate(capsys, path):
@@ -88,13 +89,22 @@ def test_a_native_file_given_to_load_weights_names_the_loader_that_reads_it(tmp_
 
 
 def _saved(tmp_path, name="m.npz", poison=False):
+    """A small network saved by the project; ``poison``: then one value made NaN in the file (no save writes one)."""
     b = load_backend("torch")
     net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
-    if poison:
-        weights = b.export_weights(net)
-        weights["fc2.weight"][0, 0] = np.nan
-        b.import_weights(net, weights)
-    return b.save_weights(net, tmp_path / name) if name.endswith(".npz") else b.save_model(net, tmp_path / name)
+    path = b.save_weights(net, tmp_path / name) if name.endswith(".npz") else b.save_model(net, tmp_path / name)
+    if poison and name.endswith(".npz"):
+        with np.load(path) as z:
+            arrays = dict(z)
+        arrays["fc2.weight"][0, 0] = np.nan
+        np.savez(path, **arrays)
+    elif poison:
+        import torch
+
+        saved = torch.load(path, weights_only=True)
+        saved["state_dict"]["fc2.weight"][0, 0] = np.nan
+        torch.save(saved, path)
+    return path
 
 
 def test_convert_keeps_an_existing_destination_unless_told(tmp_path, capsys):
@@ -119,5 +129,28 @@ def test_weights_full_of_nan_are_refused_by_convert_and_evaluate(tmp_path, capsy
         rc = main(argv)
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1
-        assert "holds NaN or infinite values in 1 parameter(s), first fc2.weight" in err
+        assert f"NaN or infinite values (as float32) in {src}, in 1 parameter(s), first fc2.weight" in err
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_values_float32_cannot_hold_are_refused_by_import_and_save(tmp_path, backend):
+    b = backend
+    net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    before = b.export_weights(net)
+    for bad in (np.nan, np.inf, 1e300):  # 1e300 is a finite float64 that float32 rounds to infinity
+        weights = {name: array.astype(np.float64) for name, array in before.items()}
+        weights["fc2.weight"][0, 0] = bad
+        with pytest.raises(
+            WeightsError, match=r"NaN or infinite values \(as float32\) in the weights given, in 1 parameter"
+        ):
+            b.import_weights(net, weights)
+    assert all(np.array_equal(before[n], a) for n, a in b.export_weights(net).items())  # nothing was changed
+    if b.__name__ == "vgg_torch":  # a network made non-finite behind the API's back is not saved in any format
+        import torch
+
+        with torch.no_grad():
+            net.fc2.weight[0, 0] = float("nan")
+        for name in ("n.npz", "n.safetensors", "n.pt"):
+            with pytest.raises(WeightsError, match="NaN or infinite values .as float32. in the network"):
+                (b.save_weights if name.endswith(("npz", "safetensors")) else b.save_model)(net, tmp_path / name)
+            assert not (tmp_path / name).exists()

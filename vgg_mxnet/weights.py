@@ -11,6 +11,7 @@ from common.errors import WeightsError
 from common.weights import (
     META_KEY,
     atomic_write,
+    check_finite_weights,
     check_model_path,
     check_weights,
     existing_model,
@@ -70,7 +71,8 @@ def save_model(net, path):
     """MXNet's own NDArray file (``.params``): canonical names and the configuration, written atomically."""
     path = check_model_path(path, "mxnet")
     meta = json.dumps(make_meta(net.config, "mxnet", mx.__version__)).encode()
-    arrays = {name: mx.nd.array(a, dtype=a.dtype) for name, a in export_weights(net).items()}
+    weights = check_finite_weights(export_weights(net), "the network")
+    arrays = {name: mx.nd.array(a, dtype=a.dtype) for name, a in weights.items()}
     arrays[META_KEY] = mx.nd.array(np.frombuffer(meta, np.uint8), dtype=np.uint8)
     return atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays), by_name=True)
 
@@ -87,8 +89,9 @@ def load_model(path):
     if not isinstance(saved, dict) or META_KEY not in saved:
         raise WeightsError(f"{path} is an MXNet parameter file but not one of this project's models")
     meta = parse_meta(saved.pop(META_KEY).asnumpy().astype(np.uint8).tobytes().decode("utf-8", "replace"), path)
-    net = from_config(meta_config(meta, path))
-    return import_weights(net, {k: v.asnumpy() for k, v in saved.items()})
+    config = meta_config(meta, path)
+    weights = check_weights(config, {k: v.asnumpy() for k, v in saved.items()}, copy=False, source=path)
+    return import_weights(from_config(config), weights)
 
 
 def zoo_weights(zoo_net):

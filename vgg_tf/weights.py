@@ -12,6 +12,7 @@ import tensorflow as tf
 from common.errors import WeightsError
 from common.weights import (
     atomic_write,
+    check_finite_weights,
     check_model_path,
     check_weights,
     existing_model,
@@ -101,6 +102,7 @@ def save_model(net, path):
     """Keras' own weights file (``.weights.h5``) with the configuration as an HDF5 attribute, written atomically."""
     path = check_model_path(path, "tf")
     meta = json.dumps(make_meta(net.config, "tf", tf.__version__))
+    check_finite_weights(export_weights(net), "the network")
 
     def write(tmp):
         net.save_weights(tmp)
@@ -127,6 +129,7 @@ def load_model(path):
         net.load_weights(path)
     except (ValueError, KeyError, OSError) as e:
         raise WeightsError(f"{path} does not fit the network it describes ({e}); it is damaged") from None
+    check_finite_weights(export_weights(net), path)  # Keras reads the file into the network, past check_weights
     return net
 
 

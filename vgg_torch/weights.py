@@ -12,6 +12,7 @@ import torch
 from common.errors import WeightsError
 from common.weights import (
     atomic_write,
+    check_finite_weights,
     check_model_path,
     check_weights,
     existing_model,
@@ -61,7 +62,8 @@ def save_model(net, path):
     """PyTorch's own format (``.pt``): the ``state_dict`` and the configuration, written atomically."""
     path = check_model_path(path, "torch")
     meta = json.dumps(make_meta(net.config, "torch", torch.__version__))
-    state = {name: torch.from_numpy(array) for name, array in export_weights(net).items()}
+    weights = check_finite_weights(export_weights(net), "the network")
+    state = {name: torch.from_numpy(array) for name, array in weights.items()}
     return atomic_write(path, lambda f: torch.save({"meta": meta, "state_dict": state}, f))
 
 
@@ -85,8 +87,8 @@ def load_model(path):
     if not isinstance(state, dict) or "meta" not in saved or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")
     config = meta_config(parse_meta(saved["meta"], path), path)
-    net = from_config(config)
-    return import_weights(net, {k: v.numpy() for k, v in state.items()})
+    weights = check_weights(config, {k: v.numpy() for k, v in state.items()}, copy=False, source=path)
+    return import_weights(from_config(config), weights)
 
 
 def zoo_weights(zoo_net):
