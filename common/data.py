@@ -18,6 +18,7 @@ import numpy as np
 
 from .arch import check_input_size
 from .errors import ConfigError, DataError
+from .spec import available_memory, format_bytes
 from .training import check_seed
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -233,6 +234,7 @@ class Batches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, check_seed(seed)
         self.size = images.shape[1] if resize is None else check_input_size(resize)
+        _check_batch_memory(min(self.batch_size, len(labels)), images.shape[1], self.size)
         self.layout = layout
         self.epoch = 0
         self.origin: dict | None = None  # where the images come from (FashionMNIST.origin), if known
@@ -284,6 +286,18 @@ class DataIter:
     def __iter__(self):
         for x, y in self.batches:
             yield self.convert(x, y)
+
+
+def _check_batch_memory(batch: int, side: int, size: int) -> None:
+    """Refuse a stream whose every batch is larger than this machine's free memory: the resized batch and the
+    resize's intermediate (:func:`resize_images`), float32, at least."""
+    need = batch * size * (size + side) * 4
+    available = available_memory()
+    if available is not None and need > available:
+        raise ConfigError(
+            f"a batch of {batch} images resized to {size} px needs at least {format_bytes(need)} of memory, but "
+            f"{format_bytes(available)} is available; lower resize (or batch_size)"
+        )
 
 
 def fashion_mnist_batches(

@@ -178,6 +178,13 @@ def test_bad_batch_arguments():
         fashion_mnist_batches(32, train_limit=-1)
 
 
+def test_a_batch_larger_than_memory_is_refused_when_the_stream_is_made(data):
+    with pytest.raises(ConfigError, match=r"a batch of 8 images resized to 100000 px needs at least .* lower resize"):
+        Batches(data.train_images, data.train_labels, 8, True, resize=100000)  # 298 GiB a batch
+    with pytest.raises(ConfigError, match="a batch of 3 images"):  # a batch is never more than the examples
+        Batches(data.train_images[:3], data.train_labels[:3], 10**9, True, resize=100000)
+
+
 def test_every_backend_sees_the_same_batches(backend):
     train, _ = backend.load_data_fashion_mnist(256, resize=32, seed=7, train_limit=2048)
     reference, _ = fashion_mnist_batches(
