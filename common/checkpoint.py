@@ -69,6 +69,11 @@ def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file, not a folder; name a folder to write in")
+    if folder.is_symlink() and not folder.exists():
+        raise ConfigError(
+            f"{folder} is a symbolic link that leads nowhere (its target is missing, or it loops); remove it or "
+            f"name another folder"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -41,6 +41,15 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, target):
         assert out.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_an_out_that_is_a_link_to_nowhere_says_so(tmp_path, capsys, link):
+    out = tmp_path / "out"
+    out.symlink_to(out if link == "loop" else tmp_path / "gone")
+    err = _refused(capsys, "--epochs", "1", "--out", str(out))
+    assert "is a symbolic link that leads nowhere (its target is missing, or it loops)" in err
+    assert out.is_symlink() and not (tmp_path / "gone").exists()
+
+
 def test_an_out_folder_that_cannot_be_written_is_refused_before_the_first_step(tmp_path, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
