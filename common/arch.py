@@ -352,6 +352,12 @@ def check_input_size(input_size, num_blocks: int = len(WIDTHS), field: str = "in
     """
     size = _square_side(input_size, field)
     minimum = 2**num_blocks
+    if minimum > MAX_INT:  # no size the frameworks can index is enough: the blocks are what must change
+        raise ConfigError(
+            f"{num_blocks} blocks halve the input {num_blocks} times, so it must be at least {minimum:,} px, more "
+            f"than the {MAX_INT:,} the frameworks can index; use at most {MAX_INT.bit_length() - 1} blocks in "
+            f"{arg('arch')}"
+        )
     if size < minimum:
         raise ConfigError(
             f"{field} {size} is too small: {num_blocks} blocks halve it {num_blocks} times, so the minimum is "

@@ -228,6 +228,8 @@ def test_numbers_past_what_the_frameworks_hold_are_refused_before_any_work(tmp_p
     deep = ";".join(["1,8"] * 30)  # a layer output of 2**63 values: past every framework's tensor index
     err = _one_line(capsys, ["summary", "--arch", deep, "--input-size", 2**30])
     assert "values per example in block1.relu1, more than the 2,147,483,647" in err
+    deeper = ";".join(["1,8"] * 31)  # no input size the frameworks can index survives 31 halvings
+    assert "use at most 30 blocks in --arch" in _one_line(capsys, ["summary", "--arch", deeper])
     with pytest.raises(ConfigError, match="at most 2,147,483,647"):
         torch.vgg(arch=((1, 10**20),), input_size=32)
     with pytest.raises(SystemExit):
