@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .arch import CONFIGS, AlexNetConfig, config_from_dict, make_any_config
+from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .distributed import TIMEOUT, quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
@@ -60,6 +60,8 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if kind is int and value > MAX_INT:  # no count here needs more, and the frameworks index no more
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_INT:,}, got {text}")
         return value
 
     return parse
@@ -72,6 +74,8 @@ def _non_negative_int(text):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if value > MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT:,}, got {text}")
     return value
 
 
