@@ -576,21 +576,22 @@ def _prepare_file(path, overwrite: bool, option: str, suffixes: tuple[str, ...] 
     ``option`` names where the path came from.
     """
     from .checkpoint import prepare_folder
+    from .weights import check_target
 
     if not str(path).strip():
         raise ConfigError(f"{option} was given an empty name; name the file to write")
     path = Path(path)
     if suffixes and not path.name.lower().endswith(suffixes):
         raise ConfigError(f"{option} {path}: name a {' or '.join(suffixes)} file")
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; name a file")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ConfigError(f"{option} {path}: {path.parent} is a file, not a folder")
-    if not path.parent.is_dir() and not create:
-        raise ConfigError(f"{option} {path}: folder {path.parent} does not exist; create it or choose another path")
+    try:
+        if create and not path.parent.exists():
+            prepare_folder(path.parent)
+        check_target(path)  # the checks every written file gets, with the option named
+    except ConfigError as e:
+        raise ConfigError(f"{option}: {e}") from None
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise ConfigError(f"{path} already exists; replace it with --overwrite, or choose another {option}")
-    prepare_folder(path.parent)  # made where missing; refused where it cannot be written
+    prepare_folder(path.parent)  # refused where it cannot be written
     return path
 
 
