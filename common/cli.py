@@ -542,19 +542,21 @@ def _claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: 
     """Before a compare writes into ``out``: refuse to replace what it did not write, then mark the folder its own.
 
     A backend's folder holding a run, or a report file, in a folder no compare has written (no mark, and no
-    results.json from before the mark existed) is a user's: it is replaced only with ``overwrite`` (``resume``
-    continues such runs rather than replacing them). A compare that is not resumed also removes the report of
-    the one before, so that one failing partway leaves no report that describes other runs.
+    compare's results.json from before the mark existed) is a user's: it is replaced only with ``overwrite``.
+    ``resume`` continues such a run where it has a checkpoint, and replaces nothing else of the user's. A compare
+    that is not resumed also removes the report of the one before, so that one failing partway leaves no report
+    that describes other runs.
     """
     from .checkpoint import checkpoint_file
     from .weights import atomic_write
 
-    own = (out / COMPARE_MARK).is_file() or (out / "results.json").is_file()
-    if not (own or resume or overwrite):
+    own = (out / COMPARE_MARK).is_file() or _compare_results(out / "results.json")
+    if not (own or overwrite):
         theirs = [
             out / n
             for n in names
-            if checkpoint_file(out / n).exists() or any((out / n / f).exists() for f in RUN_FILES)
+            if not (resume and checkpoint_file(out / n).is_file())
+            and (checkpoint_file(out / n).exists() or any((out / n / f).exists() for f in RUN_FILES))
         ]
         theirs += [out / f for f in COMPARE_FILES if (out / f).exists()]
         if theirs:
@@ -566,6 +568,20 @@ def _claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: 
     if not resume:
         for name in COMPARE_FILES:
             (out / name).unlink(missing_ok=True)
+
+
+def _compare_results(path: Path) -> bool:
+    """Whether ``path`` is the results.json of a compare (one from before compares marked their folders)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and set(record) == {"runs", "test_acc_spread"}
+        and isinstance(record["runs"], list)
+        and all(isinstance(r, dict) and {"framework", "config", "history"} <= set(r) for r in record["runs"])
+    )
 
 
 def _prepare_file(path, overwrite: bool, option: str, suffixes: tuple[str, ...] = (), create: bool = False) -> Path:

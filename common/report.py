@@ -200,8 +200,11 @@ def write_compare_report(out, records: list[dict]) -> dict:
             ),
             "",
         ]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "results.json").write_text(json.dumps({"runs": records, "test_acc_spread": spread}, indent=1))
+    from .weights import atomic_write
+
+    atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
+    results = json.dumps({"runs": records, "test_acc_spread": spread}, indent=1)
+    atomic_write(out / "results.json", lambda f: f.write(results.encode()))
     return {
         "markdown": out / "report.md",
         "plot": out / "curves.png",

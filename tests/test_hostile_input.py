@@ -159,13 +159,20 @@ def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     err = _one_line(capsys, ["compare", *small])
     assert f"{out / 'torch'} holds files vgg compare did not write; replace them with --overwrite" in err
     assert _digest(out) == before and not (out / ".vgg-compare").exists()
+    (out / "results.json").write_text('{"mine": 1}')  # a user's file of that name makes the folder no compare's
+    (out / "report.md").write_text("the user's notes")
+    before = _digest(out)
+    for resume in ([], ["--resume"]):  # --resume continues runs that have a checkpoint, and replaces nothing
+        assert "holds files vgg compare did not write" in _one_line(capsys, ["compare", *small, *resume])
+    assert _digest(out) == before and not (out / ".vgg-compare").exists()
     assert "an empty folder name was given" in _one_line(capsys, ["compare", *small[:-2], "--out", ""])
     assert "an empty folder name was given" in _one_line(capsys, ["train", "--backend", "torch", "--out", ""])
     done = run_vgg("compare", *small, "--overwrite")
     assert done.returncode == 0, done.stderr
     assert (out / ".vgg-compare").is_file() and (out / "report.md").is_file()
+    (out / ".vgg-compare").unlink()  # a compare's own results.json, from before the mark, still says so
     done = run_vgg("compare", *small)  # its own folder now: replaced without --overwrite
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr and (out / ".vgg-compare").is_file()
 
 
 def test_bench_and_conform_keep_existing_files_and_check_paths_before_measuring(tmp_path, capsys):
