@@ -206,9 +206,23 @@ RESUMED = {
 }
 
 
+def _vgg_options(config) -> str:
+    """A configuration as the options that build it (a custom arch's widths at ratio 1): ``--arch 1,4;...``."""
+    if isinstance(config, AlexNetConfig):
+        return config.describe()
+    kw = config.vgg_kwargs()
+    ratio = f" --ratio {kw['ratio']}" if isinstance(kw["arch"], str) else ""
+    bn = " --batch-norm" if kw["batch_norm"] else ""
+    return (
+        f"--arch {_arch_text(kw['arch'])}{ratio} --resize {kw['input_size']} --fc-hidden {kw['fc_hidden']} "
+        f"--dropout {kw['dropout']}{bn}"
+    )
+
+
 def _resume_args(args, path) -> None:
     """Take the configuration and recipe of the checkpoint at ``path``; refuse options that ask for others."""
     from .checkpoint import read_checkpoint_meta
+    from .data import EXAMPLES
 
     meta = read_checkpoint_meta(path)
     if meta["backend"] != args.backend:
@@ -219,9 +233,30 @@ def _resume_args(args, path) -> None:
     rebuild = config.alexnet_kwargs() if isinstance(config, AlexNetConfig) else config.vgg_kwargs()
     options = {**dict.fromkeys(VGG_ONLY), "arch": config.arch, **rebuild}  # AlexNet: no VGG options
     saved = {"config": options, "recipe": meta["recipe"]}
+    fresh = argparse.Namespace(**vars(args))  # the command as it started the run: the same options build it
+    _fill_defaults(fresh, TRAIN_DEFAULTS)
+    try:
+        built = _config(fresh, fresh.resize)
+    except ConfigError:
+        built = None
+    same_config = built == config
+    given = [o for o, (group, _) in RESUMED.items() if group == "config" and getattr(args, o) is not None]
+    if given and not same_config and not isinstance(options["arch"], str):  # custom widths: no option compares alone
+        flags = " ".join(
+            f"--{o.replace('_', '-')} {_arch_text(getattr(args, o)) if o == 'arch' else getattr(args, o)}"
+            for o in given
+        )
+        raise ConfigError(
+            f"{flags} {'build ' + _vgg_options(built) if built else 'do not build'}, not the run saved in {path} "
+            f"({_vgg_options(config)}); a resumed run keeps its configuration: leave these options out, or start "
+            f"a new run in another --out folder"
+        )
     for option, (group, key) in RESUMED.items():
         value, given = saved[group].get(key), getattr(args, option)
-        if given is not None and given != value:
+        whole = {"train_limit": EXAMPLES["train"], "test_limit": EXAMPLES["test"]}.get(option)
+        if group == "config" and same_config or whole is not None and given is not None and given > value == whole:
+            pass  # as given when the run started: a custom arch's widths are stored divided by its ratio
+        elif given is not None and given != value:
             raise ConfigError(
                 f"--{option.replace('_', '-')} {_arch_text(given) if option == 'arch' else given} "
                 f"differs from the run saved in {path} ({value}); a resumed run keeps its "

@@ -21,6 +21,7 @@ from .errors import ConfigError, DataError
 from .spec import available_memory, format_bytes
 from .training import check_seed
 
+EXAMPLES = {"train": 60_000, "test": 10_000}  # a limit above a split's size takes the whole split
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 
 # Decompressed IDX files: (bytes, SHA-256). Checked the same way whatever the source (gz or raw).
@@ -166,7 +167,7 @@ class FashionMNIST:
 @lru_cache(maxsize=4)
 def _load(paths: tuple[tuple[str, str], ...]) -> FashionMNIST:
     arrays = {name: read_file(Path(p)) for name, p in paths}
-    for split, n in (("train", 60_000), ("t10k", 10_000)):
+    for split, n in (("train", EXAMPLES["train"]), ("t10k", EXAMPLES["test"])):
         images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
         if images.shape != (n, 28, 28) or labels.shape != (n,) or labels.max() >= len(CLASSES):
             raise DataError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -259,6 +260,20 @@ def test_resume_asking_for_fewer_epochs_than_trained_says_so_before_any_work(tmp
     run, _ = _one_epoch_run(tmp_path, capsys)
     err = _one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume", "--epochs", "0"])
     assert "--epochs 0: the run saved in" in err and "give --epochs 1 or more" in err
+
+
+def test_the_command_that_started_a_run_resumes_it(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    custom = ["--arch", "1,16;1,16;1,32;1,32;1,32", "--resize", "32", "--fc-hidden", "32", "--batch-size", "64"]
+    command = ["train", "--backend", "torch", *custom, "--train-limit", "128", "--test-limit", "20000", "--out", run]
+    assert main([*map(str, command), "--epochs", "1"]) == 0  # widths stored divided by the ratio; 10,000 tested
+    assert main([*map(str, command), "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["history"]["epochs"]) == 2 and history["test_examples"] == 10_000
+    err = _one_line(capsys, [*command, "--epochs", "3", "--resume", "--ratio", "2"])
+    assert "--ratio 2 --resize 32 --fc-hidden 32 build --arch 1,8;1,8;1,16;1,16;1,16 --resize 32" in err
+    assert "not the run saved in" in err and "(--arch 1,4;1,4;1,8;1,8;1,8 --resize 32 --fc-hidden 32" in err
 
 
 def test_a_fashion_mnist_file_that_decompresses_to_gigabytes_is_read_only_past_its_size(tmp_path):
