@@ -125,7 +125,8 @@ MIN_LR, MAX_LR = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).ma
 
 def check_train_args(num_epochs, lr, optimizer, lr_schedule="constant") -> tuple[int, float, str]:
     """Validate the training recipe before any work starts."""
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, numbers.Integral) or not 0 <= num_epochs <= MAX_INT:
+    whole = not isinstance(num_epochs, bool) and isinstance(num_epochs, numbers.Integral)
+    if not whole or not 0 <= int(num_epochs) <= MAX_INT:
         raise ConfigError(f"num_epochs must be a whole number from 0 to {MAX_INT:,}, got {num_epochs!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not MIN_LR <= float(lr) <= MAX_LR:
         raise ConfigError(
