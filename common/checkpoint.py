@@ -27,7 +27,7 @@ import numpy as np
 from .arch import NetConfig
 from .errors import ConfigError, WeightsError, arg
 from .history import History
-from .weights import META_KEY, UNREADABLE, atomic_write, check_weights, meta_config
+from .weights import META_KEY, UNREADABLE, check_weights, meta_config, write_npz
 
 FORMAT = "vgg-checkpoint"
 VERSION = 1
@@ -198,7 +198,7 @@ def save_checkpoint(path: str | os.PathLike, snapshot: Snapshot) -> Path:
     arrays = {META_KEY: np.array(json.dumps(meta))}
     for group, named in zip(GROUPS, (weights, s.optimizer, s.rng), strict=True):
         arrays.update({f"{group}/{name}": np.asarray(a) for name, a in named.items()})
-    return atomic_write(checkpoint_file(path), lambda f: np.savez(f, **arrays))
+    return write_npz(checkpoint_file(path), arrays)
 
 
 def _damaged(path, e: Exception) -> WeightsError:

@@ -423,8 +423,24 @@ def save_npz(
     """Write canonical weights and their metadata atomically."""
     weights = check_weights(config, weights, copy=False)
     meta = make_meta(config, source, source_version, **(extra or {}))
-    arrays = {**weights, META_KEY: np.array(json.dumps(meta))}
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    return write_npz(path, {**weights, META_KEY: np.array(json.dumps(meta))})
+
+
+def savez(file, **arrays) -> None:
+    """``numpy.savez`` (the same archive, read by ``numpy.load``), but the archive is closed when a write fails.
+
+    NumPy leaves it open then; Python closes it later, after its file, and prints "Exception ignored in
+    ZipFile.__del__ … seek of closed file" under an interrupted or failed save.
+    """
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Named arrays to an ``.npz`` at ``path``, atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda f: savez(f, **arrays))
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -6,6 +6,7 @@ One test per fault or bad input; each is a row of the README's reliability table
 from __future__ import annotations
 
 import errno
+import gc
 import gzip
 import io
 import json
@@ -13,6 +14,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from helpers import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import common.weights
 from common.arch import CONFIGS, VGGConfig, make_config
 from common.backends import BACKENDS
 from common.checkpoint import FILE_NAME, Snapshot, load_checkpoint, read_checkpoint_meta, save_checkpoint
@@ -145,11 +148,11 @@ def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **met
     return save_checkpoint(path, Snapshot(backend, config, recipe, epoch, history, xavier_init(config, 0)))
 
 
-_SAVEZ = np.savez
+_SAVEZ = common.weights.savez
 
 
 class _FailsHalfway:
-    """``numpy.savez`` whose ``fail_at``-th call writes half the file, then fails as a full disk does."""
+    """``common.weights.savez`` whose ``fail_at``-th call writes half the file, then fails as a full disk does."""
 
     def __init__(self, fail_at):
         self.fail_at, self.calls, self.first = fail_at, 0, None
@@ -178,7 +181,7 @@ def test_a_checkpoint_write_failing_halfway_keeps_the_previous_checkpoint(tmp_pa
     b.import_weights(net, xavier_init(net.config, 0))
     train_iter, test_iter = b.load_data_fashion_mnist(128, resize=32, train_limit=256, test_limit=128)
     savez = _FailsHalfway(fail_at=2)  # epoch 1's checkpoint is written, epoch 2's write fails halfway
-    monkeypatch.setattr(np, "savez", savez)
+    monkeypatch.setattr(common.weights, "savez", savez)
     with pytest.raises(OSError, match="No space left on device"):
         b.train(net, train_iter, test_iter, 2, checkpoint=tmp_path, verbose=False)
     monkeypatch.undo()
@@ -193,13 +196,33 @@ def test_a_checkpoint_write_failing_halfway_keeps_the_previous_checkpoint(tmp_pa
     assert any(not np.array_equal(now[k], written[k]) for k in written)
 
 
+def test_an_interrupted_npz_write_leaves_nothing_and_prints_nothing(tmp_path, monkeypatch):
+    b = load_backend("torch")
+    net, unraisable, calls = b.vgg(**TINY), [], []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    real = np.lib.format.write_array
+
+    def interrupted(*args, **kwargs):  # Ctrl-C in the third array
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        b.save_weights(net, tmp_path / "w.npz")
+    del info  # the traceback held the archive: dropped now, as the command drops it after its message
+    gc.collect()
+    assert unraisable == [] and list(tmp_path.iterdir()) == []
+
+
 def test_saving_weights_over_a_file_failing_halfway_keeps_the_old_file(tmp_path, monkeypatch, backend):
     net = backend.vgg(**TINY)
     path = tmp_path / "weights.npz"
     backend.save_weights(net, path)
     before, old = path.read_bytes(), backend.export_weights(net)
     backend.import_weights(net, xavier_init(net.config, seed=1))  # other weights, to be saved over the file
-    monkeypatch.setattr(np, "savez", _FailsHalfway(fail_at=1))
+    monkeypatch.setattr(common.weights, "savez", _FailsHalfway(fail_at=1))
     with pytest.raises(OSError, match="No space left on device"):
         backend.save_weights(net, path)
     monkeypatch.undo()
