@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -582,6 +583,14 @@ def test_our_gluon_network_conforms_from_its_export(tmp_path, batch_norm):
     assert report.conforms, report.to_markdown()
     assert report.framework == "MXNet Gluon" and report.logits_error <= 1e-5
     assert report.layers[0].name == "block1_conv1_fwd" and report.layers[0].error is not None
+
+
+def test_gluon_as_the_reference_conforms_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    load_backend("torch")
+    load_backend("mxnet")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the Gluon reference is exported there and read back
+    report = conform("test_conform:ours", reference="mxnet")
+    assert report.conforms and report.reference == "MXNet Gluon" and list(tmp_path.iterdir()) == []
 
 
 def test_a_gluon_batch_norm_at_another_epsilon_is_diagnosed(tmp_path):

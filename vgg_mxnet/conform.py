@@ -54,13 +54,13 @@ def _files(source) -> tuple[Path, Path]:
 def open_model(source) -> GluonModel:
     """A Gluon export read with ``SymbolBlock.imports``; a Gluon block is exported (hybridized) and read back."""
     if isinstance(source, mx.gluon.Block):
-        folder = tempfile.mkdtemp(prefix="vgg-conform-")
-        source.hybridize()
-        shape = getattr(getattr(source, "config", None), "input_size", 32)
-        channels = getattr(getattr(source, "config", None), "in_channels", 1)
-        source(mx.nd.zeros((1, channels, shape, shape)))
-        source.export(str(Path(folder) / "model"))
-        source = Path(folder) / "model-symbol.json"
+        with tempfile.TemporaryDirectory(prefix="vgg-conform-") as folder:  # read whole, then removed
+            source.hybridize()
+            shape = getattr(getattr(source, "config", None), "input_size", 32)
+            channels = getattr(getattr(source, "config", None), "in_channels", 1)
+            source(mx.nd.zeros((1, channels, shape, shape)))
+            source.export(str(Path(folder) / "model"))
+            return open_model(Path(folder) / "model-symbol.json")
     symbol_file, params_file = _files(source)
     for f in (symbol_file, params_file):
         if not f.is_file():
