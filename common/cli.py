@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -273,6 +274,12 @@ def _resume_args(args, path) -> None:
         )
 
 
+def _resume_command(args, out) -> str:
+    """The command that continues the run in ``out``, ready to paste (the folder quoted for the shell)."""
+    workers = f" --workers {args.workers}" if args.workers > 1 else ""
+    return f"vgg train --backend {args.backend} --out {shlex.quote(str(out))} --resume{workers}"
+
+
 def _interrupted(args, path, started: float) -> int:
     """Say what was kept after Ctrl-C and how to go on; the exit status of an interrupted command."""
     from .checkpoint import read_checkpoint_meta
@@ -285,13 +292,14 @@ def _interrupted(args, path, started: float) -> int:
     if path.stat().st_mtime < started:  # an --overwrite run stopped before its first checkpoint
         print(
             f"interrupted: no epoch of this run finished, so nothing of it was saved; {path} still holds the "
-            f"earlier run (epoch {meta['epoch']} of {meta['recipe']['num_epochs']})",
+            f"earlier run (epoch {meta['epoch']} of {meta['recipe']['num_epochs']}): continue that with: "
+            f"{_resume_command(args, path.parent)}, or start again with --overwrite",
             file=sys.stderr,
         )
         return 130
     print(
         f"interrupted: epoch {meta['epoch']} of {meta['recipe']['num_epochs']} is saved in {path}; continue "
-        f"with: vgg train --backend {args.backend} --out {path.parent} --resume",
+        f"with: {_resume_command(args, path.parent)}",
         file=sys.stderr,
     )
     return 130
@@ -471,7 +479,7 @@ def _launch_workers(args, out, ckpt) -> int:
     argv = list(args.argv)
     if not args.resume and not args.overwrite and out is not None:
         argv.append("--overwrite")  # checked above; a worker must not refuse the folder rank 0 has begun to fill
-    hint = f"vgg train --backend {args.backend} --out {out} --resume --workers {args.workers}" if out else ""
+    hint = _resume_command(args, out) if out else ""
     started = time.time()
     try:
         return launch(args.backend, argv, args.workers, args.port, ckpt, hint)

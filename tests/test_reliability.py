@@ -74,14 +74,13 @@ def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_
 
 def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):
     load_backend("torch")
-    rc, err = interrupt_after_first_checkpoint(
-        tmp_path, signal.SIGINT, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD
-    )
+    out = tmp_path / "my run"  # the hint quotes it, to be pasted as it is
+    rc, err = interrupt_after_first_checkpoint(out, signal.SIGINT, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD)
     assert rc == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
-    assert f"vgg train --backend torch --out {tmp_path} --resume" in err
-    assert load_checkpoint(tmp_path, "torch").epoch >= 1
+    assert f"vgg train --backend torch --out '{out}' --resume" in err
+    assert load_checkpoint(out, "torch").epoch >= 1
 
 
 class _Poisoned:
