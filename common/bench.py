@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 
 from .arch import make_any_config
 from .backends import display_name, get_backend
+from .distributed import die_with_parent
 from .errors import ConfigError, VGGError
 from .report import fmt, format_table, save_figure
 from .spec import spec
@@ -383,6 +384,7 @@ def _measure_in_child(point: dict) -> dict:
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=die_with_parent(),  # no measurement outlives a killed bench
     )
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]

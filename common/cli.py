@@ -15,7 +15,7 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .distributed import TIMEOUT, quiet_error, worker_env
+from .distributed import TIMEOUT, die_with_parent, quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
 from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
@@ -557,7 +557,8 @@ def _compare(args, names: list[str], out: Path) -> int:
             cmd += ["--port", str(args.port)]
         print(f"== {display_name(name)}", flush=True)
         try:
-            done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            done = subprocess.run(cmd, env=env, preexec_fn=die_with_parent())  # no run outlives a killed compare
         except KeyboardInterrupt:  # the run got the same Ctrl-C, has saved what it could and said so
             done = subprocess.CompletedProcess(cmd, 130)
         if done.returncode == 130:
@@ -941,7 +942,7 @@ def _bench_workers(names: list[str], args, batch_size: int, steps: int) -> int:
                 cmd += ["--train-limit", str(batch_size * steps), "--test-limit", str(batch_size), "--device", "cpu"]
                 cmd += ["--precision", args.precision, "--workers", str(workers), "--out", out]
                 env = {**os.environ, "OMP_NUM_THREADS": "1", "MXNET_OMP_MAX_THREADS": "1"}
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent())
                 if done.returncode != 0:
                     raise ConfigError(f"the {name} run with {workers} workers failed: {done.stderr.strip()[-300:]}")
                 rate = json.loads((Path(out) / "history.json").read_text())["history"]["epochs"][-1]["examples_per_sec"]

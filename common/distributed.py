@@ -10,7 +10,8 @@ The engines are the frameworks' (PyTorch ``torch.distributed`` with ``Distribute
   N workers together see the one-process batch and, with the loss taken as the mean over the global batch,
   compute the one-process gradient;
 - starts N local processes with those variables on free ports of 127.0.0.1 and watches them
-  (:func:`launch`): one that dies stops the others at once, with one message naming it;
+  (:func:`launch`): one that dies stops the others at once, with one message naming it, and all of them end
+  when the parent does (:func:`die_with_parent`, also what ``vgg compare`` gives its children);
 - models the cost of scale (:func:`scaling_table`): compute from ``common.spec``'s MACs, communication of a
   ring all-reduce of the gradients.
 
@@ -19,6 +20,7 @@ It never imports a framework.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -278,6 +280,46 @@ def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = Non
     raise ConfigError(f"unknown backend {backend!r}")
 
 
+# prctl(2)'s option that names the signal the kernel sends this process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl():
+    """The C library's ``prctl``, loaded now (never in a forked child); None off Linux or where it cannot be had."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent():
+    """A ``preexec_fn`` for ``subprocess``: the child is killed (SIGKILL) when the process starting it dies.
+
+    Without it a child outlives a parent that was killed (SIGKILL, or SIGTERM and SIGHUP, which end a parent
+    without running its ``finally``): workers in their own sessions get no signal of their parent's, and would
+    go on training and writing its ``--out`` folder after its lock is gone. Each link of a chain holds its own
+    (``vgg compare``, its ``vgg train --workers N``, their workers): the death of the first ends them all.
+
+    Linux's ``PR_SET_PDEATHSIG`` fires when the *thread* that started the child ends: call ``subprocess`` from
+    the main thread (the project does). A parent that died before the setting took effect is seen at once (the
+    child's parent is then another process) and the child ends too. None off Linux (the children then live on
+    after a killed parent, as before).
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def preexec() -> None:  # in the child, between fork and exec
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the setting
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -344,12 +386,15 @@ def run_processes(
 
     A process that stops abnormally (a signal, a non-zero status) stops all others at once and is returned.
     Scheduler and server processes end by themselves when the workers finish (given ``linger`` seconds).
-    Whatever happens (Ctrl-C included), no process is left running.
+    Whatever happens (Ctrl-C included), no process is left running; a parent that is killed takes them with it
+    (:func:`die_with_parent`).
     """
     popens: list[subprocess.Popen] = []
     try:
         for proc in processes:
-            popens.append(subprocess.Popen(proc.argv, env=proc.env, start_new_session=True))
+            popens.append(
+                subprocess.Popen(proc.argv, env=proc.env, start_new_session=True, preexec_fn=die_with_parent())
+            )
         pairs = list(zip(processes, popens, strict=True))
         settle_until = float("inf")
         while True:

@@ -373,6 +373,73 @@ def test_a_killed_worker_stops_the_run_and_resume_continues(name, tmp_path, caps
     kill_a_worker_and_resume(name, tmp_path, capsys)
 
 
+# A run of the smallest network that keeps its workers busy for minutes: what the tests below stop or kill.
+LONG = (
+    "--arch 1,8 --fc-hidden 32 --resize 32 --batch-size 64 --train-limit 2048 --test-limit 128 --epochs 1000 "
+    "--workers 2"
+).split()
+
+
+def descendants(pid: int) -> dict[int, dict[str, str]]:
+    """Every process below ``pid`` (children, theirs, ...): pid -> environment."""
+    found = children(pid)
+    for child in list(found):
+        found.update(descendants(child))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie that no one has reaped yet has ended)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def kill_left(pids) -> None:
+    """SIGKILL each process of ``pids`` still running (workers sit in sessions of their own: no group reaches them)."""
+    for pid in pids:
+        if not gone(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def started_workers(p, deadline: float = 120) -> dict[int, dict[str, str]]:
+    """Every process below the `vgg` process ``p`` once both workers of its run are running: pid -> environment."""
+    until = time.monotonic() + deadline
+    while True:
+        assert p.poll() is None and time.monotonic() < until, p.communicate()
+        tree = descendants(p.pid)
+        if sum(distributed.LAUNCHED in env for env in tree.values()) == 2:
+            return tree
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_killing_the_parent_ends_every_process_it_started(command, tmp_path):
+    """SIGKILL leaves no parent to stop the workers: the kernel ends them (and, for `vgg compare`, its `vgg train`
+    and that run's workers), so none goes on writing a folder whose lock went with the parent."""
+    load_backend("torch")
+    out = tmp_path / "run"
+    what = ["train", "--backend", "torch"] if command == "train" else ["compare", "--backends", "torch"]
+    p = start_vgg(*what, *LONG, "--out", out, **GROUP)
+    tree: dict = {}
+    try:
+        tree = started_workers(p)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not all(gone(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in tree if not gone(pid)] == []
+    finally:
+        kill_group(p)
+        kill_left(tree)
+
+
 # --- the cost of scale -------------------------------------------------------------------------------------
 
 
