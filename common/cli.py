@@ -15,7 +15,7 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .distributed import TIMEOUT, die_with_parent, quiet_error, worker_env
+from .distributed import LOST, TIMEOUT, die_with_parent, error_status, quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
 from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
@@ -1318,11 +1318,18 @@ def main(argv=None) -> int:
     except VGGError as e:
         if not quiet_error(e):
             print(f"error: {message_for(e, args.command)}", file=sys.stderr)
-        return 2
+        return error_status(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == LOST:
+        # a worker that lost its peers: the engine's threads, still in the failed collective, may abort() the
+        # interpreter's exit (PyTorch's gloo does), which the parent would take for a crash; leave at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

@@ -64,12 +64,22 @@ def collective_timeout() -> float:
 # Set by launch() in every worker it starts, to the worker's index: only worker 0 prints an error of the
 # project's own (the same in every worker), and none prints a lost peer, which the parent names itself.
 LAUNCHED = "VGG_LAUNCHED"
+# The exit status of a worker started by launch() that lost its peers (WorkerLost): not an error of its own, so
+# the parent names the worker that stopped or stalled (2 is an error of the project's own, which worker 0 printed).
+LOST = 3
 
 
 def quiet_error(error: Exception, environ=None) -> bool:
     """Whether a worker started by :func:`launch` leaves ``error`` to be reported by another process."""
     index = (os.environ if environ is None else environ).get(LAUNCHED)
     return index is not None and (index != "0" or isinstance(error, WorkerLost))
+
+
+def error_status(error: Exception, environ=None) -> int:
+    """The exit status of a command that met the project's own ``error``: 2, or :data:`LOST` for a worker started
+    by :func:`launch` that lost its peers."""
+    launched = (os.environ if environ is None else environ).get(LAUNCHED) is not None
+    return LOST if launched and isinstance(error, WorkerLost) else 2
 
 
 class WorkerLost(VGGError, RuntimeError):
@@ -336,8 +346,10 @@ _SENT = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SI
 
 def _cause_first(proc: Process, code: int) -> tuple:
     """Sort key of the processes that stopped at once: the likeliest cause first — killed from outside, then by
-    another signal, then a non-zero status; a worker before a server or scheduler; then by index."""
-    return (-code not in _SENT, code >= 0, proc.role != "worker", proc.index)  # Signals compare as their numbers
+    another signal, then a non-zero status, then a worker that lost its peers (:data:`LOST`); a worker before a
+    server or scheduler; then by index."""
+    lost = code == LOST and proc.role == "worker"
+    return (-code not in _SENT, code >= 0, lost, proc.role != "worker", proc.index)  # Signals compare as numbers
 
 
 def _stop(popens: list[subprocess.Popen], grace: float = 5.0) -> None:
@@ -346,6 +358,7 @@ def _stop(popens: list[subprocess.Popen], grace: float = 5.0) -> None:
     for p in alive:
         with _quiet():
             os.killpg(p.pid, signal.SIGTERM)
+            os.killpg(p.pid, signal.SIGCONT)  # a stopped process (SIGSTOP) takes the SIGTERM now, not after grace
     deadline = time.monotonic() + grace
     for p in alive:
         try:
@@ -368,15 +381,34 @@ class _quiet:
 
 @dataclass
 class Failure:
-    """The first process of a run that stopped abnormally."""
+    """The first process of a run that stopped abnormally; where it lost its peers (:data:`LOST`), the workers
+    still running when it did (those that stopped answering), as (index, pid)."""
 
     process: Process
     pid: int
     code: int
+    stalled: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def lost(self) -> bool:
+        return self.process.role == "worker" and self.code == LOST
 
     def describe(self, workers: int) -> str:
         who = f"worker {self.process.index} of {workers}" if self.process.role == "worker" else self.process.name
-        return f"{who} (pid {self.pid}) {_describe_exit(self.code)}"
+        if not self.lost:
+            return f"{who} (pid {self.pid}) {_describe_exit(self.code)}"
+        wait = f"{collective_timeout():g} s"
+        slow = "(VGG_DIST_TIMEOUT; raise it where a worker is only slow)"
+        if not self.stalled:
+            return f"the workers lost each other: {who} (pid {self.pid}) gave up on a collective after {wait} {slow}"
+        indices = [str(index) for index, _ in self.stalled]
+        pids = ", ".join(str(pid) for _, pid in self.stalled)
+        many = len(indices) > 1
+        names = f"workers {', '.join(indices[:-1])} and {indices[-1]}" if many else f"worker {indices[0]}"
+        return (
+            f"{names} of {workers} (pid{'s' if many else ''} {pids}) stopped answering: worker {self.process.index} "
+            f"waited {wait} for {'them' if many else 'it'} in a collective {slow}"
+        )
 
 
 def run_processes(
@@ -400,15 +432,23 @@ def run_processes(
         while True:
             codes = [(proc, p, p.poll()) for proc, p in pairs]
             failed = [(proc, p, c) for proc, p, c in codes if c not in (None, 0)]
+            running = [(proc, p) for proc, p, c in codes if c is None and proc.role == "worker"]
             if failed and all(c > 0 for _, _, c in failed) and time.monotonic() < settle_until:
-                # an error of the project's own meets every worker alike: let worker 0 say it first
                 settle_until = min(settle_until, time.monotonic() + settle)
-                if not any(proc.index == 0 and proc.role == "worker" for proc, _, _ in failed):
+                if all(c == LOST and proc.role == "worker" for proc, _, c in failed):
+                    if running:  # the others in the same collective give up too; the ones still running stalled
+                        time.sleep(poll)
+                        continue
+                elif not any(proc.index == 0 and proc.role == "worker" for proc, _, _ in failed):
+                    # an error of the project's own meets every worker alike: let worker 0 say it first
                     time.sleep(poll)
                     continue
             if failed:
                 proc, p, code = min(failed, key=lambda f: _cause_first(f[0], f[2]))
-                return Failure(proc, p.pid, code)
+                failure = Failure(proc, p.pid, code)
+                if failure.lost:  # the workers that gave up name none: those still in the collective stalled
+                    failure.stalled = tuple((other.index, q.pid) for other, q in running)
+                return failure
             if all(c == 0 for proc, _, c in codes if proc.role == "worker"):
                 deadline = time.monotonic() + linger
                 while time.monotonic() < deadline and any(p.poll() is None for p in popens):
@@ -430,7 +470,8 @@ def launch(
     """Run ``python -m common.cli ARGV`` as ``workers`` local workers of ``backend``'s engine; the exit status.
 
     Rank 0 prints the progress and the history and writes the files; the others are quiet. A process that
-    dies stops the rest, and one line names it, the last epoch saved in ``checkpoint`` and how to go on.
+    dies stops the rest, and one line names it (or, where workers gave up on a collective, the workers that
+    stopped answering), the last epoch saved in ``checkpoint`` and how to go on.
     """
     failure = run_processes(plan(backend, argv, workers, port))
     if failure is None:

@@ -136,6 +136,31 @@ def test_the_killed_worker_is_named_not_the_one_that_aborted_on_losing_it(tmp_pa
     assert failure.describe(2).endswith("was killed by SIGKILL")
 
 
+@pytest.mark.parametrize("stalls", [True, False])
+def test_workers_that_gave_up_on_a_collective_name_the_one_still_in_it(stalls, monkeypatch):
+    """Exit status LOST (WorkerLost in a launched worker) is no error of the worker's own: the parent names the
+    workers still running a moment later, or says that the workers lost each other."""
+    monkeypatch.setenv("VGG_DIST_TIMEOUT", "7")
+    gives_up = [sys.executable, "-c", f"import sys, time; time.sleep(0.3); sys.exit({distributed.LOST})"]
+    stalled = [sys.executable, "-c", "import time; time.sleep(600)"] if stalls else gives_up
+    processes = [Process("worker", 0, gives_up, dict(os.environ)), Process("worker", 1, stalled, dict(os.environ))]
+    began = time.monotonic()
+    failure = run_processes(processes, settle=1.0)
+    assert time.monotonic() - began < 30
+    slow = "(VGG_DIST_TIMEOUT; raise it where a worker is only slow)"
+    if stalls:
+        ((index, pid),) = failure.stalled
+        assert index == 1
+        assert failure.describe(2) == (
+            f"worker 1 of 2 (pid {pid}) stopped answering: worker 0 waited 7 s for it in a collective {slow}"
+        )
+        assert gone(pid)  # stopped with the others
+    else:
+        assert failure.stalled == () and failure.describe(2) == (
+            f"the workers lost each other: worker 0 of 2 (pid {failure.pid}) gave up on a collective after 7 s {slow}"
+        )
+
+
 # --- the command line: errors before any worker starts ----------------------------------------------------
 
 
@@ -438,6 +463,40 @@ def test_killing_the_parent_ends_every_process_it_started(command, tmp_path):
     finally:
         kill_group(p)
         kill_left(tree)
+
+
+def test_a_stalled_worker_is_named_in_one_line(tmp_path):
+    """A worker that stops answering (SIGSTOP) is alive, so nothing reports its death: the others give up on the
+    collective after VGG_DIST_TIMEOUT seconds, and the parent names the one still in it."""
+    load_backend("torch")
+    out = tmp_path / "run"
+    p = start_vgg(
+        "train", "--backend", "torch", *LONG, "--out", out, env={**THREADS, "VGG_DIST_TIMEOUT": "5"}, own_group=True
+    )
+    tree: dict = {}
+    try:
+        tree = started_workers(p)
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.npz").is_file():
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        victim = next(pid for pid, env in tree.items() if env.get(distributed.LAUNCHED) == "1")
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, err = p.communicate(timeout=60)
+        assert time.monotonic() - stopped < 30  # 5 s of the timeout, 3 s for the others to give up too
+    finally:
+        kill_group(p)
+        kill_left(tree)
+    saved = read_checkpoint_meta(out / "checkpoint.npz")["epoch"]
+    assert p.returncode == 1 and "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: worker 1 of 2 (pid {victim}) stopped answering: worker 0 waited 5 s for it in a collective "
+        f"(VGG_DIST_TIMEOUT; raise it where a worker is only slow); the other processes were stopped. The last "
+        f"saved epoch is {saved} of 1000, in {out / 'checkpoint.npz'}; continue with: vgg train --backend torch "
+        f"--out {out} --resume --workers 2"
+    ]
+    assert all(gone(pid) for pid in tree)
 
 
 # --- the cost of scale -------------------------------------------------------------------------------------
