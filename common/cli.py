@@ -15,7 +15,7 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .distributed import LOST, TIMEOUT, die_with_parent, error_status, quiet_error, worker_env
+from .distributed import LOST, TIMEOUT, describe_exit, die_with_parent, error_status, quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
 from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
@@ -568,6 +568,13 @@ def _compare(args, names: list[str], out: Path) -> int:
                 file=sys.stderr,
             )
             return 130
+        if done.returncode < 0:  # killed: it could say nothing (the kernel's out-of-memory killer, say)
+            print(
+                f"error: the {name} run {describe_exit(done.returncode)}; continue the comparison with the same "
+                f"command and --resume (each backend from its last checkpoint)",
+                file=sys.stderr,
+            )
+            return 1
         if done.returncode != 0:
             print(f"error: the {name} run failed (exit {done.returncode}); see its message above", file=sys.stderr)
             return done.returncode

@@ -330,7 +330,8 @@ def die_with_parent():
     return preexec
 
 
-def _describe_exit(code: int) -> str:
+def describe_exit(code: int) -> str:
+    """How a process ended, from its ``returncode``: ``was killed by SIGKILL``, ``stopped with exit status 2``."""
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
@@ -396,7 +397,7 @@ class Failure:
     def describe(self, workers: int) -> str:
         who = f"worker {self.process.index} of {workers}" if self.process.role == "worker" else self.process.name
         if not self.lost:
-            return f"{who} (pid {self.pid}) {_describe_exit(self.code)}"
+            return f"{who} (pid {self.pid}) {describe_exit(self.code)}"
         wait = f"{collective_timeout():g} s"
         slow = "(VGG_DIST_TIMEOUT; raise it where a worker is only slow)"
         if not self.stalled:

@@ -8,6 +8,8 @@ import gzip
 import hashlib
 import json
 import random
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +176,15 @@ def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     (out / ".vgg-compare").unlink()  # a compare's own results.json, from before the mark, still says so
     done = run_vgg("compare", *small)  # its own folder now: replaced without --overwrite
     assert done.returncode == 0, done.stderr and (out / ".vgg-compare").is_file()
+
+
+def test_a_compare_whose_run_is_killed_says_so_and_how_to_go_on(tmp_path, capsys, monkeypatch):
+    load_backend("torch")  # the kernel's out-of-memory killer, say: the run itself could print nothing
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -signal.SIGKILL))
+    rc = main(["compare", "--backends", "torch", *TINY_CLI, "--epochs", "0", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "error: the torch run was killed by SIGKILL; continue the comparison with the same command and" in err
 
 
 def test_bench_and_conform_keep_existing_files_and_check_paths_before_measuring(tmp_path, capsys):
