@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .distributed import LOST, TIMEOUT, describe_exit, die_with_parent, error_status, quiet_error, worker_env
+from .distributed import LAUNCHED, LOST, TIMEOUT, describe_exit, die_with_parent, error_status, quiet_error, worker_env
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
 from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
@@ -1313,11 +1314,19 @@ def message_for(error: VGGError, command: str) -> str:
     return error.spelled(spell)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # what a worker started by --workers runs again
     _quiet_frameworks(args.verbose)
+    # SIGTERM (`kill`, a scheduler, `timeout`) stops a command as Ctrl-C does: the files being written are
+    # removed, what was saved is said, and how to go on. Not in a worker, which its launcher stops this way.
+    on_term = os.environ.get(LAUNCHED) is None and _main_thread()
+    before = signal.signal(signal.SIGTERM, _terminated) if on_term else None
     try:
         env_seconds("VGG_PROGRESS_EVERY", LOG_EVERY, zero=True)  # a bad value is one line now, not mid-run
         env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
@@ -1329,6 +1338,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

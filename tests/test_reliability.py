@@ -72,10 +72,11 @@ def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_
 # bit (each epoch once, the data stream where N epochs leave it, the same weights and accuracies).
 
 
-def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path, sig):
     load_backend("torch")
     out = tmp_path / "my run"  # the hint quotes it, to be pasted as it is
-    rc, err = interrupt_after_first_checkpoint(out, signal.SIGINT, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD)
+    rc, err = interrupt_after_first_checkpoint(out, sig, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD)
     assert rc == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
