@@ -30,7 +30,7 @@ from typing import Any, TypedDict
 
 from .arch import make_any_config
 from .backends import display_name, get_backend
-from .distributed import die_with_parent
+from .distributed import child_env, die_with_parent, python_module
 from .errors import ConfigError, VGGError
 from .report import fmt, format_table, save_figure
 from .spec import spec
@@ -380,10 +380,10 @@ def sweep_grid(sizes, ratios, size: int, ratio: int) -> list[tuple[int, int]]:
 def _measure_in_child(point: dict) -> dict:
     """Run :func:`sweep_point` in a fresh Python process; its JSON is the last line it prints."""
     done = subprocess.run(
-        [sys.executable, "-m", "common.bench", json.dumps(point)],
+        python_module("common.bench", json.dumps(point)),
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=child_env(PYTHONUNBUFFERED="1"),
         preexec_fn=die_with_parent(),  # no measurement outlives a killed bench
     )
     if done.returncode != 0:

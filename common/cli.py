@@ -16,7 +16,18 @@ from pathlib import Path
 from . import report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
-from .distributed import LAUNCHED, LOST, TIMEOUT, describe_exit, die_with_parent, error_status, quiet_error, worker_env
+from .distributed import (
+    LAUNCHED,
+    LOST,
+    TIMEOUT,
+    child_env,
+    describe_exit,
+    die_with_parent,
+    error_status,
+    python_module,
+    quiet_error,
+    worker_env,
+)
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
 from .spec import check_memory, spec
 from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
@@ -512,9 +523,7 @@ def _compare(args, names: list[str], out: Path) -> int:
         # each backend's run replaces the one an earlier `vgg compare` left in the same folder; with --resume,
         # a backend with a checkpoint continues it (a finished one only writes its files again)
         resume = args.resume and checkpoint_file(out / name).is_file()
-        cmd = [
-            sys.executable,
-            "-m",
+        cmd = python_module(
             "common.cli",
             "train",
             "--backend",
@@ -538,7 +547,7 @@ def _compare(args, names: list[str], out: Path) -> int:
             str(args.dropout),
             "--seed",
             str(args.seed),
-        ]
+        )
         if args.batch_norm is not None:
             cmd.append("--batch-norm" if args.batch_norm else "--no-batch-norm")
         for flag, value in (
@@ -558,7 +567,7 @@ def _compare(args, names: list[str], out: Path) -> int:
             cmd += ["--port", str(args.port)]
         print(f"== {display_name(name)}", flush=True)
         try:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = child_env(PYTHONUNBUFFERED="1")
             done = subprocess.run(cmd, env=env, preexec_fn=die_with_parent())  # no run outlives a killed compare
         except KeyboardInterrupt:  # the run got the same Ctrl-C, has saved what it could and said so
             done = subprocess.CompletedProcess(cmd, 130)
@@ -944,12 +953,12 @@ def _bench_workers(names: list[str], args, batch_size: int, steps: int) -> int:
         flops, single = spec(config).train_flops, None
         for workers in range(1, args.workers + 1):
             with tempfile.TemporaryDirectory() as out:
-                cmd = [sys.executable, "-m", "common.cli", "train", "--backend", name, "--arch", _arch_text(args.arch)]
+                cmd = python_module("common.cli", "train", "--backend", name, "--arch", _arch_text(args.arch))
                 cmd += [] if args.ratio is None else ["--ratio", str(args.ratio)]
                 cmd += ["--resize", str(args.resize), "--batch-size", str(batch_size), "--epochs", "2"]
                 cmd += ["--train-limit", str(batch_size * steps), "--test-limit", str(batch_size), "--device", "cpu"]
                 cmd += ["--precision", args.precision, "--workers", str(workers), "--out", out]
-                env = {**os.environ, "OMP_NUM_THREADS": "1", "MXNET_OMP_MAX_THREADS": "1"}
+                env = child_env(OMP_NUM_THREADS="1", MXNET_OMP_MAX_THREADS="1")
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent())
                 if done.returncode != 0:
                     raise ConfigError(f"the {name} run with {workers} workers failed: {done.stderr.strip()[-300:]}")

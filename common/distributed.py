@@ -229,13 +229,8 @@ def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = Non
     (the scheduler and server are MXNet itself: importing it with ``DMLC_ROLE`` set runs their loop).
     """
     threads = str(threads_per_worker(workers))
-    base = {
-        **os.environ,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = [sys.executable, "-m", "common.cli", *argv]
+    base = child_env(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
+    command = python_module("common.cli", *argv)
     if backend == "torch":
         (master,) = free_ports(1, port)
         common = {
@@ -288,6 +283,26 @@ def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = Non
             ),
         ]
     raise ConfigError(f"unknown backend {backend!r}")
+
+
+# The folder holding common/ and the backends: a checkout, or site-packages where the project is installed.
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """``python -P -m MODULE ARGS``: the project's module in a child process, never a ``common`` of the working
+    folder's (without ``-P`` Python puts that folder first on the path, and a ``common/`` or ``common.py`` there
+    would be imported, its code run); run it with :func:`child_env`."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for :func:`python_module`: this one, ``extra``, and a checkout's folder first on
+    ``PYTHONPATH`` (a checkout used without an install is found as the working folder was before ``-P``)."""
+    env = {**os.environ, **extra}
+    if PROJECT.name not in ("site-packages", "dist-packages"):  # an install is found without help
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
+    return env
 
 
 # prctl(2)'s option that names the signal the kernel sends this process when its parent dies (linux/prctl.h).

@@ -10,12 +10,13 @@ import json
 import random
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import TINY, TINY_CLI, run_vgg
+from helpers import ENV, TINY, TINY_CLI, run_vgg
 
 from common.checkpoint import FILE_NAME, read_checkpoint_meta
 from common.cli import main
@@ -176,6 +177,17 @@ def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     (out / ".vgg-compare").unlink()  # a compare's own results.json, from before the mark, still says so
     done = run_vgg("compare", *small)  # its own folder now: replaced without --overwrite
     assert done.returncode == 0, done.stderr and (out / ".vgg-compare").is_file()
+
+
+def test_a_common_package_in_the_working_folder_is_never_imported(tmp_path):
+    user = tmp_path / "common"
+    user.mkdir()
+    (user / "__init__.py").write_text("raise SystemExit('the user code ran')\n")
+    small = ["--backends", "torch", *TINY_CLI, "--epochs", "0", "--out", "c"]
+    command = [sys.executable, "-P", "-m", "common.cli", "compare", *small]  # the `vgg` script: not the folder first
+    done = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "the user code ran" not in done.stderr, done.stderr
+    assert (tmp_path / "c" / "report.md").is_file()  # the compare's own `vgg train` child ran the project's code
 
 
 def test_a_compare_whose_run_is_killed_says_so_and_how_to_go_on(tmp_path, capsys, monkeypatch):
