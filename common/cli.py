@@ -1329,6 +1329,14 @@ def _terminated(signum, frame):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # relative paths mean nothing, and libraries fail at import (oneMKL: "FATAL ERROR")
+        print(
+            "error: the working folder was deleted; change to a folder that exists (cd) and run it again",
+            file=sys.stderr,
+        )
+        return 2
     args = build_parser().parse_args(argv)
     args.argv = argv  # what a worker started by --workers runs again
     _quiet_frameworks(args.verbose)

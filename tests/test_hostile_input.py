@@ -190,6 +190,16 @@ def test_a_common_package_in_the_working_folder_is_never_imported(tmp_path):
     assert (tmp_path / "c" / "report.md").is_file()  # the compare's own `vgg train` child ran the project's code
 
 
+def test_a_deleted_working_folder_is_one_line(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    command = f"cd {gone} && rmdir {gone} && exec {sys.executable} -P -m common.cli convert m.pt out.npz"
+    done = subprocess.run(["bash", "-c", command], env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == (
+        "error: the working folder was deleted; change to a folder that exists (cd) and run it again\n"
+    )
+
+
 def test_a_compare_whose_run_is_killed_says_so_and_how_to_go_on(tmp_path, capsys, monkeypatch):
     load_backend("torch")  # the kernel's out-of-memory killer, say: the run itself could print nothing
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -signal.SIGKILL))
