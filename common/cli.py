@@ -419,32 +419,41 @@ def _train(args, out: Path | None) -> int:
         raise
     wall = time.perf_counter() - start
     if out and lead:
-        b.save_weights(net, out / "weights.npz")
-        native = out / f"model{MODEL_SUFFIXES[args.backend]}"
-        b.save_model(net, native)
-        record = {
-            "backend": args.backend,
-            "framework": display_name(args.backend),
-            "config": net.config.to_dict(),
-            "params": b.count_params(net),
-            "lr": lr,
-            "lr_schedule": args.lr_schedule,
-            "optimizer": args.optimizer,
-            "precision": trainer.recipe.precision,  # what ran (Gluon's bf16 may fall back to fp32)
-            "batch_size": args.batch_size,
-            "workers": trainer.size,  # data-parallel processes (--workers)
-            "seed": args.seed,
-            "train_examples": train_iter.batches.num_examples,
-            "test_examples": test_iter.batches.num_examples,
-            "wall_seconds": wall,
-            "history": history.to_dict(),
-        }
-        text = json.dumps(record, indent=1).encode()
-        atomic_write(out / "history.json", lambda f: f.write(text))
-        written = [
-            p for p in (out / "weights.npz", native, ckpt, out / "history.json") if p is not None and p.is_file()
-        ]
-        print(f"[{args.backend}] wrote {', '.join(map(str, written))}")
+        try:
+            b.save_weights(net, out / "weights.npz")
+            native = out / f"model{MODEL_SUFFIXES[args.backend]}"
+            b.save_model(net, native)
+            record = {
+                "backend": args.backend,
+                "framework": display_name(args.backend),
+                "config": net.config.to_dict(),
+                "params": b.count_params(net),
+                "lr": lr,
+                "lr_schedule": args.lr_schedule,
+                "optimizer": args.optimizer,
+                "precision": trainer.recipe.precision,  # what ran (Gluon's bf16 may fall back to fp32)
+                "batch_size": args.batch_size,
+                "workers": trainer.size,  # data-parallel processes (--workers)
+                "seed": args.seed,
+                "train_examples": train_iter.batches.num_examples,
+                "test_examples": test_iter.batches.num_examples,
+                "wall_seconds": wall,
+                "history": history.to_dict(),
+            }
+            text = json.dumps(record, indent=1).encode()
+            atomic_write(out / "history.json", lambda f: f.write(text))
+            written = [
+                p for p in (out / "weights.npz", native, ckpt, out / "history.json") if p is not None and p.is_file()
+            ]
+            print(f"[{args.backend}] wrote {', '.join(map(str, written))}")
+        except KeyboardInterrupt:  # training is done and saved: only the run's other files may be of another run
+            print(
+                f"interrupted while writing the trained run's files: {ckpt} holds its last epoch, but weights.npz, "
+                f"the model file and history.json may still be an earlier run's; write them again with: "
+                f"{_resume_command(args, out)}",
+                file=sys.stderr,
+            )
+            return 130
     return 0
 
 

@@ -25,6 +25,7 @@ from helpers import (
     ONE_THREAD,
     SHORT_RUN,
     TINY,
+    TINY_CLI,
     interrupt_after_first_checkpoint,
     killed_and_resumed,
     saved_weights,
@@ -82,6 +83,19 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path, sig):
     assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
     assert f"vgg train --backend torch --out '{out}' --resume" in err
     assert load_checkpoint(out, "torch").epoch >= 1
+
+
+def test_ctrl_c_while_the_trained_run_is_written_says_so_and_resume_writes_it(tmp_path, capsys, monkeypatch):
+    torch = load_backend("torch")
+    run = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "128", "--test-limit", "64"]
+    monkeypatch.setattr(torch, "save_model", lambda net, path: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main([*run, "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted while writing the trained run's files: ") and err.count("\n") == 1
+    assert f"write them again with: vgg train --backend torch --out {tmp_path} --resume" in err
+    monkeypatch.undo()
+    assert main(["train", "--backend", "torch", "--out", str(tmp_path), "--resume"]) == 0
+    assert all((tmp_path / name).is_file() for name in ("weights.npz", "model.pt", "history.json", FILE_NAME))
 
 
 class _Poisoned:
