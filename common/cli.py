@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import report
@@ -1052,6 +1053,8 @@ def _positive_ints(text):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line (argparse prints the whole usage first), like every other error."""
 
+    commands: Mapping[str, argparse.ArgumentParser] = {}  # the top parser's: each command's own
+
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
@@ -1062,7 +1065,7 @@ def _quiet_frameworks(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, held to one analytic spec.")
     verbose_help = "show the frameworks' start-up log lines (TensorFlow's are hidden otherwise)"
     parser.add_argument("--verbose", action="store_true", help=verbose_help)
@@ -1296,6 +1299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
     for p in sub.choices.values():  # also after the command; absent there, it leaves the value before it alone
         p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
+    parser.commands = sub.choices  # each command's parser, for its errors
     return parser
 
 
@@ -1346,7 +1350,10 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser, which names its own --help
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv  # what a worker started by --workers runs again
     _quiet_frameworks(args.verbose)
     # SIGTERM (`kill`, a scheduler, `timeout`) stops a command as Ctrl-C does: the files being written are

@@ -39,6 +39,7 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends, capsys):
         (["bench", "--backends", "torch", "--sizes", "32"], "--sizes, --ratios and --plot belong to --sweep"),
         (["bench", "--sweep", "--backends", "torch", "--sizes", "16,32"], "minimum is 32"),
         (["bench", "--sweep", "--ratios", "4,x"], "argument --ratios: expected a int, got 'x'"),
+        (["evaluate", "m.pt", "--arch", "vgg13"], "unrecognized arguments: --arch vgg13 (see vgg evaluate --help)"),
     ],
 )
 def test_bad_input_is_one_message_and_a_non_zero_exit(args, message, capsys):
