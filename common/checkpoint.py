@@ -119,7 +119,15 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         import fcntl
 
-        file = open(self.folder / self.NAME, "a+")  # held open for the run's lifetime
+        path = self.folder / self.NAME
+        try:  # held open for the run's lifetime; never through a link (its target would be written)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as e:
+            what = "a symbolic link" if path.is_symlink() else f"a file that cannot be opened ({e.strerror})"
+            raise ConfigError(
+                f"{path} is {what}, where the run keeps its lock: remove it, or choose another folder"
+            ) from None
+        file = os.fdopen(fd, "a+")
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

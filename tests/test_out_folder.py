@@ -50,6 +50,17 @@ def test_an_out_that_is_a_link_to_nowhere_says_so(tmp_path, capsys, link):
     assert out.is_symlink() and not (tmp_path / "gone").exists()
 
 
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("the user's notes")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".vgg.lock").symlink_to(target)
+    err = _refused(capsys, "--epochs", "1", "--out", str(out))
+    assert "vgg.lock is a symbolic link, where the run keeps its lock: remove it" in err
+    assert target.read_text() == "the user's notes"
+
+
 def test_an_out_folder_that_cannot_be_written_is_refused_before_the_first_step(tmp_path, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
