@@ -389,7 +389,7 @@ def _train(args, out: Path | None) -> int:
     if worker is not None:  # before the framework does anything else (TensorFlow requires it)
         importlib.import_module(f"{b.__name__}.train").join_run()
     net = _build(b, args)
-    start, started = time.perf_counter(), time.time()
+    started = time.time()
     try:
         train_iter, test_iter = b.load_data_fashion_mnist(
             args.batch_size, args.resize, args.seed, args.data_dir, args.train_limit, args.test_limit
@@ -418,7 +418,6 @@ def _train(args, out: Path | None) -> int:
                 f"{e.template}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays in {ckpt}"
             ) from None
         raise
-    wall = time.perf_counter() - start
     if out and lead:
         try:
             b.save_weights(net, out / "weights.npz")
@@ -438,7 +437,7 @@ def _train(args, out: Path | None) -> int:
                 "seed": args.seed,
                 "train_examples": train_iter.batches.num_examples,
                 "test_examples": test_iter.batches.num_examples,
-                "wall_seconds": wall,
+                "wall_seconds": history.wall_seconds,  # the loop's, summed over a resumed run's sessions
                 "history": history.to_dict(),
             }
             text = json.dumps(record, indent=1).encode()

@@ -28,6 +28,7 @@ class History:
     device: str
     epochs: list[Epoch] = field(default_factory=list)
     data: dict | None = None  # the data the run trained on: folder and checksums (common.data)
+    wall_seconds: float = 0.0  # the training loop's wall time (evaluation, checkpoints), over every session of it
 
     def add(self, epoch: Epoch) -> None:
         self.epochs.append(epoch)
@@ -38,11 +39,15 @@ class History:
             "device": self.device,
             "data": self.data,
             "epochs": [asdict(e) for e in self.epochs],
+            "wall_seconds": self.wall_seconds,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]], d.get("data"))
+        # a run saved before wall_seconds was recorded counts from its next session
+        return cls(
+            d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]], d.get("data"), d.get("wall_seconds", 0.0)
+        )
 
     @property
     def last(self) -> Epoch | None:

@@ -463,6 +463,7 @@ def fit(
                 batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped
             if verbose:
                 print(f"[{name}] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe.num_epochs}", flush=True)
+        before, started = history.wall_seconds, time.perf_counter()  # a resumed run adds this session's time
         for epoch in range(first, recipe.num_epochs + 1):
             rate = recipe.lr_at(epoch)
             trainer.start_epoch(epoch, rate)
@@ -485,6 +486,7 @@ def fit(
             test_acc = trainer.evaluate(test_iter)
             done = Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds)
             history.add(done)
+            history.wall_seconds = before + time.perf_counter() - started
             if path is not None:
                 arrays, scalars = trainer.optimizer_state()
                 state = {"data_epoch": _data_epoch(train_iter), "optimizer": scalars}

@@ -301,9 +301,13 @@ def test_the_command_that_started_a_run_resumes_it(tmp_path, capsys):
     custom = ["--arch", "1,16;1,16;1,32;1,32;1,32", "--resize", "32", "--fc-hidden", "32", "--batch-size", "64"]
     command = ["train", "--backend", "torch", *custom, "--train-limit", "128", "--test-limit", "20000", "--out", run]
     assert main([*map(str, command), "--epochs", "1"]) == 0  # widths stored divided by the ratio; 10,000 tested
+    first = json.loads((run / "history.json").read_text())
     assert main([*map(str, command), "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
     history = json.loads((run / "history.json").read_text())
     assert len(history["history"]["epochs"]) == 2 and history["test_examples"] == 10_000
+    assert history["wall_seconds"] > first["wall_seconds"] > 0  # a resumed run's time adds its sessions'
+    assert main([*map(str, command), "--epochs", "2", "--resume"]) == 0  # finished: its files written again
+    assert json.loads((run / "history.json").read_text())["wall_seconds"] == history["wall_seconds"]
     err = _one_line(capsys, [*command, "--epochs", "3", "--resume", "--ratio", "2"])
     assert "--ratio 2 --resize 32 --fc-hidden 32 build --arch 1,8;1,8;1,16;1,16;1,16 --resize 32" in err
     assert "not the run saved in" in err and "(--arch 1,4;1,4;1,8;1,8;1,8 --resize 32 --fc-hidden 32" in err
