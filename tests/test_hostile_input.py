@@ -190,6 +190,19 @@ def test_a_common_package_in_the_working_folder_is_never_imported(tmp_path):
     assert (tmp_path / "c" / "report.md").is_file()  # the compare's own `vgg train` child ran the project's code
 
 
+def test_ctrl_c_while_the_command_loads_is_one_line(capsys, monkeypatch):
+    import common
+
+    class Interrupted:  # Ctrl-C arriving while `vgg` imports its modules, before its own handling exists
+        def find_spec(self, name, path=None, target=None):
+            if name == "common.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "common.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert common.main() == 130 and capsys.readouterr().err == "interrupted\n"
+
+
 def test_a_deleted_working_folder_is_one_line(tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
