@@ -86,6 +86,54 @@ class WorkerLost(VGGError, RuntimeError):
     """Another worker of the run stopped: a collective failed or timed out."""
 
 
+class Watchdog:
+    """Ends this worker where one wait on the others runs past :func:`collective_timeout`: for an engine whose
+    collectives never time out (MXNet's ps-lite blocks for good on a stalled peer).
+
+    One daemon thread looks at the deadline that :meth:`waiting` sets around each wait. Past it, the worker leaves
+    at once with :data:`LOST`, which its launcher reads as a lost peer and answers by naming the workers still in
+    the wait; a worker started by hand says so itself (exit 2). Nothing is half-written by leaving then: files are
+    written between steps, atomically.
+    """
+
+    def __init__(self, timeout: float | None = None):
+        import threading
+
+        self.timeout = collective_timeout() if timeout is None else timeout
+        self.deadline: float | None = None
+        threading.Thread(target=self._watch, name="vgg-watchdog", daemon=True).start()
+
+    def waiting(self):
+        """``with watchdog.waiting():`` around code that waits on the other workers."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def armed():
+            self.deadline = time.monotonic() + self.timeout
+            try:
+                yield
+            finally:
+                self.deadline = None
+
+        return armed()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            deadline = self.deadline
+            if deadline is not None and time.monotonic() > deadline:
+                launched = os.environ.get(LAUNCHED) is not None
+                if not launched:
+                    print(
+                        f"error: another worker of the run stopped or stalled: a step waited {self.timeout:g} s for "
+                        f"it (VGG_DIST_TIMEOUT); this one stops too",
+                        file=sys.stderr,
+                    )
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(LOST if launched else 2)
+
+
 @dataclass(frozen=True)
 class Worker:
     """This process's place in a run: ``rank`` of ``size`` (None where the engine assigns it when it starts)."""

@@ -465,13 +465,15 @@ def test_killing_the_parent_ends_every_process_it_started(command, tmp_path):
         kill_left(tree)
 
 
-def test_a_stalled_worker_is_named_in_one_line(tmp_path):
+@pytest.mark.parametrize("name", ["torch", "mxnet"])
+def test_a_stalled_worker_is_named_in_one_line(tmp_path, name):
     """A worker that stops answering (SIGSTOP) is alive, so nothing reports its death: the others give up on the
-    collective after VGG_DIST_TIMEOUT seconds, and the parent names the one still in it."""
-    load_backend("torch")
+    collective after VGG_DIST_TIMEOUT seconds (MXNet's, which waits for good, through common.distributed.Watchdog),
+    and the parent names the one still in it."""
+    load_backend(name)
     out = tmp_path / "run"
     p = start_vgg(
-        "train", "--backend", "torch", *LONG, "--out", out, env={**THREADS, "VGG_DIST_TIMEOUT": "5"}, own_group=True
+        "train", "--backend", name, *LONG, "--out", out, env={**THREADS, "VGG_DIST_TIMEOUT": "5"}, own_group=True
     )
     tree: dict = {}
     try:
@@ -493,7 +495,7 @@ def test_a_stalled_worker_is_named_in_one_line(tmp_path):
     assert err.splitlines() == [
         f"error: worker 1 of 2 (pid {victim}) stopped answering: worker 0 waited 5 s for it in a collective "
         f"(VGG_DIST_TIMEOUT; raise it where a worker is only slow); the other processes were stopped. The last "
-        f"saved epoch is {saved} of 1000, in {out / 'checkpoint.npz'}; continue with: vgg train --backend torch "
+        f"saved epoch is {saved} of 1000, in {out / 'checkpoint.npz'}; continue with: vgg train --backend {name} "
         f"--out {out} --resume --workers 2"
     ]
     assert all(gone(pid) for pid in tree)

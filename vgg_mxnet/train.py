@@ -254,7 +254,7 @@ class DistributedTrainer(Trainer):
     """
 
     def __init__(self, net, recipe, device, sync_bn=False):
-        from common.distributed import SYNC_BN
+        from common.distributed import SYNC_BN, Watchdog
 
         if sync_bn and SYNC_BN["mxnet"] is None:
             raise ConfigError(
@@ -263,6 +263,7 @@ class DistributedTrainer(Trainer):
             )
         self.kv = join_run()
         self.rank, self.size = self.kv.rank, self.kv.num_workers
+        self.watchdog = Watchdog()  # ps-lite waits for a stalled worker for good: this ends the wait
         super().__init__(net, recipe, device)
         self.opt = gluon.Trainer(
             net.collect_params(),
@@ -277,12 +278,13 @@ class DistributedTrainer(Trainer):
         # parameters with the summed gradients, and the pull then brought those back as the worker's weights
         # (2 runs in 35 ended about 1.0, relative, off the one-process weights). So: join now, wait for the pulls,
         # and let no worker push before every worker has its parameters.
-        self.opt._init_kvstore()
-        self.opt._init_params()
-        mx.nd.waitall()
-        self.kv._barrier()
-        self.metrics = len(self.opt._params)  # the kvstore key after the parameters' own: the step's sums
-        self.kv.init(self.metrics, mx.nd.zeros(2))
+        with self.watchdog.waiting():
+            self.opt._init_kvstore()
+            self.opt._init_params()
+            mx.nd.waitall()
+            self.kv._barrier()
+            self.metrics = len(self.opt._params)  # the kvstore key after the parameters' own: the step's sums
+            self.kv.init(self.metrics, mx.nd.zeros(2))
 
     def train_step(self, x, y):
         from common.distributed import shard
@@ -302,6 +304,7 @@ class DistributedTrainer(Trainer):
             for param in self.opt._params:
                 param.zero_grad()
             sums = mx.nd.zeros(2)
-        self.opt.step(batch)  # the servers sum the workers' gradients; divided by the global batch: the mean
-        self.kv.pushpull(self.metrics, sums, out=sums)  # the global batch's summed loss and correct predictions
-        return sums.asnumpy().tolist()
+        with self.watchdog.waiting():
+            self.opt.step(batch)  # the servers sum the workers' gradients; divided by the global batch: the mean
+            self.kv.pushpull(self.metrics, sums, out=sums)  # the global batch's summed loss and correct predictions
+            return sums.asnumpy().tolist()
