@@ -437,7 +437,7 @@ def _train(args, out: Path | None) -> int:
                 "seed": args.seed,
                 "train_examples": train_iter.batches.num_examples,
                 "test_examples": test_iter.batches.num_examples,
-                "wall_seconds": history.wall_seconds,  # the loop's, summed over a resumed run's sessions
+                "wall_seconds": history.wall_seconds,  # the loop's, summed over every part of a resumed run
                 "history": history.to_dict(),
             }
             text = json.dumps(record, indent=1).encode()

@@ -28,7 +28,7 @@ class History:
     device: str
     epochs: list[Epoch] = field(default_factory=list)
     data: dict | None = None  # the data the run trained on: folder and checksums (common.data)
-    wall_seconds: float = 0.0  # the training loop's wall time (evaluation, checkpoints), over every session of it
+    wall_seconds: float = 0.0  # the training loop's wall time (evaluation, checkpoints), over all of a resumed run
 
     def add(self, epoch: Epoch) -> None:
         self.epochs.append(epoch)
@@ -44,7 +44,7 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        # a run saved before wall_seconds was recorded counts from its next session
+        # a run saved before wall_seconds was recorded counts from the part resumed next
         return cls(
             d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]], d.get("data"), d.get("wall_seconds", 0.0)
         )

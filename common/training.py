@@ -463,7 +463,7 @@ def fit(
                 batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped
             if verbose:
                 print(f"[{name}] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe.num_epochs}", flush=True)
-        before, started = history.wall_seconds, time.perf_counter()  # a resumed run adds this session's time
+        before, started = history.wall_seconds, time.perf_counter()  # a resumed run adds this part's time
         for epoch in range(first, recipe.num_epochs + 1):
             rate = recipe.lr_at(epoch)
             trainer.start_epoch(epoch, rate)

@@ -318,7 +318,7 @@ def test_the_command_that_started_a_run_resumes_it(tmp_path, capsys):
     assert main([*map(str, command), "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
     history = json.loads((run / "history.json").read_text())
     assert len(history["history"]["epochs"]) == 2 and history["test_examples"] == 10_000
-    assert history["wall_seconds"] > first["wall_seconds"] > 0  # a resumed run's time adds its sessions'
+    assert history["wall_seconds"] > first["wall_seconds"] > 0  # a resumed run's time adds up its parts
     assert main([*map(str, command), "--epochs", "2", "--resume"]) == 0  # finished: its files written again
     assert json.loads((run / "history.json").read_text())["wall_seconds"] == history["wall_seconds"]
     err = _one_line(capsys, [*command, "--epochs", "3", "--resume", "--ratio", "2"])
