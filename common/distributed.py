@@ -20,6 +20,7 @@ It never imports a framework.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,19 +104,14 @@ class Watchdog:
         self.deadline: float | None = None
         threading.Thread(target=self._watch, name="vgg-watchdog", daemon=True).start()
 
-    def waiting(self):
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
         """``with watchdog.waiting():`` around code that waits on the other workers."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def armed():
-            self.deadline = time.monotonic() + self.timeout
-            try:
-                yield
-            finally:
-                self.deadline = None
-
-        return armed()
+        self.deadline = time.monotonic() + self.timeout
+        try:
+            yield
+        finally:
+            self.deadline = None
 
     def _watch(self) -> None:
         while True:

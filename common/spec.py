@@ -16,6 +16,7 @@ import numpy as np
 from .arch import (
     ALEXNET_MIN_SIZE,
     CONFIGS,
+    MAX_INT,
     AlexNetConfig,
     LayerPlan,
     NetConfig,
@@ -280,19 +281,17 @@ def _what_to_lower(config: NetConfig, batch: int | None, available: int) -> str:
     return f"lower {arg(field)}" + ("" if best is None else f" ({arg(field, best)} fits)")
 
 
-MAX_ELEMENTS = 2**31 - 1  # values in one example's layer output that every framework can index (MXNet: 32-bit)
-
-
 def check_layer_sizes(config: NetConfig) -> None:
-    """Refuse a network one of whose layer outputs holds more values per example than the frameworks index."""
+    """Refuse a network one of whose layer outputs holds more values per example than the frameworks index
+    (:data:`common.arch.MAX_INT`: MXNet's sizes are 32-bit)."""
     side = config.input_size
     sizes = [(config.in_channels * side * side, "the input")]
     sizes += [(math.prod(layer.shape), layer.name) for layer in spec(config).layers]
     largest, name = max(sizes)
-    if largest > MAX_ELEMENTS:
+    if largest > MAX_INT:
         raise ConfigError(
             f"the network ({config.describe()}) has {largest:,} values per example in {name}, more than the "
-            f"{MAX_ELEMENTS:,} the frameworks can index in one tensor; lower {arg('input_size')}"
+            f"{MAX_INT:,} the frameworks can index in one tensor; lower {arg('input_size')}"
         )
 
 
