@@ -450,7 +450,9 @@ def infer_config(
                 inferred["input_size"] = 224 if 224 // step == final else final * step
     if declared:
         inferred["input_size"] = declared[1]
-    missing = [k for k in ("arch", "input_size") if k not in given and inferred.get(k) is None]
+        inferred.setdefault("in_channels", declared[0])
+    needed = ("arch", "in_channels", "num_classes", "input_size")
+    missing = [k for k in needed if k not in given and inferred.get(k) is None]
     if "arch" not in given and inferred.get("arch") != "alexnet" and "batch_norm" not in inferred:
         missing.append("batch_norm")
     if missing:
@@ -750,20 +752,16 @@ class OnnxGraph:
     """A user's ONNX model: the graph (weights replaceable), where each weight sits, and sessions to run it."""
 
     def __init__(self, path: Path):
-        from .interchange import require
+        from .interchange import read_onnx, require
 
         onnx = require("onnx", "reading .onnx models")
-        from google.protobuf.message import DecodeError
-
         if not path.is_file():
             raise InputError(no_file(path, "model file"))
+        self.model = read_onnx(path)
         try:
-            self.model = onnx.load(str(path))
             onnx.checker.check_model(self.model)
-        except (DecodeError, OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as e:
-            raise WeightsError(
-                f"{path} is not a readable ONNX model ({failure(e)}); it is damaged or of another format"
-            ) from None
+        except (ValueError, RuntimeError, onnx.checker.ValidationError) as e:
+            raise WeightsError(f"{path} fails ONNX's checker ({failure(e)}); it is damaged") from None
         self.path = path
         self.notes: list[str] = []
         graph = self.model.graph

@@ -328,6 +328,59 @@ def finish_onnx(
 # --- ONNX Runtime: the fourth executor ---------------------------------------------------------------------------
 
 
+def _tensors(graph):
+    """Every tensor a graph holds: its initializers, and the constants in its nodes' attributes and subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from _tensors(sub)
+
+
+def read_onnx(path: Path):
+    """The ONNX model in the file at ``path``, with its weights, or a WeightsError that says what is wrong.
+
+    A model may keep weights in files beside it (ONNX's external data); those are read only where they are
+    plain files inside the model's own folder once links are followed, so a file cannot make the project read
+    another one (ONNX itself refuses ``..`` but follows links).
+    """
+    onnx = require("onnx", "reading .onnx models")
+    from google.protobuf.message import DecodeError
+
+    def damaged(e: Exception):
+        said = (str(e).splitlines() or [""])[0]
+        return WeightsError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}: {said}); "
+            f"it is damaged (truncated?) or of another format"
+        )
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise damaged(e) from None
+    folder = path.resolve().parent
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        target = (folder / where).resolve()
+        if not (target.is_relative_to(folder) and target.is_file()):
+            raise WeightsError(
+                f"{path} keeps the weight {tensor.name!r} in {where!r}, which is not a file in the model's "
+                f"folder {folder} (links followed); put the model's data files beside it, or save it whole"
+            )
+    try:
+        onnx.load_external_data_for_model(model, str(folder))
+    except Exception as e:  # ValidationError where a file is missing or short; OSError
+        raise damaged(e) from None
+    return model
+
+
 class OnnxModel:
     """An exported network run by ONNX Runtime's CPU provider, checked against its metadata before it runs.
 
@@ -338,19 +391,10 @@ class OnnxModel:
     def __init__(self, path: str | os.PathLike, config: NetConfig | None = None):
         onnx = require("onnx", "reading .onnx models")
         ort = require("onnxruntime", "running .onnx models")
-        from google.protobuf.message import DecodeError
-
         self.path = path = Path(path)
         if not path.is_file():
             raise WeightsError(no_file(path, "model file"))
-        try:
-            model = onnx.load(str(path))
-        except (DecodeError, OSError, ValueError, RuntimeError) as e:
-            said = (str(e).splitlines() or [""])[0]
-            raise WeightsError(
-                f"{path} is not a readable ONNX model ({type(e).__name__}: {said}); "
-                f"it is damaged (truncated?) or of another format"
-            ) from None
+        model = read_onnx(path)
         strings = {p.key: p.value for p in model.metadata_props}
         self.meta = meta_from_strings(strings, path, "an ONNX model")
         saved = meta_config(self.meta, path, config)
@@ -364,7 +408,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )  # the model read and checked above, not the file again (whose external data ORT would reread)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types, not exported
             raise WeightsError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0]}); it is damaged") from None
 

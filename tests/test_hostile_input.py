@@ -150,6 +150,54 @@ def test_files_that_are_not_what_their_name_says(tmp_path, capsys):
     assert rc == 2 and "(not a .keras file: no zip archive)" in err and "not found" not in err
 
 
+def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
+    """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
+    model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""
+    onnx = pytest.importorskip("onnx", reason="ONNX is not installed (pip install -e '.[onnx]')")
+    torch = load_backend("torch")
+    whole = torch.export_onnx(torch.vgg(**TINY), tmp_path / "whole.onnx")
+    inside = tmp_path / "model"
+    inside.mkdir()
+    model = onnx.load(str(whole))
+    onnx.save(model, str(inside / "beside.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
+    x = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    np.testing.assert_array_equal(load_onnx(inside / "beside.onnx")(x), load_onnx(whole)(x))
+    (tmp_path / "secret.data").write_bytes((inside / "w.data").read_bytes())  # a file the model may not name
+    (inside / "link.data").symlink_to(tmp_path / "secret.data")
+    for location, says in (
+        ("../secret.data", "'../secret.data', which is not a file in the model's folder"),
+        ("link.data", "'link.data', which is not a file in the model's folder"),
+        ("missing.data", "'missing.data', which is not a file in the model's folder"),
+    ):
+        bad = inside / f"{location.strip('./')}.onnx"
+        bad.write_bytes(_relocated(onnx, inside / "beside.onnx", location))
+        assert says in _one_line(capsys, ["evaluate", bad, "--test-limit", "8"])
+        assert says in _one_line(capsys, ["conform", bad])
+
+
+def _relocated(onnx, path: Path, location: str) -> bytes:
+    """The ONNX model at ``path`` with every weight's external data moved to ``location``, as bytes."""
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    return model.SerializeToString()
+
+
+def test_conform_with_an_arch_but_no_convolutions_asks_for_what_it_cannot_tell(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx", reason="ONNX is not installed (pip install -e '.[onnx]')")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((10, 784), np.float32), "W")
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 784])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
+    gemm = helper.make_node("Gemm", ["images", "W"], ["logits"], transB=1)
+    onnx.save(helper.make_model(helper.make_graph([gemm], "g", [images], [logits], [weight])), tmp_path / "m.onnx")
+    err = _one_line(capsys, ["conform", tmp_path / "m.onnx", "--arch", "vgg11"])
+    assert "pass --in-channels, --num-classes, --input-size" in err
+
+
 # --- output paths ------------------------------------------------------------------------------------------------
 
 
