@@ -23,6 +23,7 @@ features entering ``fc1`` flattened in C,H,W order.
 from __future__ import annotations
 
 import numbers
+import reprlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -116,24 +117,26 @@ class VGGConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VGGConfig:
+        """The configuration of a :meth:`to_dict` record, rebuilt by :func:`make_config` (so every value is
+        checked as ``vgg()`` checks it) and refused where its blocks are not the ones its arch builds."""
         try:
             blocks = tuple(
                 Block(out_channels=int(c), kernels=tuple(int(k) for k in ks), lrn=bool(lrn))
                 for c, ks, lrn in d["blocks"]
             )
-            return cls(
-                arch=str(d["arch"]),
-                blocks=blocks,
-                in_channels=int(d["in_channels"]),
-                num_classes=int(d["num_classes"]),
-                input_size=int(d["input_size"]),
-                ratio=int(d["ratio"]),
-                fc_hidden=int(d["fc_hidden"]),
-                dropout=float(d["dropout"]),
-                batch_norm=bool(d["batch_norm"]),
-            )
+            arch = d["arch"]
+            values = {key: d[key] for key in ("in_channels", "num_classes", "input_size", "ratio", "fc_hidden")}
+            dropout, batch_norm = d["dropout"], d["batch_norm"]
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"not a VGG configuration record ({e!r}); was it written by this project?") from None
+        named = isinstance(arch, str) and arch in CONFIGS
+        config = make_config(arch if named else conv_arch(blocks), **values, dropout=dropout, batch_norm=batch_norm)
+        if config.arch != arch or config.blocks != blocks:
+            raise ConfigError(
+                f"a record of arch {reprlib.repr(arch)} at ratio {values['ratio']} whose blocks are not that arch's "
+                f"({conv_arch(blocks)}); was it written by this project?"
+            )
+        return config
 
     def vgg_kwargs(self) -> dict[str, Any]:
         """The ``vgg()`` arguments that rebuild this configuration in any backend."""
@@ -277,14 +280,10 @@ def config_from_dict(d: dict[str, Any]) -> NetConfig:
     """A configuration from its :meth:`to_dict` record, of either network."""
     if isinstance(d, dict) and d.get("arch") == "alexnet":
         try:
-            return AlexNetConfig(
-                in_channels=int(d["in_channels"]),
-                num_classes=int(d["num_classes"]),
-                input_size=int(d["input_size"]),
-                dropout=float(d["dropout"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
+            values = {key: d[key] for key in ("in_channels", "num_classes", "input_size", "dropout")}
+        except KeyError as e:
             raise ConfigError(f"not an AlexNet configuration record ({e!r}); was it written by this project?") from None
+        return make_alexnet_config(**values)  # every value checked as alexnet() checks it
     if not isinstance(d, dict):
         raise ConfigError(f"not a configuration record: {d!r}")
     return VGGConfig.from_dict(d)
@@ -592,6 +591,7 @@ def check_trace_request(config: NetConfig, input_size, in_channels, batch) -> in
     return size
 
 
-def conv_arch(config: VGGConfig) -> tuple[tuple[int, int], ...]:
-    """The book's ``conv_arch`` view of a configuration: ((num_convs, out_channels), ...)."""
-    return tuple((len(b.kernels), b.out_channels) for b in config.blocks)
+def conv_arch(config: VGGConfig | tuple[Block, ...]) -> tuple[tuple[int, int], ...]:
+    """The book's ``conv_arch`` view of a configuration (or of its blocks): ((num_convs, out_channels), ...)."""
+    blocks = config.blocks if isinstance(config, VGGConfig) else config
+    return tuple((len(b.kernels), b.out_channels) for b in blocks)

@@ -237,13 +237,14 @@ def _resume_args(args, path) -> None:
     """Take the configuration and recipe of the checkpoint at ``path``; refuse options that ask for others."""
     from .checkpoint import read_checkpoint_meta
     from .data import EXAMPLES
+    from .weights import meta_config
 
     meta = read_checkpoint_meta(path)
     if meta["backend"] != args.backend:
         raise ConfigError(
             f"{path} is a checkpoint of the {meta['backend']} backend; resume it with --backend {meta['backend']}"
         )
-    config = config_from_dict(meta["config"])
+    config = meta_config(meta, path)
     rebuild = config.alexnet_kwargs() if isinstance(config, AlexNetConfig) else config.vgg_kwargs()
     options = {**dict.fromkeys(VGG_ONLY), "arch": config.arch, **rebuild}  # AlexNet: no VGG options
     saved = {"config": options, "recipe": meta["recipe"]}

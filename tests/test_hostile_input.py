@@ -150,6 +150,51 @@ def test_files_that_are_not_what_their_name_says(tmp_path, capsys):
     assert rc == 2 and "(not a .keras file: no zip archive)" in err and "not found" not in err
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("dropout", 5.0, "dropout must be a probability in [0, 1), got 5.0"),  # a ValueError traceback in PyTorch
+        ("input_size", -32, "input_size must be a positive integer"),  # convert wrote a .pt no loader takes
+        ("arch", "vgg16", "a record of arch 'vgg16' at ratio 8 whose blocks are not that arch's"),  # taken as VGG-16
+        ("ratio", 0, "ratio must be a positive integer"),
+    ],
+)
+def test_a_configuration_record_altered_in_a_file_is_refused_as_damaged(tmp_path, capsys, field, value, says):
+    """A record is checked as vgg() checks its arguments, and its blocks must be the ones its arch builds."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    torch = load_backend("torch")
+    good = torch.save_weights(torch.vgg(**TINY), tmp_path / "w.safetensors")
+    with safe_open(str(good), "np") as f:
+        meta = f.metadata()
+    meta["config"] = json.dumps({**json.loads(meta["config"]), field: value})
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata=meta)
+    err = _one_line(capsys, ["evaluate", bad, "--backend", "torch", "--test-limit", "8"])
+    assert f"bad.safetensors has a damaged configuration record ({says}" in err
+    assert "--" not in err  # the file's values are named as recorded, not as options
+    assert says in _one_line(capsys, ["convert", bad, tmp_path / "m.pt"])
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_checkpoint_with_an_altered_configuration_is_named_on_resume(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--out", str(run)]) == 0
+    )
+    capsys.readouterr()
+    with np.load(run / FILE_NAME, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta["config"]["input_size"] = -32
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(run / FILE_NAME, **arrays)
+    err = _one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume"])
+    assert f"{run / FILE_NAME} has a damaged configuration record (input_size must be" in err  # it had said --resize
+
+
 def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
     """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
     model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""
