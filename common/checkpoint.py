@@ -24,10 +24,10 @@ from typing import TextIO
 
 import numpy as np
 
-from .arch import NetConfig
+from .arch import MAX_INT, NetConfig, positive_int
 from .errors import ConfigError, WeightsError, arg
 from .history import History
-from .weights import META_KEY, UNREADABLE, check_weights, meta_config, write_npz
+from .weights import META_KEY, UNREADABLE, check_finite_weights, check_weights, meta_config, write_npz
 
 FORMAT = "vgg-checkpoint"
 VERSION = 1
@@ -48,6 +48,8 @@ RECIPE_KEYS = (
 # epochs over the new total (common.training.Recipe.lr_at).
 # What a recipe written before a key existed meant by it.
 RECIPE_FORMER = {"precision": "fp32"}
+# How a refusal of a checkpoint whose contents no run writes ends.
+ALTERED = "it was altered or made by another program: resume from an intact checkpoint or start a new run"
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
@@ -247,7 +249,45 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         raise WeightsError(
             f"{path} has a damaged metadata record (missing or wrong: {', '.join(missing) or 'recipe/epoch'})"
         )
+    _check_record(meta, path)
     return meta
+
+
+def _check_record(meta: dict, path: Path) -> None:
+    """Refuse a record holding what no run writes; each value is checked as train() checks its argument."""
+    from .backends import BACKENDS
+    from .training import Recipe
+
+    def damaged(part: str, why) -> WeightsError:
+        return WeightsError(f"{path} has a damaged {part} record ({why}); {ALTERED}")
+
+    if meta["backend"] not in BACKENDS:
+        raise damaged("metadata", f"backend {meta['backend']!r} is none of {', '.join(BACKENDS)}")
+    recipe = {**RECIPE_FORMER, **meta["recipe"]}
+    try:
+        known = ("lr", "optimizer", "lr_schedule", "seed", "precision")
+        Recipe(recipe["num_epochs"], **{key: recipe[key] for key in known})
+        for key in ("batch_size", "train_examples", "test_examples"):  # None: an iterable without these
+            if recipe.get(key) is not None:
+                positive_int(recipe[key], key)
+    except KeyError as e:
+        raise damaged("recipe", f"no {e}") from None
+    except ConfigError as e:
+        raise damaged("recipe", e) from None
+    if not 0 <= meta["epoch"] <= recipe["num_epochs"]:
+        raise damaged("metadata", f"epoch {meta['epoch']} of {recipe['num_epochs']}")
+    try:
+        history = History.from_dict(meta["history"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise damaged("history", f"{type(e).__name__}: {e}") from None
+    if len(history.epochs) != meta["epoch"]:
+        raise damaged("history", f"{len(history.epochs)} epochs recorded, after epoch {meta['epoch']}")
+    state = meta["state"]
+    data_epoch = state.get("data_epoch") if isinstance(state, dict) else "none"
+    if not (data_epoch is None or type(data_epoch) is int and 0 <= data_epoch <= MAX_INT):
+        raise damaged("state", f"the data stream's epoch is {data_epoch!r}")
+    if not isinstance(state.get("optimizer", {}), dict):
+        raise damaged("state", f"the optimizer's scalars are {state['optimizer']!r}")
 
 
 def check_checkpoint(
@@ -279,8 +319,6 @@ def check_checkpoint(
                 f"{asked!r}; a resumed run repeats the saved recipe: pass "
                 f"{key}={saved_value!r}, or start a new run elsewhere"
             )
-    if meta["epoch"] > meta["recipe"].get("num_epochs", meta["epoch"]) or meta["epoch"] < 0:
-        raise WeightsError(f"{path} claims epoch {meta['epoch']} of {meta['recipe'].get('num_epochs')}; it is damaged")
     asked_epochs = None if recipe is None else recipe.get("num_epochs")
     if asked_epochs is not None and asked_epochs < meta["epoch"]:
         raise ConfigError(
@@ -307,4 +345,6 @@ def load_checkpoint(
     except (*UNREADABLE, KeyError) as e:
         raise _damaged(path, e) from None
     weights = check_weights(saved, groups["weights"], source=path)
+    floats = {name: a for name, a in groups["optimizer"].items() if a.dtype.kind == "f"}
+    check_finite_weights(floats, f"the optimizer state of {path}")  # Adam's moments; SGD keeps none
     return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -44,11 +45,26 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
+        """The history of a :meth:`to_dict` record; a ValueError (or KeyError, TypeError) where the record holds
+        what no run writes: epochs out of order, a value that is no finite number."""
         # a run saved before wall_seconds was recorded counts from the part resumed next
-        return cls(
+        history = cls(
             d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]], d.get("data"), d.get("wall_seconds", 0.0)
         )
+        for number, e in enumerate(history.epochs, start=1):
+            values = (e.loss, e.train_acc, e.test_acc, e.examples_per_sec, e.seconds)
+            if e.epoch != number or type(e.epoch) is not int or not all(map(_finite, values)):
+                raise ValueError(f"its record of epoch {number} is {asdict(e)}")
+        names = (history.backend, history.device)
+        if not _finite(history.wall_seconds) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"backend, device and wall_seconds are {(*names, history.wall_seconds)!r}")
+        return history
 
     @property
     def last(self) -> Epoch | None:
         return self.epochs[-1] if self.epochs else None
+
+
+def _finite(value) -> bool:
+    """A finite int or float (not a bool): what every number of a run's record is."""
+    return type(value) in (int, float) and math.isfinite(value)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .arch import MAX_INT
-from .errors import ConfigError, InputError, TrainingDiverged, arg
+from .errors import ConfigError, InputError, TrainingDiverged, VGGError, WeightsError, arg
 from .history import Epoch, History
 
 __all__ = ["Epoch", "History"]  # re-exported: the records a run returns
@@ -341,6 +341,22 @@ class Recipe:
         }
 
 
+def check_state(
+    saved: dict[str, np.ndarray], expected: dict[str, tuple[int, ...] | None], what: str, optional: tuple = ()
+) -> None:
+    """Refuse a checkpoint's ``what`` (its optimizer or random-generator state) unless its arrays are exactly the
+    ``expected`` names, each of the expected shape (None: any; the framework checks it where it is used);
+    ``optional`` names may be absent. Each backend's Trainer calls it before it sets any of them."""
+    missing = [name for name in expected if name not in saved and name not in optional]
+    extra = [name for name in saved if name not in expected]
+    wrong = [n for n, shape in expected.items() if n in saved and shape is not None and saved[n].shape != shape]
+    if missing or extra or wrong:
+        said = [f"{len(missing)} missing (first {missing[0]})"] if missing else []
+        said += [f"{len(extra)} unknown (first {extra[0]})"] if extra else []
+        said += [f"{wrong[0]} of shape {saved[wrong[0]].shape}, not {expected[wrong[0]]}"] if wrong else []
+        raise WeightsError(f"its {what} is not this network's: {'; '.join(said)}")
+
+
 class Trainer:
     """One framework's side of :func:`fit`. Each backend's ``train.py`` defines ``Trainer(net, recipe, device)``.
 
@@ -438,7 +454,7 @@ def fit(
     ``resume_from``: a checkpoint to continue from (same configuration and recipe; no batch is repeated or
     skipped). A loss that is no longer finite stops the run (:class:`TrainingDiverged`), naming the step.
     """
-    from .checkpoint import Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
+    from .checkpoint import ALTERED, Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
 
     for what, data in (("train_iter", train_iter), ("test_iter", test_iter)):
         if not isinstance(data, Iterable):  # before an epoch is spent: the test data are read only at its end
@@ -455,8 +471,17 @@ def fit(
         if resume_from is not None:
             ckpt = load_checkpoint(resume_from, name, net.config, record)
             trainer.set_weights(ckpt.weights)
-            trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
-            trainer.set_rng_state(ckpt.rng)
+            try:
+                trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
+                trainer.set_rng_state(ckpt.rng)
+            except VGGError as e:
+                raise WeightsError(f"{ckpt.path}: {e}; {ALTERED}") from None
+            except Exception as e:  # the framework's own error where an array's shape, type or name is not its own
+                said = (str(e).splitlines() or [""])[0][:200]
+                raise WeightsError(
+                    f"{ckpt.path} holds optimizer or random-generator state this {name} run cannot take "
+                    f"({type(e).__name__}: {said}); {ALTERED}"
+                ) from None
             history, first = ckpt.history, ckpt.epoch + 1
             batches = getattr(train_iter, "batches", None)
             if ckpt.state.get("data_epoch") is not None and batches is not None:

@@ -195,6 +195,68 @@ def test_a_checkpoint_with_an_altered_configuration_is_named_on_resume(tmp_path,
     assert f"{run / FILE_NAME} has a damaged configuration record (input_size must be" in err  # it had said --resize
 
 
+def _altered(source: Path, folder: Path, meta_change=None, arrays_change=None) -> Path:
+    """A copy of the checkpoint ``source`` in ``folder``, its record or arrays changed as a hand or a tool might."""
+    with np.load(source, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    if meta_change:
+        meta_change(meta)
+    if arrays_change:
+        arrays_change(arrays)
+    folder.mkdir()
+    np.savez(folder / FILE_NAME, __meta__=np.array(json.dumps(meta)), **arrays)
+    return folder
+
+
+def _first(arrays: dict, prefix: str) -> str:
+    return next(k for k in sorted(arrays) if k.startswith(prefix))
+
+
+CHECKPOINT_DAMAGE = {
+    "recipe": (lambda m: m["recipe"].update(lr="abc"), None, "has a damaged recipe record (lr must be"),
+    "history": (lambda m: m["history"].update(epochs=[]), None, "0 epochs recorded, after epoch 1"),
+    "state": (lambda m: m["state"].update(data_epoch="x"), None, "the data stream's epoch is 'x'"),
+    "slot missing": (
+        None,
+        lambda a: a.pop(_first(a, "optimizer/")),
+        "optimizer state is not this network's: 1 missing",
+    ),
+    "slot reshaped": (
+        None,
+        lambda a: a.update({_first(a, "optimizer/"): np.zeros(3, np.float32)}),
+        "optimizer state is not this network's: ",
+    ),
+    "slot nan": (
+        None,
+        lambda a: a.update(
+            {k: np.full_like(v, np.nan) for k, v in a.items() if k.startswith("optimizer/") and v.dtype.kind == "f"}
+        ),
+        "NaN or infinite values (as float32) in the optimizer state of",
+    ),
+    "rng missing": (None, lambda a: a.pop(_first(a, "rng/")), "random-generator state is not this network's"),
+}
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "tf", "mxnet"])
+def test_a_checkpoint_altered_in_its_record_or_arrays_is_one_line_before_training(tmp_path, capsys, backend_name):
+    """Each value of the record is checked as train() checks it, and the optimizer's and random generators'
+    arrays must be the names and shapes the resuming run keeps; they had escaped as KeyError, RuntimeError,
+    ValueError tracebacks from the frameworks, or resumed silently from another state."""
+    load_backend(backend_name)
+    run = tmp_path / "run"
+    train = ["train", "--backend", backend_name, *TINY_CLI, "--train-limit", "64", "--test-limit", "32"]
+    assert main([*train, "--epochs", "1", "--optimizer", "adam", "--lr", "0.001", "--out", str(run)]) == 0
+    capsys.readouterr()
+    for name, (meta_change, arrays_change, says) in CHECKPOINT_DAMAGE.items():
+        if name == "rng missing" and backend_name == "mxnet":
+            continue  # Gluon's dropout is reseeded from (seed, epoch): its checkpoints keep no generator state
+        folder = _altered(run / FILE_NAME, tmp_path / name.replace(" ", "_"), meta_change, arrays_change)
+        err = _one_line(capsys, ["train", "--backend", backend_name, "--out", folder, "--resume", "--epochs", "2"])
+        assert says in err and str(folder / FILE_NAME) in err, (name, err)
+        assert not (folder / "history.json").exists()  # refused before any epoch
+
+
 def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
     """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
     model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""

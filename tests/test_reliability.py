@@ -41,7 +41,7 @@ from common.cli import main
 from common.data import read_file, read_idx
 from common.errors import ConfigError, DataError, InputError, TrainingDiverged, VGGError, WeightsError
 from common.spec import spec
-from common.training import History, Recipe
+from common.training import Epoch, History, Recipe
 from common.weights import META_KEY, save_npz, xavier_init
 
 
@@ -158,7 +158,7 @@ def _checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2, **met
         "train_examples": 256,
         "test_examples": 128,
     }
-    history = History(backend, "cpu")
+    history = History(backend, "cpu", [Epoch(e, 2.0, 0.5, 0.5, 100.0, 1.0) for e in range(1, epoch + 1)])
     return save_checkpoint(path, Snapshot(backend, config, recipe, epoch, history, xavier_init(config, 0)))
 
 

@@ -201,20 +201,22 @@ class Trainer(training.Trainer):
     def set_optimizer_state(self, arrays, scalars):
         updater, o = self.opt._updaters[0], self.opt._optimizer
         params = self.opt._params  # the trainer's numbering of the parameters
-        for index in sorted({int(key.partition("/")[0]) for key in arrays}):
-            if index >= len(params):
-                raise WeightsError(
-                    f"the checkpoint holds optimizer state for parameter {index}; this network has "
-                    f"{len(params)}: resume with the configuration it was saved from"
-                )
-            weight = params[index].list_data()[0]
-            state = o.create_state_multi_precision(index, weight)
-            slots = state if isinstance(state, (tuple, list)) else (state,)
+        states = {}
+        for index, param in enumerate(params):
+            state = o.create_state_multi_precision(index, param.list_data()[0])
+            states[index] = state, state if isinstance(state, (tuple, list)) else () if state is None else (state,)
+        expected = {f"{i}/{j}": slot.shape for i, (_, slots) in states.items() for j, slot in enumerate(slots)}
+        training.check_state(arrays, expected, "optimizer state")
+        counts, num_update = scalars.get("counts", {}), scalars.get("num_update", 0)
+        if type(num_update) is not int or not all(type(v) is int for v in counts.values()):
+            raise WeightsError(f"its update counters are {num_update!r} and {list(counts.values())[:4]!r}")
+        for index, (state, slots) in states.items():
             for j, slot in enumerate(slots):
-                slot[:] = mx.nd.array(arrays[f"{index}/{j}"], ctx=weight.context, dtype=slot.dtype)
-            updater.states[index], updater.states_synced[index] = state, True
-        o.num_update = scalars.get("num_update", 0)
-        o._index_update_count.update({int(k): v for k, v in scalars.get("counts", {}).items()})
+                slot[:] = mx.nd.array(arrays[f"{index}/{j}"], ctx=slot.context, dtype=slot.dtype)
+            if slots:
+                updater.states[index], updater.states_synced[index] = state, True
+        o.num_update = num_update
+        o._index_update_count.update({int(k): v for k, v in counts.items()})
 
     def rng_state(self):
         """Nothing to save: dropout is reseeded from (seed, epoch) at the start of every epoch."""

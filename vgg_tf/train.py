@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import training
-from common.errors import ConfigError, InputError, WeightsError
+from common.errors import ConfigError, InputError
 from common.training import check_batch
 
 from .data import on_device
@@ -179,11 +179,8 @@ class Trainer(training.Trainer):
     def set_optimizer_state(self, arrays, scalars):
         if not self.opt.built:
             self.opt.build(self.forward.trainable_variables)
-        if len(arrays) != len(self.opt.variables):
-            raise WeightsError(
-                f"the checkpoint holds {len(arrays)} optimizer variables, this optimizer has "
-                f"{len(self.opt.variables)}; resume with the optimizer it was saved with"
-            )
+        expected = {f"{i:04d}": tuple(v.shape) for i, v in enumerate(self.opt.variables)}
+        training.check_state(arrays, expected, "optimizer state")
         for i, variable in enumerate(self.opt.variables):
             variable.assign(arrays[f"{i:04d}"])
 
@@ -192,6 +189,8 @@ class Trainer(training.Trainer):
         return {name: np.asarray(layer.seed_generator.state.numpy()) for name, layer in _dropouts(self.forward)}
 
     def set_rng_state(self, arrays):
+        expected = {name: tuple(layer.seed_generator.state.shape) for name, layer in _dropouts(self.forward)}
+        training.check_state(arrays, expected, "random-generator state")
         for name, layer in _dropouts(self.forward):
             layer.seed_generator.state.assign(arrays[name])
 

@@ -109,6 +109,16 @@ def _optimizer(net, optimizer, lr):
     return torch.optim.SGD(net.parameters(), lr=lr)
 
 
+def _kept_per_parameter(opt) -> dict[str, bool]:
+    """The tensors ``opt`` keeps for each parameter once it has stepped (Adam: step, exp_avg, exp_avg_sq; plain
+    SGD: none), each True where it has the parameter's shape: found by one step of a twin on a probe."""
+    probe = torch.zeros(2, requires_grad=True)
+    probe.grad = torch.zeros(2)
+    twin = type(opt)([probe], **opt.defaults)
+    twin.step()
+    return {slot: value.dim() > 0 for slot, value in twin.state[probe].items() if torch.is_tensor(value)}
+
+
 class Trainer(training.Trainer):
     """PyTorch's side of :func:`common.training.fit`."""
 
@@ -169,6 +179,13 @@ class Trainer(training.Trainer):
         return arrays, {}
 
     def set_optimizer_state(self, arrays, scalars):
+        kept = _kept_per_parameter(self.opt)
+        expected = {
+            f"{name}/{slot}": tuple(p.shape) if shaped else ()
+            for name, p in self.net.named_parameters()
+            for slot, shaped in kept.items()
+        }
+        training.check_state(arrays, expected, "optimizer state")
         saved = self.opt.state_dict()
         state: dict[int, dict] = {}
         index = {name: i for i, (name, _) in enumerate(self.net.named_parameters())}
@@ -186,6 +203,8 @@ class Trainer(training.Trainer):
         return state
 
     def set_rng_state(self, arrays):
+        expected = {"cpu": tuple(torch.get_rng_state().shape), "cuda": None}  # a CPU run ignores a GPU's state
+        training.check_state(arrays, expected, "random-generator state", optional=("cuda",))
         if "cpu" in arrays:
             torch.set_rng_state(torch.from_numpy(arrays["cpu"].copy()))
         if "cuda" in arrays and torch.device(self.device).type == "cuda":
