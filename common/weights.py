@@ -393,8 +393,12 @@ def model_format(path: str | os.PathLike) -> str:
 
 
 def no_file(path: str | os.PathLike, what: str) -> str:
-    """Why ``path``, which is no file, cannot be read: it is missing, or a folder."""
-    return f"{what} {path} is a folder, not a file" if Path(path).is_dir() else f"{what} {path} does not exist"
+    """Why ``path``, which is no file, cannot be read: it is missing, a folder, or no regular file (a pipe)."""
+    if Path(path).is_dir():
+        return f"{what} {path} is a folder, not a file"
+    if Path(path).exists():
+        return f"{what} {path} is not a regular file (a pipe or a device?); name a file"
+    return f"{what} {path} does not exist"
 
 
 def check_model_path(path: str | os.PathLike, fmt: str) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -138,6 +139,8 @@ def test_a_damaged_checkpoint_is_one_line_with_or_without_resume(tmp_path, capsy
 def test_files_that_are_not_what_their_name_says(tmp_path, capsys):
     (tmp_path / "d.pt").mkdir()
     assert "d.pt is a folder, not a file" in _one_line(capsys, ["evaluate", tmp_path / "d.pt"])
+    os.mkfifo(tmp_path / "pipe.npz")  # read, it would wait for a writer
+    assert "pipe.npz is not a regular file" in _one_line(capsys, ["evaluate", tmp_path / "pipe.npz"])
     text = tmp_path / "t.npz"
     text.write_text("not an archive")
     err = _one_line(capsys, ["evaluate", text, "--backend", "torch"])

@@ -205,8 +205,7 @@ class Trainer(training.Trainer):
     def set_rng_state(self, arrays):
         expected = {"cpu": tuple(torch.get_rng_state().shape), "cuda": None}  # a CPU run ignores a GPU's state
         training.check_state(arrays, expected, "random-generator state", optional=("cuda",))
-        if "cpu" in arrays:
-            torch.set_rng_state(torch.from_numpy(arrays["cpu"].copy()))
+        torch.set_rng_state(torch.from_numpy(arrays["cpu"].copy()))
         if "cuda" in arrays and torch.device(self.device).type == "cuda":
             torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda"].copy()), torch.device(self.device))
 
