@@ -308,6 +308,20 @@ def test_conform_with_an_arch_but_no_convolutions_asks_for_what_it_cannot_tell(t
     assert "pass --in-channels, --num-classes, --input-size" in err
 
 
+def test_a_keras_file_holding_code_is_refused_without_advice_to_run_it(tmp_path, capsys):
+    """Keras' own refusal of a Lambda ends "pass safe_mode=False"; the project loads no code from a file."""
+    load_backend("tf")
+    import keras
+
+    images = keras.Input((32, 32, 1))
+    doubled = keras.layers.Lambda(lambda t: t * 2)(images)
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Conv2D(8, 3)(doubled)))
+    keras.Model(images, logits).save(tmp_path / "lambda.keras")
+    err = _one_line(capsys, ["conform", tmp_path / "lambda.keras"])
+    assert "holds Python code (a Lambda layer)" in err and "common.conform.conform(model)" in err
+    assert "safe_mode" not in err and "trust" not in err
+
+
 # --- output paths ------------------------------------------------------------------------------------------------
 
 
