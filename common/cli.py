@@ -510,12 +510,23 @@ def _launch_workers(args, out, ckpt) -> int:
 
 
 def cmd_compare(args) -> int:
+    from .data import find_files
+    from .distributed import check_workers
+    from .training import Recipe, parse_device
+
     names = parse_backends(args.backends)
     _fill_defaults(args, COMPARE_DEFAULTS)
     check_memory(_config(args, args.resize), args.batch_size)
     _check_worker_options(args)
+    # what every backend's run would refuse, refused once before any of them starts
+    lr = args.lr or default_lr(args.optimizer, args.arch)
+    Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)
+    parse_device(args.device)
+    find_files(args.data_dir)
     for name in names:
         require(name)
+        if args.workers > 1:
+            check_workers(args.workers, args.batch_size, name)
     from .checkpoint import FolderLock, prepare_folder
 
     out = prepare_folder(args.out)
@@ -538,8 +549,7 @@ def _compare(args, names: list[str], out: Path) -> int:
             "train",
             "--backend",
             name,
-            "--out",
-            str(out / name),
+            f"--out={out / name}",  # one word: a folder named like an option ("-1") stays a value
             "--resume" if resume else "--overwrite",
             "--arch",
             _arch_text(args.arch),
@@ -569,7 +579,7 @@ def _compare(args, names: list[str], out: Path) -> int:
             ("--data-dir", args.data_dir),
         ):
             if value is not None:
-                cmd += [flag, str(value)]
+                cmd.append(f"{flag}={value}")
         cmd += ["--precision", args.precision, "--device", args.device, "--workers", str(args.workers)]
         if args.sync_bn:
             cmd.append("--sync-bn")

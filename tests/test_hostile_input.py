@@ -325,6 +325,35 @@ def test_a_keras_file_holding_code_is_refused_without_advice_to_run_it(tmp_path,
 # --- output paths ------------------------------------------------------------------------------------------------
 
 
+def test_compare_refuses_what_its_runs_would_before_it_starts_any(tmp_path, capsys, monkeypatch):
+    """Each of these had started the first backend's run, which refused it: its line, then compare's "the
+    torch run failed", and a compare folder left behind. A folder named like an option reached the run as one."""
+    compare = [
+        "compare",
+        "--backends",
+        "torch",
+        *TINY_CLI,
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+    ]
+    for extra, says in (
+        (["--lr", "nan"], "lr must be a positive number"),
+        (["--seed", "-1"], "seed must be a whole number"),
+        (["--data-dir", tmp_path / "none"], "none is not a folder"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--workers", "200"], "--workers 200 is more than the global batch of 128 examples"),
+    ):
+        assert says in _one_line(capsys, [*compare, "--out", tmp_path / "c", *extra])
+        assert not (tmp_path / "c").exists()
+    monkeypatch.chdir(tmp_path)
+    assert main([*compare, "--out", "-1"]) == 0
+    assert (tmp_path / "-1" / "torch" / "history.json").is_file()
+
+
 def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     out = tmp_path / "cmp"
     load_backend("torch")
