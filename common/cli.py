@@ -95,8 +95,12 @@ def _non_negative_int(text):
 
 def _arch(text):
     """A configuration name ('alexnet' included), or a book-style conv_arch such as '1,64;1,128;2,256;2,512;2,512'."""
-    if text in CONFIGS or ";" not in text and "," not in text:
+    if text in CONFIGS or text == "alexnet":
         return text
+    if ";" not in text and "," not in text:
+        raise argparse.ArgumentTypeError(
+            f"unknown arch {text!r}: give a name ({', '.join(CONFIGS)}, alexnet) or pairs like '1,64;1,128;2,256'"
+        )
     try:
         return tuple(tuple(int(v) for v in pair.split(",")) for pair in text.split(";"))
     except ValueError:

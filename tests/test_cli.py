@@ -27,7 +27,7 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["summary", "--arch", "vgg12"], "unknown arch 'vgg12'; known: vgg11"),
+        (["summary", "--arch", "vgg12"], "argument --arch: unknown arch 'vgg12': give a name (vgg11, vgg11_lrn"),
         (["summary", "--input-size", "28", "--backends", "torch"], "minimum is 32"),
         (["summary", "--backends", "caffe"], "unknown backend 'caffe'; choose from torch, tf, mxnet"),
         (["train", "--backend", "torch", "--resize", "28"], "minimum is 32"),
