@@ -333,7 +333,10 @@ def reason(error: BaseException) -> str:
         and "weights_only" not in line
         and "trust the source" not in line
     ]
-    return f"{type(error).__name__}: {useful[0]}" if useful else type(error).__name__
+    if not useful:
+        return type(error).__name__
+    said = useful[0] if not useful[0].endswith(":") or len(useful) == 1 else f"{useful[0]} {useful[1]}"
+    return f"{type(error).__name__}: {said}"  # a line ending ":" introduces the cause (Keras' "could not be loaded")
 
 
 def parse_meta(text: str, path: str | os.PathLike) -> dict:

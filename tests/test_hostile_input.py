@@ -260,6 +260,25 @@ def test_a_checkpoint_altered_in_its_record_or_arrays_is_one_line_before_trainin
         assert not (folder / "history.json").exists()  # refused before any epoch
 
 
+def test_a_keras_weights_file_naming_data_in_another_file_is_refused_with_the_cause(tmp_path, capsys):
+    """HDF5 can keep a dataset's bytes in any other file (external storage); Keras refuses it, and the line
+    says so (it had stopped at Keras' "Example error message for object <Conv2D ...>:")."""
+    import h5py
+
+    tf = load_backend("tf")
+    path = tf.save_model(tf.vgg(**TINY), tmp_path / "m.weights.h5")
+    (tmp_path / "other.bin").write_bytes(bytes(range(256)))
+    with h5py.File(path, "a") as f:
+        names: list[str] = []
+        f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        name = next(n for n in names if f[n].ndim == 1)
+        shape, dtype = f[name].shape, f[name].dtype
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype=dtype, external=[(str(tmp_path / "other.bin"), 0, 4 * shape[0])])
+    err = _one_line(capsys, ["evaluate", path, "--test-limit", "8"])
+    assert "Not allowed: H5 file with external Dataset" in err
+
+
 def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
     """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
     model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""
