@@ -322,10 +322,19 @@ def positive_int(value, name: str, maximum: int = MAX_INT) -> int:
     return int(value)
 
 
+# The probabilities float32 holds as themselves, below 1: MXNet refuses a positive dropout rate below its
+# smallest normal number, and one that rounds to 1 in float32 scales the kept values by 1 / 0.
+FLOAT32_TINY, FLOAT32_BELOW_ONE = 2.0**-126, 1 - 2.0**-24
+
+
 def _probability(value, name: str) -> float:
-    """``value`` as a float in [0, 1), or a ConfigError naming the argument ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
-        raise ConfigError(f"{arg(name)} must be a probability in [0, 1), got {value!r}")
+    """``value`` as a float in [0, 1) that float32 holds (see FLOAT32_TINY), or a ConfigError naming ``name``."""
+    number = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    if not number or not (float(value) == 0 or FLOAT32_TINY <= float(value) <= FLOAT32_BELOW_ONE):
+        raise ConfigError(
+            f"{arg(name)} must be a probability in [0, 1) that float32 holds: 0, or from {FLOAT32_TINY:.3g} to "
+            f"{FLOAT32_BELOW_ONE:.8f}, got {value!r}"
+        )
     return float(value)
 
 

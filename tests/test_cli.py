@@ -27,6 +27,7 @@ def test_summary_of_the_zoo_vgg16_agrees_everywhere(backends, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["summary", "--dropout", "1e-50"], "--dropout must be a probability in [0, 1) that float32 holds"),
         (["summary", "--arch", "vgg12"], "argument --arch: unknown arch 'vgg12': give a name (vgg11, vgg11_lrn"),
         (["summary", "--input-size", "28", "--backends", "torch"], "minimum is 32"),
         (["summary", "--backends", "caffe"], "unknown backend 'caffe'; choose from torch, tf, mxnet"),

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import common.weights
-from common.arch import CONFIGS, VGGConfig, make_config
+from common.arch import CONFIGS, FLOAT32_BELOW_ONE, FLOAT32_TINY, VGGConfig, make_config
 from common.backends import BACKENDS
 from common.checkpoint import FILE_NAME, Snapshot, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from common.cli import main
@@ -520,7 +520,7 @@ def valid_configurations(draw):
         input_size=draw(st.integers(2**blocks, 600)),
         ratio=draw(st.integers(1, narrowest)),
         fc_hidden=draw(st.integers(1, 8192)),
-        dropout=draw(st.floats(0, 1, exclude_max=True)),
+        dropout=draw(st.one_of(st.just(0.0), st.floats(FLOAT32_TINY, FLOAT32_BELOW_ONE))),
         batch_norm=draw(st.booleans()) and arch != "vgg11_lrn",  # vgg11_lrn has no batch-norm variant
     )
 
@@ -548,8 +548,15 @@ _INVALID = {
     "too_narrow": (st.integers(65, 10_000), r"ratio \d+ leaves block \d+ \(\d+ channels\) with zero width"),
     "input_size": (st.integers(1, 31), r"input_size \d+ is too small: 5 blocks .* the minimum is 32"),
     "dropout": (
-        st.one_of(st.floats(1, 1e6), st.floats(max_value=-1e-9), st.just(float("nan")), st.text(max_size=2)),
-        r"dropout must be a probability in \[0, 1\)",
+        st.one_of(
+            st.floats(1, 1e6),
+            st.floats(max_value=-1e-9),
+            st.just(float("nan")),
+            st.text(max_size=2),
+            st.floats(0, FLOAT32_TINY, exclude_min=True, exclude_max=True),  # MXNet refused these
+            st.floats(FLOAT32_BELOW_ONE, 1, exclude_min=True, exclude_max=True),  # 1 in float32: NaN in Gluon
+        ),
+        r"dropout must be a probability in \[0, 1\) that float32 holds",
     ),
     "batch_norm": (st.one_of(st.integers(), st.none(), st.text(max_size=3)), r"batch_norm must be True or False"),
     "lrn_with_batch_norm": (st.just(True), r"vgg11_lrn has local response normalisation and no batch-norm variant"),
