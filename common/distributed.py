@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arch import MAX_INT
 from .errors import ConfigError, VGGError, arg
 
 HOST = "127.0.0.1"  # every local run binds and connects here only
@@ -146,19 +147,51 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     """
     env = os.environ if environ is None else environ
     if backend == "torch":
-        size = int(env.get("WORLD_SIZE", "1"))
-        return Worker(int(env.get("RANK", "0")), size) if size > 1 else None
+        size = _env_count(env, "WORLD_SIZE", "1", 1)
+        return Worker(_rank(_env_count(env, "RANK", "0", 0), size, "RANK"), size) if size > 1 else None
     if backend == "tf":
         if not env.get("TF_CONFIG"):
             return None
-        config = json.loads(env["TF_CONFIG"])
-        size = len(config.get("cluster", {}).get("worker", []))
-        return Worker(int(config["task"]["index"]), size) if size > 1 else None
+        try:
+            config = json.loads(env["TF_CONFIG"])
+            size = len(config.get("cluster", {}).get("worker", []))
+            index = config["task"]["index"] if size > 1 else 0
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ConfigError(
+                f"TF_CONFIG in the environment is not TensorFlow's cluster description ({type(e).__name__}: {e}); "
+                f'give {{"cluster": {{"worker": [...]}}, "task": {{"type": "worker", "index": N}}}}, or unset it '
+                f"outside a distributed run"
+            ) from None
+        if type(index) is not int:
+            raise ConfigError(f"TF_CONFIG's task index is {index!r}; give a whole number")
+        return Worker(_rank(index, size, "TF_CONFIG's task index"), size) if size > 1 else None
     if backend == "mxnet":
         if env.get("DMLC_ROLE") != "worker":
             return None
-        return Worker(None, int(env.get("DMLC_NUM_WORKER", "1")))
+        return Worker(None, _env_count(env, "DMLC_NUM_WORKER", "1", 1))
     raise ConfigError(f"unknown backend {backend!r}")
+
+
+def _env_count(env, name: str, default: str, least: int) -> int:
+    """The whole number in the engine's variable ``name`` (at least ``least``), or a ConfigError naming it."""
+    text = env.get(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if not least <= value <= MAX_INT:
+        raise ConfigError(
+            f"{name}={text!r} in the environment is no whole number of at least {least}; set it as the engine "
+            f"reads it, or unset it outside a distributed run"
+        )
+    return value
+
+
+def _rank(rank: int, size: int, name: str) -> int:
+    """``rank`` if it is one of ``size`` workers', else a ConfigError naming the variable it came from."""
+    if not 0 <= rank < size:
+        raise ConfigError(f"{name} {rank} is not one of {size} workers' (0..{size - 1}); give each worker its own")
+    return rank
 
 
 def shard(batch: int, rank: int, size: int) -> slice:

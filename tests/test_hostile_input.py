@@ -652,6 +652,24 @@ def test_a_bad_number_in_the_environment_is_one_line(capsys, monkeypatch):
         monkeypatch.delenv(name)
 
 
+@pytest.mark.parametrize(
+    ("backend_name", "variables", "says"),
+    [
+        ("torch", {"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' in the environment is no whole number of at least 1"),
+        ("torch", {"WORLD_SIZE": "2", "RANK": "5"}, "RANK 5 is not one of 2 workers' (0..1)"),
+        ("tf", {"TF_CONFIG": "{bad"}, "TF_CONFIG in the environment is not TensorFlow's cluster description"),
+        ("tf", {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}}'}, "(KeyError: 'task')"),
+        ("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "x"}, "DMLC_NUM_WORKER='x' in the environment"),
+    ],
+)
+def test_an_engines_variable_that_is_no_run_is_one_line(capsys, monkeypatch, backend_name, variables, says):
+    """A stray or mistyped engine variable (a scheduler's, a shell's) had given a ValueError, KeyError or
+    JSONDecodeError traceback, or a rank past the workers had waited for peers that never come."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert says in _one_line(capsys, ["train", "--backend", backend_name, *TINY_CLI, "--epochs", "1"])
+
+
 def test_a_batch_that_is_no_pair_and_a_block_too_deep_are_refused(backend):
     net = backend.vgg(**TINY)
     train_iter, test_iter = backend.load_data_fashion_mnist(32, resize=32, train_limit=32, test_limit=32)
