@@ -488,7 +488,9 @@ def _trainer(b, args, net, lr, worker):
 
 def _worker_device(b, backend):
     """A worker's device: its local GPU where there are GPUs (LOCAL_RANK under torchrun), else the CPU."""
-    return b.try_gpu(int(os.environ.get("LOCAL_RANK", "0"))) if backend == "torch" else b.try_gpu()
+    from .distributed import env_count
+
+    return b.try_gpu(env_count(os.environ, "LOCAL_RANK", "0", 0)) if backend == "torch" else b.try_gpu()
 
 
 def _launch_workers(args, out, ckpt) -> int:

@@ -147,8 +147,8 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     """
     env = os.environ if environ is None else environ
     if backend == "torch":
-        size = _env_count(env, "WORLD_SIZE", "1", 1)
-        return Worker(_rank(_env_count(env, "RANK", "0", 0), size, "RANK"), size) if size > 1 else None
+        size = env_count(env, "WORLD_SIZE", "1", 1)
+        return Worker(_rank(env_count(env, "RANK", "0", 0), size, "RANK"), size) if size > 1 else None
     if backend == "tf":
         if not env.get("TF_CONFIG"):
             return None
@@ -168,11 +168,11 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     if backend == "mxnet":
         if env.get("DMLC_ROLE") != "worker":
             return None
-        return Worker(None, _env_count(env, "DMLC_NUM_WORKER", "1", 1))
+        return Worker(None, env_count(env, "DMLC_NUM_WORKER", "1", 1))
     raise ConfigError(f"unknown backend {backend!r}")
 
 
-def _env_count(env, name: str, default: str, least: int) -> int:
+def env_count(env, name: str, default: str, least: int) -> int:
     """The whole number in the engine's variable ``name`` (at least ``least``), or a ConfigError naming it."""
     text = env.get(name, default)
     try:
