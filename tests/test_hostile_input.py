@@ -347,18 +347,7 @@ def test_a_keras_file_holding_code_is_refused_without_advice_to_run_it(tmp_path,
 def test_compare_refuses_what_its_runs_would_before_it_starts_any(tmp_path, capsys, monkeypatch):
     """Each of these had started the first backend's run, which refused it: its line, then compare's "the
     torch run failed", and a compare folder left behind. A folder named like an option reached the run as one."""
-    compare = [
-        "compare",
-        "--backends",
-        "torch",
-        *TINY_CLI,
-        "--epochs",
-        "1",
-        "--train-limit",
-        "64",
-        "--test-limit",
-        "32",
-    ]
+    compare = ["compare", "--backends", "torch", *TINY_CLI, *"--epochs 1 --train-limit 64 --test-limit 32".split()]
     for extra, says in (
         (["--lr", "nan"], "lr must be a positive number"),
         (["--seed", "-1"], "seed must be a whole number"),
