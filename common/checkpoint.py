@@ -261,7 +261,7 @@ def _check_record(meta: dict, path: Path) -> None:
     def damaged(part: str, why) -> WeightsError:
         return WeightsError(f"{path} has a damaged {part} record ({why}); {ALTERED}")
 
-    if meta["backend"] not in BACKENDS:
+    if not isinstance(meta["backend"], str) or meta["backend"] not in BACKENDS:
         raise damaged("metadata", f"backend {meta['backend']!r} is none of {', '.join(BACKENDS)}")
     recipe = {**RECIPE_FORMER, **meta["recipe"]}
     try:

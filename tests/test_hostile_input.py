@@ -218,6 +218,7 @@ def _first(arrays: dict, prefix: str) -> str:
 
 CHECKPOINT_DAMAGE = {
     "recipe": (lambda m: m["recipe"].update(lr="abc"), None, "has a damaged recipe record (lr must be"),
+    "backend": (lambda m: m.update(backend=["torch"]), None, "backend ['torch'] is none of torch, tf, mxnet"),
     "history": (lambda m: m["history"].update(epochs=[]), None, "0 epochs recorded, after epoch 1"),
     "state": (lambda m: m["state"].update(data_epoch="x"), None, "the data stream's epoch is 'x'"),
     "slot missing": (
