@@ -41,6 +41,7 @@ from .arch import (
     BN_EPSILON,
     CONFIGS,
     LRN,
+    MAX_INT,
     WIDTHS,
     AlexNetConfig,
     LayerPlan,
@@ -49,7 +50,7 @@ from .arch import (
     net_plan,
 )
 from .errors import ConfigError, InputError, VGGError, WeightsError, arg
-from .spec import spec
+from .spec import available_memory, check_layer_sizes, format_bytes, memory_needed, spec
 from .weights import from_canonical, no_file, xavier_init
 
 TOLERANCE = 1e-4  # relative to the largest reference value: the logits, and every traced layer
@@ -449,6 +450,11 @@ def infer_config(
                 step = 2**blocks
                 inferred["input_size"] = 224 if 224 // step == final else final * step
     if declared:
+        if not all(0 < d <= MAX_INT for d in declared) and not {"in_channels", "input_size"} <= set(given):
+            raise ConfigError(
+                f"{what} declares a {'x'.join(map(str, declared))} input, more than the frameworks index; give "
+                f"{arg('in_channels')} and {arg('input_size')} it was built for"
+            )
         inferred["input_size"] = declared[1]
         inferred.setdefault("in_channels", declared[0])
     needed = ("arch", "in_channels", "num_classes", "input_size")
@@ -489,6 +495,20 @@ def infer_config(
             chosen.get("batch_norm"),
         )
     return config, notes
+
+
+def _check_room(config: NetConfig, images: int, what: str) -> None:
+    """Refuse, before any array is made, a check this machine cannot hold: the probe images run through the
+    network with every layer's output kept (a model that declares a huge input, say)."""
+    check_layer_sizes(config)
+    available = available_memory()
+    needed = memory_needed(config, images)
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"checking {what} as {config.describe()} needs at least {format_bytes(needed)} of memory for "
+            f"{images} probe images and every layer's output, but {format_bytes(available)} is available; give "
+            f"{arg('input_size')} the size it was built for, or fewer {arg('images')}"
+        )
 
 
 # --- matching parameters by order and shape ----------------------------------------------------------------------
@@ -1197,6 +1217,7 @@ def conform(
                 f"{arg('in_channels')} and {arg('input_size')}"
             )
     config, inferred = infer_config(params, given, adapter.declared_input(native), adapter.has_lrn(native), what)
+    _check_room(config, images, what)
     sp = spec(config)
     plan = plan_layers(config)
     report = Report(

@@ -315,6 +315,26 @@ def _relocated(onnx, path: Path, location: str) -> bytes:
     return model.SerializeToString()
 
 
+def test_conform_of_a_model_too_large_to_check_is_one_line_before_any_array(tmp_path, capsys, monkeypatch):
+    """A model may declare any input size; the probe images and every layer's output at that size are sized
+    before they are made (a 100000-px one was a numpy MemoryError traceback), and a size past what the
+    frameworks index is named as the model's, not as an option the user gave."""
+    onnx = pytest.importorskip("onnx", reason="ONNX is not installed (pip install -e '.[onnx]')")
+    import common.conform
+
+    torch = load_backend("torch")
+    model = onnx.load(str(torch.export_onnx(torch.vgg(**TINY), tmp_path / "m.onnx")))
+    for side, name in ((64, "m64.onnx"), (2**40, "huge.onnx")):
+        for axis in (2, 3):
+            model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = side
+        onnx.save(model, str(tmp_path / name))
+    monkeypatch.setattr(common.conform, "available_memory", lambda: 2**20, raising=False)  # 1 MiB: too little
+    err = _one_line(capsys, ["conform", tmp_path / "m64.onnx"])
+    assert "1x64x64 in" in err and "of memory for 4 probe images and every layer's output, but 1.0 MiB" in err
+    err = _one_line(capsys, ["conform", tmp_path / "huge.onnx"])
+    assert "huge.onnx declares a 1x1099511627776x1099511627776 input, more than the frameworks index" in err
+
+
 def test_conform_with_an_arch_but_no_convolutions_asks_for_what_it_cannot_tell(tmp_path, capsys):
     onnx = pytest.importorskip("onnx", reason="ONNX is not installed (pip install -e '.[onnx]')")
     from onnx import TensorProto, helper, numpy_helper
