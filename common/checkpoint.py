@@ -27,7 +27,15 @@ import numpy as np
 from .arch import MAX_INT, NetConfig, positive_int
 from .errors import ConfigError, WeightsError, arg
 from .history import History
-from .weights import META_KEY, UNREADABLE, check_finite_weights, check_weights, meta_config, write_npz
+from .weights import (
+    META_KEY,
+    UNREADABLE,
+    check_finite_weights,
+    check_weights,
+    meta_config,
+    npz_array,
+    write_npz,
+)
 
 FORMAT = "vgg-checkpoint"
 VERSION = 1
@@ -229,7 +237,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
                 raise WeightsError(f"{path} is an .npz file but not a checkpoint (no {META_KEY} record)")
-            text = str(z[META_KEY])
+            text = str(npz_array(z, META_KEY, path))
     except WeightsError:
         raise
     except (*UNREADABLE, KeyError) as e:
@@ -341,7 +349,9 @@ def load_checkpoint(
             for key in z.files:
                 group, _, name = key.partition("/")
                 if key != META_KEY and group in groups:
-                    groups[group][name] = z[key]
+                    groups[group][name] = npz_array(z, key, path)
+    except WeightsError:
+        raise
     except (*UNREADABLE, KeyError) as e:
         raise _damaged(path, e) from None
     weights = check_weights(saved, groups["weights"], source=path)

@@ -9,6 +9,7 @@ record ``__meta__`` (format version, configuration, source framework and version
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import tempfile
@@ -20,7 +21,7 @@ import numpy as np
 
 from .arch import NetConfig, config_from_dict
 from .errors import ConfigError, VGGError, WeightsError, WriteError
-from .spec import spec
+from .spec import available_memory, format_bytes, spec
 from .training import check_seed
 
 FORMAT = "vgg-weights"
@@ -471,7 +472,7 @@ def read_meta(path: str | os.PathLike) -> dict:
                 raise WeightsError(
                     f"{path} is an .npz file but not one of this project's weights files (no {META_KEY} record)"
                 )
-            text = str(z[META_KEY])
+            text = str(npz_array(z, META_KEY, path))
     except WeightsError:
         raise
     except UNREADABLE as e:
@@ -481,13 +482,33 @@ def read_meta(path: str | os.PathLike) -> dict:
     return parse_meta(text, path)
 
 
+def npz_array(z, key: str, path: str | os.PathLike) -> np.ndarray:
+    """The array ``key`` of the open ``.npz`` ``z`` (``np.load``'s), read only once its header is checked: numpy
+    makes the array its header describes before reading a byte of it, so a header claiming more bytes than its
+    member holds, or than this machine has free, is a WeightsError here instead of a MemoryError there."""
+    member = z.zip.getinfo(f"{key}.npy")
+    with z.zip.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version in read:
+            shape, _, dtype = read[version](f)
+            claimed = math.prod(shape) * dtype.itemsize
+            free = available_memory()
+            if claimed > member.file_size or free is not None and claimed > free:
+                raise WeightsError(
+                    f"{path}: its array {key} claims shape {shape} of {dtype} ({format_bytes(claimed)}) in "
+                    f"{format_bytes(member.file_size)}; it is damaged or of another program"
+                )
+    return z[key]
+
+
 def load_npz(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Read a weights file; with ``config``, refuse one saved for another configuration before reading tensors."""
     meta = read_meta(path)
     saved = meta_config(meta, path, config)
     try:
         with np.load(path, allow_pickle=False) as z:
-            weights = {k: z[k] for k in z.files if k != META_KEY}
+            weights = {k: npz_array(z, k, path) for k in z.files if k != META_KEY}
     except UNREADABLE as e:
         raise WeightsError(f"{path} is damaged ({type(e).__name__}: {e})") from None
     return check_weights(config or saved, weights, source=path), meta

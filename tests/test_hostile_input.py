@@ -280,6 +280,42 @@ def test_a_keras_weights_file_naming_data_in_another_file_is_refused_with_the_ca
     assert "Not allowed: H5 file with external Dataset" in err
 
 
+def _claiming(source: Path, target: Path, member: str, shape: tuple) -> Path:
+    """A copy of the .npz ``source`` whose array ``member`` has a header claiming ``shape`` (float32) and 64
+    bytes of data: what numpy allocates before it reads."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == f"{member}.npy":
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+                data = header.getvalue() + bytes(64)
+            out.writestr(info.filename, data)
+    return target
+
+
+def test_an_npz_array_claiming_more_than_it_holds_is_refused_before_numpy_allocates_it(tmp_path, capsys):
+    """numpy makes the array an .npy header describes before reading it: a 37 GiB claim in 192 bytes was a
+    MemoryError traceback from evaluate, convert and resume."""
+    load_backend("torch")
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--out", str(run)]) == 0
+    )
+    capsys.readouterr()
+    bomb = _claiming(run / "weights.npz", tmp_path / "bomb.npz", "fc1.weight", (100_000, 100_000))
+    says = "its array fc1.weight claims shape (100000, 100000) of float32 (37.3 GiB) in 192 B; it is damaged"
+    assert says in _one_line(capsys, ["evaluate", bomb, "--backend", "torch", "--test-limit", "8"])
+    assert says in _one_line(capsys, ["convert", bomb, tmp_path / "m.pt"])
+    (tmp_path / "resumed").mkdir()
+    _claiming(run / FILE_NAME, tmp_path / "resumed" / FILE_NAME, "weights/fc1.weight", (100_000, 100_000))
+    err = _one_line(capsys, ["train", "--backend", "torch", "--out", tmp_path / "resumed", "--resume", "--epochs", "2"])
+    assert "its array weights/fc1.weight claims shape (100000, 100000)" in err
+
+
 def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
     """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
     model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""
