@@ -615,6 +615,7 @@ def _compare(args, names: list[str], out: Path) -> int:
             print(f"error: the {name} run failed (exit {done.returncode}); see its message above", file=sys.stderr)
             return done.returncode
         records.append(json.loads((out / name / "history.json").read_text()))
+    _mark_compare_folder(out)  # every run here is now the compare's (those it resumed included)
     paths = report.write_compare_report(out, records)
     print(f"\nreport: {paths['markdown']}\nplot:   {paths['plot']}\nnumbers: {paths['json']}")
     print(paths["table"])
@@ -635,14 +636,14 @@ def _claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: 
     that describes other runs.
     """
     from .checkpoint import checkpoint_file
-    from .weights import atomic_write
 
     own = (out / COMPARE_MARK).is_file() or _compare_results(out / "results.json")
+    resumed = [n for n in names if resume and checkpoint_file(out / n).is_file()]
     if not (own or overwrite):
         theirs = [
             out / n
             for n in names
-            if not (resume and checkpoint_file(out / n).is_file())
+            if n not in resumed
             and (checkpoint_file(out / n).exists() or any((out / n / f).exists() for f in RUN_FILES))
         ]
         theirs += [out / f for f in COMPARE_FILES if (out / f).exists()]
@@ -651,10 +652,20 @@ def _claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: 
                 f"{theirs[0]} holds files vgg compare did not write; replace them with --overwrite, or choose "
                 f"another --out"
             )
-    atomic_write(out / COMPARE_MARK, lambda f: f.write(b"written by vgg compare: its runs here may be replaced\n"))
+    if own or overwrite or not resumed:
+        _mark_compare_folder(out)
+    # else the user's runs it continues become its own only once it has finished them (_compare marks it then):
+    # one it fails to continue stays the user's, which a later compare replaces only with --overwrite
     if not resume:
         for name in COMPARE_FILES:
             (out / name).unlink(missing_ok=True)
+
+
+def _mark_compare_folder(out: Path) -> None:
+    """Mark ``out`` as a compare's: its backends' runs and report files may be replaced by the next one."""
+    from .weights import atomic_write
+
+    atomic_write(out / COMPARE_MARK, lambda f: f.write(b"written by vgg compare: its runs here may be replaced\n"))
 
 
 def _compare_results(path: Path) -> bool:

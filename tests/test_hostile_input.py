@@ -419,6 +419,22 @@ def test_compare_refuses_what_its_runs_would_before_it_starts_any(tmp_path, caps
     assert (tmp_path / "-1" / "torch" / "history.json").is_file()
 
 
+def test_a_compare_that_fails_to_resume_a_users_run_leaves_it_the_users(tmp_path, capsys):
+    """compare --resume may continue a user's own `vgg train` run in OUT/torch; one it cannot continue (another
+    seed here) stays the user's, so a later compare without --overwrite still refuses to replace it. The folder
+    had been marked as the compare's before the run was tried."""
+    load_backend("torch")
+    out = tmp_path / "out"
+    tiny = [*TINY_CLI, "--epochs", "1", "--train-limit", "64", "--test-limit", "32"]
+    assert main(["train", "--backend", "torch", *tiny, "--seed", "1", "--out", str(out / "torch")]) == 0
+    before = _digest(out)
+    assert main(["compare", "--backends", "torch", *tiny, "--out", str(out), "--resume"]) == 2
+    capsys.readouterr()
+    err = _one_line(capsys, ["compare", "--backends", "torch", *tiny, "--out", out])
+    assert f"{out / 'torch'} holds files vgg compare did not write" in err
+    assert _digest(out) == before
+
+
 def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     out = tmp_path / "cmp"
     load_backend("torch")
