@@ -244,7 +244,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         raise _damaged(path, e) from None
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: arrays nested past Python's limit
         raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)

@@ -672,7 +672,7 @@ def _compare_results(path: Path) -> bool:
     """Whether ``path`` is the results.json of a compare (one from before compares marked their folders)."""
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested past Python's limit
         return False
     return (
         isinstance(record, dict)

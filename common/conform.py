@@ -51,7 +51,7 @@ from .arch import (
 )
 from .errors import ConfigError, InputError, VGGError, WeightsError, arg
 from .spec import available_memory, check_layer_sizes, format_bytes, memory_needed, spec
-from .weights import from_canonical, no_file, xavier_init
+from .weights import from_canonical, no_file, reason, xavier_init
 
 TOLERANCE = 1e-4  # relative to the largest reference value: the logits, and every traced layer
 KINDS = ("conv", "bn", "relu", "lrn", "pool", "flatten", "linear", "dropout")
@@ -94,10 +94,11 @@ class Trace(NamedTuple):
 
 
 def failure(error: BaseException) -> str:
-    """A framework's exception in one line: its type and the first line of its message."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+    """A framework's exception in one line: its type and the informative line of its message (not an embedded
+    traceback, as MXNet's begin), at most 300 characters of it."""
+    said = reason(error)
+    cut = len(type(error).__name__) + 2 + 300
+    return said if len(said) <= cut else said[:cut]
 
 
 # --- the probe weights --------------------------------------------------------------------------------------------

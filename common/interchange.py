@@ -87,7 +87,7 @@ def meta_from_strings(strings: dict[str, str] | None, path, what: str) -> dict:
     for key, text in strings.items():
         try:
             meta[key] = json.loads(text) if key in _JSON_KEYS else text
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past Python's limit
             raise WeightsError(f"{path} has damaged metadata ({key}: {text[:40]!r})") from None
     return parse_meta(json.dumps(meta), path)
 

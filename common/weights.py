@@ -344,7 +344,7 @@ def parse_meta(text: str, path: str | os.PathLike) -> dict:
     """Metadata read from a file: checked to be this project's and of a version this code reads."""
     try:
         meta = json.loads(text)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, RecursionError, TypeError, UnicodeDecodeError) as e:  # Recursion: deep nesting
         raise WeightsError(f"{path} has unreadable metadata ({e}); it is damaged or of another format") from None
     if isinstance(meta, dict) and meta.get("format") == "vgg-checkpoint":
         raise WeightsError(

@@ -316,6 +316,62 @@ def test_an_npz_array_claiming_more_than_it_holds_is_refused_before_numpy_alloca
     assert "its array weights/fc1.weight claims shape (100000, 100000)" in err
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON arrays nested past Python's recursion limit
+
+
+def test_json_nested_past_pythons_limit_is_damage_not_a_recursion_error(tmp_path, capsys):
+    """json.loads raises RecursionError (a RuntimeError) on deep nesting, which every reader of a file's JSON
+    (metadata of .npz, .safetensors and checkpoints, a Gluon symbol file) had let through as a traceback."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    torch, mxnet = load_backend("torch"), load_backend("mxnet")
+    import mxnet as mx
+
+    net = torch.vgg(**TINY)
+    good = torch.save_weights(net, tmp_path / "w.safetensors")
+    with safe_open(str(good), "np") as f:
+        meta = f.metadata()
+    save_file(load_file(str(good)), str(tmp_path / "deep.safetensors"), metadata={**meta, "config": DEEP})
+    err = _one_line(capsys, ["evaluate", tmp_path / "deep.safetensors", "--backend", "torch"])
+    assert "deep.safetensors has damaged metadata (config: '[[[" in err
+    with np.load(torch.save_weights(net, tmp_path / "w.npz"), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "deep.npz", **{**arrays, "__meta__": np.array(DEEP)})
+    err = _one_line(capsys, ["evaluate", tmp_path / "deep.npz", "--backend", "torch"])
+    assert "deep.npz has unreadable metadata (maximum recursion depth exceeded" in err
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / FILE_NAME, **{**arrays, "__meta__": np.array(DEEP)})
+    err = _one_line(capsys, ["train", "--backend", "torch", "--out", tmp_path / "run", "--resume"])
+    assert "checkpoint.npz has unreadable metadata (maximum recursion depth exceeded" in err
+    gluon = mxnet.vgg(**TINY)
+    gluon.hybridize()
+    gluon(mx.nd.zeros((1, 1, 32, 32)))
+    gluon.export(str(tmp_path / "g"))
+    (tmp_path / "g-symbol.json").write_text(DEEP)
+    err = _one_line(capsys, ["conform", tmp_path / "g-symbol.json"])
+    assert "is not a Gluon export MXNet can read (RecursionError: maximum recursion depth exceeded" in err
+
+
+def test_an_mxnet_refusal_gives_its_cause_not_its_traceback_header(tmp_path, capsys):
+    """MXNet's messages begin "Traceback (most recent call last):"; that line was all the refusal said."""
+    import json
+
+    mxnet = load_backend("mxnet")
+    import mxnet as mx
+
+    gluon = mxnet.vgg(**TINY)
+    gluon.hybridize()
+    gluon(mx.nd.zeros((1, 1, 32, 32)))
+    gluon.export(str(tmp_path / "g"))
+    symbol = json.loads((tmp_path / "g-symbol.json").read_text())
+    relu = next(n for n in symbol["nodes"] if n["op"] == "Activation")
+    relu.update(op="Custom", attrs={"op_type": "unregistered"})
+    (tmp_path / "g-symbol.json").write_text(json.dumps(symbol))
+    err = _one_line(capsys, ["conform", tmp_path / "g-symbol.json"])
+    assert "Cannot find custom operator unregistered" in err
+
+
 def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
     """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
     model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""

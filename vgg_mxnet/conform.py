@@ -77,7 +77,7 @@ def open_model(source) -> GluonModel:
             block = mx.gluon.SymbolBlock.imports(str(symbol_file), inputs, str(params_file))
     except InputError:
         raise
-    except (mx.base.MXNetError, ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (mx.base.MXNetError, ValueError, KeyError, TypeError, RecursionError, UnicodeDecodeError) as e:
         raise WeightsError(f"{symbol_file} is not a Gluon export MXNet can read ({failure(e)})") from None
     return GluonModel(block, symbol, nodes, inputs[0])
 
