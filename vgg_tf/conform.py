@@ -43,8 +43,8 @@ def open_model(source):
             custom_objects={"LocalResponseNorm": LocalResponseNorm, "PaddedConv2D": PaddedConv2D},
         )
     except Exception as e:  # Keras raises ValueError, TypeError, zipfile errors, ... for a file it cannot read
-        said = failure(e)
-        if "safe_mode" in said or "could not be deserialized" in said:  # a Lambda's code, or a class of the user's
+        said, text = failure(e), str(e)
+        if "safe_mode" in text or "could not be deserialized" in text:  # a Lambda's code, or a class of the user's
             raise WeightsError(
                 f"{path} holds Python code (a Lambda layer) or layers of the user's own classes, which a file "
                 f"loaded here never runs or imports; check the model object in Python (common.conform.conform"
