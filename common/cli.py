@@ -1410,7 +1410,9 @@ def _main_thread() -> bool:
 
 
 if __name__ == "__main__":
-    status = main()
+    from . import quiet_pipe
+
+    status = quiet_pipe(main)
     if status == LOST:
         # a worker that lost its peers: the engine's threads, still in the failed collective, may abort() the
         # interpreter's exit (PyTorch's gloo does), which the parent would take for a crash; leave at once

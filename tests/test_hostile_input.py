@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ENV, TINY, TINY_CLI, run_vgg
+from helpers import ENV, TINY, TINY_CLI, run_vgg, vgg_command
 
 from common.checkpoint import FILE_NAME, read_checkpoint_meta
 from common.cli import main
@@ -539,6 +539,17 @@ def test_ctrl_c_while_the_command_loads_is_one_line(capsys, monkeypatch):
     monkeypatch.delitem(sys.modules, "common.cli")
     monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
     assert common.main() == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("entry", ["console script", "module"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(entry):
+    """`vgg summary | head -1`: the write to a closed pipe was a BrokenPipeError traceback."""
+    args = ["summary", "--backends", "torch", "--arch", "vgg11", "--ratio", "8", "--input-size", "32"]
+    command = [str(Path(sys.executable).parent / "vgg"), *args] if entry == "console script" else vgg_command(*args)
+    p = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    p.stdout.close()  # the reader goes away before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and err == ""
 
 
 def test_a_deleted_working_folder_is_one_line(tmp_path):
