@@ -474,8 +474,10 @@ def fit(
             try:
                 trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
                 trainer.set_rng_state(ckpt.rng)
-            except VGGError as e:
+            except WeightsError as e:  # check_state's refusal, and the backends' own
                 raise WeightsError(f"{ckpt.path}: {e}; {ALTERED}") from None
+            except VGGError:  # another of the project's (a worker that lost its peers) keeps its meaning
+                raise
             except Exception as e:  # the framework's own error where an array's shape, type or name is not its own
                 said = (str(e).splitlines() or [""])[0][:200]
                 raise WeightsError(
