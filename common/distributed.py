@@ -148,7 +148,20 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     env = os.environ if environ is None else environ
     if backend == "torch":
         size = env_count(env, "WORLD_SIZE", "1", 1)
-        return Worker(_rank(env_count(env, "RANK", "0", 0), size, "RANK"), size) if size > 1 else None
+        if size == 1:
+            return None
+        rank = _rank(env_count(env, "RANK", "0", 0), size, "RANK")
+        env_count(env, "LOCAL_RANK", "0", 0)
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+        if missing:
+            raise ConfigError(
+                f"WORLD_SIZE={size} in the environment describes a distributed run, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set; set them as torchrun does, or unset WORLD_SIZE "
+                f"outside a distributed run"
+            )
+        if env_count(env, "MASTER_PORT", "0", 1) > 65535:
+            raise ConfigError(f"MASTER_PORT={env['MASTER_PORT']!r} in the environment is no port; give 1..65535")
+        return Worker(rank, size)
     if backend == "tf":
         if not env.get("TF_CONFIG"):
             return None

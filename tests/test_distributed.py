@@ -65,7 +65,8 @@ def test_the_scaled_worker_losses_average_to_the_global_mean():
 
 def test_the_place_of_a_worker_comes_from_each_engines_own_variables():
     assert worker_env("torch", {}) is None and worker_env("torch", {"WORLD_SIZE": "1"}) is None
-    assert worker_env("torch", {"WORLD_SIZE": "4", "RANK": "3"}) == distributed.Worker(3, 4)
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}  # torchrun sets them beside WORLD_SIZE
+    assert worker_env("torch", {"WORLD_SIZE": "4", "RANK": "3", **master}) == distributed.Worker(3, 4)
     tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
     assert worker_env("tf", {"TF_CONFIG": json.dumps(tf_config)}) == distributed.Worker(1, 2)
     assert worker_env("mxnet", {"DMLC_ROLE": "server", "DMLC_NUM_WORKER": "2"}) is None

@@ -786,6 +786,8 @@ def test_a_bad_number_in_the_environment_is_one_line(capsys, monkeypatch):
     [
         ("torch", {"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' in the environment is no whole number of at least 1"),
         ("torch", {"WORLD_SIZE": "2", "RANK": "5"}, "RANK 5 is not one of 2 workers' (0..1)"),
+        ("torch", {"WORLD_SIZE": "2", "LOCAL_RANK": "abc"}, "LOCAL_RANK='abc' in the environment"),
+        ("torch", {"WORLD_SIZE": "2"}, "but MASTER_ADDR and MASTER_PORT are not set; set them as torchrun does"),
         ("tf", {"TF_CONFIG": "{bad"}, "TF_CONFIG in the environment is not TensorFlow's cluster description"),
         ("tf", {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}}'}, "(KeyError: 'task')"),
         ("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "x"}, "DMLC_NUM_WORKER='x' in the environment"),
