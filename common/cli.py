@@ -383,7 +383,7 @@ def _train(args, out: Path | None) -> int:
                 f"another --out"
             )
     _fill_defaults(args, TRAIN_DEFAULTS)
-    lr = args.lr or default_lr(args.optimizer, args.arch)
+    recipe = _recipe(args)
     check_memory(_config(args, args.resize), args.batch_size)  # before the framework loads
     worker = worker_env(args.backend)
     if worker is None:
@@ -399,11 +399,11 @@ def _train(args, out: Path | None) -> int:
         train_iter, test_iter = b.load_data_fashion_mnist(
             args.batch_size, args.resize, args.seed, args.data_dir, args.train_limit, args.test_limit
         )
-        trainer, lead = _trainer(b, args, net, lr, worker)
+        trainer, lead = _trainer(b, args, net, recipe, worker)
         if lead:
             print(
                 f"[{args.backend}] {display_name(args.backend)}: {net.config.describe()}, "
-                f"{b.count_params(net):,} parameters; {args.optimizer} lr {lr:g}, batch {args.batch_size}, "
+                f"{b.count_params(net):,} parameters; {args.optimizer} lr {recipe.lr:g}, batch {args.batch_size}, "
                 f"{trainer.recipe.precision}, on {trainer.device}" + (f", {trainer.size} workers" if worker else ""),
                 flush=True,
             )
@@ -433,7 +433,7 @@ def _train(args, out: Path | None) -> int:
                 "framework": display_name(args.backend),
                 "config": net.config.to_dict(),
                 "params": b.count_params(net),
-                "lr": lr,
+                "lr": recipe.lr,
                 "lr_schedule": args.lr_schedule,
                 "optimizer": args.optimizer,
                 "precision": trainer.recipe.precision,  # what ran (Gluon's bf16 may fall back to fp32)
@@ -470,14 +470,19 @@ def _check_worker_options(args) -> None:
         raise ConfigError("--port is the first of the workers' ports: add --workers N (N > 1), or leave it out")
 
 
-def _trainer(b, args, net, lr, worker):
+def _recipe(args):
+    """The run's recipe from its options (the book's learning rate where --lr is left out), checked."""
+    from .training import Recipe
+
+    lr = args.lr or default_lr(args.optimizer, args.arch)
+    return Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)
+
+
+def _trainer(b, args, net, recipe, worker):
     """The backend's Trainer for this run (its DistributedTrainer in a worker), and whether this process leads.
 
     The one that leads (rank 0, or the only process) prints and writes the files.
     """
-    from .training import Recipe
-
-    recipe = Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)
     module = importlib.import_module(f"{b.__name__}.train")
     if worker is None:
         return module.Trainer(net, recipe, b.get_device(args.device)), True
@@ -518,15 +523,14 @@ def _launch_workers(args, out, ckpt) -> int:
 def cmd_compare(args) -> int:
     from .data import find_files
     from .distributed import check_workers
-    from .training import Recipe, parse_device
+    from .training import parse_device
 
     names = parse_backends(args.backends)
     _fill_defaults(args, COMPARE_DEFAULTS)
     check_memory(_config(args, args.resize), args.batch_size)
     _check_worker_options(args)
     # what every backend's run would refuse, refused once before any of them starts
-    lr = args.lr or default_lr(args.optimizer, args.arch)
-    Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)
+    _recipe(args)
     parse_device(args.device)
     find_files(args.data_dir)
     for name in names:
