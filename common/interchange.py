@@ -43,6 +43,7 @@ from .weights import (
     meta_config,
     no_file,
     parse_meta,
+    reason,
     save_npz,
     xavier_init,
 )
@@ -353,10 +354,8 @@ def read_onnx(path: Path):
     from google.protobuf.message import DecodeError
 
     def damaged(e: Exception):
-        said = (str(e).splitlines() or [""])[0]
         return WeightsError(
-            f"{path} is not a readable ONNX model ({type(e).__name__}: {said}); "
-            f"it is damaged (truncated?) or of another format"
+            f"{path} is not a readable ONNX model ({reason(e)}); it is damaged (truncated?) or of another format"
         )
 
     try:

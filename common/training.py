@@ -455,6 +455,7 @@ def fit(
     skipped). A loss that is no longer finite stops the run (:class:`TrainingDiverged`), naming the step.
     """
     from .checkpoint import ALTERED, Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
+    from .weights import reason
 
     for what, data in (("train_iter", train_iter), ("test_iter", test_iter)):
         if not isinstance(data, Iterable):  # before an epoch is spent: the test data are read only at its end
@@ -479,10 +480,9 @@ def fit(
             except VGGError:  # another of the project's (a worker that lost its peers) keeps its meaning
                 raise
             except Exception as e:  # the framework's own error where an array's shape, type or name is not its own
-                said = (str(e).splitlines() or [""])[0][:200]
                 raise WeightsError(
                     f"{ckpt.path} holds optimizer or random-generator state this {name} run cannot take "
-                    f"({type(e).__name__}: {said}); {ALTERED}"
+                    f"({reason(e)[:250]}); {ALTERED}"
                 ) from None
             history, first = ckpt.history, ckpt.epoch + 1
             batches = getattr(train_iter, "batches", None)
