@@ -15,10 +15,59 @@ def main() -> int:
     return quiet_pipe(command)
 
 
+class OutputError(Exception):
+    """The command's output could not be written (a full disk, a failing device): not the command's fault."""
+
+
+class _Output:
+    """``sys.stdout`` whose write failures, but a closed pipe, are :class:`OutputError`, so they are told apart
+    from the command's own ``OSError`` (a file it could not save, which it names itself)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(error.strerror or str(error)) from None
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(error.strerror or str(error)) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def quiet_pipe(command) -> int:
-    """``command()``'s exit status; where the reader of its output goes away, 141 without a traceback."""
+    """``command()``'s exit status; where the reader of its output goes away, 141 without a traceback, and
+    where the output cannot be written (``vgg summary > /dev/full``), one line and 1."""
+    stdout = sys.stdout
+    sys.stdout = _Output(stdout)
     try:
-        return command()
+        try:
+            status = command()
+        finally:  # also under argparse's SystemExit (--help)
+            sys.stdout.flush()  # what is still buffered fails here, not in the flush at exit
+        return status
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
+        _discard_output()
         return 141  # 128 + SIGPIPE: what the shell reports of a tool the signal ended
+    except OutputError as error:
+        _discard_output()
+        print(f"error: the output could not be written ({error}); send it where it can be", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
+
+
+def _discard_output() -> None:
+    """Point stdout at nothing, so the flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

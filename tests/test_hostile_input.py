@@ -552,6 +552,22 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(entry):
     assert p.wait(timeout=120) == 141 and err == ""
 
 
+@pytest.mark.parametrize("args", [["--help"], ["summary", "--backends", "torch", "--ratio", "8", "--input-size", "32"]])
+def test_output_that_cannot_be_written_is_one_line(args):
+    """`vgg summary > /dev/full`: the write was an OSError traceback; `--help`'s, an error at exit (status 120)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "vgg"), *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "error: the output could not be written (No space left on device); send it where it can be\n"
+
+
 def test_a_deleted_working_folder_is_one_line(tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
