@@ -68,7 +68,8 @@ def build():
 # starts from what is alive, not from what the last one dropped: a 224 px network's transient peak comes on top).
 # A full collection with the three frameworks loaded takes over half a second, so what survives a test's release
 # is frozen (gc.freeze: left out of later collections) until its module ends: each test's release then looks
-# only at the objects made since, and the module's release at everything again, its fixtures' networks included.
+# only at the objects made since, and the module's release at everything again, its fixtures' networks included
+# (what survives that is frozen again: the next module's first test would otherwise look at everything once more).
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +84,4 @@ def _release_memory_after_each_module():
     yield
     gc.unfreeze()
     release_memory()
+    gc.freeze()

@@ -249,9 +249,10 @@ LEARNING_RUN = [*SHORT_RUN, "--batch-norm"]
 
 
 @pytest.mark.parametrize("name", ["tf", "mxnet"])
-def test_tf_and_mxnet_runs_killed_mid_epoch_resume_bit_for_bit(tmp_path, name):
+def test_tf_and_mxnet_runs_killed_mid_epoch_resume_bit_for_bit(tmp_path, name, capsys):
     load_backend(name)
-    whole, cut, saved, _ = killed_and_resumed(tmp_path, name, LEARNING_RUN, env=THREADS)
+    # the uninterrupted run in this process, the others as `vgg` commands: all with the thread count of this one
+    whole, cut, saved, _ = killed_and_resumed(tmp_path, name, LEARNING_RUN, capsys=capsys)
     assert saved < 4
     a, b = saved_weights(whole / "weights.npz"), saved_weights(cut / "weights.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -50,12 +50,12 @@ def test_bad_input_is_one_message_and_a_non_zero_exit(args, message, capsys):
 
 
 def test_compare_end_to_end_writes_report_plot_and_json(backends, tmp_path):
-    done = run_vgg("compare", "--epochs", "2", "--train-limit", "1024", "--test-limit", "512", "--out", str(tmp_path))
+    done = run_vgg("compare", "--epochs", "2", "--train-limit", "512", "--test-limit", "256", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["backend"] for r in results["runs"]] == list(BACKENDS)
     for run in results["runs"]:
-        assert len(run["history"]["epochs"]) == 2 and run["train_examples"] == 1024 and run["test_examples"] == 512
+        assert len(run["history"]["epochs"]) == 2 and run["train_examples"] == 512 and run["test_examples"] == 256
         assert (tmp_path / run["backend"] / "weights.npz").is_file()
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -397,15 +397,16 @@ def test_a_file_that_is_no_model_is_one_line(tmp_path, capsys):
     assert "is not a readable ONNX model" in done.stderr
 
 
-def test_the_command_exits_0_when_it_conforms_and_1_when_not_and_writes_the_report(tmp_path):
+def test_the_command_exits_0_when_it_conforms_and_1_when_not_and_writes_the_report(tmp_path, capsys):
     load_backend("torch")
+    # as a user runs it, the factory's module found on PYTHONPATH; then the failing case in this process
     done = run_vgg("conform", "test_conform:book_vgg", "--out", tmp_path / "ok", env=CONFORM_ENV, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "**conforms**" in done.stdout and "| block1.conv1.weight | 8×1×3×3 | 0.0.weight |" in done.stdout
     record = json.loads((tmp_path / "ok" / "conformance.json").read_text())
     assert record["conforms"] is True and record["logits_error"] <= 1e-4
     assert (tmp_path / "ok" / "conformance.md").read_text().startswith("# Conformance of test_conform:book_vgg")
-    done = run_vgg("conform", "test_conform:broken_eps", "--out", tmp_path / "bad", env=CONFORM_ENV, timeout=300)
+    done = run_in_process(capsys, "conform", "test_conform:broken_eps", "--out", tmp_path / "bad")
     assert done.returncode == 1, done.stderr
     record = json.loads((tmp_path / "bad" / "conformance.json").read_text())
     assert record["conforms"] is False and record["first_divergence"] == "block2.bn1"

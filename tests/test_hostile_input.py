@@ -514,7 +514,7 @@ def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     assert (out / ".vgg-compare").is_file() and (out / "report.md").is_file()
     (out / ".vgg-compare").unlink()  # a compare's own results.json, from before the mark, still says so
     done = run_vgg("compare", *small)  # its own folder now: replaced without --overwrite
-    assert done.returncode == 0, done.stderr and (out / ".vgg-compare").is_file()
+    assert done.returncode == 0 and (out / ".vgg-compare").is_file(), done.stderr
 
 
 def test_a_common_package_in_the_working_folder_is_never_imported(tmp_path):

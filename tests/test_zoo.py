@@ -111,7 +111,25 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
     return VGG()
 
 
-@pytest.mark.parametrize("arch, bn", ZOO, ids=IDS)
+def test_every_torchvision_vgg_layout_is_read_and_written_back():
+    """All eight: each depth's convolution count and the batch-norm variants' indices in ``features``, read from
+    the shapes alone (no values: the networks are built on the meta device) and written back to the same keys."""
+    load_backend("torch")
+    import torch as pt
+
+    for arch, bn in ZOO:
+        with pt.device("meta"):
+            zoo = torchvision_vgg(arch, bn)
+        shapes = {k: tuple(v.shape) for k, v in zoo.state_dict().items() if not k.endswith("num_batches_tracked")}
+        state = {k: np.broadcast_to(np.float32(1), shape) for k, shape in shapes.items()}  # no memory either
+        config, weights = from_torchvision(state)
+        assert (config.arch, config.batch_norm, config.in_channels, config.num_classes) == (arch, bn, 3, 1000)
+        back = to_torchvision(config, weights)
+        assert {k: v.shape for k, v in back.items()} == shapes
+
+
+# Their values, through our network at 224 px: each depth once, with and without batch norm in turn.
+@pytest.mark.parametrize("arch, bn", [("vgg11", False), ("vgg13", True), ("vgg16", False), ("vgg19", True)])
 def test_torchvision_vgg_runs_in_ours(arch, bn, images):
     torch = load_backend("torch")
     import torch as pt
