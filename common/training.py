@@ -345,15 +345,17 @@ def check_state(
     saved: dict[str, np.ndarray], expected: dict[str, tuple[int, ...] | None], what: str, optional: tuple = ()
 ) -> None:
     """Refuse a checkpoint's ``what`` (its optimizer or random-generator state) unless its arrays are exactly the
-    ``expected`` names, each of the expected shape (None: any; the framework checks it where it is used);
-    ``optional`` names may be absent. Each backend's Trainer calls it before it sets any of them."""
+    ``expected`` names, each of real numbers and of the expected shape (None: any; the framework checks it where
+    it is used); ``optional`` names may be absent. Each backend's Trainer calls it before it sets any of them."""
     missing = [name for name in expected if name not in saved and name not in optional]
     extra = [name for name in saved if name not in expected]
     wrong = [n for n, shape in expected.items() if n in saved and shape is not None and saved[n].shape != shape]
-    if missing or extra or wrong:
+    odd = [n for n in expected if n in saved and saved[n].dtype.kind not in "biuf"]  # the frameworks cast the rest
+    if missing or extra or wrong or odd:
         said = [f"{len(missing)} missing (first {missing[0]})"] if missing else []
         said += [f"{len(extra)} unknown (first {extra[0]})"] if extra else []
         said += [f"{wrong[0]} of shape {saved[wrong[0]].shape}, not {expected[wrong[0]]}"] if wrong else []
+        said += [f"{odd[0]} of {saved[odd[0]].dtype}, not real numbers"] if odd else []
         raise WeightsError(f"its {what} is not this network's: {'; '.join(said)}")
 
 

@@ -231,6 +231,11 @@ CHECKPOINT_DAMAGE = {
         lambda a: a.update({_first(a, "optimizer/"): np.zeros(3, np.float32)}),
         "optimizer state is not this network's: ",
     ),
+    "slot complex": (  # cast by PyTorch with a warning, discarding the imaginary part; refused by Gluon's copy
+        None,
+        lambda a: a.update({_first(a, "optimizer/"): a[_first(a, "optimizer/")].astype(np.complex64)}),
+        "optimizer state is not this network's: ",
+    ),
     "slot nan": (
         None,
         lambda a: a.update(
