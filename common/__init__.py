@@ -50,12 +50,14 @@ def quiet_pipe(command) -> int:
     """``command()``'s exit status; where the reader of its output goes away, 141 without a traceback, and
     where the output cannot be written (``vgg summary > /dev/full``), one line and 1."""
     stdout = sys.stdout
-    sys.stdout = _Output(stdout)
+    if stdout is not None:  # None: started with stdout closed (`>&-`), where print() writes nothing
+        sys.stdout = _Output(stdout)
     try:
         try:
             status = command()
         finally:  # also under argparse's SystemExit (--help)
-            sys.stdout.flush()  # what is still buffered fails here, not in the flush at exit
+            if sys.stdout is not None:
+                sys.stdout.flush()  # what is still buffered fails here, not in the flush at exit
         return status
     except BrokenPipeError:
         _discard_output()

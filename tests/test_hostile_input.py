@@ -573,6 +573,14 @@ def test_output_that_cannot_be_written_is_one_line(args):
     assert done.stderr == "error: the output could not be written (No space left on device); send it where it can be\n"
 
 
+def test_a_command_started_with_its_output_closed_runs_as_before(monkeypatch):
+    """`vgg summary >&-`: Python sets sys.stdout to None, where print() writes nothing; the command still runs."""
+    import common
+
+    monkeypatch.setattr(sys, "stdout", None)
+    assert common.quiet_pipe(lambda: print("a table") or 0) == 0
+
+
 def test_a_deleted_working_folder_is_one_line(tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
