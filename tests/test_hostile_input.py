@@ -498,13 +498,13 @@ def test_a_compare_that_fails_to_resume_a_users_run_leaves_it_the_users(tmp_path
 
 def test_compare_never_replaces_a_run_it_did_not_write(tmp_path, capsys):
     out = tmp_path / "cmp"
-    load_backend("torch")
-    assert main(["train", "--backend", "torch", *TINY_CLI, "--epochs", "0", "--out", str(out / "torch")]) == 0
+    load_backend("mxnet")
+    assert main(["train", "--backend", "mxnet", *TINY_CLI, "--epochs", "0", "--out", str(out / "mxnet")]) == 0
     capsys.readouterr()
     before = _digest(out)
-    small = ["--backends", "torch", *TINY_CLI, "--epochs", "0", "--out", out]
+    small = ["--backends", "mxnet", *TINY_CLI, "--epochs", "0", "--out", out]
     err = _one_line(capsys, ["compare", *small])
-    assert f"{out / 'torch'} holds files vgg compare did not write; replace them with --overwrite" in err
+    assert f"{out / 'mxnet'} holds files vgg compare did not write; replace them with --overwrite" in err
     assert _digest(out) == before and not (out / ".vgg-compare").exists()
     (out / "results.json").write_text('{"mine": 1}')  # a user's file of that name makes the folder no compare's
     (out / "report.md").write_text("the user's notes")
@@ -526,7 +526,7 @@ def test_a_common_package_in_the_working_folder_is_never_imported(tmp_path):
     user = tmp_path / "common"
     user.mkdir()
     (user / "__init__.py").write_text("raise SystemExit('the user code ran')\n")
-    small = ["--backends", "torch", *TINY_CLI, "--epochs", "0", "--out", "c"]
+    small = ["--backends", "mxnet", *TINY_CLI, "--epochs", "0", "--out", "c"]  # the quickest to start
     command = [sys.executable, "-P", "-m", "common.cli", "compare", *small]  # the `vgg` script: not the folder first
     done = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "the user code ran" not in done.stderr, done.stderr
@@ -549,7 +549,7 @@ def test_ctrl_c_while_the_command_loads_is_one_line(capsys, monkeypatch):
 @pytest.mark.parametrize("entry", ["console script", "module"])
 def test_a_reader_that_goes_away_ends_the_command_quietly(entry):
     """`vgg summary | head -1`: the write to a closed pipe was a BrokenPipeError traceback."""
-    args = ["summary", "--backends", "torch", "--arch", "vgg11", "--ratio", "8", "--input-size", "32"]
+    args = ["summary", "--backends", "mxnet", "--arch", "vgg11", "--ratio", "8", "--input-size", "32"]  # quickest
     command = [str(Path(sys.executable).parent / "vgg"), *args] if entry == "console script" else vgg_command(*args)
     p = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     p.stdout.close()  # the reader goes away before the first line
@@ -557,7 +557,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(entry):
     assert p.wait(timeout=120) == 141 and err == ""
 
 
-@pytest.mark.parametrize("args", [["--help"], ["summary", "--backends", "torch", "--ratio", "8", "--input-size", "32"]])
+@pytest.mark.parametrize("args", [["--help"], ["summary", "--backends", "mxnet", "--ratio", "8", "--input-size", "32"]])
 def test_output_that_cannot_be_written_is_one_line(args):
     """`vgg summary > /dev/full`: the write was an OSError traceback; `--help`'s, an error at exit (status 120)."""
     with open("/dev/full", "w") as full:
