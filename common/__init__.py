@@ -15,6 +15,9 @@ def main() -> int:
     return quiet_pipe(command)
 
 
+PIPE_GONE = 141  # the exit status where the reader of the output went away: 128 + SIGPIPE, as the shell reports
+
+
 class OutputError(Exception):
     """The command's output could not be written (a full disk, a failing device): not the command's fault."""
 
@@ -60,7 +63,7 @@ def quiet_pipe(command) -> int:
         return status
     except BrokenPipeError:
         _discard_output()
-        return 141  # 128 + SIGPIPE: what the shell reports of a tool the signal ended
+        return PIPE_GONE
     except OutputError as error:
         _discard_output()
         print(f"error: the output could not be written ({error}); send it where it can be", file=sys.stderr)

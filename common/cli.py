@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import report
+from . import PIPE_GONE, report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .distributed import (
@@ -615,6 +615,8 @@ def _compare(args, names: list[str], out: Path) -> int:
                 file=sys.stderr,
             )
             return 1
+        if done.returncode == PIPE_GONE:  # the reader of the output went away: the run ended quietly, as this does
+            return PIPE_GONE
         if done.returncode != 0:
             print(f"error: the {name} run failed (exit {done.returncode}); see its message above", file=sys.stderr)
             return done.returncode

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import PIPE_GONE
 from .arch import MAX_INT
 from .errors import ConfigError, VGGError, arg
 
@@ -582,8 +583,10 @@ def launch(
     failure = run_processes(plan(backend, argv, workers, port))
     if failure is None:
         return 0
-    if failure.process.role == "worker" and failure.process.index == 0 and failure.code == 2:
-        return 2  # an error of the project's own, which worker 0 printed (every worker met the same)
+    if failure.process.role == "worker" and failure.process.index == 0 and failure.code in (2, PIPE_GONE):
+        # an error of the project's own, which worker 0 printed (every worker met the same); or the reader of
+        # worker 0's output went away (`| head`): the run ends quietly, as one process does
+        return failure.code
     print(
         f"error: {failure.describe(workers)}; the other processes were stopped. {saved(checkpoint, resume_hint)}",
         file=sys.stderr,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import ENV, TINY, TINY_CLI, run_vgg, vgg_command
+from helpers import ENV, TINY, TINY_CLI, kill_group, run_vgg, start_vgg, vgg_command
 
 from common.checkpoint import FILE_NAME, read_checkpoint_meta
 from common.cli import main
@@ -555,6 +555,23 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(entry):
     p.stdout.close()  # the reader goes away before the first line
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and err == ""
+
+
+@pytest.mark.parametrize("command", ["compare", "workers"])
+def test_a_reader_that_goes_away_ends_compare_and_a_distributed_run_quietly(command, tmp_path):
+    """`vgg compare | head -1`, `vgg train --workers 2 | head -1`: the run that lost its reader ended quietly (141),
+    and compare then called it a failed run, the launcher a stopped worker with exit 1."""
+    run = [*TINY_CLI, "--epochs", "2", "--train-limit", "256", "--test-limit", "32", "--out", tmp_path / "o"]
+    workers = ["train", "--backend", "torch", "--workers", "2", *run]
+    p = start_vgg(*(["compare", "--backends", "mxnet", *run] if command == "compare" else workers), own_group=True)
+    try:
+        if command == "compare":
+            assert p.stdout.readline() == "== MXNet Gluon\n"  # then the run's own first line finds no reader
+        p.stdout.close()
+        err = p.stderr.read()
+        assert p.wait(timeout=180) == 141 and err == ""
+    finally:
+        kill_group(p)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["summary", "--backends", "mxnet", "--ratio", "8", "--input-size", "32"]])
