@@ -486,16 +486,14 @@ def _trainer(b, args, net, recipe, worker):
     module = importlib.import_module(f"{b.__name__}.train")
     if worker is None:
         return module.Trainer(net, recipe, b.get_device(args.device)), True
-    device = b.get_device("cpu") if args.device == "cpu" else _worker_device(b, args.backend)
+    device = b.get_device("cpu") if args.device == "cpu" else _worker_device(b, args.backend, worker)
     trainer = module.DistributedTrainer(net, recipe, device, args.sync_bn)
     return trainer, trainer.rank == 0
 
 
-def _worker_device(b, backend):
+def _worker_device(b, backend, worker):
     """A worker's device: its local GPU where there are GPUs (LOCAL_RANK under torchrun), else the CPU."""
-    from .distributed import env_count
-
-    return b.try_gpu(env_count(os.environ, "LOCAL_RANK", "0", 0)) if backend == "torch" else b.try_gpu()
+    return b.try_gpu(worker.local) if backend == "torch" else b.try_gpu()
 
 
 def _launch_workers(args, out, ckpt) -> int:

@@ -134,10 +134,12 @@ class Watchdog:
 
 @dataclass(frozen=True)
 class Worker:
-    """This process's place in a run: ``rank`` of ``size`` (None where the engine assigns it when it starts)."""
+    """This process's place in a run: ``rank`` of ``size`` (None where the engine assigns it when it starts), and
+    ``local``, its GPU on this machine (``LOCAL_RANK`` under torchrun)."""
 
     rank: int | None
     size: int
+    local: int = 0
 
 
 def worker_env(backend: str, environ=None) -> Worker | None:
@@ -152,7 +154,7 @@ def worker_env(backend: str, environ=None) -> Worker | None:
         if size == 1:
             return None
         rank = _rank(env_count(env, "RANK", "0", 0), size, "RANK")
-        env_count(env, "LOCAL_RANK", "0", 0)
+        local = env_count(env, "LOCAL_RANK", "0", 0)
         missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
         if missing:
             raise ConfigError(
@@ -162,7 +164,7 @@ def worker_env(backend: str, environ=None) -> Worker | None:
             )
         if env_count(env, "MASTER_PORT", "0", 1) > 65535:
             raise ConfigError(f"MASTER_PORT={env['MASTER_PORT']!r} in the environment is no port; give 1..65535")
-        return Worker(rank, size)
+        return Worker(rank, size, local)
     if backend == "tf":
         if not env.get("TF_CONFIG"):
             return None
