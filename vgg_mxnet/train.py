@@ -154,6 +154,11 @@ def _optimizer(net, optimizer, lr):
     return gluon.Trainer(net.collect_params(), "adam" if optimizer == "adam" else "sgd", {"learning_rate": lr})
 
 
+def _slots(state) -> tuple:
+    """The arrays an optimizer keeps for one parameter (Adam: its two moments; plain SGD: none), as a tuple."""
+    return tuple(state) if isinstance(state, (tuple, list)) else () if state is None else (state,)
+
+
 class Trainer(training.Trainer):
     """MXNet Gluon's side of :func:`common.training.fit`."""
 
@@ -193,8 +198,7 @@ class Trainer(training.Trainer):
         """Per-parameter state (Adam's moments; none for plain SGD) as ``<index>/<slot>``; update counters."""
         arrays = {}
         for index, state in self.opt._updaters[0].states.items():
-            slots = state if isinstance(state, (tuple, list)) else () if state is None else (state,)
-            arrays.update({f"{index}/{j}": slot.asnumpy() for j, slot in enumerate(slots)})
+            arrays.update({f"{index}/{j}": slot.asnumpy() for j, slot in enumerate(_slots(state))})
         o = self.opt._optimizer  # Adam's bias correction reads the counters
         return arrays, {"num_update": o.num_update, "counts": {str(k): v for k, v in o._index_update_count.items()}}
 
@@ -204,7 +208,7 @@ class Trainer(training.Trainer):
         states = {}
         for index, param in enumerate(params):
             state = o.create_state_multi_precision(index, param.list_data()[0])
-            states[index] = state, state if isinstance(state, (tuple, list)) else () if state is None else (state,)
+            states[index] = state, _slots(state)
         expected = {f"{i}/{j}": slot.shape for i, (_, slots) in states.items() for j, slot in enumerate(slots)}
         training.check_state(arrays, expected, "optimizer state")
         counts, num_update = scalars.get("counts", {}), scalars.get("num_update", 0)
