@@ -1,6 +1,6 @@
 """Nothing lost, nothing unclear: interrupted training, bad input, damaged files.
 
-One test per fault or bad input; each is a row of the README's reliability table.
+One test per fault or bad input; each is a row of docs/reliability.md's table.
 """
 
 from __future__ import annotations
