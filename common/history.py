@@ -34,6 +34,13 @@ class History:
     def add(self, epoch: Epoch) -> None:
         self.epochs.append(epoch)
 
+    def resumed_on(self, device: str, epoch: int) -> None:
+        """A resumed run's part from ``epoch`` on runs on ``device``: named where the last part ran elsewhere
+        (``"cuda:0 then cpu from epoch 3"``), so that the record says where each epoch ran."""
+        last = self.device.rsplit(" then ", 1)[-1].split(" from epoch ", 1)[0]
+        if device != last:
+            self.device = f"{self.device} then {device} from epoch {epoch}"
+
     def to_dict(self) -> dict:
         return {
             "backend": self.backend,

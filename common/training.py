@@ -487,6 +487,8 @@ def fit(
                     f"({reason(e)[:250]}); {ALTERED}"
                 ) from None
             history, first = ckpt.history, ckpt.epoch + 1
+            if first <= recipe.num_epochs:
+                history.resumed_on(str(trainer.device), first)
             batches = getattr(train_iter, "batches", None)
             if ckpt.state.get("data_epoch") is not None and batches is not None:
                 batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped

@@ -277,6 +277,21 @@ def test_resume_with_another_recipe_is_refused_by_the_api(tmp_path, torch_one_th
         b.train(b.vgg(**TINY, dropout=0.2), train_iter, test_iter, 2, resume_from=path, verbose=False)
 
 
+def test_a_run_resumed_on_another_device_says_where_each_epoch_ran(tmp_path, torch_one_thread):
+    import torch
+
+    b = torch_one_thread
+    net, train_iter, test_iter = _tiny_torch_run(b)
+    first = torch.device("cpu", 0)  # another device's name on this machine ("cpu:0"), as a GPU's would be
+    b.train(net, train_iter, test_iter, 1, device=first, checkpoint=tmp_path, verbose=False)
+    history = b.train(
+        net, train_iter, test_iter, 2, device="cpu", checkpoint=tmp_path, resume_from=tmp_path, verbose=False
+    )
+    assert history.device == "cpu:0 then cpu from epoch 2" and len(history.epochs) == 2
+    history = b.train(net, train_iter, test_iter, 3, device="cpu", resume_from=tmp_path, verbose=False)
+    assert history.device == "cpu:0 then cpu from epoch 2" and len(history.epochs) == 3
+
+
 def test_a_new_run_never_overwrites_a_saved_one(tmp_path, capsys):
     path = _checkpoint(tmp_path / FILE_NAME)
     before = path.read_bytes()
