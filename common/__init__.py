@@ -3,6 +3,8 @@
 import os
 import sys
 
+from .exits import PIPE_GONE
+
 
 def main() -> int:
     """The `vgg` command (:func:`common.cli.main`); Ctrl-C while its modules load is one line too, and a reader
@@ -13,9 +15,6 @@ def main() -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return quiet_pipe(command)
-
-
-PIPE_GONE = 141  # the exit status where the reader of the output went away: 128 + SIGPIPE, as the shell reports
 
 
 class OutputError(Exception):

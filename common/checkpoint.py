@@ -14,6 +14,7 @@ resumes it before any array is read.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,8 +26,10 @@ from typing import TextIO
 import numpy as np
 
 from .arch import MAX_INT, NetConfig, positive_int
+from .backends import BACKENDS
 from .errors import ConfigError, WeightsError, arg
 from .history import History
+from .recipe import Recipe
 from .weights import (
     META_KEY,
     UNREADABLE,
@@ -53,7 +56,7 @@ RECIPE_KEYS = (
 )
 # num_epochs is not among them: a resumed run may extend a run (train more epochs than it was started
 # with), never shorten it below the epochs already trained. A cosine schedule then anneals the remaining
-# epochs over the new total (common.training.Recipe.lr_at).
+# epochs over the new total (common.recipe.Recipe.lr_at).
 # What a recipe written before a key existed meant by it.
 RECIPE_FORMER = {"precision": "fp32"}
 # How a refusal of a checkpoint whose contents no run writes ends.
@@ -127,8 +130,6 @@ class FolderLock:
         self.file: TextIO | None = None
 
     def __enter__(self) -> FolderLock:
-        import fcntl
-
         path = self.folder / self.NAME
         try:  # held open for the run's lifetime; never through a link (its target would be written)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
@@ -190,7 +191,7 @@ class Snapshot:
 
     backend: str
     config: NetConfig
-    recipe: dict  # common.training.Recipe.record()
+    recipe: dict  # common.recipe.Recipe.record()
     epoch: int
     history: History
     weights: dict[str, np.ndarray]
@@ -263,8 +264,6 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
 
 def _check_record(meta: dict, path: Path) -> None:
     """Refuse a record holding what no run writes; each value is checked as train() checks its argument."""
-    from .backends import BACKENDS
-    from .training import Recipe
 
     def damaged(part: str, why) -> WeightsError:
         return WeightsError(f"{path} has a damaged {part} record ({why}); {ALTERED}")

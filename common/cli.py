@@ -14,12 +14,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import PIPE_GONE, report
+from . import report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
 from .distributed import (
     LAUNCHED,
-    LOST,
     TIMEOUT,
     child_env,
     describe_exit,
@@ -30,8 +29,11 @@ from .distributed import (
     worker_env,
 )
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
+from .exits import LOST, PIPE_GONE
+from .host import LOG_EVERY, env_seconds, reuse_freed_memory
+from .recipe import LR_SCHEDULES, OPTIMIZERS, default_lr
 from .spec import check_memory, spec
-from .training import LOG_EVERY, LR_SCHEDULES, OPTIMIZERS, default_lr, env_seconds, fit, reuse_freed_memory
+from .training import fit
 
 # Training options left out take these values (the checkpoint's, with --resume). `vgg train`: the book's recipe
 # on VGG-11 narrowed 4x (its small_conv_arch) at 224 px.
@@ -345,7 +347,8 @@ def cmd_train(args) -> int:
 def _train(args, out: Path | None) -> int:
     from .checkpoint import checkpoint_file, read_checkpoint_meta
     from .errors import TrainingDiverged
-    from .weights import MODEL_SUFFIXES, atomic_write
+    from .files import atomic_write
+    from .weights import MODEL_SUFFIXES
 
     ckpt = checkpoint_file(out) if out else None
     if args.resume:
@@ -472,7 +475,7 @@ def _check_worker_options(args) -> None:
 
 def _recipe(args):
     """The run's recipe from its options (the book's learning rate where --lr is left out), checked."""
-    from .training import Recipe
+    from .recipe import Recipe
 
     lr = args.lr or default_lr(args.optimizer, args.arch)
     return Recipe(args.epochs, lr, args.optimizer, args.lr_schedule, args.seed, args.precision)
@@ -667,7 +670,7 @@ def _claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: 
 
 def _mark_compare_folder(out: Path) -> None:
     """Mark ``out`` as a compare's: its backends' runs and report files may be replaced by the next one."""
-    from .weights import atomic_write
+    from .files import atomic_write
 
     atomic_write(out / COMPARE_MARK, lambda f: f.write(b"written by vgg compare: its runs here may be replaced\n"))
 
@@ -694,7 +697,7 @@ def _prepare_file(path, overwrite: bool, option: str, suffixes: tuple[str, ...] 
     ``option`` names where the path came from.
     """
     from .checkpoint import prepare_folder
-    from .weights import check_target
+    from .files import check_target
 
     if not str(path).strip():
         raise ConfigError(f"{option} was given an empty name; name the file to write")
@@ -861,7 +864,7 @@ def _bench_onnxruntime(names: list[str], args, batch_size: int, steps: int, repe
     """
     from .arch import make_any_config
     from .backends import is_available
-    from .interchange import bench_onnxruntime
+    from .bench import bench_onnxruntime
 
     if args.precision != "fp32":
         raise ConfigError("ONNX Runtime runs the exported float32 graph: leave onnxruntime out of a bf16 bench")
@@ -970,7 +973,7 @@ def cmd_bench(args) -> int:
         if onnxruntime:
             row = _bench_onnxruntime(names, args, batch_size, steps, repeats, summary)
             if args.json:
-                from .weights import atomic_write
+                from .files import atomic_write
 
                 record = {**(summary or {}), "onnxruntime": row}
                 atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1).encode()))
@@ -1024,7 +1027,7 @@ def _bench_workers(names: list[str], args, batch_size: int, steps: int) -> int:
     cpu = cpu_features().get("model", "unknown")
     print(f"CPU: {cpu}; the model: docs/distributed.md")
     if args.json is not None:
-        from .weights import atomic_write
+        from .files import atomic_write
 
         record = {"config": config.to_dict(), "batch_size": batch_size, "steps": steps, "cpu": cpu}
         record["rows"] = [dict(zip(headers, row, strict=True)) for row in rows]
@@ -1035,7 +1038,7 @@ def _bench_workers(names: list[str], args, batch_size: int, steps: int) -> int:
 
 def _add_precision(p, default="fp32"):
     """``--precision``; ``default=None`` where the command fills it in (a resumed run takes the checkpoint's)."""
-    from .training import PRECISIONS
+    from .recipe import PRECISIONS
 
     p.add_argument(
         "--precision",

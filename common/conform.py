@@ -49,9 +49,9 @@ from .arch import (
     make_any_config,
     net_plan,
 )
-from .errors import ConfigError, InputError, VGGError, WeightsError, arg
+from .errors import ConfigError, InputError, VGGError, WeightsError, arg, reason
 from .spec import available_memory, check_layer_sizes, format_bytes, memory_needed, spec
-from .weights import from_canonical, no_file, reason, xavier_init
+from .weights import from_canonical, no_file, xavier_init
 
 TOLERANCE = 1e-4  # relative to the largest reference value: the logits, and every traced layer
 KINDS = ("conv", "bn", "relu", "lrn", "pool", "flatten", "linear", "dropout")
@@ -699,7 +699,7 @@ def _shape(shape) -> str:
 
 def write_report(report: Report, folder: str | os.PathLike) -> list[Path]:
     """``conformance.md`` and ``conformance.json`` in ``folder`` (created)."""
-    from .weights import atomic_write
+    from .files import atomic_write
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():

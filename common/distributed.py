@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -36,9 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import PIPE_GONE
 from .arch import MAX_INT
+from .checkpoint import read_checkpoint_meta
 from .errors import ConfigError, VGGError, arg
+from .exits import LOST, PIPE_GONE
+from .host import env_seconds
+from .spec import spec
 
 HOST = "127.0.0.1"  # every local run binds and connects here only
 # The engine each backend's DistributedTrainer drives, and the synchronized batch norm it offers (None: none).
@@ -59,7 +63,6 @@ TIMEOUT = 300.0  # VGG_DIST_TIMEOUT sets it: collective_timeout()
 
 def collective_timeout() -> float:
     """:data:`TIMEOUT`, or the seconds ``VGG_DIST_TIMEOUT`` gives (one line where it is no number > 0)."""
-    from .training import env_seconds
 
     return env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
 
@@ -67,9 +70,6 @@ def collective_timeout() -> float:
 # Set by launch() in every worker it starts, to the worker's index: only worker 0 prints an error of the
 # project's own (the same in every worker), and none prints a lost peer, which the parent names itself.
 LAUNCHED = "VGG_LAUNCHED"
-# The exit status of a worker started by launch() that lost its peers (WorkerLost): not an error of its own, so
-# the parent names the worker that stopped or stalled (2 is an error of the project's own, which worker 0 printed).
-LOST = 3
 
 
 def quiet_error(error: Exception, environ=None) -> bool:
@@ -100,8 +100,6 @@ class Watchdog:
     """
 
     def __init__(self, timeout: float | None = None):
-        import threading
-
         self.timeout = collective_timeout() if timeout is None else timeout
         self.deadline: float | None = None
         threading.Thread(target=self._watch, name="vgg-watchdog", daemon=True).start()
@@ -603,7 +601,6 @@ def saved(checkpoint: Path | None, resume_hint: str = "") -> str:
         return "Nothing was saved (a run given a folder to save in saves every epoch)."
     if not checkpoint.is_file():
         return "Nothing was saved (no epoch finished)."
-    from .checkpoint import read_checkpoint_meta
 
     meta = read_checkpoint_meta(checkpoint)
     return f"The last saved epoch is {meta['epoch']} of {meta['recipe']['num_epochs']}, in {checkpoint}" + (
@@ -657,7 +654,6 @@ def predict(config, batch: int, workers: int, flops_per_s: float, bandwidth: flo
     global ``batch`` split ``workers`` ways (the project's ``--batch-size``), or ``batch`` each with
     ``per_worker``. Communication: :func:`allreduce_seconds` at ``bandwidth`` bytes/s.
     """
-    from .spec import spec
 
     s = spec(config)
     examples = batch if per_worker else batch / workers

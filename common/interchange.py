@@ -22,30 +22,29 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .arch import NetConfig
-from .errors import BackendUnavailable, ConfigError, InputError, WeightsError
+from .data import check_batch
+from .errors import BackendUnavailable, ConfigError, InputError, WeightsError, reason
+from .files import atomic_write, check_target
 from .spec import check_memory, spec
-from .training import check_batch
 from .weights import (
     FORMAT,
     MODEL_SUFFIXES,
-    atomic_write,
-    check_target,
+    check_finite_weights,
     check_weights,
     load_npz,
     make_meta,
     meta_config,
     no_file,
     parse_meta,
-    reason,
     save_npz,
-    xavier_init,
+    scheme_weights,
+    trainable_shapes,
 )
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -351,7 +350,7 @@ def read_onnx(path: Path):
     another one (ONNX itself refuses ``..`` but follows links).
     """
     onnx = require("onnx", "reading .onnx models")
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # deferred: part of the optional ONNX install
 
     def damaged(e: Exception):
         return WeightsError(
@@ -451,30 +450,39 @@ def evaluate_onnx(model: OnnxModel, batches) -> float:
     return correct / total
 
 
-def bench_onnxruntime(exporter: str, config: NetConfig, batch_size: int, steps: int, repeats: int) -> dict:
-    """ONNX Runtime's inference examples/s on one real batch, for the seed-0 weights exported by ``exporter``.
+def weights_api(export_weights, import_weights, source: str, source_version: str, default_init):
+    """The four weights helpers every backend exports, made once from its ``export_weights``/``import_weights``.
 
-    What ``vgg bench`` measures for a framework's inference, on the same network, weights and real batch; the
-    graph is written by the framework ``exporter`` names (``torch``, ``tf`` or ``mxnet``).
+    ``source``/``source_version`` name the framework in saved files; ``default_init(net)`` re-initialises a
+    network the framework's own way (``init_weights(net, "default")``). Returns ``(named_parameters,
+    init_weights, save_weights, load_weights)``.
     """
-    from .backends import display_name, get_backend
-    from .bench import examples_per_sec
-    from .data import fashion_mnist_batches
 
-    b = get_backend(exporter)
-    _, test = fashion_mnist_batches(batch_size, config.input_size, 0, "NCHW", None, None, batch_size)
-    batch = next(iter(test))
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bench.onnx"
-        b.export_onnx(b.import_weights(b.from_config(config), xavier_init(config, 0)), path)
-        model = OnnxModel(path, config)
-    rate = examples_per_sec(lambda x, y: model(x), [batch], batch_size, steps, repeats)
-    return {
-        "backend": "onnxruntime",
-        "framework": "ONNX Runtime",
-        "exporter": display_name(exporter),
-        "onnxruntime_version": require("onnxruntime", "running .onnx models").__version__,
-        "opset": model.meta["opset"],
-        "infer": rate,
-        "infer_gflops": rate * 2 * spec(config).macs / 1e9,
-    }
+    def named_parameters(net):
+        """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
+        return trainable_shapes(export_weights(net))
+
+    def init_weights(net, scheme="xavier", seed=0, value=1.0):
+        """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
+
+        Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
+        all three frameworks; ``"default"`` is the framework's own initialisation.
+        """
+        if scheme == "default":
+            default_init(net)
+            return net
+        return import_weights(net, scheme_weights(net.config, scheme, seed, value))
+
+    def save_weights(net, path):
+        """Write the canonical weights and configuration to a ``.npz`` (or ``.safetensors``) file, atomically."""
+
+        weights = check_finite_weights(export_weights(net), "the network")
+        return save_weights_file(path, net.config, weights, source, source_version)
+
+    def load_weights(net, path):
+        """Load a ``.npz`` or ``.safetensors`` of any backend; refuses another configuration before touching it."""
+
+        weights, _ = load_weights_file(path, net.config)
+        return import_weights(net, weights)
+
+    return named_parameters, init_weights, save_weights, load_weights

@@ -140,7 +140,7 @@ def resident_rate(trainer, x, y, warmup: int, steps: int) -> tuple[float, float]
 
 def project_run(device: str, resize: int, epochs: int, limit: int | None) -> dict:
     import vgg_torch
-    from common.training import Recipe
+    from common.recipe import Recipe
     from vgg_torch.data import on_device
     from vgg_torch.train import Trainer
 
@@ -358,7 +358,7 @@ def levers(device: str, resize: int, quick: bool) -> dict:
     fp32 and bf16; what each lever would give the bf16 target. For the eager steps, where their time goes
     (:func:`step_profile`): what a next lever would have to shorten."""
     import vgg_torch
-    from common.training import Recipe
+    from common.recipe import Recipe
     from vgg_torch.train import Trainer
 
     results = {}

@@ -15,7 +15,7 @@ import os
 # allocator keeps every block it ever held (1.3 GB after one 224 px VGG-11 is built and dropped).
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 # The suite's own process keeps glibc's default malloc: in-process PyTorch training would otherwise switch it to
-# keeping freed memory (common.training.reuse_freed_memory), and the 224 px tests that follow would hold
+# keeping freed memory (common.host.reuse_freed_memory), and the 224 px tests that follow would hold
 # 0.5 GB more. `vgg` subprocesses run as a user's do (helpers.ENV leaves this out).
 os.environ["VGG_REUSE_FREED_MEMORY"] = "0"
 

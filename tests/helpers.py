@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common.checkpoint import FILE_NAME, read_checkpoint_meta
-from common.training import give_back_freed_memory
+from common.host import give_back_freed_memory
 from common.weights import META_KEY, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]

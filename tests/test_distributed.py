@@ -28,8 +28,8 @@ from common.arch import config_from_dict
 from common.checkpoint import read_checkpoint_meta
 from common.distributed import HOST, Process, check_port, free_ports, plan, run_processes, shard, worker_env
 from common.errors import ConfigError
+from common.recipe import Recipe
 from common.report import compare_rows
-from common.training import Recipe
 from common.weights import load_npz, xavier_init
 
 # The small run every engine test trains: 5 SGD steps of a 64-example global batch on real Fashion-MNIST.

@@ -40,8 +40,9 @@ from common.checkpoint import FILE_NAME, Snapshot, load_checkpoint, read_checkpo
 from common.cli import main
 from common.data import read_file, read_idx
 from common.errors import ConfigError, DataError, InputError, TrainingDiverged, VGGError, WeightsError
+from common.recipe import Recipe
 from common.spec import spec
-from common.training import Epoch, History, Recipe
+from common.training import Epoch, History
 from common.weights import META_KEY, save_npz, xavier_init
 
 

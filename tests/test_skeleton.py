@@ -15,7 +15,9 @@ from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_in_process, run_python, 
 
 from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError, TrainingDiverged
-from common.training import Progress, Recipe, parse_device
+from common.host import Progress
+from common.recipe import Recipe
+from common.training import parse_device
 
 # A short torch run of the TINY network.
 RUN = ["--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "256", "--test-limit", "64"]

@@ -6,8 +6,8 @@ import mxnet as mx
 import numpy as np
 
 from common.errors import BackendUnavailable
+from common.files import atomic_write
 from common.interchange import INPUT, INSTALL, OUTPUT, check_export_args, finish_onnx, require
-from common.weights import atomic_write
 
 EXPORTER = "mx.onnx.export_model"
 

@@ -14,8 +14,9 @@ from mxnet.contrib import amp
 
 from common import training
 from common.bench import cpu_features
+from common.data import check_batch
+from common.distributed import SYNC_BN, Watchdog, shard
 from common.errors import ConfigError, InputError, WeightsError
-from common.training import check_batch
 
 from .data import on_device
 from .weights import export_weights, import_weights
@@ -40,7 +41,7 @@ def get_device(device="auto"):
 
 
 def _check_batch(net, x, y, check_finite, where):
-    """The checks of :func:`common.training.check_batch` on one batch of NDArrays (NCHW)."""
+    """The checks of :func:`common.data.check_batch` on one batch of NDArrays (NCHW)."""
     if not isinstance(x, mx.nd.NDArray) or not isinstance(y, mx.nd.NDArray):
         raise InputError(
             f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as NDArrays (mx.nd.array)"
@@ -260,8 +261,6 @@ class DistributedTrainer(Trainer):
     """
 
     def __init__(self, net, recipe, device, sync_bn=False):
-        from common.distributed import SYNC_BN, Watchdog
-
         if sync_bn and SYNC_BN["mxnet"] is None:
             raise ConfigError(
                 "--sync-bn: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
@@ -293,8 +292,6 @@ class DistributedTrainer(Trainer):
             self.kv.init(self.metrics, mx.nd.zeros(2))
 
     def train_step(self, x, y):
-        from common.distributed import shard
-
         batch, part = y.shape[0], shard(y.shape[0], self.rank, self.size)
         if part.stop > part.start:
             x, y = (

@@ -7,10 +7,11 @@ import json
 import mxnet as mx
 import numpy as np
 
-from common.errors import WeightsError
+from common.errors import WeightsError, reason
+from common.files import atomic_write
+from common.interchange import weights_api
 from common.weights import (
     META_KEY,
-    atomic_write,
     check_finite_weights,
     check_model_path,
     check_weights,
@@ -18,8 +19,6 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
-    reason,
-    weights_api,
 )
 from common.zoo import from_gluon_zoo
 

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.files import atomic_write
 from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
-from common.weights import atomic_write
 
 EXPORTER = "keras Model.export(format='onnx') via tf2onnx"
 

@@ -25,11 +25,11 @@ from common.arch import (
     check_trace_request,
     net_plan,
 )
-from common.errors import BackendUnavailable, InputError, WeightsError
+from common.data import check_batch
+from common.errors import BackendUnavailable, InputError, WeightsError, reason
 from common.report import summary_table
 from common.spec import network_functions, spec
-from common.training import check_batch
-from common.weights import meta_config, parse_meta, reason
+from common.weights import meta_config, parse_meta
 
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailable(

@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from common import training
+from common.data import check_batch
+from common.distributed import WorkerLost, collective_timeout, restored_digest, shard
 from common.errors import ConfigError, InputError
-from common.training import check_batch
 
 from .data import on_device
 from .model import _named_layers, from_config
@@ -42,7 +43,7 @@ def get_device(device="auto"):
 
 
 def _check_batch(net, x, y, check_finite, where):
-    """The checks of :func:`common.training.check_batch` on one batch of tensors (NHWC, Keras' layout)."""
+    """The checks of :func:`common.data.check_batch` on one batch of tensors (NHWC, Keras' layout)."""
     if not tf.is_tensor(x) or not tf.is_tensor(y):
         raise InputError(
             f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
@@ -212,8 +213,6 @@ def join_run():
     process's context): ``vgg train`` calls this before it builds the network or reads a batch.
     """
     if "strategy" not in _RUN:
-        from common.distributed import collective_timeout
-
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout(),
             implementation=tf.distribute.experimental.CommunicationImplementation.RING,
@@ -257,8 +256,6 @@ class DistributedTrainer(Trainer):
     def set_rng_state(self, arrays):
         super().set_rng_state(arrays)
         if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
-            from common.distributed import restored_digest
-
             rng = np.random.default_rng([self.recipe.seed, self.rank, restored_digest(arrays)])
             for _, layer in _dropouts(self.forward):
                 layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
@@ -278,8 +275,6 @@ class DistributedTrainer(Trainer):
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
     def train_step(self, x, y):
-        from common.distributed import shard
-
         batch, part = int(y.shape[0]), shard(int(y.shape[0]), self.rank, self.size)
         try:
             return self.step(x[part], y[part], tf.constant(batch, tf.float32)).numpy().tolist()  # one host sync
@@ -292,7 +287,5 @@ _LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.
 
 
 def _lost(error):
-    from common.distributed import WorkerLost
-
     detail = next((line for line in str(error).splitlines() if "aborted by" in line), type(error).__name__)
     return WorkerLost(f"another worker of the run stopped or stalled ({detail.strip()[:200]}); this one stops too")

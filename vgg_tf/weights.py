@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.errors import WeightsError
+from common.errors import WeightsError, reason
+from common.files import atomic_write
+from common.interchange import weights_api
 from common.weights import (
-    atomic_write,
     check_finite_weights,
     check_model_path,
     check_weights,
@@ -20,9 +21,7 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
-    reason,
     to_canonical,
-    weights_api,
 )
 from common.zoo import from_keras_applications
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from common.files import atomic_write
 from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
-from common.weights import atomic_write
 
 EXPORTER = "torch.onnx.export (dynamo=True)"
 

@@ -18,10 +18,10 @@ from common.arch import (
     check_trace_request,
     net_plan,
 )
+from common.data import check_batch
 from common.errors import InputError
 from common.report import summary_table
 from common.spec import network_functions, spec
-from common.training import check_batch
 
 
 def _layer(p: LayerPlan) -> nn.Module:

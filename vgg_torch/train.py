@@ -9,9 +9,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from common import training
+from common import host, training
+from common.data import check_batch
+from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
 from common.errors import ConfigError, InputError
-from common.training import check_batch
 
 from .data import on_device
 from .weights import export_weights, import_weights
@@ -36,7 +37,7 @@ def get_device(device="auto"):
 
 
 def _check_batch(net, x, y, check_finite, where):
-    """The checks of :func:`common.training.check_batch` on one batch of tensors (NCHW)."""
+    """The checks of :func:`common.data.check_batch` on one batch of tensors (NCHW)."""
     if not torch.is_tensor(x) or not torch.is_tensor(y):
         raise InputError(
             f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
@@ -139,7 +140,7 @@ class Trainer(training.Trainer):
             self.read_every = 50
             torch.backends.cudnn.benchmark = True
         else:  # PyTorch's CPU tensors come from malloc: keep freed activations for the next step (docs/performance.md)
-            training.reuse_freed_memory()
+            host.reuse_freed_memory()
         # channels-last lets oneDNN run its blocked convolutions without reordering every tensor: measured 1.3x
         # faster training and 1.8x faster inference than PyTorch's default NCHW on a 2-core CPU (vgg bench)
         net.to(device, memory_format=torch.channels_last)
@@ -210,7 +211,7 @@ class Trainer(training.Trainer):
             torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda"].copy()), torch.device(self.device))
 
     def finish(self):
-        training.give_back_freed_memory()  # what the steps kept (reuse_freed_memory) goes back to the system
+        host.give_back_freed_memory()  # what the steps kept (reuse_freed_memory) goes back to the system
 
 
 train = training.train_function(Trainer, get_device)
@@ -222,7 +223,6 @@ def join_run():
     ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` are what ``torchrun`` and ``vgg train
     --workers N`` set; a collective waits at most ``common.distributed.collective_timeout()`` seconds for the others.
     """
-    from common.distributed import collective_timeout
 
     if not dist.is_available():
         raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
@@ -265,13 +265,9 @@ class DistributedTrainer(Trainer):
     def set_rng_state(self, arrays):
         super().set_rng_state(arrays)
         if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
-            from common.distributed import restored_digest
-
             torch.manual_seed(training.derived_seed(self.recipe.seed, self.rank, restored_digest(arrays)))
 
     def train_step(self, x, y):
-        from common.distributed import loss_scale, shard
-
         batch, part = len(y), shard(len(y), self.rank, self.size)
         x, y = x[part].to(self.device, memory_format=torch.channels_last), y[part].to(self.device)
         with _collective():
@@ -297,7 +293,6 @@ _LOST = ("gloo", "nccl", "connection", "timed out", "timeout", "broken pipe")
 @contextlib.contextmanager
 def _collective():
     """Turn a collective that failed because another worker stopped into one :class:`WorkerLost` line."""
-    from common.distributed import WorkerLost
 
     try:
         yield

@@ -9,9 +9,10 @@ import warnings
 import numpy as np
 import torch
 
-from common.errors import WeightsError
+from common.errors import WeightsError, reason
+from common.files import atomic_write
+from common.interchange import weights_api
 from common.weights import (
-    atomic_write,
     check_finite_weights,
     check_model_path,
     check_weights,
@@ -19,8 +20,6 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
-    reason,
-    weights_api,
 )
 from common.zoo import from_torchvision
 
