@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .arch import NetConfig, make_any_config
+from .arch import NetConfig, arch_text, make_any_config
 from .backends import display_name, get_backend
 from .data import fashion_mnist_batches
-from .distributed import child_env, die_with_parent, python_module
+from .distributed import BANDWIDTHS, ENGINES, check_workers, child_env, die_with_parent, predict, python_module
 from .errors import ConfigError, VGGError
 from .files import atomic_write
 from .host import Progress, reuse_freed_memory
@@ -597,3 +597,61 @@ if __name__ == "__main__":  # one sweep point: `python -m common.bench '{"backen
         print(json.dumps(sweep_point(**json.loads(sys.argv[1]))))
     except VGGError as e:
         sys.exit(f"error: {e}")
+
+
+def bench_workers(
+    names: list[str],
+    arch,
+    ratio: int | None,
+    resize: int,
+    batch_size: int,
+    steps: int,
+    precision: str,
+    max_workers: int,
+    json_path: str | None,
+) -> int:
+    """``vgg bench --workers N``: training examples/s of 1..N data-parallel processes of one thread each (the
+    same threads in all), each a real ``vgg train --workers K`` run of two epochs of ``steps`` global batches,
+    the second timed; beside it, what ``common.distributed.predict`` expects from the one-process speed."""
+
+    rows = []
+    for name in names:
+        check_workers(max_workers, batch_size, name)
+        config = make_any_config(arch, 1, 10, resize, ratio)
+        flops, single = spec(config).train_flops, None
+        for workers in range(1, max_workers + 1):
+            with tempfile.TemporaryDirectory() as out:
+                cmd = python_module("common.cli", "train", "--backend", name, "--arch", arch_text(arch))
+                cmd += [] if ratio is None else ["--ratio", str(ratio)]
+                cmd += ["--resize", str(resize), "--batch-size", str(batch_size), "--epochs", "2"]
+                cmd += ["--train-limit", str(batch_size * steps), "--test-limit", str(batch_size), "--device", "cpu"]
+                cmd += ["--precision", precision, "--workers", str(workers), "--out", out]
+                env = child_env(OMP_NUM_THREADS="1", MXNET_OMP_MAX_THREADS="1")
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent())
+                if done.returncode != 0:
+                    raise ConfigError(f"the {name} run with {workers} workers failed: {done.stderr.strip()[-300:]}")
+                rate = json.loads((Path(out) / "history.json").read_text())["history"]["epochs"][-1]["examples_per_sec"]
+            single = single or rate
+            expected = predict(config, batch_size, workers, single * flops, BANDWIDTHS["10 Gb/s"])
+            rows.append(
+                [
+                    display_name(name),
+                    ENGINES[name].split(" (")[0],
+                    workers,
+                    rate,
+                    f"{rate / single:.2f}x",
+                    f"{rate / single / workers:.0%}",
+                    f"{expected.efficiency:.0%}",
+                ]
+            )
+    headers = ["backend", "engine", "processes", "train examples/s", "speedup", "efficiency", "model (10 Gb/s)"]
+    print(format_table(headers, rows, title=f"data parallel, one thread per process: {config.describe()}"))
+
+    cpu = cpu_features().get("model", "unknown")
+    print(f"CPU: {cpu}; the model: docs/distributed.md")
+    if json_path is not None:
+        record = {"config": config.to_dict(), "batch_size": batch_size, "steps": steps, "cpu": cpu}
+        record["rows"] = [dict(zip(headers, row, strict=True)) for row in rows]
+        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        print(f"numbers: {json_path}")
+    return 0

@@ -28,6 +28,7 @@ import numpy as np
 from .arch import MAX_INT, NetConfig, positive_int
 from .backends import BACKENDS
 from .errors import ConfigError, WeightsError, arg
+from .files import atomic_write
 from .history import History
 from .recipe import Recipe
 from .weights import (
@@ -357,3 +358,67 @@ def load_checkpoint(
     floats = {name: a for name, a in groups["optimizer"].items() if a.dtype.kind == "f"}
     check_finite_weights(floats, f"the optimizer state of {path}")  # Adam's moments; SGD keeps none
     return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])
+
+
+# What a `vgg train --out DIR` leaves in DIR: any of them there means a run is saved there.
+RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "model.pt", "model.weights.h5", "model.params")
+
+
+COMPARE_MARK = ".vgg-compare"  # in a `vgg compare` --out: the backends' runs there are the command's own
+
+
+COMPARE_FILES = ("report.md", "curves.png", "results.json")
+
+
+def claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: bool) -> None:
+    """Before a compare writes into ``out``: refuse to replace what it did not write, then mark the folder its own.
+
+    A backend's folder holding a run, or a report file, in a folder no compare has written (no mark, and no
+    compare's results.json from before the mark existed) is a user's: it is replaced only with ``overwrite``.
+    ``resume`` continues such a run where it has a checkpoint, and replaces nothing else of the user's. A compare
+    that is not resumed also removes the report of the one before, so that one failing partway leaves no report
+    that describes other runs.
+    """
+
+    own = (out / COMPARE_MARK).is_file() or _compare_results(out / "results.json")
+    resumed = [n for n in names if resume and checkpoint_file(out / n).is_file()]
+    if not (own or overwrite):
+        theirs = [
+            out / n
+            for n in names
+            if n not in resumed
+            and (checkpoint_file(out / n).exists() or any((out / n / f).exists() for f in RUN_FILES))
+        ]
+        theirs += [out / f for f in COMPARE_FILES if (out / f).exists()]
+        if theirs:
+            raise ConfigError(
+                f"{theirs[0]} holds files vgg compare did not write; replace them with --overwrite, or choose "
+                f"another --out"
+            )
+    if own or overwrite or not resumed:
+        mark_compare_folder(out)
+    # else the user's runs it continues become its own only once it has finished them (_compare marks it then):
+    # one it fails to continue stays the user's, which a later compare replaces only with --overwrite
+    if not resume:
+        for name in COMPARE_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def mark_compare_folder(out: Path) -> None:
+    """Mark ``out`` as a compare's: its backends' runs and report files may be replaced by the next one."""
+
+    atomic_write(out / COMPARE_MARK, lambda f: f.write(b"written by vgg compare: its runs here may be replaced\n"))
+
+
+def _compare_results(path: Path) -> bool:
+    """Whether ``path`` is the results.json of a compare (one from before compares marked their folders)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested past Python's limit
+        return False
+    return (
+        isinstance(record, dict)
+        and set(record) == {"runs", "test_acc_spread"}
+        and isinstance(record["runs"], list)
+        and all(isinstance(r, dict) and {"framework", "config", "history"} <= set(r) for r in record["runs"])
+    )

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import NetConfig
+from .arch import NetConfig, config_from_dict
+from .backends import get_backend
 from .data import check_batch
 from .errors import BackendUnavailable, ConfigError, InputError, WeightsError, reason
 from .files import atomic_write, check_target
@@ -486,3 +487,20 @@ def weights_api(export_weights, import_weights, source: str, source_version: str
         return import_weights(net, weights)
 
     return named_parameters, init_weights, save_weights, load_weights
+
+
+def read_model(path) -> tuple:
+    """(config, canonical weights, source framework) of a saved model in any of the five formats read back."""
+
+    fmt = file_format(path)
+    if fmt == "onnx":
+        raise ConfigError(
+            f"{path} is an ONNX model: ONNX is a format to export to, not to read weights from; convert the "
+            f".npz, .safetensors or framework file it was exported from"
+        )
+    if fmt in ("npz", "safetensors"):
+        weights, meta = load_weights_file(path)
+        return config_from_dict(meta["config"]), weights, meta["source"]  # both loaders refuse non-finite values
+    b = get_backend(fmt)
+    net = b.load_model(path)
+    return net.config, b.export_weights(net), fmt

@@ -19,7 +19,7 @@ import time
 
 from common.arch import make_any_config
 from common.bench import BENCH_DEFAULTS, bench_modules, build_net
-from common.cli import COMPARE_DEFAULTS
+from common.cli.options import COMPARE_DEFAULTS
 from common.errors import ConfigError
 from common.host import reuse_freed_memory
 

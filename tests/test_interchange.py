@@ -419,7 +419,7 @@ def test_vgg_convert_every_direction_keeps_the_logits(backends, tmp_path, capsys
     The exporters are held to their frameworks above; here MXNet's, the quickest, writes every .onnx: the default
     exporter of the files MXNet saved, asked for with --backend for the others.
     """
-    from common.cli import _read_model
+    from common.interchange import read_model
 
     config = config_of(SMALL)
     weights, x = random_weights(config), real_images(config)
@@ -441,7 +441,7 @@ def test_vgg_convert_every_direction_keeps_the_logits(backends, tmp_path, capsys
             if suffix == ".onnx":
                 assert relative(load_onnx(dst, config)(x), reference) <= TOLERANCE, dst
             else:
-                got_config, got, _ = _read_model(dst)
+                got_config, got, _ = read_model(dst)
                 assert got_config == config and all(np.array_equal(got[k], weights[k]) for k in weights), dst
 
 
