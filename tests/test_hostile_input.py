@@ -417,7 +417,7 @@ def test_conform_of_a_model_too_large_to_check_is_one_line_before_any_array(tmp_
     before they are made (a 100000-px one was a numpy MemoryError traceback), and a size past what the
     frameworks index is named as the model's, not as an option the user gave."""
     onnx = pytest.importorskip("onnx", reason="ONNX is not installed (pip install -e '.[onnx]')")
-    import common.conform
+    import common.conform.inference
 
     torch = load_backend("torch")
     model = onnx.load(str(torch.export_onnx(torch.vgg(**TINY), tmp_path / "m.onnx")))
@@ -425,7 +425,7 @@ def test_conform_of_a_model_too_large_to_check_is_one_line_before_any_array(tmp_
         for axis in (2, 3):
             model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = side
         onnx.save(model, str(tmp_path / name))
-    monkeypatch.setattr(common.conform, "available_memory", lambda: 2**20, raising=False)  # 1 MiB: too little
+    monkeypatch.setattr(common.conform.inference, "available_memory", lambda: 2**20, raising=False)  # 1 MiB: too little
     err = _one_line(capsys, ["conform", tmp_path / "m64.onnx"])
     assert "1x64x64 in" in err and "of memory for 4 probe images and every layer's output, but 1.0 MiB" in err
     err = _one_line(capsys, ["conform", tmp_path / "huge.onnx"])
