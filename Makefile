@@ -6,9 +6,10 @@ setup:
 compare: setup
 	.venv/bin/vgg compare
 
-# Lint, format and type checks first: they take seconds, the suite takes much longer.
+# Lint, format, type and layering checks first: they take seconds, the suite takes much longer.
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q
