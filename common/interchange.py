@@ -23,7 +23,9 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -451,7 +453,9 @@ def evaluate_onnx(model: OnnxModel, batches) -> float:
     return correct / total
 
 
-def weights_api(export_weights, import_weights, source: str, source_version: str, default_init):
+def weights_api(
+    export_weights: Callable, import_weights: Callable, source: str, source_version: str, default_init: Callable
+) -> tuple[Callable, Callable, Callable, Callable]:
     """The four weights helpers every backend exports, made once from its ``export_weights``/``import_weights``.
 
     ``source``/``source_version`` name the framework in saved files; ``default_init(net)`` re-initialises a
@@ -459,11 +463,11 @@ def weights_api(export_weights, import_weights, source: str, source_version: str
     init_weights, save_weights, load_weights)``.
     """
 
-    def named_parameters(net):
+    def named_parameters(net: Any) -> list[tuple[str, tuple[int, ...]]]:
         """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
         return trainable_shapes(export_weights(net))
 
-    def init_weights(net, scheme="xavier", seed=0, value=1.0):
+    def init_weights(net: Any, scheme: str = "xavier", seed: int = 0, value: float = 1.0) -> Any:
         """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
 
         Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
@@ -474,13 +478,13 @@ def weights_api(export_weights, import_weights, source: str, source_version: str
             return net
         return import_weights(net, scheme_weights(net.config, scheme, seed, value))
 
-    def save_weights(net, path):
+    def save_weights(net: Any, path: str | os.PathLike) -> Path:
         """Write the canonical weights and configuration to a ``.npz`` (or ``.safetensors``) file, atomically."""
 
         weights = check_finite_weights(export_weights(net), "the network")
         return save_weights_file(path, net.config, weights, source, source_version)
 
-    def load_weights(net, path):
+    def load_weights(net: Any, path: str | os.PathLike) -> Any:
         """Load a ``.npz`` or ``.safetensors`` of any backend; refuses another configuration before touching it."""
 
         weights, _ = load_weights_file(path, net.config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import Any
 
 import numpy as np
@@ -86,7 +86,7 @@ def _data_epoch(train_iter) -> int | None:
 
 
 def check_state(
-    saved: dict[str, np.ndarray], expected: dict[str, tuple[int, ...] | None], what: str, optional: tuple = ()
+    saved: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...] | None], what: str, optional: tuple = ()
 ) -> None:
     """Refuse a checkpoint's ``what`` (its optimizer or random-generator state) unless its arrays are exactly the
     ``expected`` names, each of real numbers and of the expected shape (None: any; the framework checks it where
@@ -286,25 +286,25 @@ def _settle(trainer: Trainer, pending: list, meter: Meter, bar: Progress, epoch:
     pending.clear()
 
 
-def train_function(trainer_class: type[Trainer], get_device):
+def train_function(trainer_class: type[Trainer], get_device: Callable[[Any], Any]) -> Callable[..., History]:
     """A backend's public ``train``, the same signature in every backend, made from its :class:`Trainer`."""
 
     def train(
-        net,
-        train_iter,
-        test_iter,
-        num_epochs,
-        lr=0.05,
-        optimizer="sgd",
-        device=None,
-        seed=0,
-        verbose=True,
-        lr_schedule="constant",
-        checkpoint=None,
-        resume_from=None,
-        check_finite=True,
-        precision="fp32",
-    ):
+        net: Any,
+        train_iter: Iterable,
+        test_iter: Iterable,
+        num_epochs: int,
+        lr: float = 0.05,
+        optimizer: str = "sgd",
+        device: Any = None,
+        seed: int = 0,
+        verbose: bool = True,
+        lr_schedule: str = "constant",
+        checkpoint: str | os.PathLike | None = None,
+        resume_from: str | os.PathLike | None = None,
+        check_finite: bool = True,
+        precision: str = "fp32",
+    ) -> History:
         """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
         The recipe's arguments are those of :class:`common.recipe.Recipe`; ``checkpoint``, ``resume_from``

@@ -14,6 +14,7 @@ import numbers
 import os
 import tokenize
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, tokenize.TokenE
 
 def check_weights(
     config: NetConfig,
-    weights: dict[str, np.ndarray],
+    weights: Mapping[str, np.ndarray],
     copy: bool = True,
     source: str | os.PathLike = "the weights given",
 ) -> dict[str, np.ndarray]:

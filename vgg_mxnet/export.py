@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import mxnet as mx
 import numpy as np
 
 from common.errors import BackendUnavailable
 from common.files import atomic_write
 from common.interchange import INPUT, INSTALL, OUTPUT, check_export_args, finish_onnx, require
+
+from .model import Net
 
 EXPORTER = "mx.onnx.export_model"
 
@@ -24,7 +29,7 @@ def _require_exporter() -> None:
         ) from None
 
 
-def export_onnx(net, path, batch=None):
+def export_onnx(net: Net, path: str | os.PathLike, batch: int | None = None) -> Path:
     """Write ``net`` as an ONNX model: NCHW ``images`` in [0, 1] -> ``logits``, a dynamic batch axis or ``batch``.
 
     The graph is the network called on a symbol named ``images``, its output named ``logits``; evaluation mode;

@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import sys
 import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import mxnet as mx
 import numpy as np
@@ -19,16 +21,17 @@ from common.distributed import SYNC_BN, Watchdog, shard
 from common.errors import ConfigError, InputError, WeightsError
 
 from .data import on_device
+from .model import Device, Net
 from .weights import export_weights, import_weights
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if MXNet sees one, else the CPU."""
     i = training.gpu_index(i)
     return mx.gpu(i) if mx.context.num_gpus() > i else mx.cpu()
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The MXNet context of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or an ``mx.Context``, as is)."""
     if isinstance(device, mx.Context):
         return device
@@ -54,7 +57,9 @@ def _check_batch(net, x, y, check_finite, where):
     check_batch(net.config, x.shape, np.dtype(x.dtype).name, labels, "NCHW", finite, where, "float32", "mxnet")
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
@@ -234,7 +239,7 @@ class Trainer(training.Trainer):
 train = training.train_function(Trainer, get_device)
 
 
-_RUN = {}  # the kvstore this process joined: a process is one worker of one run
+_RUN: dict[str, Any] = {}  # the kvstore this process joined: a process is one worker of one run
 
 
 def join_run():

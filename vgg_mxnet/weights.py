@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import mxnet as mx
 import numpy as np
 
+from common.arch import VGGConfig
 from common.errors import WeightsError, reason
 from common.files import atomic_write
 from common.interchange import weights_api
@@ -22,7 +27,7 @@ from common.weights import (
 )
 from common.zoo import from_gluon_zoo
 
-from .model import from_config
+from .model import Net, from_config
 
 # Gluon's batch-norm parameter names -> canonical; the other suffixes are canonical already
 _RENAME = {"gamma": "weight", "beta": "bias"}
@@ -42,12 +47,12 @@ def _params(net):
     return out
 
 
-def export_weights(net):
+def export_weights(net: Net) -> dict[str, np.ndarray]:
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
     return {name: p.list_data()[0].asnumpy() for name, p in _params(net).items()}
 
 
-def import_weights(net, weights):
+def import_weights(net: Net, weights: Mapping[str, np.ndarray]) -> Net:
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights, copy=False)
     params = _params(net)
@@ -66,7 +71,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 )
 
 
-def save_model(net, path):
+def save_model(net: Net, path: str | os.PathLike) -> Path:
     """MXNet's own NDArray file (``.params``): canonical names and the configuration, written atomically."""
     path = check_model_path(path, "mxnet")
     meta = json.dumps(make_meta(net.config, "mxnet", mx.__version__)).encode()
@@ -76,7 +81,7 @@ def save_model(net, path):
     return atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays), by_name=True)
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Net:
     """A network rebuilt from a ``.params`` of :func:`save_model` (MXNet's NDArray format: data only)."""
     path = existing_model(path, "mxnet")
     try:
@@ -93,7 +98,7 @@ def load_model(path):
     return import_weights(from_config(config), weights)
 
 
-def zoo_weights(zoo_net):
+def zoo_weights(zoo_net: Any) -> tuple[VGGConfig, dict[str, np.ndarray]]:
     """(config, canonical weights) of a Gluon ``model_zoo.vision`` VGG (``vgg11`` ... ``vgg19_bn``), initialised."""
     try:
         params = [(name, p.data().asnumpy()) for name, p in zoo_net.collect_params().items()]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import numpy as np
@@ -19,17 +21,17 @@ from common.distributed import WorkerLost, collective_timeout, restored_digest, 
 from common.errors import ConfigError, InputError
 
 from .data import on_device
-from .model import _named_layers, from_config
+from .model import Device, Net, _named_layers, from_config
 from .weights import export_weights, import_weights
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if TensorFlow sees one, else the CPU (a device string for ``tf.device``)."""
     i = training.gpu_index(i)
     return f"/GPU:{i}" if len(tf.config.list_physical_devices("GPU")) > i else "/CPU:0"
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The ``tf.device`` string of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or ``"/GPU:N"``, as is)."""
     if isinstance(device, str) and device.startswith("/"):
         return device
@@ -63,7 +65,9 @@ def _correct(logits, y):
 _EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
@@ -72,7 +76,13 @@ def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
     step = _EVALUATE.get(net)
     if step is None:  # traced once per network, not at every evaluation (a retrace costs about a second)
         ref = weakref.ref(net)  # the step must not keep its network alive
-        step = _EVALUATE[net] = tf.function(lambda x, y: _correct(ref()(x, training=False), y), reduce_retracing=True)
+
+        def correct_in(x, y):
+            live = ref()
+            assert live is not None  # reached through _EVALUATE[net]: its network is alive while it runs
+            return _correct(live(x, training=False), y)
+
+        step = _EVALUATE[net] = tf.function(correct_in, reduce_retracing=True)
 
     def check(x, y, where):
         _check_batch(net, x, y, check_finite, where)
@@ -203,7 +213,7 @@ class Trainer(training.Trainer):
 train = training.train_function(Trainer, get_device)
 
 
-_RUN = {}  # the strategy this process joined: a process is one worker of one run
+_RUN: dict[str, Any] = {}  # the strategy this process joined: a process is one worker of one run
 
 
 def join_run():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from datetime import timedelta
 
 import torch
@@ -15,16 +16,17 @@ from common.distributed import WorkerLost, collective_timeout, loss_scale, resto
 from common.errors import ConfigError, InputError
 
 from .data import on_device
+from .model import Device, Net
 from .weights import export_weights, import_weights
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if PyTorch sees one, else the CPU."""
     i = training.gpu_index(i)
     return torch.device(f"cuda:{i}") if torch.cuda.device_count() > i else torch.device("cpu")
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The PyTorch device of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device``, as is)."""
     if isinstance(device, torch.device):
         return device
@@ -59,7 +61,9 @@ def _check_batch(net, x, y, check_finite, where):
     )
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
