@@ -292,7 +292,7 @@ def _check_record(meta: dict, path: Path) -> None:
         raise damaged("history", f"{len(history.epochs)} epochs recorded, after epoch {meta['epoch']}")
     state = meta["state"]
     data_epoch = state.get("data_epoch") if isinstance(state, dict) else "none"
-    if not (data_epoch is None or type(data_epoch) is int and 0 <= data_epoch <= MAX_INT):
+    if not (data_epoch is None or (type(data_epoch) is int and 0 <= data_epoch <= MAX_INT)):
         raise damaged("state", f"the data stream's epoch is {data_epoch!r}")
     if not isinstance(state.get("optimizer", {}), dict):
         raise damaged("state", f"the optimizer's scalars are {state['optimizer']!r}")

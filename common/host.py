@@ -64,7 +64,7 @@ def env_seconds(name: str, default: float, zero: bool = False) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and (value > 0 or zero and value == 0)):
+    if not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
         raise ConfigError(f"{name}={text!r}: give a number of seconds {'>=' if zero else '>'} 0, or unset it")
     return value
 

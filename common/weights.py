@@ -385,7 +385,7 @@ def npz_array(z, key: str, path: str | os.PathLike) -> np.ndarray:
             shape, _, dtype = read[version](f)
             claimed = math.prod(shape) * dtype.itemsize
             free = available_memory()
-            if claimed > member.file_size or free is not None and claimed > free:
+            if claimed > member.file_size or (free is not None and claimed > free):
                 raise WeightsError(
                     f"{path}: its array {key} claims shape {shape} of {dtype} ({format_bytes(claimed)}) in "
                     f"{format_bytes(member.file_size)}; it is damaged or of another program"

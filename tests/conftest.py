@@ -19,10 +19,10 @@ os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 # 0.5 GB more. `vgg` subprocesses run as a user's do (helpers.ENV leaves this out).
 os.environ["VGG_REUSE_FREED_MEMORY"] = "0"
 
-import pytest  # noqa: E402
-from helpers import release_memory  # noqa: E402
+import pytest
+from helpers import release_memory
 
-from common.backends import BACKENDS, get_backend, is_available  # noqa: E402
+from common.backends import BACKENDS, get_backend, is_available
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -129,7 +129,7 @@ def input_layout(model) -> str | None:
 
 def has_lrn(model) -> bool:
     return any(
-        "localresponse" in type(layer).__name__.lower() or "lrn" == type(layer).__name__.lower()
+        "localresponse" in type(layer).__name__.lower() or type(layer).__name__.lower() == "lrn"
         for _, layer in _leaves(model)
     )
 

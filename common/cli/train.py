@@ -135,7 +135,7 @@ def _resume_args(args, path) -> None:
     for option, (group, key) in RESUMED.items():
         value, given = saved[group].get(key), getattr(args, option)
         whole = {"train_limit": EXAMPLES["train"], "test_limit": EXAMPLES["test"]}.get(option)
-        if group == "config" and same_config or whole is not None and given is not None and given > value == whole:
+        if (group == "config" and same_config) or (whole is not None and given is not None and given > value == whole):
             pass  # as given when the run started: a custom arch's widths are stored divided by its ratio
         elif given is not None and given != value:
             raise ConfigError(
