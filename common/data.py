@@ -203,7 +203,7 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of a (B, H, W) float batch to (B, size, size): two matrix products, no Python loop."""
-    b, h, w = images.shape
+    _b, h, w = images.shape
     if (h, w) == (size, size):
         return images
     rows, cols = resize_matrix(h, size), resize_matrix(w, size)

@@ -530,8 +530,8 @@ def run_processes(
     """
     popens: list[subprocess.Popen] = []
     try:
-        for proc in processes:
-            popens.append(
+        for proc in processes:  # one by one: a process that fails to start leaves those before it to stop
+            popens.append(  # noqa: PERF401
                 subprocess.Popen(proc.argv, env=proc.env, start_new_session=True, preexec_fn=die_with_parent())
             )
         pairs = list(zip(processes, popens, strict=True))

@@ -109,7 +109,7 @@ class Recipe:
     check_finite: bool = True
 
     def __post_init__(self):
-        num_epochs, lr, optimizer = check_train_args(self.num_epochs, self.lr, self.optimizer, self.lr_schedule)
+        _num_epochs, lr, _optimizer = check_train_args(self.num_epochs, self.lr, self.optimizer, self.lr_schedule)
         object.__setattr__(self, "lr", lr)
         object.__setattr__(self, "seed", check_seed(self.seed))
         check_precision(self.precision)

@@ -213,28 +213,7 @@ def fit(
     history, first = History(name, str(trainer.device), data=origin), 1
     try:
         if resume_from is not None:
-            ckpt = load_checkpoint(resume_from, name, net.config, record)
-            trainer.set_weights(ckpt.weights)
-            try:
-                trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
-                trainer.set_rng_state(ckpt.rng)
-            except WeightsError as e:  # check_state's refusal, and the backends' own
-                raise WeightsError(f"{ckpt.path}: {e}; {ALTERED}") from None
-            except VGGError:  # another of the project's (a worker that lost its peers) keeps its meaning
-                raise
-            except Exception as e:  # the framework's own error where an array's shape, type or name is not its own
-                raise WeightsError(
-                    f"{ckpt.path} holds optimizer or random-generator state this {name} run cannot take "
-                    f"({reason(e)[:250]}); {ALTERED}"
-                ) from None
-            history, first = ckpt.history, ckpt.epoch + 1
-            if first <= recipe.num_epochs:
-                history.resumed_on(str(trainer.device), first)
-            batches = getattr(train_iter, "batches", None)
-            if ckpt.state.get("data_epoch") is not None and batches is not None:
-                batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped
-            if verbose:
-                print(f"[{name}] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe.num_epochs}", flush=True)
+            history, first = _resume(trainer, resume_from, record, train_iter, verbose)
         before, started = history.wall_seconds, time.perf_counter()  # a resumed run adds this part's time
         for epoch in range(first, recipe.num_epochs + 1):
             rate = recipe.lr_at(epoch)
@@ -271,6 +250,37 @@ def fit(
     finally:
         trainer.finish()
     return history
+
+
+def _resume(
+    trainer: Trainer, resume_from: str | os.PathLike, record: dict, train_iter, verbose: bool
+) -> tuple[History, int]:
+    """Set ``trainer`` to the checkpoint ``resume_from`` (weights, optimizer, random streams, the data stream's
+    epoch); its history and the first epoch still to train."""
+    recipe, name = trainer.recipe, trainer.backend
+    ckpt = load_checkpoint(resume_from, name, trainer.net.config, record)
+    trainer.set_weights(ckpt.weights)
+    try:
+        trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
+        trainer.set_rng_state(ckpt.rng)
+    except WeightsError as e:  # check_state's refusal, and the backends' own
+        raise WeightsError(f"{ckpt.path}: {e}; {ALTERED}") from None
+    except VGGError:  # another of the project's (a worker that lost its peers) keeps its meaning
+        raise
+    except Exception as e:  # the framework's own error where an array's shape, type or name is not its own
+        raise WeightsError(
+            f"{ckpt.path} holds optimizer or random-generator state this {name} run cannot take "
+            f"({reason(e)[:250]}); {ALTERED}"
+        ) from None
+    history, first = ckpt.history, ckpt.epoch + 1
+    if first <= recipe.num_epochs:
+        history.resumed_on(str(trainer.device), first)
+    batches = getattr(train_iter, "batches", None)
+    if ckpt.state.get("data_epoch") is not None and batches is not None:
+        batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped
+    if verbose:
+        print(f"[{name}] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe.num_epochs}", flush=True)
+    return history, first
 
 
 def _settle(trainer: Trainer, pending: list, meter: Meter, bar: Progress, epoch: int, rate: float) -> None:

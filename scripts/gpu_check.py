@@ -188,7 +188,7 @@ def book_data_root(work: Path) -> Path:
     return work / "torchvision"
 
 
-def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Path) -> dict:
+def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Path) -> dict:  # noqa: C901 (the book, as printed)
     """*Dive into Deep Learning*, "Networks Using Blocks (VGG)", PyTorch, as printed (d2l's helpers inlined)."""
     import torchvision
     from torch.utils import data

@@ -3,6 +3,7 @@ modules use, random weights, memory release."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import re
@@ -119,10 +120,8 @@ def start_vgg(*args, env: dict | None = None, own_group: bool = False) -> subpro
 def kill_group(proc: subprocess.Popen) -> None:
     """Kill the process group of ``proc`` (started with ``own_group``) if it still runs, and reap it."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
 
 

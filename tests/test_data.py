@@ -78,7 +78,7 @@ def test_resize_agrees_with_pytorch_bilinear():
 
 
 def _copy_dataset(tmp_path, data):
-    for _name, path in find_files().items():
+    for path in find_files().values():
         shutil.copy(path, tmp_path / path.name)
     return tmp_path
 

@@ -7,6 +7,7 @@ fc_hidden 64) and runs a few steps long, one CPU thread per worker.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import json
@@ -426,10 +427,8 @@ def kill_left(pids) -> None:
     """SIGKILL each process of ``pids`` still running (workers sit in sessions of their own: no group reaches them)."""
     for pid in pids:
         if not gone(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def started_workers(p, deadline: float = 120) -> dict[int, dict[str, str]]:

@@ -340,7 +340,7 @@ def small_onnx(backends, tmp_path_factory):
 
 def bad_onnx(kind, small_onnx, tmp_path):
     """A damaged or foreign .onnx of the kind named, and a piece of the one error it must give."""
-    config, good = small_onnx
+    _config, good = small_onnx
     path = tmp_path / f"{kind}.onnx"
     if kind == "truncated":
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -407,7 +407,7 @@ def test_vgg_evaluate_runs_an_onnx_model_in_onnxruntime(backends, tmp_path, caps
     framework = run_main(capsys, "evaluate", tmp_path / "w.npz", "--backend", "torch", "--test-limit", "500")
     assert out.split("test acc ")[1].split()[0] == framework.split("test acc ")[1].split()[0]
     _, test = fashion_mnist_batches(500, 32, 0, "NCHW", None, None, 500)
-    x, y = next(iter(test))
+    x, _y = next(iter(test))
     predictions = load_onnx(tmp_path / "m.onnx")(x).argmax(axis=1)
     assert len(set(predictions.tolist())) > 2  # the accuracies agree on varied predictions, not on one class
     assert evaluate_onnx(load_onnx(tmp_path / "m.onnx"), test) == float(out.split("test acc ")[1].split()[0])

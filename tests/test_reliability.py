@@ -428,7 +428,7 @@ def test_input_with_the_wrong_channel_count_is_refused(backend, net_and_batch):
 
 
 def test_input_of_the_wrong_spatial_size_is_refused(backend, net_and_batch):
-    net, x, y, layout = net_and_batch
+    net, _x, y, layout = net_and_batch
     big = np.zeros((4, 1, 64, 64) if layout == "NCHW" else (4, 64, 64, 1), np.float32)
     with pytest.raises(InputError, match=r"has 64x64 images .*resize them to 32x32"):
         _evaluate(backend, net, big, y)
@@ -454,7 +454,7 @@ def test_calling_the_network_directly_checks_its_input(backend, net_and_batch):
 
 
 def test_labels_outside_the_classes_are_refused(backend, net_and_batch):
-    net, x, y, _ = net_and_batch
+    net, x, _y, _ = net_and_batch
     with pytest.raises(InputError, match=r"has label 10, outside \[0, 10\)"):
         _evaluate(backend, net, x, np.array([0, 1, 10, 3]))
     with pytest.raises(InputError, match=r"has label -1, outside \[0, 10\)"):
@@ -471,7 +471,7 @@ def test_non_finite_pixels_are_refused_unless_the_check_is_off(backend, net_and_
 
 
 def test_bad_training_batch_is_refused_before_any_step(backend, net_and_batch):
-    net, x, y, _ = net_and_batch
+    net, x, _y, _ = net_and_batch
     before = backend.export_weights(net)
     with pytest.raises(InputError, match=r"training batch 1 of epoch 1 has label 12"):
         backend.train(net, [adapter(backend).to_backend(x, np.array([0, 1, 12, 3]))], [], 1, verbose=False)

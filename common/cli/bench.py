@@ -138,8 +138,8 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # what --plot may be named: formats ma
 GPU_STEPS = 25  # `vgg bench --device cuda`: timed steps per repeat where --steps is left out
 
 
-def run(args) -> int:
-    reuse_freed_memory()  # as vgg train runs, before any framework starts its threads (common.bench)
+def _entries(args) -> tuple[list[str], bool]:
+    """The frameworks --backends names (each installed) and whether it names onnxruntime, checked with --sweep."""
     entries = [n.strip() for n in args.backends.split(",")]
     onnxruntime = "onnxruntime" in entries  # ONNX Runtime: an inference-only fourth row (_bench_onnxruntime)
     frameworks = [n for n in entries if n != "onnxruntime"]
@@ -156,9 +156,11 @@ def run(args) -> int:
             "--sweep varies VGG's width ratio and input size; for AlexNet measure one size at a "
             "time: vgg bench --arch alexnet --resize N"
         )
-    fill_defaults(args, {"arch": BENCH_DEFAULTS["arch"], "ratio": BENCH_DEFAULTS["ratio"]})  # AlexNet has no ratio
-    defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
-    batch_size = args.batch_size or defaults["batch_size"]
+    return names, onnxruntime
+
+
+def _check_points(args, batch_size: int) -> None:
+    """Every network the bench builds fits this machine; --sizes, --ratios and --plot only with --sweep."""
     points = [(args.resize, args.ratio)]
     if args.sweep:
         points += [(s, args.ratio) for s in args.sizes or SWEEP_DEFAULTS["sizes"]]
@@ -168,6 +170,14 @@ def run(args) -> int:
     if not args.sweep and (args.sizes or args.ratios or args.plot is not None):
         raise ConfigError("--sizes, --ratios and --plot belong to --sweep; add --sweep")
 
+
+def run(args) -> int:
+    reuse_freed_memory()  # as vgg train runs, before any framework starts its threads (common.bench)
+    names, onnxruntime = _entries(args)
+    fill_defaults(args, {"arch": BENCH_DEFAULTS["arch"], "ratio": BENCH_DEFAULTS["ratio"]})  # AlexNet has no ratio
+    defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
+    batch_size = args.batch_size or defaults["batch_size"]
+    _check_points(args, batch_size)
     if args.json is not None:  # checked before the minutes of measuring, which must not be lost to a bad path
         prepare_file(args.json, args.overwrite, "--json", create=True)
     if args.sweep:

@@ -50,7 +50,7 @@ def run(args) -> int:
             bad += not ok
             row += [report.fmt(shape) + ("" if ok else "  ≠"), n]
         rows.append(row)
-    rows.append(["total", "", s.params] + sum(([("" if totals[n] == s.params else "≠"), totals[n]] for n in names), []))
+    rows.append(["total", "", s.params, *(v for n in names for v in ("" if totals[n] == s.params else "≠", totals[n]))])
     print(report.format_table(headers, rows, title=f"summary: {config.describe()}"))
     print(
         f"MACs per example: {s.macs:,}   batch-norm statistics: {s.buffers:,}   "

@@ -201,38 +201,8 @@ def _train(args, out: Path | None) -> int:
     ckpt = checkpoint_file(out) if out else None
     if args.resume:
         _resume_args(args, ckpt)
-    elif out is not None and ckpt is not None and not args.overwrite:
-        if ckpt.is_file():
-            try:
-                meta = read_checkpoint_meta(ckpt)
-            except WeightsError:
-                raise ConfigError(
-                    f"{out} already holds a run whose {ckpt.name} cannot be read; replace the run with --overwrite, "
-                    f"or choose another --out"
-                ) from None
-            raise ConfigError(
-                f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
-                f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
-                f"--overwrite, or choose another --out"
-            )
-        saved = [name for name in RUN_FILES if (out / name).exists()]
-        if saved:
-            raise ConfigError(
-                f"{out} already holds a run's files ({', '.join(saved)}); replace them with --overwrite, "
-                f"or choose another --out"
-            )
-    if out is not None and ckpt is not None and args.overwrite and ckpt.is_file():
-        try:
-            read_checkpoint_meta(ckpt)
-        except WeightsError:  # a damaged one, which --overwrite replaces (fit() keeps any file that is none)
-            ckpt.unlink()
-    if out is not None:
-        blocked = [name for name in RUN_FILES if (out / name).is_dir()]
-        if blocked:  # found now, not when the trained run is saved
-            raise ConfigError(
-                f"{out / blocked[0]} is a folder, where the run saves a file of that name; move it, or choose "
-                f"another --out"
-            )
+    if out is not None and ckpt is not None:
+        _check_out_folder(args, out, ckpt)
     fill_defaults(args, TRAIN_DEFAULTS)
     recipe = make_recipe(args)
     check_memory(net_config(args, args.resize), args.batch_size)  # before the framework loads
@@ -311,6 +281,41 @@ def _train(args, out: Path | None) -> int:
             )
             return 130
     return 0
+
+
+def _check_out_folder(args, out: Path, ckpt: Path) -> None:
+    """The --out folder, before the run: a run already there is kept unless --resume or --overwrite (a damaged
+    checkpoint, which --overwrite replaces, is removed now); a folder where the run saves a file is refused."""
+    if not args.resume and not args.overwrite:
+        if ckpt.is_file():
+            try:
+                meta = read_checkpoint_meta(ckpt)
+            except WeightsError:
+                raise ConfigError(
+                    f"{out} already holds a run whose {ckpt.name} cannot be read; replace the run with --overwrite, "
+                    f"or choose another --out"
+                ) from None
+            raise ConfigError(
+                f"{out} already holds a run ({ckpt.name}: epoch {meta['epoch']} of "
+                f"{meta['recipe']['num_epochs']}); continue it with --resume, replace it with "
+                f"--overwrite, or choose another --out"
+            )
+        saved = [name for name in RUN_FILES if (out / name).exists()]
+        if saved:
+            raise ConfigError(
+                f"{out} already holds a run's files ({', '.join(saved)}); replace them with --overwrite, "
+                f"or choose another --out"
+            )
+    if args.overwrite and ckpt.is_file():
+        try:
+            read_checkpoint_meta(ckpt)
+        except WeightsError:  # a damaged one, which --overwrite replaces (fit() keeps any file that is none)
+            ckpt.unlink()
+    blocked = [name for name in RUN_FILES if (out / name).is_dir()]
+    if blocked:  # found now, not when the trained run is saved
+        raise ConfigError(
+            f"{out / blocked[0]} is a folder, where the run saves a file of that name; move it, or choose another --out"
+        )
 
 
 def _trainer(b, args, net, recipe, worker):

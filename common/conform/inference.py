@@ -77,53 +77,7 @@ def infer_config(
     """The configuration the given options and the model's parameter shapes describe, and sentences saying what
     was inferred. ``declared`` is the model's own (channels, height, width) input where it states one."""
     trainable = [p.shape for p in params if p.trainable and p.shape is not None]
-    convs = [s for s in trainable if len(s) == 4]
-    dense = [s for s in trainable if len(s) == 2]
-    vectors = [s for s in trainable if len(s) == 1]
-    inferred: dict[str, Any] = {}
-    notes: list[str] = []
-    if not convs or not dense:
-        if "arch" not in given:
-            raise ConfigError(
-                f"{what} has {len(convs)} convolution and {len(dense)} dense weights: it is not a VGG or AlexNet "
-                f"(they have both); if it is one, say which with {arg('arch')}"
-            )
-    else:
-        inferred["in_channels"] = convs[0][1]
-        inferred["num_classes"] = dense[-1][0]
-        if declared and declared[0] != convs[0][1]:
-            raise ConfigError(
-                f"{what} declares {declared[0]}-channel input but its first convolution takes {convs[0][1]}"
-            )
-        if convs[0][2] == ALEXNET_FEATURES[0].kernel:
-            inferred["arch"] = "alexnet"
-            final = math.isqrt(dense[0][1] // convs[-1][0])
-            if final * final * convs[-1][0] == dense[0][1]:
-                inferred["input_size"] = _input_size(
-                    final, range(ALEXNET_MIN_SIZE, 1025), lambda s: AlexNetConfig(1, 10, s, 0.5).final_size
-                )
-        else:
-            kernels, widths = [s[2] for s in convs], [s[0] for s in convs]
-            named = _vgg_arch(kernels, widths, has_lrn)
-            if named:
-                inferred["arch"], inferred["ratio"] = named
-            elif "arch" not in given:
-                raise ConfigError(
-                    f"{what} is no VGG of Table 1 at any ratio, nor AlexNet: its {len(convs)} convolutions are "
-                    f"{', '.join(f'{w} wide {k}x{k}' for w, k in zip(widths[:8], kernels[:8], strict=True))}"
-                    f"{', ...' if len(convs) > 8 else ''}; if it is a VGG of your own, give {arg('arch')} as "
-                    f"(num_convs, out_channels) pairs"
-                )
-            inferred["fc_hidden"] = dense[0][0]
-            if len(vectors) == 3 * len(convs) + len(dense):
-                inferred["batch_norm"] = True
-            elif len(vectors) == len(convs) + len(dense):
-                inferred["batch_norm"] = False
-            blocks = len(CONFIGS[named[0]].kernels) if named else None
-            final = math.isqrt(dense[0][1] // widths[-1]) if widths[-1] else 0
-            if blocks and final and final * final * widths[-1] == dense[0][1]:
-                step = 2**blocks
-                inferred["input_size"] = 224 if 224 // step == final else final * step
+    inferred = _from_shapes(trainable, given, declared, has_lrn, what)
     if declared:
         if not all(0 < d <= MAX_INT for d in declared) and not {"in_channels", "input_size"} <= set(given):
             raise ConfigError(
@@ -143,19 +97,8 @@ def infer_config(
             f"pass {', '.join(arg(m) for m in missing)}"
         )
     chosen = {**inferred, **given}
+    notes = _inferred_notes(inferred, given, chosen, declared)
     arch = chosen["arch"]
-    for key in GIVEN:
-        if key in given or key not in inferred or (arch == "alexnet" and key in ("ratio", "fc_hidden", "batch_norm")):
-            continue
-        how = {
-            "input_size": "from the model's declared input"
-            if declared
-            else "from fc1's input features (the exact multiple)",
-            "arch": "from the convolutions' kernels and widths",
-            "ratio": "from the convolutions' widths",
-            "batch_norm": "from the vectors between convolutions",
-        }.get(key, "from the parameter shapes")
-        notes.append(f"{key}={chosen[key]!r} inferred {how}")
     if arch == "alexnet":
         config = make_any_config("alexnet", chosen["in_channels"], chosen["num_classes"], chosen["input_size"])
     else:
@@ -170,6 +113,96 @@ def infer_config(
             chosen.get("batch_norm"),
         )
     return config, notes
+
+
+def _from_shapes(
+    trainable: list[tuple[int, ...]],
+    given: dict[str, Any],
+    declared: tuple[int, int, int] | None,
+    has_lrn: bool,
+    what: str,
+) -> dict[str, Any]:
+    """What the parameter shapes say of the configuration: the channels and classes, the network (AlexNet by its
+    first kernel, else a VGG of Table 1 at some ratio) and, where fc1's input is an exact multiple, the input."""
+    convs = [s for s in trainable if len(s) == 4]
+    dense = [s for s in trainable if len(s) == 2]
+    vectors = [s for s in trainable if len(s) == 1]
+    inferred: dict[str, Any] = {}
+    if not convs or not dense:
+        if "arch" not in given:
+            raise ConfigError(
+                f"{what} has {len(convs)} convolution and {len(dense)} dense weights: it is not a VGG or AlexNet "
+                f"(they have both); if it is one, say which with {arg('arch')}"
+            )
+        return inferred
+    inferred["in_channels"] = convs[0][1]
+    inferred["num_classes"] = dense[-1][0]
+    if declared and declared[0] != convs[0][1]:
+        raise ConfigError(f"{what} declares {declared[0]}-channel input but its first convolution takes {convs[0][1]}")
+    if convs[0][2] == ALEXNET_FEATURES[0].kernel:
+        inferred["arch"] = "alexnet"
+        final = math.isqrt(dense[0][1] // convs[-1][0])
+        if final * final * convs[-1][0] == dense[0][1]:
+            inferred["input_size"] = _input_size(
+                final, range(ALEXNET_MIN_SIZE, 1025), lambda s: AlexNetConfig(1, 10, s, 0.5).final_size
+            )
+        return inferred
+    return {**inferred, **_vgg_shapes(convs, dense, vectors, has_lrn, given, what)}
+
+
+def _vgg_shapes(
+    convs: Sequence[tuple[int, ...]],
+    dense: Sequence[tuple[int, ...]],
+    vectors: Sequence[tuple[int, ...]],
+    has_lrn: bool,
+    given: dict[str, Any],
+    what: str,
+) -> dict[str, Any]:
+    """A VGG's arch and ratio (Table 1's at some ratio), hidden width, batch norm and input size, from its shapes."""
+    inferred: dict[str, Any] = {}
+    kernels, widths = [s[2] for s in convs], [s[0] for s in convs]
+    named = _vgg_arch(kernels, widths, has_lrn)
+    if named:
+        inferred["arch"], inferred["ratio"] = named
+    elif "arch" not in given:
+        raise ConfigError(
+            f"{what} is no VGG of Table 1 at any ratio, nor AlexNet: its {len(convs)} convolutions are "
+            f"{', '.join(f'{w} wide {k}x{k}' for w, k in zip(widths[:8], kernels[:8], strict=True))}"
+            f"{', ...' if len(convs) > 8 else ''}; if it is a VGG of your own, give {arg('arch')} as "
+            f"(num_convs, out_channels) pairs"
+        )
+    inferred["fc_hidden"] = dense[0][0]
+    if len(vectors) == 3 * len(convs) + len(dense):
+        inferred["batch_norm"] = True
+    elif len(vectors) == len(convs) + len(dense):
+        inferred["batch_norm"] = False
+    blocks = len(CONFIGS[named[0]].kernels) if named else None
+    final = math.isqrt(dense[0][1] // widths[-1]) if widths[-1] else 0
+    if blocks and final and final * final * widths[-1] == dense[0][1]:
+        step = 2**blocks
+        inferred["input_size"] = 224 if 224 // step == final else final * step
+    return inferred
+
+
+def _inferred_notes(
+    inferred: dict[str, Any], given: dict[str, Any], chosen: dict[str, Any], declared: tuple[int, int, int] | None
+) -> list[str]:
+    """A sentence for each option that was inferred, saying from what."""
+    notes: list[str] = []
+    arch = chosen["arch"]
+    for key in GIVEN:
+        if key in given or key not in inferred or (arch == "alexnet" and key in ("ratio", "fc_hidden", "batch_norm")):
+            continue
+        how = {
+            "input_size": "from the model's declared input"
+            if declared
+            else "from fc1's input features (the exact multiple)",
+            "arch": "from the convolutions' kernels and widths",
+            "ratio": "from the convolutions' widths",
+            "batch_norm": "from the vectors between convolutions",
+        }.get(key, "from the parameter shapes")
+        notes.append(f"{key}={chosen[key]!r} inferred {how}")
+    return notes
 
 
 def check_room(config: NetConfig, images: int, what: str) -> None:

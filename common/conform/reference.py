@@ -83,11 +83,11 @@ class Variant:
 
 def plan_layers(config: NetConfig) -> list[tuple[str, LayerPlan]]:
     """(canonical name, planned layer) of every layer, in the order of :func:`common.spec.spec`'s layers."""
-    out = []
-    for group, plan in net_plan(config):
-        for p in plan if isinstance(plan, list) else [plan]:
-            out.append((f"{group}.{p.name}" if isinstance(plan, list) else group, p))
-    return out
+    return [
+        (f"{group}.{p.name}" if isinstance(plan, list) else group, p)
+        for group, plan in net_plan(config)
+        for p in (plan if isinstance(plan, list) else [plan])
+    ]
 
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int) -> np.ndarray:
