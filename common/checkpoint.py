@@ -392,8 +392,8 @@ def claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: b
         theirs += [out / f for f in COMPARE_FILES if (out / f).exists()]
         if theirs:
             raise ConfigError(
-                f"{theirs[0]} holds files vgg compare did not write; replace them with --overwrite, or choose "
-                f"another --out"
+                f"{theirs[0]} holds files vgg compare did not write; replace them with {arg('overwrite', True)}, or "
+                f"choose another {arg('out')}"
             )
     if own or overwrite or not resumed:
         mark_compare_folder(out)
