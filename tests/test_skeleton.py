@@ -245,7 +245,7 @@ def test_keras_traces_its_evaluation_once_per_network():
 _RELEASED = """
 import os
 import numpy as np
-from common.training import give_back_freed_memory, reuse_freed_memory
+from common.host import give_back_freed_memory, reuse_freed_memory
 
 def resident():
     with open("/proc/self/statm") as f:
