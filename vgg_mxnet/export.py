@@ -21,7 +21,7 @@ def _require_exporter() -> None:
     """MXNet 1.9.1 exports only with an onnx that still has onnx.mapping: one line saying what to install."""
     onnx = require("onnx", "MXNet's ONNX exporter")
     try:
-        import onnx.mapping  # what mx.onnx imports first
+        import onnx.mapping  # deferred (the optional ONNX install): what mx.onnx imports first
     except ImportError:
         raise BackendUnavailable(
             f"MXNet {mx.__version__}'s ONNX exporter imports onnx.mapping, which onnx {onnx.__version__} no longer "

@@ -36,7 +36,7 @@ def _import_quietly() -> None:
         saved = -1 if level < 1 or "tensorflow" in _sys.modules else _os.dup(2)
     except OSError:  # no stderr to catch
         saved = -1
-    if saved < 0:
+    if saved < 0:  # the framework, imported here to choose where its start-up lines go
         import keras
         import tensorflow
 

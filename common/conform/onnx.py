@@ -74,7 +74,7 @@ class OnnxGraph:
         exporters store equal tensors once (PyTorch's keeps one all-zero tensor for every zero bias, reached
         through Identity nodes), while every layer of the network has weights of its own. A shared tensor of
         varied values (weights a port really ties) stays shared, and the check then finds the layers differ."""
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # deferred: the optional ONNX install
 
         seen: set[str] = set()
         copies = 0
@@ -101,7 +101,7 @@ class OnnxGraph:
     def _add_zero_biases(self) -> int:
         """Give every Conv and Gemm without a bias input an explicit zero bias (an initializer of its own): exporters
         drop biases that are zero (PyTorch's ``RemoveOptionalBiasFromConv``), and the canonical weights have one."""
-        from onnx import helper, numpy_helper
+        from onnx import helper, numpy_helper  # deferred: the optional ONNX install
 
         added = 0
         for node in self.model.graph.node:
@@ -124,7 +124,7 @@ class OnnxGraph:
     def _params(self) -> list[tuple[str, str, str]]:
         """(initializer, role, layout) of every weight in node order: conv, bn (weight bias running_mean
         running_var), dense (``dense``: (in, out); ``canonical``: (out, in))."""
-        from onnx import helper
+        from onnx import helper  # deferred: the optional ONNX install
 
         out = []
         for node in self.model.graph.node:
@@ -173,7 +173,7 @@ class OnnxGraph:
 
 
 def _onnx_array(init) -> np.ndarray:
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # deferred: the optional ONNX install
 
     return numpy_helper.to_array(init)
 
@@ -220,7 +220,7 @@ def has_lrn(graph: OnnxGraph) -> bool:
 
 def load_parameters(graph: OnnxGraph, arrays: dict[str, np.ndarray], config: NetConfig) -> list[str]:
     """Replace the weights by canonical arrays (user name -> array); returns notes on how they were laid out."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # deferred: the optional ONNX install
 
     notes, first_dense = list(graph.notes), True
     for name, role, layout in graph.params:
