@@ -40,7 +40,7 @@ import numpy as np
 from .arch import MAX_INT
 from .checkpoint import read_checkpoint_meta
 from .errors import ConfigError, VGGError, arg
-from .exits import LOST, PIPE_GONE
+from .exits import FAILED, LOST, PIPE_GONE, REFUSED
 from .host import env_seconds
 from .spec import spec
 
@@ -82,7 +82,7 @@ def error_status(error: Exception, environ=None) -> int:
     """The exit status of a command that met the project's own ``error``: 2, or :data:`LOST` for a worker started
     by :func:`launch` that lost its peers."""
     launched = (os.environ if environ is None else environ).get(LAUNCHED) is not None
-    return LOST if launched and isinstance(error, WorkerLost) else 2
+    return LOST if launched and isinstance(error, WorkerLost) else REFUSED
 
 
 class WorkerLost(VGGError, RuntimeError):
@@ -592,7 +592,7 @@ def launch(
         file=sys.stderr,
         flush=True,
     )
-    return 1
+    return FAILED
 
 
 def saved(checkpoint: Path | None, resume_hint: str = "") -> str:

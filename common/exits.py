@@ -3,8 +3,8 @@
 import os
 import sys
 
-FAILED = 1  # a refused input or a failed run, said in one line
-USAGE = 2  # a command line argparse refuses, or a working folder that was deleted
+FAILED = 1  # the work failed: a backend that disagrees with the spec, a run that stopped, output not written
+REFUSED = 2  # the input was refused, in one line saying what to change (argparse's refusals and the project's)
 INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as the shell reports
 PIPE_GONE = 141  # the exit status where the reader of the output went away: 128 + SIGPIPE, as the shell reports
 
@@ -63,7 +63,7 @@ def quiet_pipe(command) -> int:
     except OutputError as error:
         _discard_output()
         print(f"error: the output could not be written ({error}); send it where it can be", file=sys.stderr)
-        return 1
+        return FAILED
     finally:
         sys.stdout = stdout
 

@@ -19,7 +19,7 @@ from ..checkpoint import (
 )
 from ..data import find_files
 from ..distributed import check_workers, child_env, describe_exit, die_with_parent, python_module
-from ..exits import PIPE_GONE
+from ..exits import FAILED, INTERRUPTED, PIPE_GONE
 from ..spec import check_memory
 from ..training import parse_device
 from .options import (
@@ -125,21 +125,21 @@ def _compare(args, names: list[str], out: Path) -> int:
             env = child_env(PYTHONUNBUFFERED="1")
             done = subprocess.run(cmd, env=env, preexec_fn=die_with_parent())  # no run outlives a killed compare
         except KeyboardInterrupt:  # the run got the same Ctrl-C, has saved what it could and said so
-            done = subprocess.CompletedProcess(cmd, 130)
-        if done.returncode == 130:
+            done = subprocess.CompletedProcess(cmd, INTERRUPTED)
+        if done.returncode == INTERRUPTED:
             print(
                 f"interrupted: the comparison stopped in the {name} run; continue it with the same command "
                 f"and --resume (finished backends are kept, each other one continues from its last checkpoint)",
                 file=sys.stderr,
             )
-            return 130
+            return INTERRUPTED
         if done.returncode < 0:  # killed: it could say nothing (the kernel's out-of-memory killer, say)
             print(
                 f"error: the {name} run {describe_exit(done.returncode)}; continue the comparison with the same "
                 f"command and --resume (each backend from its last checkpoint)",
                 file=sys.stderr,
             )
-            return 1
+            return FAILED
         if done.returncode == PIPE_GONE:  # the reader of the output went away: the run ended quietly, as this does
             return PIPE_GONE
         if done.returncode != 0:

@@ -7,6 +7,7 @@ import argparse
 from ..backends import BACKENDS
 from ..checkpoint import prepare_folder
 from ..conform import REPORT_FILES, conform, write_report
+from ..exits import FAILED
 from .options import (
     arch_option,
     positive,
@@ -68,4 +69,4 @@ def run(args) -> int:
         md, js = write_report(report, args.out)
         print(f"report: {md}\nnumbers: {js}")
     print(report.summary())
-    return 0 if report.conforms else 1
+    return 0 if report.conforms else FAILED

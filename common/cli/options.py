@@ -10,6 +10,7 @@ from pathlib import Path
 from ..arch import CONFIGS, MAX_INT, arch_text, make_any_config
 from ..checkpoint import prepare_folder
 from ..errors import ArgValue, ConfigError, VGGError
+from ..exits import REFUSED
 from ..files import check_target
 from ..recipe import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, Recipe, default_lr
 
@@ -240,7 +241,7 @@ class Parser(argparse.ArgumentParser):
     commands: Mapping[str, argparse.ArgumentParser] = {}  # the top parser's: each command's own
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(REFUSED, f"error: {message} (see {self.prog} --help)\n")
 
 
 def add_device(p) -> None:

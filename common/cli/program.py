@@ -11,7 +11,7 @@ import threading
 
 from ..distributed import LAUNCHED, TIMEOUT, error_status, quiet_error
 from ..errors import VGGError
-from ..exits import INTERRUPTED, USAGE
+from ..exits import INTERRUPTED, REFUSED
 from ..host import LOG_EVERY, env_seconds
 from .options import Parser, message_for
 from .registry import COMMANDS, load, named
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             "error: the working folder was deleted; change to a folder that exists (cd) and run it again",
             file=sys.stderr,
         )
-        return USAGE
+        return REFUSED
     parser = build_parser(named(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's parser, which names its own --help

@@ -6,6 +6,7 @@ import sys
 
 from .. import report
 from ..backends import BACKENDS, get_backend, parse_backends
+from ..exits import FAILED
 from ..spec import check_memory, spec
 from .options import (
     SUMMARY_DEFAULTS,
@@ -59,6 +60,6 @@ def run(args) -> int:
     mismatched = bad + sum(totals[n] != s.params for n in names)
     if mismatched:
         print(f"DISAGREEMENT: {mismatched} value(s) differ from the spec (marked ≠)", file=sys.stderr)
-        return 1
+        return FAILED
     print(f"all {len(names)} backend(s) agree with the spec")
     return 0

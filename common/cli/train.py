@@ -26,6 +26,7 @@ from ..distributed import (
     worker_env,
 )
 from ..errors import ConfigError, TrainingDiverged, WeightsError
+from ..exits import INTERRUPTED
 from ..files import atomic_write
 from ..host import reuse_freed_memory
 from ..spec import check_memory
@@ -166,7 +167,7 @@ def _interrupted(args, path, started: float) -> int:
     if path is None or not path.is_file():
         kept = "nothing was saved (no epoch finished)" if path else "nothing was saved (--out DIR saves every epoch)"
         print(f"interrupted: {kept}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     meta = read_checkpoint_meta(path)
     if path.stat().st_mtime < started:  # an --overwrite run stopped before its first checkpoint
         print(
@@ -175,13 +176,13 @@ def _interrupted(args, path, started: float) -> int:
             f"{_resume_command(args, path.parent)}, or start again with --overwrite",
             file=sys.stderr,
         )
-        return 130
+        return INTERRUPTED
     print(
         f"interrupted: epoch {meta['epoch']} of {meta['recipe']['num_epochs']} is saved in {path}; continue "
         f"with: {_resume_command(args, path.parent)}",
         file=sys.stderr,
     )
-    return 130
+    return INTERRUPTED
 
 
 def run(args) -> int:
@@ -279,7 +280,7 @@ def _train(args, out: Path | None) -> int:
                 f"{_resume_command(args, out)}",
                 file=sys.stderr,
             )
-            return 130
+            return INTERRUPTED
     return 0
 
 
