@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from common import training
-from common.errors import ConfigError, InputError
+from common.errors import ConfigError, InputError, arg
 from common.training import check_batch
 
 from .data import on_device
@@ -225,7 +225,7 @@ def join_run():
     from common.distributed import collective_timeout
 
     if not dist.is_available():
-        raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
+        raise ConfigError(f"{arg('workers')}: this PyTorch is built without torch.distributed; use {arg('workers', 1)}")
     if not dist.is_initialized():
         engine = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=collective_timeout()))
@@ -248,7 +248,7 @@ class DistributedTrainer(Trainer):
         cuda = torch.device(device).type == "cuda"
         if sync_bn and not cuda:
             raise ConfigError(
-                "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
+                f"{arg('sync_bn')}: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
                 "then normalizes its own slice)"
             )
         join_run()
