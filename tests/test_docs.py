@@ -56,7 +56,8 @@ def test_usage_documents_every_option_of_every_command(command):
 def test_the_guard_tells_an_option_from_a_longer_one():
     assert _mentioned("--batch", "`--batch N` and `--batch-size`")
     assert not _mentioned("--batch", "`--batch-size N`, `--batch-norm`")
-    assert _section("## `vgg a X`\nA --x\n### part\n--y\n## `vgg b`\n--z\n", "a") == "## `vgg a X`\nA --x\n### part\n--y\n"
+    page = "## `vgg a X`\nA --x\n### part\n--y\n## `vgg b`\n--z\n"
+    assert _section(page, "a") == "## `vgg a X`\nA --x\n### part\n--y\n"
 
 
 def test_every_test_file_the_docs_name_exists():

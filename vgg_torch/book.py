@@ -3,9 +3,10 @@ Blocks (VGG)") and AlexNet ("Deep Convolutional Neural Networks (AlexNet)").
 
 This is the book's code, not the project's: ``vgg_torch.model`` is the project's VGG. It is quoted here once,
 for what holds the project to the book: ``scripts/gpu_check.py`` trains it beside ``vgg_torch.train`` on a GPU,
-and ``tests/test_conform.py`` checks that it conforms. One change from the page: the book sizes the first dense
-layer for 224 px (``out_channels * 7 * 7`` in VGG, ``6400`` in AlexNet); here that size follows the input size
-given (``resize``), which the book also passes to its data loader.
+and ``tests/test_conform.py`` checks that it conforms. Changes from the page: the book sizes the first dense
+layer for 224 px (``out_channels * 7 * 7`` in VGG, ``6400`` in AlexNet), where here that size follows the input
+size given (``resize``, which the book passes to its data loader); ``small_conv_arch`` is a function of the
+ratio; the list of a block's layers is annotated for the type checker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ conv_arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 
 
 def vgg_block(num_convs, in_channels, out_channels):
-    layers = []
+    layers: list[nn.Module] = []
     for _ in range(num_convs):
         layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
         layers.append(nn.ReLU())
