@@ -188,11 +188,13 @@ def book_data_root(work: Path) -> Path:
     return work / "torchvision"
 
 
-def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Path) -> dict:  # noqa: C901 (the book, as printed)
+def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Path) -> dict:
     """*Dive into Deep Learning*, "Networks Using Blocks (VGG)", PyTorch, as printed (d2l's helpers inlined)."""
     import torchvision
     from torch.utils import data
     from torchvision import transforms
+
+    from vgg_torch import book  # the book's network, as printed
 
     torch.manual_seed(0)
     root = book_data_root(work)
@@ -209,34 +211,6 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
         return (
             data.DataLoader(mnist_train, batch_size, shuffle=True, num_workers=4),
             data.DataLoader(mnist_test, batch_size, shuffle=False, num_workers=4),
-        )
-
-    def vgg_block(num_convs, in_channels, out_channels):
-        layers = []
-        for _ in range(num_convs):
-            layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
-            layers.append(nn.ReLU())
-            in_channels = out_channels
-        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        return nn.Sequential(*layers)
-
-    def vgg(conv_arch):
-        conv_blks = []
-        in_channels = 1
-        for num_convs, out_channels in conv_arch:
-            conv_blks.append(vgg_block(num_convs, in_channels, out_channels))
-            in_channels = out_channels
-        side = resize // 32
-        return nn.Sequential(
-            *conv_blks,
-            nn.Flatten(),
-            nn.Linear(out_channels * side * side, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 10),
         )
 
     def accuracy(y_hat, y):
@@ -285,10 +259,7 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
             print(f"[book] epoch {len(epochs)}: {epochs[-1]}", flush=True)
         return epochs, metric[2] * num_epochs / step_seconds
 
-    conv_arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
-    ratio = 4
-    small_conv_arch = [(pair[0], pair[1] // ratio) for pair in conv_arch]
-    net = vgg(small_conv_arch)
+    net = book.vgg(book.small_conv_arch(4), resize=resize)
     lr, batch_size = 0.05, 128
     train_iter, test_iter = load_data_fashion_mnist(batch_size, resize=resize)
     start = time.perf_counter()

@@ -9,6 +9,7 @@ built without their parameters' memory (``adapters.build_abstract``, the backend
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 
 # Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
@@ -37,6 +38,21 @@ def load_backend(name):
     return get_backend(name)
 
 
+def load_optional(module: str, extra: str = "onnx"):
+    """An optional package the project installs with ``pip install -e '.[EXTRA]'`` (ONNX, ONNX Runtime,
+    safetensors), imported; or a skip saying what to install (a failure in CI: nothing is skipped).
+
+    Every optional import in the tests goes through here, never through ``pytest.importorskip``. At a module's
+    top level it skips (or fails) the whole module.
+    """
+    if importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed (pip install -e '.[{extra}]')"
+        if IN_CI:
+            pytest.fail(f"CI must run every format: {message}", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return importlib.import_module(module)
+
+
 @pytest.fixture(params=list(BACKENDS))
 def backend(request):
     return load_backend(request.param)
@@ -46,6 +62,18 @@ def backend(request):
 def backends():
     """Every backend package by name (the module is skipped, or fails in CI, if a framework is missing)."""
     return {name: load_backend(name) for name in BACKENDS}
+
+
+@pytest.fixture(scope="module")
+def torch_backend():
+    """The PyTorch backend (the test is skipped, or fails in CI, if PyTorch is missing)."""
+    return load_backend("torch")
+
+
+@pytest.fixture(scope="module")
+def tf_backend():
+    """The tf.keras backend (the test is skipped, or fails in CI, if TensorFlow is missing)."""
+    return load_backend("tf")
 
 
 @pytest.fixture(scope="module")

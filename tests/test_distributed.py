@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import kill_group, run_in_process, run_vgg, start_vgg
+from helpers import TINY_CLI, kill_group, one_line, run_in_process, run_vgg, start_vgg
 
 from common import distributed
 from common.arch import config_from_dict
@@ -557,3 +557,32 @@ def test_bench_workers_refuses_a_sweep(capsys):
     done = run_in_process(capsys, "bench", "--backends", "torch", "--workers", "2", "--sweep")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--workers measures data-parallel training alone" in done.stderr.strip().splitlines()[-1]
+
+
+# --- the environment and the devices of a distributed run ----------------------------------------------------------
+
+
+def test_workers_asking_for_a_gpu_the_framework_does_not_see_are_refused(capsys):
+    load_backend("tf")  # no GPU build of TensorFlow is installed here, so it sees none
+    train = ["train", "--backend", "tf", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--workers", "2"]
+    assert "was asked for, but TensorFlow sees 0 GPU(s)" in one_line(capsys, [*train, "--device", "cuda"])
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "variables", "says"),
+    [
+        ("torch", {"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' in the environment is no whole number of at least 1"),
+        ("torch", {"WORLD_SIZE": "2", "RANK": "5"}, "RANK 5 is not one of 2 workers' (0..1)"),
+        ("torch", {"WORLD_SIZE": "2", "LOCAL_RANK": "abc"}, "LOCAL_RANK='abc' in the environment"),
+        ("torch", {"WORLD_SIZE": "2"}, "but MASTER_ADDR and MASTER_PORT are not set; set them as torchrun does"),
+        ("tf", {"TF_CONFIG": "{bad"}, "TF_CONFIG in the environment is not TensorFlow's cluster description"),
+        ("tf", {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}}'}, "(KeyError: 'task')"),
+        ("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "x"}, "DMLC_NUM_WORKER='x' in the environment"),
+    ],
+)
+def test_an_engines_variable_that_is_no_run_is_one_line(capsys, monkeypatch, backend_name, variables, says):
+    """A stray or mistyped engine variable (a scheduler's, a shell's) had given a ValueError, KeyError or
+    JSONDecodeError traceback, or a rank past the workers had waited for peers that never come."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert says in one_line(capsys, ["train", "--backend", backend_name, *TINY_CLI, "--epochs", "1"])

@@ -4,14 +4,13 @@ Every export must give its framework's logits in ONNX Runtime, and the three exp
 weights each other's; damaged or foreign files are one clear error, through the API and the `vgg` command.
 """
 
-import importlib.util
 import json
 import sys
 
 import numpy as np
 import pytest
 from adapters import forward
-from conftest import IN_CI, load_backend
+from conftest import load_backend, load_optional
 from helpers import TINY, random_weights, run_in_process, run_main
 
 from common.arch import make_any_config
@@ -22,11 +21,7 @@ from common.report import fmt
 from common.weights import make_meta, save_npz, xavier_init
 
 for _module in ("onnx", "onnxruntime", "safetensors"):
-    if importlib.util.find_spec(_module) is None:
-        _message = f"{_module} is not installed (pip install -e '.[onnx,safetensors]')"
-        if IN_CI:
-            pytest.fail(f"CI must run every format: {_message}", pytrace=False)
-        pytest.skip(_message, allow_module_level=True)
+    load_optional(_module, "onnx,safetensors")
 
 import onnx  # noqa: E402
 import safetensors.numpy  # noqa: E402

@@ -18,7 +18,7 @@ from common import training
 from common.bench import cpu_features
 from common.data import check_batch
 from common.distributed import SYNC_BN, Watchdog, shard
-from common.errors import ConfigError, InputError, WeightsError
+from common.errors import ConfigError, InputError, WeightsError, arg
 
 from .data import on_device
 from .model import Device, Net
@@ -246,7 +246,9 @@ def join_run():
     """Join the ps-lite run the ``DMLC_*`` variables describe: its ``dist_sync`` kvstore, made once per process."""
     if "kvstore" not in _RUN:
         if not mx.runtime.Features().is_enabled("DIST_KVSTORE"):
-            raise ConfigError("--workers: this MXNet is built without the distributed kvstore; use --workers 1")
+            raise ConfigError(
+                f"{arg('workers')}: this MXNet is built without the distributed kvstore; use {arg('workers', 1)}"
+            )
         _RUN["kvstore"] = mx.kv.create("dist_sync")
     return _RUN["kvstore"]
 
@@ -268,7 +270,7 @@ class DistributedTrainer(Trainer):
     def __init__(self, net, recipe, device, sync_bn=False):
         if sync_bn and SYNC_BN["mxnet"] is None:
             raise ConfigError(
-                "--sync-bn: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
+                f"{arg('sync_bn')}: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
                 "(each worker then normalizes its own slice)"
             )
         self.kv = join_run()

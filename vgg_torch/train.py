@@ -13,7 +13,7 @@ from torch import nn
 from common import host, training
 from common.data import check_batch
 from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
-from common.errors import ConfigError, InputError
+from common.errors import ConfigError, InputError, arg
 
 from .data import on_device
 from .model import Device, Net
@@ -229,7 +229,7 @@ def join_run():
     """
 
     if not dist.is_available():
-        raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
+        raise ConfigError(f"{arg('workers')}: this PyTorch is built without torch.distributed; use {arg('workers', 1)}")
     if not dist.is_initialized():
         engine = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=collective_timeout()))
@@ -252,7 +252,7 @@ class DistributedTrainer(Trainer):
         cuda = torch.device(device).type == "cuda"
         if sync_bn and not cuda:
             raise ConfigError(
-                "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
+                f"{arg('sync_bn')}: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
                 "then normalizes its own slice)"
             )
         join_run()
