@@ -1328,6 +1328,11 @@ def build_parser() -> _Parser:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     _add_device(p)
     p.set_defaults(func=cmd_evaluate)
+    from .teach import command as teach  # a command module: HELP, add_arguments, run
+
+    p = sub.add_parser("teach", help=teach.HELP)
+    teach.add_arguments(p)
+    p.set_defaults(func=teach.run)
     for p in sub.choices.values():  # also after the command; absent there, it leaves the value before it alone
         p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     parser.commands = sub.choices  # each command's parser, for its errors
