@@ -74,6 +74,12 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def prose(text: Any) -> str:
+    """``text`` escaped, with its `code` spans as <code>."""
+    parts = esc(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)) if len(parts) % 2 else esc(text)
+
+
 def highlighted(text: str) -> str:
     """``text`` as Pygments' Python tokens (spans only: the text itself is kept character for character)."""
     from pygments import highlight
@@ -149,6 +155,7 @@ def side(chapter: Chapter, section: Section, level: int = 3) -> str:
 
 def conventions_grid(chapter: Chapter) -> str:
     out = [f'<div class="sbs notes" style="--n:{len(chapter.names)}" data-grid="conventions">']
+    out += [f'<div class="col-head">{esc(chapter.labels[n])}</div>' for n in chapter.names]
     for n in chapter.names:
         c = chapter.conventions[n]
         label = esc(chapter.labels[n])
@@ -176,7 +183,7 @@ def conventions_grid(chapter: Chapter) -> str:
         out.append(
             f'<div class="cell" data-backend="{esc(n)}"><span class="who">{label}</span><ul>'
             f"<li><strong>Layout</strong>: {esc(layout)}</li>"
-            f"<li><strong>Input channels</strong>: {esc(c.in_channels)}</li>"
+            f"<li><strong>Input channels</strong>: {prose(c.in_channels)}</li>"
             f"<li><strong>Batch norm</strong> (<code>{esc(c.bn_call)}</code>): {esc(eps)}</li>"
             f"<li>{mom}</li></ul></div>"
         )
@@ -324,7 +331,7 @@ def figure(svg: str, caption: str) -> str:
 
 def results_html(run: Run | None) -> str:
     if run is None:
-        return f'<p class="no-run">{esc(NO_RUN)}</p>'
+        return f'<p class="no-run">{prose(NO_RUN)}</p>'
     headers, rows = compare_rows(run.records)
     table = (
         '<div class="scroll"><table class="results"><thead><tr>'
