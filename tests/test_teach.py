@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import ENV, ONE_THREAD, ROOT, TINY_CLI, run_in_process, run_vgg
+from helpers import ENV, ONE_THREAD, ROOT, TINY_CLI, run_in_process, run_python, run_vgg
 
 from common.arch import make_alexnet_config, make_config
 from common.backends import BACKENDS, is_available
@@ -296,3 +296,41 @@ def test_a_page_the_user_wrote_is_kept_without_overwrite(tmp_path, capsys, site)
     shutil.copy(site["notebook"], out / "chapter.ipynb")
     done = run_in_process(capsys, "teach", "--out", out, "--run", site["run"])
     assert done.returncode != 0 and f"{mine} exists" in done.stderr  # the notebook was no obstacle
+
+
+# --- the registry decides the columns; the package imports no framework ------------------------------------------
+
+
+def test_a_backend_added_to_the_registry_gets_its_column(tmp_path):
+    # the registry holding MXNet and a second entry for the same package: the page has both, and nothing else
+    code = f"""
+from common.backends import BACKENDS, Backend
+from common.cli import main
+mxnet = BACKENDS["mxnet"]
+BACKENDS.clear()
+BACKENDS.update(mxnet=mxnet, again=Backend("vgg_mxnet", "mxnet", "mxnet", "Gluon again"))
+raise SystemExit(main(["teach", "--out", {str(tmp_path)!r}, "--run", {str(tmp_path / "none")!r}]))
+"""
+    (tmp_path / "none").mkdir()
+    done = run_python(code, env=ONE_THREAD)
+    assert done.returncode != 0 and "holds no results.json" in done.stderr  # the run is checked first
+    done = run_python(code.replace(f', "--run", {str(tmp_path / "none")!r}', ""), env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = (tmp_path / "index.html").read_text()
+    assert 'style="--n:2" data-grid="model._layer"' in page and "Gluon again" in page
+    assert page.count('data-backend="again" data-fn="model._layer"') == page.count(
+        'data-backend="mxnet" data-fn="model._layer"'
+    )
+    assert 'data-backend="torch"' not in page and 'data-col="again-total"' in page
+
+
+def test_the_teach_package_imports_no_framework():
+    modules = ["common.teach", *(f"common.teach.{m}" for m in ("command", "sources", "chapter", "page", "notebook"))]
+    frameworks = [b.framework for b in BACKENDS.values()]
+    code = (
+        f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print([f for f in {frameworks!r} if f in sys.modules])"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -52,8 +52,9 @@ class ShapeTable:
     title: str
     config: NetConfig
     rows: list[ShapeRow]
-    totals: dict[str, int]  # backend -> count_params
+    totals: dict[str, int]  # backend -> count_params (-1 where its shape inference failed)
     layouts: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)  # backend -> why its shape inference failed
 
     @property
     def spec_params(self) -> int:
@@ -89,13 +90,16 @@ def shape_table(key: str, title: str, config: NetConfig, names: list[str]) -> Sh
     """Each backend's own shape inference and counts on the abstract network of ``config``, beside the spec."""
     s = spec(config)
     live: dict[str, tuple[list, dict[str, int]]] = {}
-    totals, layouts = {}, {}
+    totals, layouts, errors = {}, {}, {}
     for n in names:
         b = get_backend(n)
-        net = b.abstract_network(config)  # layers and shapes, no parameter memory
-        live[n] = (b.layer_shapes(net, config.input_size, config.in_channels), b.layer_params(net))
-        totals[n] = int(b.count_params(net))
         layouts[n] = str(getattr(b, "LAYOUT", "NCHW"))
+        try:
+            net = b.abstract_network(config)  # layers and shapes, no parameter memory
+            live[n] = (b.layer_shapes(net, config.input_size, config.in_channels), b.layer_params(net))
+            totals[n] = int(b.count_params(net))
+        except Exception as e:  # one backend's failure is shown in its column; the page still tells the rest
+            live[n], totals[n], errors[n] = ([], {}), -1, f"{type(e).__name__}: {e}"[:300]
     rows = []
     for i, g in enumerate(s.group_rows()):
         shapes, own, params, layer_names = {}, {}, {}, {}
@@ -105,7 +109,7 @@ def shape_table(key: str, title: str, config: NetConfig, names: list[str]) -> Sh
                 shapes[n], own[n] = shape, to_layout(shape, layouts[n])
             params[n] = int(counts.get(g["name"], 0))
         rows.append(ShapeRow(g["name"], (1, *g["shape"]), g["params"], g["macs"], shapes, own, params, layer_names))
-    return ShapeTable(key, title, config, rows, totals, layouts)
+    return ShapeTable(key, title, config, rows, totals, layouts, errors)
 
 
 # --- a compare run ----------------------------------------------------------------------------------------------

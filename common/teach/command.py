@@ -15,11 +15,15 @@ DEFAULT_RUN = "runs/compare"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--out", default="runs/teach", help="folder for index.html and chapter.ipynb (default runs/teach)"
+        "--out",
+        default="runs/teach",
+        metavar="DIR",
+        help="folder for index.html and chapter.ipynb (default runs/teach)",
     )
     parser.add_argument(
         "--run",
         default=None,
+        metavar="DIR",
         help=f"a folder `vgg compare` wrote, for the results (default {DEFAULT_RUN} when it holds results.json)",
     )
     parser.add_argument(
@@ -32,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--notebook-backend",
         default=None,
+        metavar="NAME",
         help="the backend the notebook's first cell chooses (default: the first installed one)",
     )
     parser.add_argument(

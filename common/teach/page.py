@@ -160,7 +160,10 @@ def conventions_grid(chapter: Chapter) -> str:
         c = chapter.conventions[n]
         label = esc(chapter.labels[n])
         if c is None:
-            out.append(f'<div class="cell"><span class="who">{label}</span><p>no model._layer to read</p></div>')
+            out.append(
+                f'<div class="cell" data-backend="{esc(n)}"><span class="who">{label}</span><p>nothing read: no '
+                "<code>model._layer</code> with an <code>if p.kind == ...</code> branch per kind</p></div>"
+            )
             continue
         eps = (
             f"epsilon {fmt(c.epsilon)} as written here"
@@ -239,6 +242,9 @@ def table_html(chapter: Chapter, t: ShapeTable) -> str:
     total.append(f"<td><strong>{t.macs:,}</strong></td>")
     rows.append(f"<tr>{''.join(total)}</tr>")
     bad = t.differences()
+    failed = "".join(
+        f" {esc(chapter.labels[n])}'s shape inference failed: {esc(reason)}." for n, reason in t.errors.items()
+    )
     verdict = (
         f"Every backend agrees with the spec: {len(t.rows)} layers, {t.spec_params:,} parameters, "
         f"{t.macs:,} MACs per example."
@@ -249,7 +255,7 @@ def table_html(chapter: Chapter, t: ShapeTable) -> str:
         f'<h3 id="{esc(t.key)}">{esc(t.title)}</h3>'
         f'<div class="scroll"><table class="shapes" data-table="{esc(t.key)}" data-config="{esc(t.config.describe())}">'
         f"<thead><tr>{''.join(head)}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-        f'<p class="verdict" data-differences="{bad}">{esc(verdict)} Each backend\'s column is its own '
+        f'<p class="verdict" data-differences="{bad}">{esc(verdict)}{failed} Each backend\'s column is its own '
         f"<code>layer_shapes</code> on its <code>abstract_network</code> (no parameter memory), and its own "
         f"<code>layer_params</code>; a channels-last backend's own shape is shown below its NCHW one.</p>"
     )

@@ -84,7 +84,10 @@ def backend_source(name: str, dotted: str) -> Source | None:
     obj = resolve(pkg, dotted)
     if obj is None:
         return None
-    return source(obj, f"{pkg}.{dotted}")
+    try:
+        return source(obj, f"{pkg}.{dotted}")
+    except (OSError, TypeError):  # made at run time (no source file), or not a function or class
+        return None
 
 
 def common_source(dotted: str) -> Source:
@@ -191,7 +194,10 @@ def conventions(name: str) -> Conventions | None:
         return None
     module = importlib.import_module(f"{BACKENDS[name].package}.model")
     parts = dict(layer.parts)
-    conv_calls, bn_calls = _calls(parts.get("conv", "")), _calls(parts.get("bn", ""))
+    try:
+        conv_calls, bn_calls = _calls(parts["conv"]), _calls(parts["bn"])
+    except (KeyError, SyntaxError):  # a _layer not written as one `if p.kind == ...` branch per kind
+        return None
     conv_text, conv_cls = _callee(conv_calls, module)
     param, default = _default(conv_cls, "in_channels", "in_features")
     given = "in_width" in parts.get("conv", "")
