@@ -339,6 +339,9 @@ def exercises(
             "vgg_macs": s.macs,
             "alex_params": spec(alexnet).params,
             "alex_macs": spec(alexnet).macs,
+            # the first dense layer's share of the parameters (VGG's fc1, AlexNet's fc6)
+            "vgg_dense1": next(r["params"] for r in vgg_rows if r["name"].startswith("fc")) / s.params,
+            "alex_dense1": next(r["params"] for r in alex_rows if r["name"].startswith("fc")) / spec(alexnet).params,
             "speeds": [r for r in bench.runs if r["arch"] in ("vgg11", "alexnet")],
         },
         "resolution": {

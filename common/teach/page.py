@@ -430,8 +430,9 @@ def exercises_html(chapter: Chapter) -> str:
         f"{a['vgg_macs']:,} multiply-accumulates per image, AlexNet {a['alex_macs']:,}: "
         f"{a['vgg_macs'] / a['alex_macs']:.1f}× as many. VGG keeps 64 to 512 channels at high resolution "
         f"(3×3 convolutions on 224 and 112 px maps), where AlexNet's first layer strides by 4 at once. Parameters: "
-        f"VGG-11 {a['vgg_params']:,}, AlexNet {a['alex_params']:,}; most of both sit in the first dense layer, "
-        f"whose input is the flattened last feature map.</p>"
+        f"VGG-11 {a['vgg_params']:,}, AlexNet {a['alex_params']:,}; the first dense layer, whose input is the "
+        f"flattened last feature map, holds {a['vgg_dense1']:.0%} of VGG-11's and {a['alex_dense1']:.0%} of "
+        f"AlexNet's.</p>"
         '<div class="scroll"><table><thead><tr><th class="name">network</th><th class="name">layer</th>'
         "<th>output</th><th>params</th><th>MACs</th></tr></thead><tbody>"
         + "".join(rows)
