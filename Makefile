@@ -3,8 +3,10 @@
 setup:
 	@bash scripts/setup.sh
 
+# ends with the chapter side by side with this run's numbers: runs/compare/index.html
 compare: setup
 	.venv/bin/vgg compare
+	.venv/bin/vgg teach --run runs/compare --out runs/compare
 
 # Lint, format, type and layering checks first: they take seconds, the suite takes much longer.
 test: setup

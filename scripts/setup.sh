@@ -15,6 +15,16 @@ if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ] && [ -z "${FASHION_MNIST_DIR:-}" 
     exit 1
   fi
 fi
+# the headless browser the suite opens `vgg teach`'s page in (Debian's chromium; playwright downloads none)
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "== installing chromium (Debian package) for the browser tests"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: /usr/bin/chromium is missing and apt-get is not here: the browser tests of vgg teach will fail" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"

@@ -17,6 +17,7 @@ COMMANDS = {
     "convert": "common.cli.convert",
     "conform": "common.cli.conform",
     "evaluate": "common.cli.evaluate",
+    "teach": "common.teach.command",
 }
 
 
