@@ -150,8 +150,37 @@ def run_precision(precision, device, flags=None, quiet=False):
     return "fp32"
 
 
-def _optimizer(net, optimizer, lr):
-    return gluon.Trainer(net.collect_params(), "adam" if optimizer == "adam" else "sgd", {"learning_rate": lr})
+class Adam(mx.optimizer.Adam):
+    """``common.training.ADAM``: PyTorch's Adam, epsilon added to the bias-corrected root of the second moment.
+
+    MXNet's own (its fused ``adam_update``) adds epsilon to the uncorrected root. The state is MXNet's
+    (mean, variance) per parameter and its update counters, so a checkpoint holds what Gluon's Adam holds.
+    """
+
+    def __init__(self, learning_rate):
+        a = training.ADAM
+        super().__init__(learning_rate=learning_rate, beta1=a["beta1"], beta2=a["beta2"], epsilon=a["eps"])
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        lr, wd, t = self._get_lr(index), self._get_wd(index), self._index_update_count[index]
+        grad = grad * self.rescale_grad
+        if self.clip_gradient:
+            grad = mx.nd.clip(grad, -self.clip_gradient, self.clip_gradient)
+        if wd:
+            grad = grad + wd * weight
+        mean, var = state
+        mean[:] = mean + (1 - self.beta1) * (grad - mean)
+        var[:] = self.beta2 * var + (1 - self.beta2) * mx.nd.square(grad)
+        denominator = mx.nd.sqrt(var) / np.sqrt(1 - self.beta2**t) + self.epsilon
+        weight[:] = weight - lr / (1 - self.beta1**t) * mean / denominator
+
+
+def _optimizer(net, optimizer, lr, **kvstore):
+    """The Gluon Trainer of ``net``'s parameters (``kvstore``: a data-parallel run's, see DistributedTrainer)."""
+    if optimizer == "adam":
+        return gluon.Trainer(net.collect_params(), Adam(lr), **kvstore)
+    return gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr}, **kvstore)
 
 
 def _slots(state) -> tuple:
@@ -271,13 +300,7 @@ class DistributedTrainer(Trainer):
         self.rank, self.size = self.kv.rank, self.kv.num_workers
         self.watchdog = Watchdog()  # ps-lite waits for a stalled worker for good: this ends the wait
         super().__init__(net, recipe, device)
-        self.opt = gluon.Trainer(
-            net.collect_params(),
-            "adam" if recipe.optimizer == "adam" else "sgd",
-            {"learning_rate": recipe.lr},
-            kvstore=self.kv,
-            update_on_kvstore=False,
-        )
+        self.opt = _optimizer(net, recipe.optimizer, recipe.lr, kvstore=self.kv, update_on_kvstore=False)
         # Gluon joins the kvstore at its first step, where each worker pulls rank 0's parameters (init + pull)
         # and then pushes its gradients under the same keys. The pull and the push write different arrays, so
         # MXNet's engine does not order them: a push that reached the server first replaced the stored

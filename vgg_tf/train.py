@@ -117,9 +117,34 @@ def in_precision(net, precision="fp32"):
     return import_weights(twin, export_weights(net))
 
 
+class Adam(keras.optimizers.Adam):
+    """``common.training.ADAM``: PyTorch's Adam, epsilon added to the bias-corrected root of the second moment.
+
+    Keras' own adds epsilon (default 1e-7) to the uncorrected root; the moments and the step counter are its
+    own variables, so a checkpoint holds what Keras' Adam holds.
+    """
+
+    def __init__(self, learning_rate):
+        a = training.ADAM
+        super().__init__(learning_rate=learning_rate, beta_1=a["beta1"], beta_2=a["beta2"], epsilon=a["eps"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        lr, gradient = ops.cast(learning_rate, variable.dtype), ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        correction1 = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step)
+        correction2 = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step)
+        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(correction2)), self.epsilon)
+        self.assign_sub(variable, ops.multiply(ops.divide(lr, correction1), ops.divide(m, denominator)))
+
+
 def _optimizer(net, optimizer, lr):
     if optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
+        return Adam(lr)
     return keras.optimizers.SGD(learning_rate=lr)
 
 

@@ -104,8 +104,9 @@ class _Autocast(nn.Module):
 
 
 def _optimizer(net, optimizer, lr):
-    if optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=lr)
+    if optimizer == "adam":  # the reference of common.training.ADAM: PyTorch's own form
+        a = training.ADAM
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=(a["beta1"], a["beta2"]), eps=a["eps"])
     return torch.optim.SGD(net.parameters(), lr=lr)
 
 

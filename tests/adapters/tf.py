@@ -87,3 +87,14 @@ def batch_norms(net) -> list[tuple[float, float]]:
         for _, layer in _named_layers(net)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
+
+
+def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
+    """A float32 vector ``w0`` after one step of the backend's ``optimizer`` per gradient of ``grads``."""
+    from vgg_tf.train import _optimizer
+
+    w = keras.Variable(w0.copy())
+    opt = _optimizer(None, optimizer, lr)
+    for g in grads:
+        opt.apply_gradients([(tf.constant(g), w)])
+    return np.array(w)
