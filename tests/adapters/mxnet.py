@@ -93,3 +93,12 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
         dot.backward()
         opt.step(1)  # the gradient as given: Gluon scales it by 1 / 1
     return holder.weight.data().asnumpy().ravel()
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    from vgg_mxnet.model import _layer
+
+    layer = _layer(plan)
+    layer.initialize()
+    return layer(mx.nd.array(x_nchw)).asnumpy()

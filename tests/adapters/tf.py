@@ -98,3 +98,10 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
     for g in grads:
         opt.apply_gradients([(tf.constant(g), w)])
     return np.array(w)
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    from vgg_tf.model import _layer
+
+    return np.transpose(np.asarray(_layer(plan)(_nhwc(x_nchw), training=False)), (0, 3, 1, 2))

@@ -79,3 +79,11 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
         holder.w.grad = torch.from_numpy(g.copy())
         opt.step()
     return holder.w.detach().numpy().copy()
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    from vgg_torch.model import _layer
+
+    with torch.no_grad():
+        return _layer(plan).eval()(torch.from_numpy(x_nchw)).numpy()
