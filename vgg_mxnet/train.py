@@ -282,8 +282,8 @@ class DistributedTrainer(Trainer):
     the scheduler numbers the workers (:attr:`rank`). The Gluon Trainer pushes each worker's gradients to the
     servers, which sum them, and pulls the sum back (``update_on_kvstore=False``: every worker then applies
     the same update, and its optimizer state stays on the worker, where a checkpoint can read it). Each worker
-    steps on its own slice of every global batch (``common.distributed.shard``) with its summed loss;
-    ``step(batch)`` divides the workers' sum by the global batch: the one-process mean gradient. Batch norm
+    steps on its own slice of every global batch (``common.distributed.shard``) with its loss scaled by
+    ``common.distributed.loss_scale`` (``1 / batch``): the servers' sum is the one-process mean gradient. Batch norm
     normalizes each worker's slice with its own statistics, and each worker keeps its own running statistics
     (rank 0's are saved): Gluon has no batch norm synchronized over a kvstore, so there is no ``sync_bn``.
     """
@@ -316,7 +316,7 @@ class DistributedTrainer(Trainer):
             self.kv.init(self.metrics, mx.nd.zeros(2))
 
     def train_step(self, x, y):
-        from common.distributed import shard
+        from common.distributed import loss_scale, shard
 
         batch, part = y.shape[0], shard(y.shape[0], self.rank, self.size)
         if part.stop > part.start:
@@ -327,13 +327,14 @@ class DistributedTrainer(Trainer):
             with autograd.record():
                 logits = self.forward(x)
                 loss = self.loss_fn(logits, y)  # per example of this worker's slice
-            loss.backward()
+                share = loss * loss_scale(self.size, batch, self.backend)  # the servers sum them: the global mean
+            share.backward()
             sums = mx.nd.concat(loss.sum(), (logits.argmax(axis=1) == y).sum(), dim=0)
         else:  # a last batch smaller than the run: this worker adds nothing to the sums
             for param in self.opt._params:
                 param.zero_grad()
             sums = mx.nd.zeros(2)
         with self.watchdog.waiting():
-            self.opt.step(batch)  # the servers sum the workers' gradients; divided by the global batch: the mean
+            self.opt.step(1)  # the servers sum the workers' scaled gradients: the gradient is the one to apply
             self.kv.pushpull(self.metrics, sums, out=sums)  # the global batch's summed loss and correct predictions
             return sums.asnumpy().tolist()

@@ -254,7 +254,8 @@ class DistributedTrainer(Trainer):
     the Keras optimizer; the step runs through ``strategy.run`` on this worker's own slice of every global
     batch (``common.distributed.shard``). Keras 3's optimizer sums the workers' gradients (an all-reduce
     over the ring), so each worker's loss is its summed loss divided by the global batch: the sum is the
-    one-process mean gradient. The loss and correct predictions of the step are summed over the workers.
+    one-process mean gradient (``common.distributed.loss_scale``). The loss and correct predictions of the step
+    are summed over the workers.
     ``sync_bn``: batch norm computes its statistics over the global batch (``BatchNormalization`` with
     ``synchronized=True``); without it each worker normalizes its own slice and keeps its own moving
     statistics (rank 0's are saved).
@@ -288,26 +289,27 @@ class DistributedTrainer(Trainer):
             for _, layer in _dropouts(self.forward):
                 layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
 
-    def _replica_step(self, x, y, batch):
+    def _replica_step(self, x, y, scale):
         net = self.forward
         with tf.GradientTape() as tape:
             logits = tf.cast(net(x, training=True), tf.float32)
             loss = self.loss_fn(y, logits)  # summed over this worker's slice
-            share = loss / batch  # the optimizer sums the workers' gradients: the global-batch mean
+            share = loss * scale  # common.distributed.loss_scale: the optimizer sums them to the global-batch mean
         grads = tape.gradient(share, net.trainable_variables)
         self.opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return tf.stack([loss, _correct(logits, y)])
 
-    def _distributed_step(self, x, y, batch):
-        sums = self.strategy.run(self._replica_step, args=(x, y, batch))
+    def _distributed_step(self, x, y, scale):
+        sums = self.strategy.run(self._replica_step, args=(x, y, scale))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
     def train_step(self, x, y):
-        from common.distributed import shard
+        from common.distributed import loss_scale, shard
 
         batch, part = int(y.shape[0]), shard(int(y.shape[0]), self.rank, self.size)
+        scale = tf.constant(loss_scale(self.size, batch, self.backend), tf.float32)  # a tensor: one trace per run
         try:
-            return self.step(x[part], y[part], tf.constant(batch, tf.float32)).numpy().tolist()  # one host sync
+            return self.step(x[part], y[part], scale).numpy().tolist()  # one host sync
         except _LOST as e:
             raise _lost(e) from None
 

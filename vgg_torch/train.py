@@ -279,7 +279,7 @@ class DistributedTrainer(Trainer):
             logits = self.ddp(x)
             loss = self.loss_fn(logits, y)  # summed over this worker's slice
             self.opt.zero_grad(set_to_none=True)
-            (loss * loss_scale(self.size, batch)).backward()
+            (loss * loss_scale(self.size, batch, self.backend)).backward()
             self.opt.step()
             sums = torch.stack([loss.detach().float(), (logits.argmax(dim=1) == y).sum().float()])
             dist.all_reduce(sums)  # the global batch's summed loss and correct predictions
