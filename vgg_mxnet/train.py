@@ -164,11 +164,9 @@ class Adam(mx.optimizer.Adam):
     def update(self, index, weight, grad, state):
         self._update_count(index)
         lr, wd, t = self._get_lr(index), self._get_wd(index), self._index_update_count[index]
-        grad = grad * self.rescale_grad
+        grad = grad * self.rescale_grad + wd * weight  # then clipped, as MXNet's adam_update does
         if self.clip_gradient:
             grad = mx.nd.clip(grad, -self.clip_gradient, self.clip_gradient)
-        if wd:
-            grad = grad + wd * weight
         mean, var = state
         mean[:] = mean + (1 - self.beta1) * (grad - mean)
         var[:] = self.beta2 * var + (1 - self.beta2) * mx.nd.square(grad)
@@ -176,11 +174,13 @@ class Adam(mx.optimizer.Adam):
         weight[:] = weight - lr / (1 - self.beta1**t) * mean / denominator
 
 
-def _optimizer(net, optimizer, lr, **kvstore):
-    """The Gluon Trainer of ``net``'s parameters (``kvstore``: a data-parallel run's, see DistributedTrainer)."""
-    if optimizer == "adam":
-        return gluon.Trainer(net.collect_params(), Adam(lr), **kvstore)
-    return gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr}, **kvstore)
+def _rule(optimizer, lr):
+    """Gluon's optimizer and its arguments for the recipe's ``optimizer``: what a ``gluon.Trainer`` is made with."""
+    return (Adam(lr), None) if optimizer == "adam" else ("sgd", {"learning_rate": lr})
+
+
+def _optimizer(net, optimizer, lr):
+    return gluon.Trainer(net.collect_params(), *_rule(optimizer, lr))
 
 
 def _slots(state) -> tuple:
@@ -300,7 +300,9 @@ class DistributedTrainer(Trainer):
         self.rank, self.size = self.kv.rank, self.kv.num_workers
         self.watchdog = Watchdog()  # ps-lite waits for a stalled worker for good: this ends the wait
         super().__init__(net, recipe, device)
-        self.opt = _optimizer(net, recipe.optimizer, recipe.lr, kvstore=self.kv, update_on_kvstore=False)
+        self.opt = gluon.Trainer(
+            net.collect_params(), *_rule(recipe.optimizer, recipe.lr), kvstore=self.kv, update_on_kvstore=False
+        )
         # Gluon joins the kvstore at its first step, where each worker pulls rank 0's parameters (init + pull)
         # and then pushes its gradients under the same keys. The pull and the push write different arrays, so
         # MXNet's engine does not order them: a push that reached the server first replaced the stored
