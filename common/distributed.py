@@ -219,15 +219,18 @@ def shard(batch: int, rank: int, size: int) -> slice:
     return slice(start, start + base + (rank < extra))
 
 
-def loss_scale(size: int, batch: int) -> float:
-    """What a worker multiplies its summed loss by so that the engine's gradient is the global-batch mean.
+def loss_scale(size: int, batch: int, backend: str) -> float:
+    """What a worker of ``backend`` multiplies its summed loss by so that the applied gradient is the global-batch
+    mean: the one scaling rule of every backend's data-parallel step.
 
-    DDP and MultiWorkerMirroredStrategy average the workers' gradients (divide by ``size``): each worker's
-    loss is its sum times ``size / batch``, and the average is the gradient of the sum over the global batch
-    divided by ``batch``, the one-process mean. (MXNet's kvstore sums instead; its Trainer divides by the
-    global ``batch``.)
+    DDP averages the workers' gradients (divides by ``size``): the scale is ``size / batch``. Keras 3's optimizer
+    under MultiWorkerMirroredStrategy and MXNet's kvstore sum them: ``1 / batch``. Either way the combined
+    gradient is that of the sum over the global batch divided by ``batch``, the one-process mean.
     """
-    return size / batch
+    combines = {"torch": "mean", "tf": "sum", "mxnet": "sum"}  # what each engine does with the workers' gradients
+    if backend not in combines:
+        raise ConfigError(f"unknown backend {backend!r}")
+    return (size if combines[backend] == "mean" else 1) / batch
 
 
 def restored_digest(arrays: dict) -> int:

@@ -19,6 +19,13 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}  # the book's SGD recipe; Adam as in its older edition
+# Adam, one definition for every backend: PyTorch's torch.optim.Adam (the book's framework), which adds epsilon
+# to the bias-corrected root of the second moment, step t from 1:
+#   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+#   w -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+# Keras' and Gluon's own Adam add epsilon to sqrt(v) before the correction (an epsilon sqrt(1 - beta2^t) times
+# PyTorch's, 1/32 at step 1), and Keras' default epsilon is 1e-7: each backend computes this one (docs/conformance.md).
+ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
 
 ALEXNET_SGD_LR = 0.01  # the book's AlexNet recipe (without batch norm, 0.05 diverges there)

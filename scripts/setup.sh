@@ -36,3 +36,7 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/constraints
   .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[all,test]"
   touch "$STAMP"
 fi
+if [ "${VGG_MUTATION:-0}" = 1 ] && ! .venv/bin/python -c "import mutmut" 2>/dev/null; then
+  echo "== installing mutmut into .venv (make mutation)"
+  .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[mutation]"
+fi

@@ -18,6 +18,7 @@ from common.backends import BACKENDS
 from common.data import fashion_mnist_batches
 from common.errors import BackendUnavailable, ConfigError, InputError, WeightsError
 from common.report import fmt
+from common.spec import spec
 from common.weights import make_meta, save_npz, xavier_init
 
 for _module in ("onnx", "onnxruntime", "safetensors"):
@@ -290,8 +291,14 @@ def test_a_bad_safetensors_file_is_one_clear_error(kind, tmp_path):
         load_safetensors(path)  # without a network to load into, too
 
 
-def test_safetensors_of_another_configuration_are_refused_before_any_tensor_is_read(tmp_path, monkeypatch):
-    config, other = config_of(SMALL), config_of(CASES[2])
+@pytest.mark.parametrize("shapes", ["other", "same"])
+def test_safetensors_of_another_configuration_are_refused_before_any_tensor_is_read(shapes, tmp_path, monkeypatch):
+    """``same``: a configuration whose tensors have the very shapes of the file's (33 px images end in the same
+    1x1 map as 32 px ones): only the configuration record can refuse it."""
+    config = config_of(SMALL)
+    other = config_of(CASES[2]) if shapes == "other" else config_of({**SMALL, "input_size": 33})
+    if shapes == "same":
+        assert spec(other).param_shapes() == spec(config).param_shapes()
     path = save_safetensors(tmp_path / "w.safetensors", config, random_weights(config), "tf", "2.21")
     opened = []
 
@@ -313,7 +320,8 @@ def test_safetensors_of_another_configuration_are_refused_before_any_tensor_is_r
 
     real = safetensors.safe_open
     monkeypatch.setattr(safetensors, "safe_open", Spy)
-    with pytest.raises(WeightsError, match="holds weights for vgg11 .* but this network is vgg16"):
+    says = "but this network is vgg16" if shapes == "other" else r"but this network .* \(they differ in input_size\)"
+    with pytest.raises(WeightsError, match=f"holds weights for vgg11 .* {says}"):
         load_safetensors(path, other)
     assert opened == []
     load_safetensors(path, config)

@@ -17,8 +17,9 @@ from mxnet.contrib import amp
 from common import training
 from common.bench import cpu_features
 from common.data import check_batch
-from common.distributed import SYNC_BN, Watchdog, shard
+from common.distributed import SYNC_BN, Watchdog, loss_scale, shard
 from common.errors import ConfigError, InputError, WeightsError, arg
+from common.recipe import ADAM
 
 from .data import on_device
 from .model import Device, Net
@@ -156,8 +157,37 @@ def run_precision(precision, device, flags=None, quiet=False):
     return "fp32"
 
 
+class Adam(mx.optimizer.Adam):
+    """``common.recipe.ADAM``: PyTorch's Adam, epsilon added to the bias-corrected root of the second moment.
+
+    MXNet's own (its fused ``adam_update``) adds epsilon to the uncorrected root. The state is MXNet's
+    (mean, variance) per parameter and its update counters, so a checkpoint holds what Gluon's Adam holds.
+    """
+
+    def __init__(self, learning_rate):
+        a = ADAM
+        super().__init__(learning_rate=learning_rate, beta1=a["beta1"], beta2=a["beta2"], epsilon=a["eps"])
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        lr, wd, t = self._get_lr(index), self._get_wd(index), self._index_update_count[index]
+        grad = grad * self.rescale_grad + wd * weight  # then clipped, as MXNet's adam_update does
+        if self.clip_gradient:
+            grad = mx.nd.clip(grad, -self.clip_gradient, self.clip_gradient)
+        mean, var = state
+        mean[:] = mean + (1 - self.beta1) * (grad - mean)
+        var[:] = self.beta2 * var + (1 - self.beta2) * mx.nd.square(grad)
+        denominator = mx.nd.sqrt(var) / np.sqrt(1 - self.beta2**t) + self.epsilon
+        weight[:] = weight - lr / (1 - self.beta1**t) * mean / denominator
+
+
+def _rule(optimizer, lr):
+    """Gluon's optimizer and its arguments for the recipe's ``optimizer``: what a ``gluon.Trainer`` is made with."""
+    return (Adam(lr), None) if optimizer == "adam" else ("sgd", {"learning_rate": lr})
+
+
 def _optimizer(net, optimizer, lr):
-    return gluon.Trainer(net.collect_params(), "adam" if optimizer == "adam" else "sgd", {"learning_rate": lr})
+    return gluon.Trainer(net.collect_params(), *_rule(optimizer, lr))
 
 
 def _slots(state) -> tuple:
@@ -261,8 +291,8 @@ class DistributedTrainer(Trainer):
     the scheduler numbers the workers (:attr:`rank`). The Gluon Trainer pushes each worker's gradients to the
     servers, which sum them, and pulls the sum back (``update_on_kvstore=False``: every worker then applies
     the same update, and its optimizer state stays on the worker, where a checkpoint can read it). Each worker
-    steps on its own slice of every global batch (``common.distributed.shard``) with its summed loss;
-    ``step(batch)`` divides the workers' sum by the global batch: the one-process mean gradient. Batch norm
+    steps on its own slice of every global batch (``common.distributed.shard``) with its loss scaled by
+    ``common.distributed.loss_scale`` (``1 / batch``): the servers' sum is the one-process mean gradient. Batch norm
     normalizes each worker's slice with its own statistics, and each worker keeps its own running statistics
     (rank 0's are saved): Gluon has no batch norm synchronized over a kvstore, so there is no ``sync_bn``.
     """
@@ -278,11 +308,7 @@ class DistributedTrainer(Trainer):
         self.watchdog = Watchdog()  # ps-lite waits for a stalled worker for good: this ends the wait
         super().__init__(net, recipe, device)
         self.opt = gluon.Trainer(
-            net.collect_params(),
-            "adam" if recipe.optimizer == "adam" else "sgd",
-            {"learning_rate": recipe.lr},
-            kvstore=self.kv,
-            update_on_kvstore=False,
+            net.collect_params(), *_rule(recipe.optimizer, recipe.lr), kvstore=self.kv, update_on_kvstore=False
         )
         # Gluon joins the kvstore at its first step, where each worker pulls rank 0's parameters (init + pull)
         # and then pushes its gradients under the same keys. The pull and the push write different arrays, so
@@ -308,13 +334,14 @@ class DistributedTrainer(Trainer):
             with autograd.record():
                 logits = self.forward(x)
                 loss = self.loss_fn(logits, y)  # per example of this worker's slice
-            loss.backward()
+                share = loss * loss_scale(self.size, batch, self.backend)  # the servers sum them: the global mean
+            share.backward()
             sums = mx.nd.concat(loss.sum(), (logits.argmax(axis=1) == y).sum(), dim=0)
         else:  # a last batch smaller than the run: this worker adds nothing to the sums
             for param in self.opt._params:
                 param.zero_grad()
             sums = mx.nd.zeros(2)
         with self.watchdog.waiting():
-            self.opt.step(batch)  # the servers sum the workers' gradients; divided by the global batch: the mean
+            self.opt.step(1)  # the servers sum the workers' scaled gradients: the gradient is the one to apply
             self.kv.pushpull(self.metrics, sums, out=sums)  # the global batch's summed loss and correct predictions
             return sums.asnumpy().tolist()

@@ -17,8 +17,9 @@ import tensorflow as tf
 
 from common import training
 from common.data import check_batch
-from common.distributed import WorkerLost, collective_timeout, restored_digest, shard
+from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
 from common.errors import ConfigError, InputError
+from common.recipe import ADAM
 
 from .data import on_device
 from .model import Device, Net, _named_layers, from_config
@@ -128,9 +129,34 @@ def in_precision(net, precision="fp32"):
     return import_weights(twin, export_weights(net))
 
 
+class Adam(keras.optimizers.Adam):
+    """``common.recipe.ADAM``: PyTorch's Adam, epsilon added to the bias-corrected root of the second moment.
+
+    Keras' own adds epsilon (default 1e-7) to the uncorrected root; the moments and the step counter are its
+    own variables, so a checkpoint holds what Keras' Adam holds.
+    """
+
+    def __init__(self, learning_rate):
+        a = ADAM
+        super().__init__(learning_rate=learning_rate, beta_1=a["beta1"], beta_2=a["beta2"], epsilon=a["eps"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        lr, gradient = ops.cast(learning_rate, variable.dtype), ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        correction1 = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step)
+        correction2 = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step)
+        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(correction2)), self.epsilon)
+        self.assign_sub(variable, ops.multiply(ops.divide(lr, correction1), ops.divide(m, denominator)))
+
+
 def _optimizer(net, optimizer, lr):
     if optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
+        return Adam(lr)
     return keras.optimizers.SGD(learning_rate=lr)
 
 
@@ -238,7 +264,8 @@ class DistributedTrainer(Trainer):
     the Keras optimizer; the step runs through ``strategy.run`` on this worker's own slice of every global
     batch (``common.distributed.shard``). Keras 3's optimizer sums the workers' gradients (an all-reduce
     over the ring), so each worker's loss is its summed loss divided by the global batch: the sum is the
-    one-process mean gradient. The loss and correct predictions of the step are summed over the workers.
+    one-process mean gradient (``common.distributed.loss_scale``). The loss and correct predictions of the step
+    are summed over the workers.
     ``sync_bn``: batch norm computes its statistics over the global batch (``BatchNormalization`` with
     ``synchronized=True``); without it each worker normalizes its own slice and keeps its own moving
     statistics (rank 0's are saved).
@@ -270,24 +297,25 @@ class DistributedTrainer(Trainer):
             for _, layer in _dropouts(self.forward):
                 layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
 
-    def _replica_step(self, x, y, batch):
+    def _replica_step(self, x, y, scale):
         net = self.forward
         with tf.GradientTape() as tape:
             logits = tf.cast(net(x, training=True), tf.float32)
             loss = self.loss_fn(y, logits)  # summed over this worker's slice
-            share = loss / batch  # the optimizer sums the workers' gradients: the global-batch mean
+            share = loss * scale  # common.distributed.loss_scale: the optimizer sums them to the global-batch mean
         grads = tape.gradient(share, net.trainable_variables)
         self.opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return tf.stack([loss, _correct(logits, y)])
 
-    def _distributed_step(self, x, y, batch):
-        sums = self.strategy.run(self._replica_step, args=(x, y, batch))
+    def _distributed_step(self, x, y, scale):
+        sums = self.strategy.run(self._replica_step, args=(x, y, scale))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
     def train_step(self, x, y):
         batch, part = int(y.shape[0]), shard(int(y.shape[0]), self.rank, self.size)
+        scale = tf.constant(loss_scale(self.size, batch, self.backend), tf.float32)  # a tensor: one trace per run
         try:
-            return self.step(x[part], y[part], tf.constant(batch, tf.float32)).numpy().tolist()  # one host sync
+            return self.step(x[part], y[part], scale).numpy().tolist()  # one host sync
         except _LOST as e:
             raise _lost(e) from None
 

@@ -14,6 +14,7 @@ from common import host, training
 from common.data import check_batch
 from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
 from common.errors import ConfigError, InputError, arg
+from common.recipe import ADAM
 
 from .data import on_device
 from .model import Device, Net
@@ -109,8 +110,9 @@ class _Autocast(nn.Module):
 
 
 def _optimizer(net, optimizer, lr):
-    if optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=lr)
+    if optimizer == "adam":  # the reference of common.recipe.ADAM: PyTorch's own form
+        a = ADAM
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=(a["beta1"], a["beta2"]), eps=a["eps"])
     return torch.optim.SGD(net.parameters(), lr=lr)
 
 
@@ -278,7 +280,7 @@ class DistributedTrainer(Trainer):
             logits = self.ddp(x)
             loss = self.loss_fn(logits, y)  # summed over this worker's slice
             self.opt.zero_grad(set_to_none=True)
-            (loss * loss_scale(self.size, batch)).backward()
+            (loss * loss_scale(self.size, batch, self.backend)).backward()
             self.opt.step()
             sums = torch.stack([loss.detach().float(), (logits.argmax(dim=1) == y).sum().float()])
             dist.all_reduce(sums)  # the global batch's summed loss and correct predictions
