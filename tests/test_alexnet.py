@@ -16,7 +16,7 @@ from common.arch import make_alexnet_config
 from common.backends import BACKENDS
 from common.errors import ConfigError, WeightsError
 from common.spec import spec
-from common.weights import xavier_init
+from common.weights import MODEL_SUFFIXES, xavier_init
 
 # The book prints this trace for AlexNet on one 1x224x224 image (every layer of its nn.Sequential).
 BOOK_TRACE = [
@@ -147,7 +147,7 @@ def test_model_files_rebuild_alexnet_in_every_framework(backends, tmp_path):
     backends["torch"].save_weights(backends["torch"].import_weights(net, weights), tmp_path / "a.npz")
     for n, b in backends.items():
         moved = b.load_weights(b.alexnet(input_size=65), tmp_path / "a.npz")
-        suffix = {"torch": ".pt", "tf": ".weights.h5", "mxnet": ".params"}[n]
+        suffix = MODEL_SUFFIXES[n]
         b.save_model(moved, tmp_path / f"model{suffix}")
         loaded = b.load_model(tmp_path / f"model{suffix}")
         assert loaded.config == net.config, n

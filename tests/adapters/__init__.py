@@ -12,7 +12,8 @@
 - ``to_backend(x, y)``: NumPy images (in the backend's layout) and labels as the framework's tensors;
 - ``to_numpy(t)``: a framework tensor as a NumPy array;
 - ``batch_norms(net)``: (epsilon, weight of the new batch statistic in PyTorch's convention) of every batch-norm
-  layer, read from the built layers.
+  layer, read from the built layers;
+- ``CONTAINER``: the class name of the framework's container that ``vgg_block`` returns.
 
 The helpers below compose these; nothing else in the suite touches a framework by name.
 """
