@@ -10,8 +10,10 @@ import jax.numpy as jnp
 
 from common.arch import net_plan
 from common.blocks import MLP_WIDTH, SECOND_USE, check_config, fixed_weight, tied_plan
+from common.weights import xavier_init
 
-from .model import Model, _layer, initialise, run
+from .model import _KEYS, Model, _layer, abstract_variables, initialise, run
+from .weights import import_weights
 
 
 class Function(nn.Module):
@@ -96,9 +98,8 @@ def hand_vgg(config):
         ),
         name="vgg",
     )
-    net.variables = dict(initialise(net.module, 1, config.input_size, config.input_size, config.in_channels))
-    net.config = config
-    return net
+    net.variables, net.config = dict(abstract_variables(net.module, config)), config
+    return import_weights(net, xavier_init(config, next(_KEYS)))  # as vgg() draws its weights
 
 
 class _FixedHiddenMLP(nn.Module):

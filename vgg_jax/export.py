@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import numpy as np
 
 from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
 from common.weights import atomic_write
 
-EXPORTER = "jax2tf (graph ops, not native serialization) then tf2onnx"
+EXPORTER = "jax2tf (TensorFlow ops: native_serialization=False, enable_xla=False) then tf2onnx"
 
 
 def _require_exporter() -> None:
@@ -37,8 +39,12 @@ def export_onnx(net, path, batch=None):
     def logits(images):
         return module.apply(variables, images.transpose(0, 2, 3, 1), training=False)
 
-    # graph ops (native_serialization=False): tf2onnx cannot read the XlaCallModule op of native serialization
-    converted = jax2tf.convert(logits, native_serialization=False, polymorphic_shapes=None if batch else ["(b, ...)"])
+    # TensorFlow's own ops: tf2onnx reads neither native serialization's XlaCallModule op nor the Xla* ops
+    # (XlaReduceWindow for the max-pool) that jax2tf writes where enable_xla is on
+    shapes = None if batch else ["(b, ...)"]
+    with warnings.catch_warnings():  # deprecated since July 2024, and still the route tf2onnx can read
+        warnings.simplefilter("ignore", DeprecationWarning)
+        converted = jax2tf.convert(logits, native_serialization=False, enable_xla=False, polymorphic_shapes=shapes)
     signature = [tf.TensorSpec((batch, c, s, s), tf.float32, name=INPUT)]
     function = tf.function(lambda images: tf.identity(converted(images), name=OUTPUT), autograph=False)
 

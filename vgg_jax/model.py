@@ -197,14 +197,19 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
+def abstract_variables(module, config):
+    """The variables ``module`` has for ``config``'s input, as ``jax.eval_shape``'s abstract arrays (no memory)."""
+    x = jax.ShapeDtypeStruct((1, config.input_size, config.input_size, config.in_channels), jnp.float32)
+    key = jax.random.PRNGKey(0)
+    return jax.eval_shape(lambda x: module.init({"params": key, "dropout": key}, x), x)
+
+
 def abstract_network(config):
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): its variables are ``jax.eval_shape``'s abstract arrays."""
     config = as_config(config)
     module = VGG(config)
-    x = jax.ShapeDtypeStruct((1, config.input_size, config.input_size, config.in_channels), jnp.float32)
-    key = jax.random.PRNGKey(0)
-    return Model(module, jax.eval_shape(lambda x: module.init({"params": key, "dropout": key}, x), x), config)
+    return Model(module, abstract_variables(module, config), config)
 
 
 def layer_shapes(net, input_size, in_channels=1, batch=1):
