@@ -38,6 +38,7 @@ import numpy as np
 
 from . import PIPE_GONE
 from .arch import MAX_INT
+from .backends import BACKENDS
 from .errors import ConfigError, VGGError, arg
 
 HOST = "127.0.0.1"  # every local run binds and connects here only
@@ -149,6 +150,8 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     ``DMLC_ROLE=worker`` (its rank is assigned by the scheduler, known once the kvstore is made).
     """
     env = os.environ if environ is None else environ
+    if backend not in ENGINES and backend in BACKENDS:  # no engine: always one process (check_workers says so)
+        return None
     if backend == "torch":
         size = env_count(env, "WORLD_SIZE", "1", 1)
         if size == 1:

@@ -103,8 +103,13 @@ def output_and_gradients(net, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.n
     return np.asarray(out), grads
 
 
+def _array(a: np.ndarray):
+    # JAX without x64 would narrow float64 and int64 silently: those stay NumPy arrays, which vgg_jax takes too
+    return jnp.asarray(a) if jax.dtypes.canonicalize_dtype(a.dtype) == a.dtype else a
+
+
 def to_backend(x: np.ndarray, y: np.ndarray):
-    return jnp.asarray(x), jnp.asarray(y)
+    return _array(x), _array(y)
 
 
 def to_numpy(t) -> np.ndarray:
