@@ -8,6 +8,7 @@ state in a checkpoint, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from functools import partial
 
@@ -92,6 +93,12 @@ def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
         return step(net.variables, jax.device_put(x, device), jax.device_put(y, device))
 
     return training.accuracy(data_iter, check, correct)
+
+
+def policy(precision="fp32"):
+    """Networks built inside this block are ready for ``precision`` (JAX needs nothing: the module computing in
+    bfloat16 is made per run, :func:`in_precision`)."""
+    return contextlib.nullcontext()
 
 
 def in_precision(net, precision="fp32"):
