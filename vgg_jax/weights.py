@@ -137,8 +137,8 @@ def save_model(net, path):
     path = check_model_path(path, "jax")
     meta = json.dumps(make_meta(net.config, "jax", jax.__version__))
     check_finite_weights(export_weights(net), "the network")
-    state = {"vgg_meta": meta, "variables": serialization.to_state_dict(net.variables)}
-    data = serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, state))
+    variables = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(net.variables))
+    data = serialization.msgpack_serialize({"vgg_meta": meta, "variables": variables})
     return atomic_write(path, lambda f: f.write(data))
 
 
