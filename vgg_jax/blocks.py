@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,15 +12,6 @@ from common.weights import xavier_init
 
 from .model import _KEYS, Model, _layer, abstract_variables, initialise, run
 from .weights import import_weights
-
-
-class Function(nn.Module):
-    """A layer without parameters (``nn.relu``, a pooling, a reshape) under a name of its own."""
-
-    fn: Callable
-
-    def __call__(self, x, training=False):
-        return self.fn(x)
 
 
 class Sequential(nn.Module):
@@ -84,8 +73,7 @@ def children(net) -> list:
 
 
 def _named(p):
-    layer = _layer(p, training=None)
-    return layer if isinstance(layer, nn.Module) else Function(layer, name=p.name)
+    return _layer(p, training=None)
 
 
 def hand_vgg(config):

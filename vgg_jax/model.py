@@ -11,6 +11,8 @@ converts layouts.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -52,8 +54,18 @@ def flatten(x):
     return x.reshape((x.shape[0], -1))
 
 
+class Function(nn.Module):
+    """A layer without parameters (``nn.relu``, ``nn.max_pool``, a reshape) as a module, under its plan name: the
+    same function the book puts in its ``nn.Sequential``, named so that a trace can tell the layers apart."""
+
+    fn: Callable
+
+    def __call__(self, x, training=False):
+        return self.fn(x)
+
+
 def _layer(p: LayerPlan, training: bool | None = False, dtype: Any = jnp.float32):
-    """The Flax layer (a module, or a function where Flax has one) for one planned layer, named as in the plan.
+    """The Flax layer for one planned layer, named as in the plan.
 
     ``training=None`` leaves dropout and batch norm to be told at call time (:func:`run`).
     """
@@ -69,14 +81,14 @@ def _layer(p: LayerPlan, training: bool | None = False, dtype: Any = jnp.float32
             use_running_average=deterministic, momentum=1 - BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, name=p.name
         )
     if p.kind == "relu":
-        return nn.relu
+        return Function(nn.relu, name=p.name)
     if p.kind == "lrn":
-        return local_response_norm
+        return Function(local_response_norm, name=p.name)
     if p.kind == "pool":
-        kernel, stride = p.kernel, p.stride
-        return lambda x: nn.max_pool(x, window_shape=(kernel, kernel), strides=(stride, stride))
+        pool = partial(nn.max_pool, window_shape=(p.kernel, p.kernel), strides=(p.stride, p.stride))
+        return Function(pool, name=p.name)
     if p.kind == "flatten":
-        return flatten
+        return Function(flatten, name=p.name)
     if p.kind == "linear":
         return nn.Dense(p.out_width, kernel_init=_XAVIER, bias_init=nn.initializers.zeros, dtype=dtype, name=p.name)
     if p.kind == "dropout":
