@@ -15,6 +15,7 @@ import pytest
 from conftest import load_backend
 from helpers import ENV, ONE_THREAD, TINY, TINY_CLI, one_line, run_in_process, run_vgg
 
+from common.backends import BACKENDS
 from common.cli import main
 from common.errors import ConfigError
 
@@ -31,7 +32,7 @@ THREADS = {k: v for k, v in ONE_THREAD.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
         (["summary", "--dropout", "1e-50"], "--dropout must be a probability in [0, 1) that float32 holds"),
         (["summary", "--arch", "vgg12"], "argument --arch: unknown arch 'vgg12': give a name (vgg11, vgg11_lrn"),
         (["summary", "--input-size", "28", "--backends", "torch"], "minimum is 32"),
-        (["summary", "--backends", "caffe"], "unknown backend 'caffe'; choose from torch, tf, mxnet"),
+        (["summary", "--backends", "caffe"], f"unknown backend 'caffe'; choose from {', '.join(BACKENDS)}"),
         (["train", "--backend", "torch", "--resize", "28"], "minimum is 32"),
         (["train", "--backend", "torch", "--epochs", "-1"], "argument --epochs: must be >= 0"),
         (["train", "--backend", "torch", "--lr", "0"], "argument --lr: must be > 0"),

@@ -29,6 +29,7 @@ from helpers import (
 )
 
 from common.arch import make_config
+from common.backends import BACKENDS
 from common.checkpoint import FILE_NAME, load_checkpoint, read_checkpoint_meta
 from common.cli import main
 from common.errors import VGGError, WeightsError
@@ -463,7 +464,7 @@ def _first(arrays: dict, prefix: str) -> str:
 
 CHECKPOINT_DAMAGE = {
     "recipe": (lambda m: m["recipe"].update(lr="abc"), None, "has a damaged recipe record (lr must be"),
-    "backend": (lambda m: m.update(backend=["torch"]), None, "backend ['torch'] is none of torch, tf, mxnet"),
+    "backend": (lambda m: m.update(backend=["torch"]), None, f"backend ['torch'] is none of {', '.join(BACKENDS)}"),
     "history": (lambda m: m["history"].update(epochs=[]), None, "0 epochs recorded, after epoch 1"),
     "state": (lambda m: m["state"].update(data_epoch="x"), None, "the data stream's epoch is 'x'"),
     "slot missing": (
