@@ -59,13 +59,19 @@ def matmul_gflops(precision="fp32", n=None, repeats=5, device="cpu"):
         tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
-    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
+def compiles(step) -> tuple[int, float] | None:
+    """Compilations are not counted in tf.keras (XLA compiles each traced shape): None."""
+    return None
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu", compile=False):
+    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path;
+    ``compile``: the project's step through XLA (``jit_compile``)."""
     device = get_device(device)
     opt = keras.optimizers.SGD(learning_rate=lr)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function(jit_compile=False)
+    @tf.function(jit_compile=bool(compile and path == "project"))
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, tf.cast(net(x, training=True), tf.float32))
@@ -80,10 +86,11 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     return placed
 
 
-def infer_step(net, path="book", precision="fp32", device="cpu"):
-    """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
+def infer_step(net, path="book", precision="fp32", device="cpu", compile=False):
+    """A function ``step(x) -> logits`` of evaluation-mode inference on the given path (``compile``: XLA)."""
     device = get_device(device)
-    step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=False)
+    jit = bool(compile and path == "project")
+    step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=jit)
 
     def placed(x):
         with tf.device(device):
