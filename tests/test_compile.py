@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import statistics
 
 import numpy as np
 import pytest
 from conftest import load_backend
 from helpers import TINY, TINY_CLI, one_line, run_main
 
+from common import report
 from common.history import History
 from common.weights import xavier_init
 
@@ -87,12 +89,24 @@ def test_the_other_backends_take_compile_and_train_the_same(name):
 def test_vgg_train_and_evaluate_take_compile_and_record_the_count(torch_backend, tmp_path, capsys):
     _fresh_compiler()
     out = tmp_path / "run"
-    run_main(capsys, "train", "--backend", "torch", *TINY_CLI, "--batch-norm", "--epochs", "1", *LIMITS_CLI,
+    run_main(capsys, "train", "--backend", "torch", *TINY_CLI, "--batch-norm", "--epochs", "3", *LIMITS_CLI,
              "--compile", "--out", out)  # fmt: skip
     record = json.loads((out / "history.json").read_text())
-    assert record["compile"] is True and record["history"]["compiles"] == 3
+    assert record["compile"] is True and record["history"]["compiles"] == 3  # three epochs: no more graphs
     said = run_main(capsys, "evaluate", out / "weights.npz", "--backend", "torch", "--test-limit", "200", "--compile")
     assert f"test acc {record['history']['epochs'][-1]['test_acc']:.4f}" in said
+    # vgg compare's report of the run: the median epoch's speed, the count, the wall time of every epoch
+    epochs = record["history"]["epochs"]
+    headers, (row,) = report.compare_rows([record])
+    assert row[headers.index("median epoch examples/s")] == statistics.median(e["examples_per_sec"] for e in epochs)
+    assert row[headers.index("compiles")] == 3
+    walls = report.wall_times(epochs)
+    assert walls == [e["wall_seconds"] for e in epochs] and walls == sorted(walls)
+    assert walls[-1] == pytest.approx(record["wall_seconds"])
+    assert sum(e["seconds"] for e in epochs) < walls[-1]  # the wall time counts the evaluations too
+    paths = report.write_compare_report(tmp_path, [record])
+    assert "| epoch | loss | train acc | test acc | examples/s | seconds | wall s |" in paths["markdown"].read_text()
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compile_with_workers_is_one_line(capsys):
