@@ -117,11 +117,13 @@ class Compiled(nn.Module):
     """``net``'s forward pass through ``torch.compile`` (TorchInductor), with its batch dimension dynamic.
 
     The batch dimension of every input is marked dynamic (``torch._dynamo.maybe_mark_dynamic``) before the
-    compiled call, so that one graph serves every batch size of a run: the last, partial batch of an epoch and
-    the evaluation batches run the same graph as the full ones, with nothing padded (the loss and batch-norm
-    statistics are those of the real batch). A run compiles once per mode (training, evaluation) and precision;
-    :attr:`compiles` counts the graphs the compiler built (each call of its backend) and :attr:`seconds` the
-    wall time of the calls that built them. The parameters stay ``net``'s: training it trains ``net``.
+    compiled call, so that a graph serves a range of batch sizes, not one: the last, partial batch of an epoch
+    and the evaluation batches do not each compile again, and nothing is padded (the loss and batch-norm
+    statistics are those of the real batch). A run compiles once per shape class: training, evaluation, and on
+    a CPU a small last batch (Inductor's CPU code guards its sums of more than 4,096 numbers, which splits the
+    batch sizes in two ranges); no epoch compiles again. :attr:`compiles` counts the graphs the compiler built
+    (each call of its backend) and :attr:`seconds` the wall time of the calls that built them. The parameters
+    stay ``net``'s: training it trains ``net``.
     """
 
     def __init__(self, net):
