@@ -132,25 +132,38 @@ class Compiled(nn.Module):
         self.config = getattr(net, "config", None)
         self.compiles, self.seconds = 0, 0.0
         # kept out of the module's children, so that the parameters keep their names (net.<name>)
-        self.__dict__["run"] = torch.compile(net, backend=self._build)
-
-    def _build(self, graph, example_inputs):
-        """The compiler's backend: Inductor, counted."""
-        from torch._inductor.compile_fx import compile_fx  # the default backend of torch.compile, by name
-
-        self.compiles += 1
-        # fallback_random: dropout draws from PyTorch's own generator, as in eager mode (the same masks, the
-        # same weights), not from Inductor's fused generator
-        return compile_fx(graph, example_inputs, config_patches={"fallback_random": True})
+        self.__dict__["run"] = torch.compile(net, backend=_inductor)
 
     def forward(self, x):
         if x.shape[0] > 1:  # a batch of one is specialized (size 1 broadcasts); it compiles apart, if ever
             torch._dynamo.maybe_mark_dynamic(x, 0)
-        before, start = self.compiles, time.perf_counter()
-        out = self.__dict__["run"](x)
+        _CALLING.append(self)
+        try:
+            start = time.perf_counter()
+            before = self.compiles
+            out = self.__dict__["run"](x)
+        finally:
+            _CALLING.pop()
         if self.compiles > before:
             self.seconds += time.perf_counter() - start
         return out
+
+
+# The Compiled whose call is running: the one the backend's compilations count for. One backend for them all, so
+# that a network compiled once in a process (another run of the same one, in a notebook) reuses its graphs, and
+# the compiler's limit of graphs per function is not spent on copies of one graph.
+_CALLING: list[Compiled] = []
+
+
+def _inductor(graph, example_inputs):
+    """The compiler's backend: Inductor, counted for the Compiled being called."""
+    from torch._inductor.compile_fx import compile_fx  # the default backend of torch.compile, by name
+
+    if _CALLING:
+        _CALLING[-1].compiles += 1
+    # fallback_random: dropout draws from PyTorch's own generator, as in eager mode (the same masks, the
+    # same weights), not from Inductor's fused generator
+    return compile_fx(graph, example_inputs, config_patches={"fallback_random": True})
 
 
 def _optimizer(net, optimizer, lr):
