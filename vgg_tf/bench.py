@@ -3,7 +3,8 @@
 ``path="book"`` is what the book's ``train_ch6`` runs through ``model.fit``: one ``tf.function`` step,
 NHWC, no XLA. ``path="project"`` is what ``vgg_tf.train`` runs, and it is the same graph: the lever
 Keras offers, XLA (``jit_compile=True``), measured 0.65x the speed for training and 0.71x for inference
-on a 2-core CPU (ratio 4, 96 px, batch 128), so it stays off. ``precision="bf16"`` runs under Keras' ``mixed_bfloat16``
+on a 2-core CPU (ratio 4, 96 px, batch 128; 0.48x and 0.53x again on 2026-12-07), so it stays off; ``compile``
+(``--compile``) turns it on for the project's path. ``precision="bf16"`` runs under Keras' ``mixed_bfloat16``
 policy (bfloat16 compute, fp32 weights); the network must be built under that policy (see ``policy``).
 """
 
