@@ -140,9 +140,12 @@ def bench_backend(
     precision: str,
     progress: Progress,
     device: str = "cpu",
+    compile: bool = False,
 ) -> dict:
     """One backend's numbers on ``device``: train and inference examples/s on the book's and the project's path,
-    the peaks, and (on a GPU) its name and the allocator's peak memory."""
+    the peaks, and (on a GPU) its name and the allocator's peak memory. ``compile``: the project's path through
+    the framework's compiler (``train(..., compile=True)``); the graphs it built, where counted, and the wall time
+    of the project path's measurement, compilation included, are recorded."""
     b, bench = bench_modules(name)
     device = b.get_device(device)
     stream, _ = b.load_data_fashion_mnist(batch_size, config.input_size, 0, None, batch_size * (steps + 2), 1)
@@ -160,18 +163,25 @@ def bench_backend(
     def rate(step, batches):
         return examples_per_sec(step, batches, batch_size, steps, repeats, sync=lambda: bench.synchronize(device))
 
+    out["compile"] = compile
     for path in bench.PATHS:
         p = precision if path == "project" else "fp32"
         net = build_net(b, bench, config, p)
-        step = bench.train_step(net, path, p, device=device)
+        started = time.perf_counter()
+        step = bench.train_step(net, path, p, device=device, compile=compile)
         out[f"train_{path}"] = rate(step, memory)
         progress.update()
         if path == "project":  # the same step fed by the real loader: resizing and conversion included
             out["train_project_real_data"] = rate(step, stream)
             progress.update()
-        infer = bench.infer_step(net, path, p, device=device)
+        infer = bench.infer_step(net, path, p, device=device, compile=compile)
         out[f"infer_{path}"] = rate(lambda x, _y, infer=infer: infer(x), memory)
         progress.update()
+        out[f"seconds_{path}"] = time.perf_counter() - started  # the path's measurement end to end
+        if path == "project":
+            counted = [c for c in (bench.compiles(step), bench.compiles(infer)) if c is not None]
+            out["compiles"] = sum(n for n, _ in counted) if counted else None
+            out["compile_seconds"] = sum(s for _, s in counted) if counted else None
     out.update(bench.device_info(device))
     return out
 
@@ -237,6 +247,15 @@ def cpu_features() -> dict:
     }
 
 
+def _compiled(run: dict) -> str:
+    """The compile column: off, or the graphs built and their seconds (on, where the framework counts none)."""
+    if not run.get("compile"):
+        return "off"
+    if run.get("compiles") is None:
+        return "on"
+    return f"{run['compiles']} in {run['compile_seconds']:.0f} s"
+
+
 def bench_table(summary: dict) -> str:
     """The printed table: one row per backend."""
     headers = [
@@ -252,6 +271,7 @@ def bench_table(summary: dict) -> str:
         "infer ex/s (book)",
         "infer ex/s",
         "speedup",
+        "compiles",
     ]
     rows = [
         [
@@ -267,6 +287,7 @@ def bench_table(summary: dict) -> str:
             r["infer_book"],
             r["infer_project"],
             r["infer_speedup"],
+            _compiled(r),
         ]
         for r in summary["runs"]
     ]
@@ -294,15 +315,17 @@ def run_bench(
     precision: str,
     json_path: str | None = None,
     device: str = "cpu",
+    compile: bool = False,
 ) -> dict:
     """Measure every backend in turn on ``device`` and write the JSON (where ``json_path`` is given); return the
-    summary. :func:`bench_table` formats the summary for printing.
+    summary. :func:`bench_table` formats the summary for printing. ``compile``: see :func:`bench_backend`.
     """
     check_precision(precision)
     config = make_any_config(arch, 1, 10, resize, ratio)  # VGG with the book's head, or AlexNet (ratio None)
     progress = Progress(len(backends) * 6, "[bench]")
     results = [
-        bench_backend(name, config, batch_size, steps, repeats, precision, progress, device) for name in backends
+        bench_backend(name, config, batch_size, steps, repeats, precision, progress, device, compile)
+        for name in backends
     ]
     progress.close()
     summary = summarise(results, config, batch_size)

@@ -14,6 +14,8 @@ class Epoch:
     test_acc: float
     examples_per_sec: float
     seconds: float
+    # the run's wall time when this epoch ended (evaluation and checkpoints included); None in older records
+    wall_seconds: float | None = None
 
     def line(self) -> str:
         """The book's per-epoch line."""
@@ -30,6 +32,8 @@ class History:
     epochs: list[Epoch] = field(default_factory=list)
     data: dict | None = None  # the data the run trained on: folder and checksums (common.data)
     wall_seconds: float = 0.0  # the training loop's wall time (evaluation, checkpoints), over all of a resumed run
+    compiles: int = 0  # graphs the framework's compiler built (``compile=True``; PyTorch's torch.compile)
+    compile_seconds: float = 0.0  # the wall time of the steps and evaluations that compiled them
 
     def add(self, epoch: Epoch) -> None:
         self.epochs.append(epoch)
@@ -48,6 +52,8 @@ class History:
             "data": self.data,
             "epochs": [asdict(e) for e in self.epochs],
             "wall_seconds": self.wall_seconds,
+            "compiles": self.compiles,
+            "compile_seconds": self.compile_seconds,
         }
 
     @classmethod
@@ -58,6 +64,7 @@ class History:
         history = cls(
             d["backend"], d["device"], [Epoch(**e) for e in d["epochs"]], d.get("data"), d.get("wall_seconds", 0.0)
         )
+        history.compiles, history.compile_seconds = d.get("compiles", 0), d.get("compile_seconds", 0.0)
         for number, e in enumerate(history.epochs, start=1):
             values = (e.loss, e.train_acc, e.test_acc, e.examples_per_sec, e.seconds)
             if e.epoch != number or type(e.epoch) is not int or not all(map(_finite, values)):
@@ -65,6 +72,8 @@ class History:
         names = (history.backend, history.device)
         if not _finite(history.wall_seconds) or not all(isinstance(name, str) for name in names):
             raise ValueError(f"backend, device and wall_seconds are {(*names, history.wall_seconds)!r}")
+        if type(history.compiles) is not int or history.compiles < 0 or not _finite(history.compile_seconds):
+            raise ValueError(f"compiles and compile_seconds are {(history.compiles, history.compile_seconds)!r}")
         return history
 
     @property

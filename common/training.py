@@ -125,8 +125,11 @@ class Trainer:
     # This process's place in a data-parallel run: rank 0 of 1 unless a backend's DistributedTrainer says else.
     rank, size = 0, 1
 
-    def __init__(self, net, recipe: Recipe, device):
-        self.net, self.recipe, self.device = net, recipe, device
+    def __init__(self, net, recipe: Recipe, device, compile: bool = False):
+        """``compile``: run the step and evaluation through the framework's compiler where the backend has one
+        that it does not use already (PyTorch's ``torch.compile``; tf.keras' XLA ``jit_compile``); a backend
+        whose step is compiled anyway (MXNet's hybridized graph) takes it and changes nothing."""
+        self.net, self.recipe, self.device, self.compile = net, recipe, device, bool(compile)
         self._fed: dict[int, tuple[Any, Any]] = {}
 
     def feed(self, data_iter):
@@ -135,6 +138,16 @@ class Trainer:
         if known is None or known[0] is not data_iter:
             known = self._fed[id(data_iter)] = (data_iter, self.on_device(data_iter, self.device))
         return known[1]
+
+    @property
+    def compiles(self) -> int:
+        """Graphs the framework's compiler built for this trainer (0 where ``compile`` counts none)."""
+        return 0
+
+    @property
+    def compile_seconds(self) -> float:
+        """The wall time of the calls that built :attr:`compiles`."""
+        return 0.0
 
     @property
     def model(self):
@@ -160,7 +173,9 @@ class Trainer:
 
     def evaluate(self, data_iter) -> float:
         """Test accuracy in evaluation mode (the backend's ``evaluate_accuracy``)."""
-        return self.evaluate_accuracy(self.model, self.feed(data_iter), self.device, self.recipe.check_finite)
+        return self.evaluate_accuracy(
+            self.model, self.feed(data_iter), self.device, self.recipe.check_finite, compile=self.compile
+        )
 
     def weights(self) -> dict[str, np.ndarray]:
         return self.export_weights(self.model)
@@ -215,6 +230,7 @@ def fit(
         if resume_from is not None:
             history, first = _resume(trainer, resume_from, record, train_iter, verbose)
         before, started = history.wall_seconds, time.perf_counter()  # a resumed run adds this part's time
+        compiled_before = (history.compiles, history.compile_seconds)
         for epoch in range(first, recipe.num_epochs + 1):
             rate = recipe.lr_at(epoch)
             trainer.start_epoch(epoch, rate)
@@ -235,9 +251,12 @@ def fit(
                 raise InputError(f"the training data gave no batches in epoch {epoch}; {NO_BATCHES}")
             seconds = meter.seconds
             test_acc = trainer.evaluate(test_iter)
-            done = Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds)
+            wall = before + time.perf_counter() - started
+            done = Epoch(epoch, meter.mean_loss, meter.accuracy, test_acc, meter.n / seconds, seconds, wall)
             history.add(done)
-            history.wall_seconds = before + time.perf_counter() - started
+            history.wall_seconds = wall
+            history.compiles = compiled_before[0] + trainer.compiles
+            history.compile_seconds = compiled_before[1] + trainer.compile_seconds
             if path is not None:
                 arrays, scalars = trainer.optimizer_state()
                 state = {"data_epoch": _data_epoch(train_iter), "optimizer": scalars}
@@ -314,16 +333,18 @@ def train_function(trainer_class: type[Trainer], get_device: Callable[[Any], Any
         resume_from: str | os.PathLike | None = None,
         check_finite: bool = True,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> History:
         """Train ``net`` in place; return a :class:`common.training.History` (loss, accuracies, speed per epoch).
 
         The recipe's arguments are those of :class:`common.recipe.Recipe`; ``checkpoint``, ``resume_from``
         and ``verbose`` those of :func:`common.training.fit`; ``device``: ``"auto"`` (``None``: a GPU when the
         framework sees one), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or the framework's own device object. For bf16,
-        see the backend's ``in_precision``.
+        see the backend's ``in_precision``. ``compile``: through the framework's compiler (see :class:`Trainer`);
+        the history counts the graphs it built (``compiles``, ``compile_seconds``).
         """
         recipe = Recipe(num_epochs, lr, optimizer, lr_schedule, seed, precision, check_finite)
-        trainer = trainer_class(net, recipe, get_device(device))
+        trainer = trainer_class(net, recipe, get_device(device), compile=compile)
         return fit(trainer, train_iter, test_iter, checkpoint, resume_from, verbose)
 
     return train

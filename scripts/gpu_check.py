@@ -12,7 +12,13 @@ torchvision (for the book's own loader) and the four Fashion-MNIST files in ``$F
    workers, the book's ``vgg`` and ``train_ch6`` as printed in *Dive into Deep Learning*;
 5. where the host CPU has AMX (``amx_bf16``): ``vgg bench --device cpu`` at its defaults on two of its cores,
    fp32 and bf16 (the AMX rows of docs/bf16.md);
-6. with ``--levers`` only: ``torch.compile`` against the eager step, fp32 and bf16, full-width VGG-11.
+6. with ``--levers`` only: ``torch.compile`` against the eager step, fp32 and bf16, full-width VGG-11;
+7. with ``--compile``: the book's 10-epoch run of part 3 with ``train(..., compile=True)`` (wall-time examples/s
+   against part 4's book code, test accuracy, compilations and their seconds), and the project's step on one
+   resident batch at full width (ratio 1) compiled in fp32 and in bf16 against the default eager fp32 step.
+   One call measures every target of ``--compile`` (docs/performance.md), estimated at 7 minutes on an H200
+   from the earlier runs' part times (not run on a GPU yet):
+   ``scripts/gpu_check.sh OUT --skip same,bench,cpu --compile``.
 
 Every part writes its numbers to ``OUT/gpu_check.json`` as soon as it has them; the end prints one table.
 ``--quick`` runs the same parts small (1 epoch, 2,048 examples, 64 px) to check the script itself, also on a CPU.
@@ -138,7 +144,7 @@ def resident_rate(trainer, x, y, warmup: int, steps: int) -> tuple[float, float]
 # 3. The project's run ------------------------------------------------------------------------------------------------
 
 
-def project_run(device: str, resize: int, epochs: int, limit: int | None) -> dict:
+def project_run(device: str, resize: int, epochs: int, limit: int | None, compile: bool = False) -> dict:
     import vgg_torch
     from common.recipe import Recipe
     from vgg_torch.data import on_device
@@ -149,10 +155,21 @@ def project_run(device: str, resize: int, epochs: int, limit: int | None) -> dic
 
     train_iter, test_iter = vgg_torch.load_data_fashion_mnist(128, resize=resize, train_limit=limit)
     start = time.perf_counter()
-    history = vgg_torch.train(book_net(), train_iter, test_iter, epochs, lr=0.05, device=device)
+    history = vgg_torch.train(book_net(), train_iter, test_iter, epochs, lr=0.05, device=device, compile=compile)
     wall = time.perf_counter() - start
     examples = train_iter.batches.num_examples * epochs
     steady = [e.examples_per_sec for e in history.epochs[1:]] or [history.epochs[0].examples_per_sec]
+    if compile:  # the run is what part 7 measures; its resident step there
+        return {
+            "epochs": epochs,
+            "test_acc": history.epochs[-1].test_acc,
+            "wall_seconds": wall,
+            "wall_examples_per_sec": examples / wall,
+            "train_examples_per_sec": float(np.median(steady)),
+            "compiles": history.compiles,
+            "compile_seconds": history.compile_seconds,
+            "per_epoch": [dataclasses.asdict(e) for e in history.epochs],
+        }
     # The same step on one batch that stays on the device: what the data path is held to.
     trainer = Trainer(book_net(), Recipe(1), vgg_torch.get_device(device))
     trainer.start_epoch(1, 0.05)
@@ -351,6 +368,77 @@ def levers(device: str, resize: int, quick: bool) -> dict:
     return results
 
 
+# 7. --compile ------------------------------------------------------------------------------------------------------
+
+
+def compiled_steps(device: str, resize: int, quick: bool) -> dict:
+    """The project's training step on one resident batch, full-width VGG-11 (ratio 1), batch 128: the default
+    eager fp32 step, and ``Trainer(..., compile=True)`` in fp32 and bf16 (what ``--compile`` runs); the graphs each
+    compiled and the seconds that took."""
+    import vgg_torch
+    from common.recipe import Recipe
+    from vgg_torch.train import Trainer
+
+    results = {}
+    x = torch.rand(128, 1, resize, resize, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,), device=device)
+    for compiled, precision in ((False, "fp32"), (True, "fp32"), (True, "bf16")):
+        net = vgg_torch.vgg(arch="vgg11", ratio=1, input_size=resize, fc_hidden=4096, batch_norm=False)
+        trainer = Trainer(net, Recipe(1, precision=precision), vgg_torch.get_device(device), compile=compiled)
+        trainer.start_epoch(1, 0.05)
+        rate, warm = resident_rate(trainer, x, y, 3, 2 if quick else 30)
+        key = f"{'compiled' if compiled else 'eager'}_{precision}"
+        results[key] = {
+            "examples_per_sec": rate,
+            "warmup_seconds": warm,
+            "compiles": trainer.compiles,
+            "compile_seconds": trainer.compile_seconds,
+        }
+        print(f"[compile] {key}: {results[key]}", flush=True)
+        del trainer, net
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return results
+
+
+def compile_rows(row, fmt, ratio) -> None:
+    """The table's rows of part 7, against its targets."""
+    run, book = RESULTS.get("compiled_run", {}), RESULTS.get("book_run", {})
+    steps = RESULTS.get("compiled_steps", {})
+    speedup = ratio(run.get("wall_examples_per_sec"), book.get("wall_examples_per_sec"))
+    if "wall_examples_per_sec" in run:
+        row(
+            "--compile: book's run, wall-time examples/s: ours compiled / book's code",
+            f"{fmt(run['wall_examples_per_sec'])} / {fmt(book.get('wall_examples_per_sec'))} = {fmt(speedup, '.2f')}x",
+            ">= 3x",
+            None if speedup is None else speedup >= 3,
+        )
+        gap = None if "test_acc" not in book else run["test_acc"] - book["test_acc"]
+        row(
+            "--compile: test accuracy after the run: ours compiled / book's code",
+            f"{fmt(run['test_acc'], '.4f')} / {fmt(book.get('test_acc'), '.4f')}",
+            ">= book's - 0.005",
+            None if gap is None else gap >= -0.005,
+        )
+        row(
+            "--compile: compilations in the run (train, train tail, eval) and their seconds",
+            f"{run['compiles']} in {fmt(run['compile_seconds'], '.1f')} s",
+            "<= 3",
+            run["compiles"] <= 3,
+        )
+    base = steps.get("eager_fp32", {}).get("examples_per_sec")
+    for key, target in (("compiled_fp32", 1.25), ("compiled_bf16", 2.5)):
+        if key in steps:
+            rate = steps[key]["examples_per_sec"]
+            gain = ratio(rate, base)
+            row(
+                f"--compile: ratio 1 resident step, {key} / eager fp32 ({steps[key]['compiles']} graphs in "
+                f"{fmt(steps[key]['compile_seconds'], '.1f')} s)",
+                f"{fmt(rate)} / {fmt(base)} = {fmt(gain, '.2f')}x",
+                f">= {target}x",
+                None if gain is None else gain >= target,
+            )
+
+
 # The table ----------------------------------------------------------------------------------------------------------
 
 
@@ -445,6 +533,7 @@ def table() -> str:
             ">= 2x",
             cpu["bf16_over_fp32"] >= 2,
         )
+    compile_rows(row, fmt, ratio)
     for key, run in RESULTS.get("levers", {}).items():
         if isinstance(run, dict):
             row(f"lever, ratio 1 resident step: {key}", fmt(run["examples_per_sec"]), "", None)
@@ -462,6 +551,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="every part small: checks the script, not the GPU")
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: same,bench,project,book,cpu")
     parser.add_argument("--levers", action="store_true", help="also measure torch.compile (about a minute more)")
+    parser.add_argument(
+        "--compile", action="store_true", help="part 7: the book's run and the ratio-1 step with --compile"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -500,6 +592,9 @@ def main() -> int:
             part(out, "host_cpu", host_cpu, work, args.quick, cpu)
         if args.levers:
             part(out, "levers", levers, args.device, resize, args.quick)
+        if args.compile:
+            part(out, "compiled_run", project_run, args.device, resize, epochs, limit, True)
+            part(out, "compiled_steps", compiled_steps, args.device, resize, args.quick)
     text = table()
     (out / "gpu_check.md").write_text(text + "\n")
     print(text)

@@ -49,8 +49,14 @@ def _forward(net, path, precision, device):
     return in_precision(hybridize(net) if path == "project" else net, precision)
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
-    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
+def compiles(step) -> tuple[int, float] | None:
+    """Gluon's hybridized graph is not counted as compilations: None."""
+    return None
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu", compile=False):
+    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path
+    (``compile``: taken, no change; the project's path is hybridized already)."""
     device = get_device(device)
     forward = _forward(net, path, precision, device)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
@@ -67,7 +73,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     return step
 
 
-def infer_step(net, path="book", precision="fp32", device="cpu"):
+def infer_step(net, path="book", precision="fp32", device="cpu", compile=False):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
     device = get_device(device)
     forward = _forward(net, path, precision, device)

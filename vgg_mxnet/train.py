@@ -59,12 +59,13 @@ def _check_batch(net, x, y, check_finite, where):
 
 
 def evaluate_accuracy(
-    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True, compile: bool = False
 ) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
+    ``compile``: taken and changes nothing (a hybridized network runs its cached graph already).
     """
     device = next(iter(net.collect_params().values())).list_ctx()[0] if device is None else get_device(device)
 
@@ -205,10 +206,10 @@ class Trainer(training.Trainer):
     import_weights = staticmethod(import_weights)
     on_device = staticmethod(on_device)
 
-    def __init__(self, net, recipe, device):
+    def __init__(self, net, recipe, device, compile=False):
         # a distributed run's rank 0 speaks for it
         recipe = dataclasses.replace(recipe, precision=run_precision(recipe.precision, device, quiet=self.rank > 0))
-        super().__init__(net, recipe, device)
+        super().__init__(net, recipe, device, compile)  # compile: taken; the hybridized step is compiled already
         net.collect_params().reset_ctx(device)
         self.forward = in_precision(hybridize(net), recipe.precision)
         self.opt = _optimizer(net, recipe.optimizer, recipe.lr)

@@ -3,7 +3,8 @@
 ``path="book"`` is what the book's ``train_ch6`` runs through ``model.fit``: one ``tf.function`` step,
 NHWC, no XLA. ``path="project"`` is what ``vgg_tf.train`` runs, and it is the same graph: the lever
 Keras offers, XLA (``jit_compile=True``), measured 0.65x the speed for training and 0.71x for inference
-on a 2-core CPU (ratio 4, 96 px, batch 128), so it stays off. ``precision="bf16"`` runs under Keras' ``mixed_bfloat16``
+on a 2-core CPU (ratio 4, 96 px, batch 128; 0.48x and 0.53x again on 2026-12-07), so it stays off; ``compile``
+(``--compile``) turns it on for the project's path. ``precision="bf16"`` runs under Keras' ``mixed_bfloat16``
 policy (bfloat16 compute, fp32 weights); the network must be built under that policy (see ``policy``).
 """
 
@@ -59,13 +60,19 @@ def matmul_gflops(precision="fp32", n=None, repeats=5, device="cpu"):
         tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
-    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path."""
+def compiles(step) -> tuple[int, float] | None:
+    """Compilations are not counted in tf.keras (XLA compiles each traced shape): None."""
+    return None
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu", compile=False):
+    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path;
+    ``compile``: the project's step through XLA (``jit_compile``)."""
     device = get_device(device)
     opt = keras.optimizers.SGD(learning_rate=lr)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function(jit_compile=False)
+    @tf.function(jit_compile=bool(compile and path == "project"))
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, tf.cast(net(x, training=True), tf.float32))
@@ -80,10 +87,11 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     return placed
 
 
-def infer_step(net, path="book", precision="fp32", device="cpu"):
-    """A function ``step(x) -> logits`` of evaluation-mode inference on the given path."""
+def infer_step(net, path="book", precision="fp32", device="cpu", compile=False):
+    """A function ``step(x) -> logits`` of evaluation-mode inference on the given path (``compile``: XLA)."""
     device = get_device(device)
-    step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=False)
+    jit = bool(compile and path == "project")
+    step = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32), jit_compile=jit)
 
     def placed(x):
         with tf.device(device):

@@ -62,28 +62,35 @@ def _correct(logits, y):
     return tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == tf.cast(y, tf.int64), tf.float32))  # labels of any dtype
 
 
-# The evaluation step of each network, traced once: freed with the network.
-_EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The evaluation step of each network, traced once (one for XLA, one without): freed with the network.
+_EVALUATE: dict[bool, weakref.WeakKeyDictionary] = {jit: weakref.WeakKeyDictionary() for jit in (False, True)}
+
+
+def jit_compile(compile: bool) -> bool | None:
+    """``tf.function``'s ``jit_compile`` for ``compile``: XLA (True), or TensorFlow's default (None)."""
+    return True if compile else None
 
 
 def evaluate_accuracy(
-    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True, compile: bool = False
 ) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
+    ``compile``: the step through XLA (``jit_compile``).
     """
-    step = _EVALUATE.get(net)
+    cache = _EVALUATE[bool(compile)]
+    step = cache.get(net)
     if step is None:  # traced once per network, not at every evaluation (a retrace costs about a second)
         ref = weakref.ref(net)  # the step must not keep its network alive
 
         def correct_in(x, y):
             live = ref()
-            assert live is not None  # reached through _EVALUATE[net]: its network is alive while it runs
+            assert live is not None  # reached through the cache's entry of net: its network is alive while it runs
             return _correct(live(x, training=False), y)
 
-        step = _EVALUATE[net] = tf.function(correct_in, reduce_retracing=True)
+        step = cache[net] = tf.function(correct_in, reduce_retracing=True, jit_compile=jit_compile(compile))
 
     def check(x, y, where):
         _check_batch(net, x, y, check_finite, where)
@@ -178,15 +185,15 @@ class Trainer(training.Trainer):
     import_weights = staticmethod(import_weights)
     on_device = staticmethod(on_device)
 
-    def __init__(self, net, recipe, device):
-        super().__init__(net, recipe, device)
+    def __init__(self, net, recipe, device, compile=False):
+        super().__init__(net, recipe, device, compile)
         self.forward = in_precision(net, recipe.precision)
         rng = np.random.default_rng(recipe.seed)  # dropout masks: Keras draws its seeds when a layer is made
         for _, layer in _dropouts(self.forward):
             layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
         self.opt = _optimizer(net, recipe.optimizer, recipe.lr)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
-        self.step = tf.function(self._step, reduce_retracing=True)
+        self.step = tf.function(self._step, reduce_retracing=True, jit_compile=jit_compile(compile))
 
     @property
     def model(self):

@@ -17,7 +17,7 @@ from torch import nn
 
 from common.bench import best_seconds
 
-from .train import get_device, in_precision, policy  # noqa: F401  (policy: part of every backend's bench interface)
+from .train import Compiled, get_device, in_precision, policy  # noqa: F401  (policy: every backend's bench has it)
 
 PATHS = ("book", "project")
 
@@ -86,17 +86,27 @@ def matmul_gflops(precision="fp32", n=None, repeats=5, device="cpu"):
     return 2 * n**3 / seconds / 1e9
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
+def compiles(step) -> tuple[int, float] | None:
+    """The graphs ``torch.compile`` built for a step of :func:`train_step` or :func:`infer_step` made with
+    ``compile``, and the wall time of the calls that built them; None for a step made without."""
+    compiled = getattr(step, "compiled", None)
+    return None if compiled is None else (compiled.compiles, compiled.seconds)
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu", compile=False):
     """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path.
 
     The book's step returns the loss as a number (a host sync per step); the project's returns it on the
-    device (:func:`synchronize` before reading a clock).
+    device (:func:`synchronize` before reading a clock). ``compile``: the project's forward (and backward)
+    through ``torch.compile``, as ``train(..., compile=True)`` runs it (:class:`vgg_torch.train.Compiled`).
     """
     device = get_device(device)
     channels_last = path == "project"
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     net.train()
     forward = in_precision(net, precision)
+    if compile and channels_last:
+        forward = Compiled(forward)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -109,20 +119,24 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
         opt.step()
         return loss.detach() if channels_last else loss.item()
 
+    step.compiled = forward if isinstance(forward, Compiled) else None  # type: ignore[attr-defined]
     return step
 
 
-def infer_step(net, path="book", precision="fp32", device="cpu"):
+def infer_step(net, path="book", precision="fp32", device="cpu", compile=False):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path (logits on the host)."""
     device = get_device(device)
     channels_last = path == "project"
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     net.eval()
     forward = in_precision(net, precision)
+    if compile and channels_last:
+        forward = Compiled(forward)
 
     def step(x):
         x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
         with torch.no_grad():
             return forward(x).float().cpu().numpy()
 
+    step.compiled = forward if isinstance(forward, Compiled) else None  # type: ignore[attr-defined]
     return step

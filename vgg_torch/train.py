@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -63,14 +64,18 @@ def _check_batch(net, x, y, check_finite, where):
 
 
 def evaluate_accuracy(
-    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True, compile: bool = False
 ) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
+    ``compile``: the forward pass through ``torch.compile`` (:class:`Compiled`; one compilation for every batch
+    size), unless ``net`` is compiled already.
     """
     device = next(net.parameters()).device if device is None else get_device(device)
+    if compile and not isinstance(net, Compiled):
+        net = Compiled(net.to(device, memory_format=torch.channels_last))
     net.eval()
 
     def check(x, y, where):
@@ -109,6 +114,59 @@ class _Autocast(nn.Module):
             return self.net(x)
 
 
+class Compiled(nn.Module):
+    """``net``'s forward pass through ``torch.compile`` (TorchInductor), with its batch dimension dynamic.
+
+    The batch dimension of every input is marked dynamic (``torch._dynamo.maybe_mark_dynamic``) before the
+    compiled call, so that a graph serves a range of batch sizes, not one: the last, partial batch of an epoch
+    and the evaluation batches do not each compile again, and nothing is padded (the loss and batch-norm
+    statistics are those of the real batch). A run compiles once per shape class: training, evaluation, and on
+    a CPU a small last batch (Inductor's CPU code guards its sums of more than 4,096 numbers, which splits the
+    batch sizes in two ranges); no epoch compiles again. :attr:`compiles` counts the graphs the compiler built
+    (each call of its backend) and :attr:`seconds` the wall time of the calls that built them. The parameters
+    stay ``net``'s: training it trains ``net``.
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.config = getattr(net, "config", None)
+        self.compiles, self.seconds = 0, 0.0
+        # kept out of the module's children, so that the parameters keep their names (net.<name>)
+        self.__dict__["run"] = torch.compile(net, backend=_inductor)
+
+    def forward(self, x):
+        if x.shape[0] > 1:  # a batch of one is specialized (size 1 broadcasts); it compiles apart, if ever
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+        _CALLING.append(self)
+        try:
+            start = time.perf_counter()
+            before = self.compiles
+            out = self.__dict__["run"](x)
+        finally:
+            _CALLING.pop()
+        if self.compiles > before:
+            self.seconds += time.perf_counter() - start
+        return out
+
+
+# The Compiled whose call is running: the one the backend's compilations count for. One backend for them all, so
+# that a network compiled once in a process (another run of the same one, in a notebook) reuses its graphs, and
+# the compiler's limit of graphs per function is not spent on copies of one graph.
+_CALLING: list[Compiled] = []
+
+
+def _inductor(graph, example_inputs):
+    """The compiler's backend: Inductor, counted for the Compiled being called."""
+    from torch._inductor.compile_fx import compile_fx  # the default backend of torch.compile, by name
+
+    if _CALLING:
+        _CALLING[-1].compiles += 1
+    # fallback_random: dropout draws from PyTorch's own generator, as in eager mode (the same masks, the
+    # same weights), not from Inductor's fused generator
+    return compile_fx(graph, example_inputs, config_patches={"fallback_random": True})
+
+
 def _optimizer(net, optimizer, lr):
     if optimizer == "adam":  # the reference of common.recipe.ADAM: PyTorch's own form
         a = ADAM
@@ -136,8 +194,8 @@ class Trainer(training.Trainer):
     import_weights = staticmethod(import_weights)
     on_device = staticmethod(on_device)
 
-    def __init__(self, net, recipe, device):
-        super().__init__(net, recipe, device)
+    def __init__(self, net, recipe, device, compile=False):
+        super().__init__(net, recipe, device, compile)
         torch.manual_seed(recipe.seed)  # dropout masks
         if torch.device(device).type == "cuda":
             # The GPU runs ahead of the host: the steps' sums are read every 50 steps (a NaN is still named by
@@ -151,8 +209,31 @@ class Trainer(training.Trainer):
         # faster training and 1.8x faster inference than PyTorch's default NCHW on a 2-core CPU (vgg bench)
         net.to(device, memory_format=torch.channels_last)
         self.forward = in_precision(net, recipe.precision)
+        self.compiled: list[Compiled] = []  # with compile: the training forward, then the evaluation's
+        if self.compile:  # the forward (and so its backward) compiled; the optimizer's update stays eager
+            self.forward = self._compiled(self.forward)
         self.opt = _optimizer(net, recipe.optimizer, recipe.lr)
         self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
+
+    def _compiled(self, net):
+        compiled = Compiled(net)
+        self.compiled.append(compiled)
+        return compiled
+
+    @property
+    def compiles(self):
+        return sum(c.compiles for c in self.compiled)
+
+    @property
+    def compile_seconds(self):
+        return sum(c.seconds for c in self.compiled)
+
+    def evaluate(self, data_iter):
+        if not self.compile:
+            return super().evaluate(data_iter)
+        if len(self.compiled) < 2:  # the fp32 network in evaluation mode: a graph of its own, made once
+            self._compiled(self.net)
+        return evaluate_accuracy(self.compiled[-1], self.feed(data_iter), self.device, self.recipe.check_finite)
 
     def start_epoch(self, epoch, lr):
         self.net.train()
@@ -162,10 +243,14 @@ class Trainer(training.Trainer):
     def train_step(self, x, y):
         x = x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        compiles = self.compiles
         logits = self.forward(x)
         loss = self.loss_fn(logits, y)  # summed over the batch
         self.opt.zero_grad(set_to_none=True)
+        started = time.perf_counter()
         (loss / y.numel()).backward()
+        if self.compiles > compiles:  # the compiler may build the backward graph at its first call
+            self.compiled[0].seconds += time.perf_counter() - started
         self.opt.step()
         correct = (logits.argmax(dim=1) == y).sum()
         return torch.stack([loss.detach().float(), correct.float()])  # left on the device: see to_host

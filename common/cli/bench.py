@@ -23,6 +23,7 @@ from ..host import reuse_freed_memory
 from ..spec import check_memory
 from ..training import parse_device
 from .options import (
+    add_compile,
     add_device,
     add_precision,
     arch_option,
@@ -75,6 +76,7 @@ def add_arguments(p) -> None:
     )
     add_precision(p)
     add_device(p)
+    add_compile(p)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
     p.add_argument(
         "--sweep",
@@ -186,6 +188,8 @@ def run(args) -> int:
     gpu = parse_device(args.device)[0] == "cuda"  # a GPU step takes milliseconds: more of them per timed repeat
     steps = args.steps or (GPU_STEPS if gpu and not args.sweep else defaults["steps"])
     repeats = args.repeats or defaults["repeats"]
+    if args.compile and (args.sweep or args.workers > 1):
+        raise ConfigError("--compile measures the compiled step in the bench's table: leave out --sweep and --workers")
     if args.workers > 1:
         if args.sweep or onnxruntime:
             raise ConfigError("--workers measures data-parallel training alone: leave out --sweep and onnxruntime")
@@ -226,6 +230,7 @@ def run(args) -> int:
                 args.precision,
                 json_path,
                 args.device,
+                args.compile,
             )
             print(bench_table(summary))
         if onnxruntime:

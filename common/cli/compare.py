@@ -118,6 +118,8 @@ def _compare(args, names: list[str], out: Path) -> int:
         cmd += ["--precision", args.precision, "--device", args.device, "--workers", str(args.workers)]
         if args.sync_bn:
             cmd.append("--sync-bn")
+        if args.compile:
+            cmd.append("--compile")
         if args.port is not None:  # the backends run one after another: each may take the same ports
             cmd += ["--port", str(args.port)]
         print(f"== {display_name(name)}", flush=True)

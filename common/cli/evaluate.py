@@ -9,6 +9,7 @@ from ..interchange import FILE_SUFFIXES, evaluate_onnx, file_format, load_onnx, 
 from ..training import parse_device
 from .options import (
     FORMATS,
+    add_compile,
     add_device,
     positive,
 )
@@ -28,6 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--test-limit", type=positive(int), default=None, help="use only the first N test examples")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     add_device(p)
+    add_compile(p)
 
 
 def run(args) -> int:
@@ -48,7 +50,7 @@ def run(args) -> int:
         args.batch_size, config.input_size, 0, args.data_dir, None, args.test_limit
     )
     device = b.get_device(args.device)
-    acc = b.evaluate_accuracy(net, test_iter, device)
+    acc = b.evaluate_accuracy(net, test_iter, device, compile=args.compile)
     print(
         f"{args.model} ({source}) in {display_name(name)} on {device}: test acc {acc:.4f} on "
         f"{test_iter.batches.num_examples:,} Fashion-MNIST test images at {config.input_size} px"
@@ -61,6 +63,8 @@ def _evaluate_onnx(args) -> int:
 
     if args.backend:
         raise ConfigError(f"{args.model} runs in ONNX Runtime; --backend chooses a framework for weights files")
+    if args.compile:
+        raise ConfigError(f"{args.model} runs in ONNX Runtime, which compiles its graph itself; leave out --compile")
     if parse_device(args.device)[0] == "cuda":
         raise ConfigError(
             f"{args.model} runs in ONNX Runtime on the CPU (its CPU package is installed); leave out --device "

@@ -154,6 +154,8 @@ def check_worker_options(args) -> None:
         raise ConfigError("--sync-bn synchronizes batch norm across workers: add --workers N (N > 1)")
     if args.workers == 1 and args.port is not None:
         raise ConfigError("--port is the first of the workers' ports: add --workers N (N > 1), or leave it out")
+    if args.workers > 1 and args.compile:
+        raise ConfigError("--compile compiles one process's step: leave out --compile or --workers N")
 
 
 def make_recipe(args):
@@ -196,6 +198,16 @@ def add_precision(p, default="fp32"):
         choices=PRECISIONS,
         default=default,
         help="compute precision: fp32, or bf16 (bfloat16 convolutions and matmuls, float32 weights; default fp32)",
+    )
+
+
+def add_compile(p) -> None:
+    """``--compile``: the step and evaluation through the framework's compiler (``compile=True`` of the API)."""
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="PyTorch: the step and evaluation through torch.compile, once per mode, every batch size in one "
+        "graph; tf.keras: XLA (jit_compile); MXNet: no change, its graph is hybridized already",
     )
 
 
@@ -312,6 +324,7 @@ def add_training(p, defaults) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     add_device(p)
     add_precision(p, default=None)
+    add_compile(p)
     add_workers(p)
 
 

@@ -158,7 +158,8 @@ def _resume_args(args, path) -> None:
 def _resume_command(args, out) -> str:
     """The command that continues the run in ``out``, ready to paste (the folder quoted for the shell)."""
     workers = f" --workers {args.workers}" if args.workers > 1 else ""
-    return f"vgg train --backend {args.backend} --out {shlex.quote(str(out))} --resume{workers}"
+    compiled = " --compile" if args.compile else ""
+    return f"vgg train --backend {args.backend} --out {shlex.quote(str(out))} --resume{workers}{compiled}"
 
 
 def _interrupted(args, path, started: float) -> int:
@@ -265,6 +266,7 @@ def _train(args, out: Path | None) -> int:
                 "train_examples": train_iter.batches.num_examples,
                 "test_examples": test_iter.batches.num_examples,
                 "wall_seconds": history.wall_seconds,  # the loop's, summed over every part of a resumed run
+                "compile": args.compile,  # the history counts the graphs it built (compiles, compile_seconds)
                 "history": history.to_dict(),
             }
             text = json.dumps(record, indent=1).encode()
@@ -326,7 +328,7 @@ def _trainer(b, args, net, recipe, worker):
     """
     module = importlib.import_module(f"{b.__name__}.train")
     if worker is None:
-        return module.Trainer(net, recipe, b.get_device(args.device)), True
+        return module.Trainer(net, recipe, b.get_device(args.device), compile=args.compile), True
     device = b.get_device("cpu") if args.device == "cpu" else _worker_device(b, args.backend, worker)
     trainer = module.DistributedTrainer(net, recipe, device, args.sync_bn)
     return trainer, trainer.rank == 0
