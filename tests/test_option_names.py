@@ -19,6 +19,7 @@ from helpers import ROOT, run_in_process
 from common.arch import make_alexnet_config, make_any_config, make_config
 from common.backends import BACKENDS, is_available
 from common.cli import message_for
+from common.cli.registry import COMMANDS
 from common.errors import ConfigError, arg
 
 OPTION = re.compile(r"--[A-Za-z]")
@@ -141,7 +142,12 @@ def _guarded_modules() -> list[str]:
         *(ROOT / "common").rglob("*.py"),
         *(p for name in BACKENDS for p in (ROOT / BACKENDS[name][0]).rglob("*.py")),
     ]
-    command_line = (ROOT / "common" / "cli.py", ROOT / "common" / "cli")
+    # the command line's package, and each command's module wherever the registry finds it (common.teach.command)
+    command_line = (
+        ROOT / "common" / "cli.py",
+        ROOT / "common" / "cli",
+        *(ROOT / (module.replace(".", "/") + ".py") for module in COMMANDS.values()),
+    )
     return sorted(
         p.relative_to(ROOT).as_posix() for p in modules if not any(p == c or c in p.parents for c in command_line)
     )
