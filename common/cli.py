@@ -17,6 +17,7 @@ from pathlib import Path
 from . import PIPE_GONE, report
 from .arch import CONFIGS, MAX_INT, AlexNetConfig, config_from_dict, make_any_config
 from .backends import BACKENDS, display_name, get_backend, parse_backends, require
+from .checkpoint import RUN_FILES, read_checkpoint_meta
 from .distributed import (
     LAUNCHED,
     LOST,
@@ -323,27 +324,24 @@ def _interrupted(args, path, started: float) -> int:
     return 130
 
 
-# What a `vgg train --out DIR` leaves in DIR: any of them there means a run is saved there.
-RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "model.pt", "model.weights.h5", "model.params")
-
-
 def cmd_train(args) -> int:
-    from .checkpoint import FolderLock, prepare_folder
+    from .checkpoint import FolderLock, made_folder, prepare_folder
 
     reuse_freed_memory()  # before a framework starts its threads, so that theirs take it too
     if args.out is None:
         if args.resume:
             raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
         return _train(args, None)
-    out = prepare_folder(args.out)
-    if worker_env(args.backend) is not None:  # a worker of a run: the process that launched it holds the lock
-        return _train(args, out)
-    with FolderLock(out):  # a second run on the same folder is refused at once
-        return _train(args, out)
+    with made_folder(args.out):  # a refused run takes away the folder it made
+        out = prepare_folder(args.out)
+        if worker_env(args.backend) is not None:  # a worker of a run: the process that launched it holds the lock
+            return _train(args, out)
+        with FolderLock(out):  # a second run on the same folder is refused at once
+            return _train(args, out)
 
 
 def _train(args, out: Path | None) -> int:
-    from .checkpoint import checkpoint_file, read_checkpoint_meta
+    from .checkpoint import checkpoint_file
     from .errors import TrainingDiverged
     from .weights import MODEL_SUFFIXES, atomic_write
 
@@ -414,6 +412,7 @@ def _train(args, out: Path | None) -> int:
             checkpoint=ckpt if lead else None,  # only rank 0 writes
             resume_from=ckpt if args.resume else None,
             verbose=lead,
+            replaces=out if args.overwrite and not args.resume else None,  # the earlier run goes whole, at epoch 1
         )
     except KeyboardInterrupt:
         return _interrupted(args, ckpt, started)
@@ -444,6 +443,7 @@ def _train(args, out: Path | None) -> int:
                 "test_examples": test_iter.batches.num_examples,
                 "wall_seconds": history.wall_seconds,  # the loop's, summed over every part of a resumed run
                 "history": history.to_dict(),
+                **_run_identity(ckpt, out, native),
             }
             text = json.dumps(record, indent=1).encode()
             atomic_write(out / "history.json", lambda f: f.write(text))
@@ -460,6 +460,14 @@ def _train(args, out: Path | None) -> int:
             )
             return 130
     return 0
+
+
+def _run_identity(ckpt: Path | None, out: Path, native: Path) -> dict:
+    """What ties a run's files together in its record: the run's id (its checkpoint's) and each file's SHA-256."""
+    from .checkpoint import file_digest, new_run_id
+
+    run = read_checkpoint_meta(ckpt).get("run") if ckpt is not None and ckpt.is_file() else None
+    return {"run": run or new_run_id(), "files": {p.name: file_digest(p) for p in (out / "weights.npz", native)}}
 
 
 def _check_worker_options(args) -> None:
@@ -535,15 +543,24 @@ def cmd_compare(args) -> int:
         require(name)
         if args.workers > 1:
             check_workers(args.workers, args.batch_size, name)
-    from .checkpoint import FolderLock, prepare_folder
+    from contextlib import ExitStack
 
-    out = prepare_folder(args.out)
-    with FolderLock(out):  # a second compare on the same folder is refused at once, whatever its backends
+    from .checkpoint import FolderLock, made_folder, prepare_folder
+
+    with made_folder(args.out), ExitStack() as held:
+        out = prepare_folder(args.out)
+        held.enter_context(FolderLock(out))  # a second compare on the same folder is refused at once
+        # every folder the compare will write is locked now, before its first run: a `vgg train` there meanwhile
+        # is refused, and each backend's run is handed its folder's lock
+        locks = {}
+        for name in names:
+            held.enter_context(made_folder(out / name))
+            locks[name] = held.enter_context(FolderLock(prepare_folder(out / name)))
         _claim_compare_folder(out, names, args.resume, args.overwrite)
-        return _compare(args, names, out)
+        return _compare(args, names, out, locks)
 
 
-def _compare(args, names: list[str], out: Path) -> int:
+def _compare(args, names: list[str], out: Path, locks: Mapping | None = None) -> int:
     """Each backend's `vgg train` in its own process, one after the other, then the report."""
     from .checkpoint import checkpoint_file
 
@@ -596,7 +613,8 @@ def _compare(args, names: list[str], out: Path) -> int:
         print(f"== {display_name(name)}", flush=True)
         try:
             env = child_env(PYTHONUNBUFFERED="1")
-            done = subprocess.run(cmd, env=env, preexec_fn=die_with_parent())  # no run outlives a killed compare
+            fds = locks[name].pass_to(env) if locks else ()
+            done = subprocess.run(cmd, env=env, pass_fds=fds, preexec_fn=die_with_parent())  # none outlives it
         except KeyboardInterrupt:  # the run got the same Ctrl-C, has saved what it could and said so
             done = subprocess.CompletedProcess(cmd, 130)
         if done.returncode == 130:
@@ -719,9 +737,11 @@ def _arch_text(arch) -> str:
 
 def _read_model(path) -> tuple:
     """(config, canonical weights, source framework) of a saved model in any of the five formats read back."""
+    from .checkpoint import check_run_file
     from .interchange import file_format, load_weights_file
 
     fmt = file_format(path)
+    check_run_file(path)  # a file of a run's folder that another run's files sit beside is refused
     if fmt == "onnx":
         raise ConfigError(
             f"{path} is an ONNX model: ONNX is a format to export to, not to read weights from; convert the "

@@ -449,14 +449,25 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume_from: str | os.PathLike | None = None,
     verbose: bool = True,
+    replaces: str | os.PathLike | None = None,
 ) -> History:
     """The book's ``train_ch6`` loop around ``trainer``: return the :class:`History` (one :class:`Epoch` each).
 
     ``checkpoint``: a folder (or ``.npz`` path) where a checkpoint is written atomically after every epoch;
     ``resume_from``: a checkpoint to continue from (same configuration and recipe; no batch is repeated or
     skipped). A loss that is no longer finite stops the run (:class:`TrainingDiverged`), naming the step.
+    ``replaces``: a folder holding an earlier run that this one replaces; its other files go just before this
+    run's first checkpoint takes the place of its checkpoint (:func:`common.checkpoint.retire_run`).
     """
-    from .checkpoint import ALTERED, Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
+    from .checkpoint import (
+        ALTERED,
+        Snapshot,
+        load_checkpoint,
+        new_run_id,
+        prepare_checkpoint,
+        retire_run,
+        save_checkpoint,
+    )
     from .weights import reason
 
     for what, data in (("train_iter", train_iter), ("test_iter", test_iter)):
@@ -470,6 +481,7 @@ def fit(
     path = None if checkpoint is None else prepare_checkpoint(checkpoint, needed)
     origin = getattr(getattr(train_iter, "batches", None), "origin", None)
     history, first = History(name, str(trainer.device), data=origin), 1
+    run = new_run_id()
     try:
         if resume_from is not None:
             ckpt = load_checkpoint(resume_from, name, net.config, record)
@@ -486,7 +498,7 @@ def fit(
                     f"{ckpt.path} holds optimizer or random-generator state this {name} run cannot take "
                     f"({reason(e)[:250]}); {ALTERED}"
                 ) from None
-            history, first = ckpt.history, ckpt.epoch + 1
+            history, first, run = ckpt.history, ckpt.epoch + 1, ckpt.meta.get("run") or run
             if first <= recipe.num_epochs:
                 history.resumed_on(str(trainer.device), first)
             batches = getattr(train_iter, "batches", None)
@@ -522,8 +534,10 @@ def fit(
                 arrays, scalars = trainer.optimizer_state()
                 state = {"data_epoch": _data_epoch(train_iter), "optimizer": scalars}
                 snapshot = Snapshot(
-                    name, net.config, record, epoch, history, trainer.weights(), arrays, trainer.rng_state(), state
+                    name, net.config, record, epoch, history, trainer.weights(), arrays, trainer.rng_state(), state, run
                 )
+                if replaces is not None and resume_from is None and epoch == first:
+                    retire_run(replaces)
                 save_checkpoint(path, snapshot)
             if verbose:  # after the checkpoint: an epoch's line means the epoch is saved
                 print(f"[{name}] {done.line()}", flush=True)
