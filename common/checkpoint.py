@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -31,11 +32,14 @@ import numpy as np
 from .arch import MAX_INT, NetConfig, positive_int
 from .errors import ConfigError, WeightsError, arg
 from .history import History
+from .spec import spec
 from .weights import (
     META_KEY,
+    META_LIMIT,
     UNREADABLE,
     check_finite_weights,
     check_weights,
+    extra_arrays,
     meta_config,
     npz_array,
     write_npz,
@@ -266,7 +270,8 @@ def check_run_file(path: str | os.PathLike) -> None:
     fix = "write the run's files again with vgg train --resume on that folder, or train again with --overwrite"
     if path.name != FILE_NAME and files.get(path.name) != file_digest(path):
         raise WeightsError(
-            f"{path} is not the file the run recorded in {record} wrote; the folder holds parts of two runs: {fix}"
+            f"{path} is not the file the run recorded in {record} wrote: it was changed since, or the folder holds "
+            f"parts of two runs; {fix}"
         )
     if ckpt.is_file() and read_checkpoint_meta(ckpt).get("run") != run:
         raise WeightsError(f"{ckpt} is of another run than {record}; the folder holds parts of two runs: {fix}")
@@ -352,7 +357,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
                 raise WeightsError(f"{path} is an .npz file but not a checkpoint (no {META_KEY} record)")
-            text = str(npz_array(z, META_KEY, path))
+            text = str(npz_array(z, META_KEY, path, limit=META_LIMIT))
     except WeightsError:
         raise
     except (*UNREADABLE, KeyError) as e:
@@ -451,6 +456,21 @@ def check_checkpoint(
     return saved
 
 
+# The most bytes of a random generator's state (PyTorch's is 5,056; a Keras seed, a few).
+RNG_LIMIT = 2**20
+
+
+def _bound(group: str, name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[tuple[int, ...] | None, int | None]:
+    """(shape, most bytes) a checkpoint's array may declare, known from its configuration before it is read: a
+    weight its shape; an optimizer slot no more than the largest parameter in float64; a generator's state 1 MiB."""
+    if group == "weights":
+        extra_arrays("a checkpoint's weights", [name], shapes)
+        return shapes[name], None
+    if group == "optimizer":
+        return None, 8 * max(map(math.prod, shapes.values())) + 1024
+    return None, RNG_LIMIT
+
+
 def load_checkpoint(
     path: str | os.PathLike, backend: str | None = None, config: NetConfig | None = None, recipe: dict | None = None
 ) -> Checkpoint:
@@ -459,12 +479,13 @@ def load_checkpoint(
     meta = read_checkpoint_meta(path)
     saved = check_checkpoint(meta, path, backend, config, recipe)
     groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in GROUPS}
+    shapes = spec(saved).param_shapes()
     try:
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
                 group, _, name = key.partition("/")
                 if key != META_KEY and group in groups:
-                    groups[group][name] = npz_array(z, key, path)
+                    groups[group][name] = npz_array(z, key, path, *_bound(group, name, shapes))
     except WeightsError:
         raise
     except (*UNREADABLE, KeyError) as e:
