@@ -26,8 +26,10 @@ from .distributed import (
     describe_exit,
     die_with_parent,
     error_status,
+    leave_note,
     python_module,
     quiet_error,
+    user_code_ended,
     worker_env,
 )
 from .errors import ArgValue, ConfigError, VGGError, WeightsError
@@ -504,13 +506,21 @@ def _worker_device(b, backend, worker):
     return b.try_gpu(worker.local) if backend == "torch" else b.try_gpu()
 
 
+def _train_examples(args) -> int:
+    """The training examples a run takes: --train-limit, at most the whole training split."""
+    from .data import EXAMPLES
+
+    return min(args.train_limit or EXAMPLES["train"], EXAMPLES["train"])
+
+
 def _launch_workers(args, out, ckpt) -> int:
     """``vgg train --workers N``: N local workers of the backend's engine, watched until they end."""
-    from .distributed import check_workers, launch
+    from .distributed import check_machine, check_workers, launch
     from .training import parse_device
 
     require(args.backend)
-    check_workers(args.workers, args.batch_size, args.backend)
+    check_workers(args.workers, args.batch_size, args.backend, _train_examples(args))
+    check_machine(args.workers, _config(args, args.resize), args.batch_size, args.oversubscribe)
     if parse_device(args.device)[0] == "cuda":  # a GPU the framework does not see: refused before any worker starts
         get_backend(args.backend).get_device(args.device)
     if args.sync_bn and not args.batch_norm:
@@ -528,7 +538,7 @@ def _launch_workers(args, out, ckpt) -> int:
 
 def cmd_compare(args) -> int:
     from .data import find_files
-    from .distributed import check_workers
+    from .distributed import check_machine, check_workers
     from .training import parse_device
 
     names = parse_backends(args.backends)
@@ -542,7 +552,9 @@ def cmd_compare(args) -> int:
     for name in names:
         require(name)
         if args.workers > 1:
-            check_workers(args.workers, args.batch_size, name)
+            check_workers(args.workers, args.batch_size, name, _train_examples(args))
+    if args.workers > 1:
+        check_machine(args.workers, _config(args, args.resize), args.batch_size, args.oversubscribe)
     from contextlib import ExitStack
 
     from .checkpoint import FolderLock, made_folder, prepare_folder
@@ -608,6 +620,8 @@ def _compare(args, names: list[str], out: Path, locks: Mapping | None = None) ->
         cmd += ["--precision", args.precision, "--device", args.device, "--workers", str(args.workers)]
         if args.sync_bn:
             cmd.append("--sync-bn")
+        if args.oversubscribe:
+            cmd.append("--oversubscribe")
         if args.port is not None:  # the backends run one after another: each may take the same ports
             cmd += ["--port", str(args.port)]
         print(f"== {display_name(name)}", flush=True)
@@ -818,7 +832,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_conform(args) -> int:
     """``vgg conform MODEL``: the report on stdout (and in --out); exit 0 when the model conforms, 1 when not."""
-    from .conform import REPORT_FILES, conform, write_report
+    from .conform import REPORT_FILES, conform, framework_of, write_report
+    from .distributed import USER_CODE, run_user_code
 
     if args.out is not None:  # before the work: a report must not be lost to a bad folder, nor replace one unasked
         from .checkpoint import prepare_folder
@@ -826,6 +841,8 @@ def cmd_conform(args) -> int:
         folder = prepare_folder(args.out)
         for name in REPORT_FILES:
             _prepare_file(folder / name, args.overwrite, "--out")
+    if framework_of(args.model) == "torch" and os.environ.get(USER_CODE) is None:  # a factory: the user's code
+        return run_user_code(args.argv, args.timeout, f"vgg conform {args.model}")
 
     options = {
         "arch": args.arch,
@@ -1081,6 +1098,11 @@ def _add_workers(p):
         help="with --workers: the first port of 127.0.0.1 the workers use (default: free ones are picked)",
     )
     p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="with --workers: start them even where this machine has fewer CPUs, or less memory, than they need",
+    )
+    p.add_argument(
         "--sync-bn",
         action="store_true",
         help="with --workers and --batch-norm: batch-norm statistics over the global batch, where the "
@@ -1333,6 +1355,12 @@ def build_parser() -> _Parser:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     p.add_argument("--out", default=None, help="folder for conformance.md and conformance.json")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=600.0,
+        help="seconds a factory's check may take; its code runs in a process of its own (default 600)",
+    )
     p.set_defaults(func=cmd_conform)
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model on the real Fashion-MNIST test set")
@@ -1418,11 +1446,14 @@ def main(argv=None) -> int:
     except VGGError as e:
         if not quiet_error(e):
             print(f"error: {message_for(e, args.command)}", file=sys.stderr)
+        else:  # a worker's own error: its launcher says it where it stopped the run
+            leave_note(message_for(e, args.command))
         return error_status(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        user_code_ended()  # not reached where a user's code ended the process (vgg conform's factory)
         if before is not None:
             signal.signal(signal.SIGTERM, before)
 
@@ -1436,10 +1467,18 @@ def _main_thread() -> bool:
 if __name__ == "__main__":
     from . import quiet_pipe
 
-    status = quiet_pipe(main)
-    if status == LOST:
-        # a worker that lost its peers: the engine's threads, still in the failed collective, may abort() the
-        # interpreter's exit (PyTorch's gloo does), which the parent would take for a crash; leave at once
+    try:
+        status = quiet_pipe(main)
+    except BaseException:
+        if os.environ.get(LAUNCHED) is None:
+            raise
+        import traceback  # a worker: said here, then left at once (below), never stuck in a framework's teardown
+
+        traceback.print_exc()
+        status = 1
+    if status != 0 and os.environ.get(LAUNCHED) is not None or status == LOST:
+        # a worker that stopped, or lost its peers: the engine's threads, still in a collective, may abort() the
+        # interpreter's exit (PyTorch's gloo does) or wait in it for good (MXNet's ps-lite); leave at once
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

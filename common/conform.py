@@ -93,6 +93,15 @@ class Trace(NamedTuple):
     error: str | None
 
 
+def users_own(error: BaseException) -> bool:
+    """Whether ``error``, raised out of a user's model code, is reported as that code's (one line): anything it
+    raises (a SystemExit, a BaseException of its own), but a KeyboardInterrupt only where the code runs in the
+    process `vgg conform` gives it, which no Ctrl-C reaches; elsewhere that is the user stopping the check."""
+    from .distributed import USER_CODE
+
+    return not isinstance(error, (KeyboardInterrupt, GeneratorExit)) or os.environ.get(USER_CODE) is not None
+
+
 def failure(error: BaseException) -> str:
     """A framework's exception in one line: its type and the informative line of its message (not an embedded
     traceback, as MXNet's begin), at most 300 characters of it."""

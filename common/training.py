@@ -359,6 +359,17 @@ def check_state(
         raise WeightsError(f"its {what} is not this network's: {'; '.join(said)}")
 
 
+def check_counter(value, most: int | None, what: str) -> int:
+    """An optimizer's update counter from a checkpoint: a whole number from 0 to ``most``, the steps the run has
+    taken (Adam divides by a function of it: a negative count fails in the framework, or turns the run to NaN)."""
+    array = np.asarray(value)
+    number = float(array) if array.shape == () and array.dtype.kind in "iuf" else math.nan
+    if not (number.is_integer() and 0 <= number <= (MAX_INT if most is None else most)):
+        bound = "" if most is None else f" (the run has taken {most} step(s))"
+        raise WeightsError(f"its {what} is {value!r}, not a count of updates from 0 to the steps taken{bound}")
+    return int(number)
+
+
 class Trainer:
     """One framework's side of :func:`fit`. Each backend's ``train.py`` defines ``Trainer(net, recipe, device)``.
 
@@ -380,6 +391,9 @@ class Trainer:
     read_every = 1
     # This process's place in a data-parallel run: rank 0 of 1 unless a backend's DistributedTrainer says else.
     rank, size = 0, 1
+    # The steps a resumed run's checkpoint has taken (its epochs times the steps of one), set by fit() before
+    # set_optimizer_state: no update counter of the optimizer may exceed it (None: unknown).
+    steps_done: int | None = None
 
     def __init__(self, net, recipe: Recipe, device):
         self.net, self.recipe, self.device = net, recipe, device
@@ -486,6 +500,8 @@ def fit(
         if resume_from is not None:
             ckpt = load_checkpoint(resume_from, name, net.config, record)
             trainer.set_weights(ckpt.weights)
+            if isinstance(train_iter, Sized):
+                trainer.steps_done = ckpt.epoch * len(train_iter)
             try:
                 trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
                 trainer.set_rng_state(ckpt.rng)

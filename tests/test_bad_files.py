@@ -44,7 +44,7 @@ def test_a_params_file_that_is_not_a_model_gives_its_reason_not_a_traceback(tmp_
     path = tmp_path / "model.params"
     path.write_bytes(content)
     err = _evaluate(capsys, path)
-    assert "not a readable MXNet parameter file (MXNetError: " in err and "(Traceback" not in err
+    assert "not a readable MXNet parameter file (" in err and "(Traceback" not in err
 
 
 def test_a_checkpoint_given_to_evaluate_says_it_is_a_checkpoint(tmp_path, capsys):

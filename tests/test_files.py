@@ -213,3 +213,39 @@ def _params_names(data: bytes, count: int) -> list[bytes]:
         names.append(data[at + 8 : at + 8 + length])
         at += 8 + length
     return names
+
+
+def _alter_checkpoint(path: Path, change) -> None:
+    """Rewrite the checkpoint at ``path`` with ``change(meta, arrays)`` applied."""
+    from common.weights import META_KEY, write_npz
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays[META_KEY]))
+    change(meta, arrays)
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    write_npz(path, arrays)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf", "mxnet"])
+def test_a_checkpoint_whose_update_counters_were_altered_is_one_line(tmp_path, backend):
+    """Issue 29, item 6: Gluon had failed with a ZeroDivisionError, Keras trained on to a NaN loss."""
+    out = tmp_path / "run"
+    args = [*TRAIN, "--backend", backend, "--epochs", "1", "--optimizer", "adam", "--out", out]
+    assert run_vgg(*args).returncode == 0
+
+    def change(meta, arrays):
+        if backend == "mxnet":
+            meta["state"]["optimizer"]["num_update"] = -1
+            meta["state"]["optimizer"]["counts"] = dict.fromkeys(meta["state"]["optimizer"]["counts"], -1)
+        elif backend == "tf":
+            counter = next(k for k, a in arrays.items() if k.startswith("optimizer/") and a.dtype.kind == "i")
+            arrays[counter] = np.array(-1, arrays[counter].dtype)
+        else:
+            for key in [k for k in arrays if k.endswith("/step")]:
+                arrays[key] = np.array(-1.0, arrays[key].dtype)
+
+    _alter_checkpoint(out / "checkpoint.npz", change)
+    done = run_vgg("train", "--backend", backend, "--out", out, "--resume", "--epochs", "2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "not a count of updates from 0 to the steps taken (the run has taken 2 step(s))" in done.stderr

@@ -1,0 +1,106 @@
+"""One line for bad input, said before any work: what to change, never a traceback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import ROOT, TINY_CLI, run_vgg
+
+from common.backends import BACKENDS
+
+SMALL = [*TINY_CLI, "--epochs", "1", "--test-limit", "64"]
+
+
+def _one_line(done) -> str:
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("limit, fix", [("129", "--train-limit 128 or --train-limit 130"), ("1", "--train-limit 2")])
+def test_a_last_batch_smaller_than_the_workers_is_refused_alike_in_every_backend(tmp_path, backend, limit, fix):
+    """Issue 29, items 11 and 12: refused before any worker starts (Gluon had hung, Keras printed a traceback,
+    PyTorch a worker's exit status without its reason)."""
+    args = ["train", "--backend", backend, *SMALL, "--workers", "2", "--train-limit", limit, "--out", tmp_path / "r"]
+    err = _one_line(run_vgg(*args, timeout=120))
+    assert f"--workers 2: the last batch of each epoch holds {int(limit) % 128} example(s)" in err
+    assert fix in err and not (tmp_path / "r").exists()
+
+
+def test_a_compare_refuses_a_last_batch_smaller_than_the_workers(tmp_path):
+    done = run_vgg("compare", *SMALL, "--workers", "2", "--train-limit", "129", "--out", tmp_path / "c")
+    assert "the last batch of each epoch holds 1 example(s)" in _one_line(done)
+    assert not (tmp_path / "c").exists()
+
+
+def test_more_workers_than_the_machine_holds_are_refused_unless_insisted(tmp_path):
+    """Issue 29, item 14: the line names the most that fit; --oversubscribe starts them anyway."""
+    cpus = len(os.sched_getaffinity(0))
+    many = str(cpus + 1)
+    args = ["train", "--backend", "torch", *SMALL, "--batch-size", "64", "--workers", many, "--out", tmp_path / "r"]
+    err = _one_line(run_vgg(*args))
+    assert f"--workers {many}: this machine has {cpus} CPU(s)" in err and f"give --workers {cpus}" in err
+    assert "--oversubscribe" in err and not (tmp_path / "r").exists()
+    insisted = run_vgg(*args, "--oversubscribe", "--sync-bn")  # past the machine's check, to the next one
+    assert "--sync-bn synchronizes batch norm: add --batch-norm" in _one_line(insisted)
+
+
+FACTORIES = '''
+import os
+import time
+
+
+class Boom(BaseException):
+    """No Exception: a BaseException of the user's own."""
+
+
+def sleeps():
+    time.sleep(3600)
+
+
+def exits():
+    os._exit(0)
+
+
+def exits_in_forward():
+    from vgg_torch import vgg
+
+    net = vgg(ratio=8, input_size=32, fc_hidden=64)
+    net.forward = lambda x: os._exit(0)
+    return net
+
+
+def interrupts():
+    raise KeyboardInterrupt
+
+
+def booms():
+    raise Boom("the weights server is down")
+'''
+
+
+@pytest.fixture(scope="module")
+def factories(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("factories")
+    (folder / "user_factories.py").write_text(FACTORIES)
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(folder)])}
+
+
+@pytest.mark.parametrize(
+    "factory, said",
+    [
+        ("sleeps", "did not finish within 5 s (--timeout)"),
+        ("exits", "its code ended the process (stopped with exit status 0) before the check finished"),
+        ("exits_in_forward", "its code ended the process (stopped with exit status 0) before the check finished"),
+        ("interrupts", "the factory user_factories:interrupts raised KeyboardInterrupt"),
+        ("booms", "the factory user_factories:booms raised Boom: the weights server is down"),
+    ],
+)
+def test_a_factorys_code_runs_in_its_own_process_and_is_reported_as_what_it_did(factories, factory, said):
+    """Issue 29, items 8 and 13: a factory that never returns, ends the process, or raises a KeyboardInterrupt or
+    a BaseException of its own is one line and exit 2 (they had been no limit, status 0 without a word, "interrupted"
+    with 130, and a traceback)."""
+    limit = "5" if factory == "sleeps" else "120"
+    done = run_vgg("conform", f"user_factories:{factory}", "--input-size", "32", "--timeout", limit, env=factories)
+    assert said in _one_line(done) and done.stdout == ""
