@@ -38,6 +38,7 @@ from .weights import (
     META_LIMIT,
     UNREADABLE,
     check_finite_weights,
+    check_name,
     check_weights,
     extra_arrays,
     meta_config,
@@ -88,12 +89,13 @@ def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
     """
     if not str(folder).strip():
         raise ConfigError("an empty folder name was given; name the folder to write in")
-    folder = Path(folder)
+    folder = check_name(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file, not a folder; name a folder to write in")
-    if folder.is_symlink() and not folder.exists():
+    dangling = next((p for p in (folder, *folder.parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
         raise ConfigError(
-            f"{folder} is a symbolic link that leads nowhere (its target is missing, or it loops); remove it or "
+            f"{dangling} is a symbolic link that leads nowhere (its target is missing, or it loops); remove it or "
             f"name another folder"
         )
     try:
@@ -223,6 +225,17 @@ def made_folder(folder: str | os.PathLike):
             except OSError:
                 break
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a run killed while writing left in its folder (``.checkpoint.npz.XXXX.tmp.npz``,
+    see :func:`common.weights.atomic_write`); called by the next run there, which holds the folder's lock, so no
+    run is writing them. The files removed."""
+    folder = Path(folder)
+    stale = [p for name in RUN_FILES for p in folder.glob(f".{name}.*.tmp*") if p.is_file() and not p.is_symlink()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def new_run_id() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -327,7 +328,7 @@ def _interrupted(args, path, started: float) -> int:
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import FolderLock, made_folder, prepare_folder
+    from .checkpoint import FolderLock, made_folder, prepare_folder, remove_stale_temporaries
 
     reuse_freed_memory()  # before a framework starts its threads, so that theirs take it too
     if args.out is None:
@@ -339,13 +340,14 @@ def cmd_train(args) -> int:
         if worker_env(args.backend) is not None:  # a worker of a run: the process that launched it holds the lock
             return _train(args, out)
         with FolderLock(out):  # a second run on the same folder is refused at once
+            remove_stale_temporaries(out)  # what a run killed while writing left
             return _train(args, out)
 
 
 def _train(args, out: Path | None) -> int:
     from .checkpoint import checkpoint_file
     from .errors import TrainingDiverged
-    from .weights import MODEL_SUFFIXES, atomic_write
+    from .weights import MODEL_SUFFIXES, atomic_write, check_utf8
 
     ckpt = checkpoint_file(out) if out else None
     if args.resume:
@@ -375,6 +377,8 @@ def _train(args, out: Path | None) -> int:
             read_checkpoint_meta(ckpt)
         except WeightsError:  # a damaged one, which --overwrite replaces (fit() keeps any file that is none)
             ckpt.unlink()
+    if out is not None and args.backend == "mxnet":  # MXNet hands paths to C as UTF-8: refused now, not after epoch 1
+        check_utf8(out, "MXNet")
     if out is not None:
         blocked = [name for name in RUN_FILES if (out / name).is_dir()]
         if blocked:  # found now, not when the trained run is saved
@@ -1437,8 +1441,10 @@ def main(argv=None) -> int:
     _quiet_frameworks(args.verbose)
     # SIGTERM (`kill`, a scheduler, `timeout`) stops a command as Ctrl-C does: the files being written are
     # removed, what was saved is said, and how to go on. Not in a worker, which its launcher stops this way.
+    # SIGHUP (the terminal closed) too, unless it is ignored (nohup).
     on_term = os.environ.get(LAUNCHED) is None and _main_thread()
-    before = signal.signal(signal.SIGTERM, _terminated) if on_term else None
+    stops = [signal.SIGTERM] + [signal.SIGHUP] * (signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN)
+    before = {sig: signal.signal(sig, _terminated) for sig in stops} if on_term else {}
     try:
         env_seconds("VGG_PROGRESS_EVERY", LOG_EVERY, zero=True)  # a bad value is one line now, not mid-run
         env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
@@ -1452,10 +1458,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a name too long for the file system, met where a path is first looked at
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(
+            f"error: {e.filename}: a name in it is longer than the file system takes; choose a shorter one",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         user_code_ended()  # not reached where a user's code ended the process (vgg conform's factory)
-        if before is not None:
-            signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _main_thread() -> bool:

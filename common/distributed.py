@@ -334,7 +334,7 @@ def check_workers(workers: int, batch_size: int, backend: str, examples: int | N
             f"or a larger {arg('batch_size')}"
         )
     last = examples % batch_size if examples else 0
-    if 0 < last < workers:
+    if examples and 0 < last < workers:
         fits = [n for n in (examples - last, examples - last + workers) if n > 0]
         raise ConfigError(
             f"{arg('workers', workers)}: the last batch of each epoch holds {last} example(s) ({examples} training "

@@ -358,6 +358,8 @@ def read_onnx(path: Path):
             f"{path} is not a readable ONNX model ({reason(e)}); it is damaged (truncated?) or of another format"
         )
 
+    if path.is_file() and path.stat().st_size == 0:  # protobuf reads no bytes as an empty model, and says nothing
+        raise WeightsError(f"{path} is empty (0 bytes), not an ONNX model; export or copy it again")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, TINY_CLI, run_vgg
@@ -104,3 +105,69 @@ def test_a_factorys_code_runs_in_its_own_process_and_is_reported_as_what_it_did(
     limit = "5" if factory == "sleeps" else "120"
     done = run_vgg("conform", f"user_factories:{factory}", "--input-size", "32", "--timeout", limit, env=factories)
     assert said in _one_line(done) and done.stdout == ""
+
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "0", "--train-limit", "64", "--out", out]
+    assert run_vgg(*args).returncode == 0
+    return out
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, saved_run):
+    """Issue 29, item 4: it had been an OSError traceback (File name too long); a legal 254-byte name had been
+    blamed on its folder."""
+    long = "x" * 256
+    train = run_vgg("train", "--backend", "torch", *SMALL, "--out", tmp_path / long / "run")
+    assert "is 256 bytes long, more than the 255 a file system takes for one name" in _one_line(train)
+    for command in (
+        ["evaluate", tmp_path / f"{long}.pt"],
+        ["convert", tmp_path / f"{long}.npz", tmp_path / "x.npz"],
+        ["conform", tmp_path / f"{long}.onnx"],
+        ["convert", saved_run / "weights.npz", tmp_path / f"{'y' * 253}.npz"],
+    ):
+        err = _one_line(run_vgg(*command))
+        assert "longer than the file system takes" in err or "more than the 255 a file system takes" in err, err
+    legal = tmp_path / f"{'z' * 250}.npz"  # 254 bytes: written, its temporary name shortened to fit
+    done = run_vgg("convert", saved_run / "weights.npz", legal)
+    assert done.returncode == 0 and legal.is_file(), done.stderr
+
+
+def test_mxnet_refuses_a_path_that_is_not_utf8_before_training(tmp_path):
+    """Issue 29, item 5: MXNet trained an epoch, then failed in its C string conversion, for good."""
+    out = os.fsdecode(bytes(tmp_path) + b"/bad\xfdmx")
+    err = _one_line(run_vgg("train", "--backend", "mxnet", *SMALL, "--train-limit", "64", "--out", out))
+    assert "is not valid UTF-8, and MXNet reads and writes only paths that are" in err
+    assert list(tmp_path.iterdir()) == []  # refused before its first step: the folder it made is gone
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_warnings_made_errors_leave_the_frameworks_loading(backend):
+    """Issue 29, item 10: a framework's DeprecationWarning at import had been a traceback."""
+    done = run_vgg("summary", "--backends", backend, "--input-size", "32", env={"PYTHONWARNINGS": "error"})
+    assert done.returncode == 0 and "agree with the spec" in done.stdout, done.stderr
+
+
+def test_files_that_are_no_files_say_what_they_are(tmp_path):
+    """Issue 29, item 18: a zero-byte .onnx had been "not one of this project's", a pipe or a link to a device
+    among the data files "missing", and --out under a link to nowhere "(File exists)"."""
+    empty = tmp_path / "empty.onnx"
+    empty.touch()
+    assert "is empty (0 bytes), not an ONNX model" in _one_line(run_vgg("evaluate", empty))
+    for make in (lambda p: os.mkfifo(p), lambda p: p.symlink_to("/dev/zero")):
+        data = tmp_path / f"data{len(list(tmp_path.iterdir()))}"
+        data.mkdir()
+        for f in DATA.iterdir():
+            (data / f.name).symlink_to(f)
+        (data / "t10k-labels-idx1-ubyte.gz").unlink()
+        make(data / "t10k-labels-idx1-ubyte.gz")
+        done = run_vgg("train", "--backend", "torch", *SMALL, "--train-limit", "64", "--data-dir", data)
+        err = _one_line(done)
+        assert f"{data / 't10k-labels-idx1-ubyte.gz'} is not a regular file (a named pipe or a device?)" in err
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    done = run_vgg("train", "--backend", "torch", *SMALL, "--out", tmp_path / "gone" / "run")
+    assert f"{tmp_path / 'gone'} is a symbolic link that leads nowhere" in _one_line(done)

@@ -17,6 +17,7 @@ from common.weights import (
     atomic_write,
     check_finite_weights,
     check_model_path,
+    check_utf8,
     check_weights,
     existing_model,
     extra_arrays,
@@ -74,7 +75,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 
 def save_model(net, path):
     """MXNet's own NDArray file (``.params``): canonical names and the configuration, written atomically."""
-    path = check_model_path(path, "mxnet")
+    path = check_utf8(check_model_path(path, "mxnet"), "MXNet")
     meta = json.dumps(make_meta(net.config, "mxnet", mx.__version__)).encode()
     weights = check_finite_weights(export_weights(net), "the network")
     arrays = {name: mx.nd.array(a, dtype=a.dtype) for name, a in weights.items()}
@@ -150,7 +151,7 @@ def load_model(path):
     Every array's name, shape and dtype is read from the file's headers and checked against the configuration
     it records before MXNet reads any data.
     """
-    path = existing_model(path, "mxnet")
+    path = check_utf8(existing_model(path, "mxnet"), "MXNet")
     declared, meta = _declared(path)
     expected = spec(meta_config(meta, path)).param_shapes()
     extra_arrays(path, declared, expected)
