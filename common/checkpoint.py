@@ -208,7 +208,7 @@ def made_folder(folder: str | os.PathLike):
     """Around a command that creates ``folder`` (and the folders above it): a command refused or stopped before
     it wrote anything there takes them away again, so a refusal leaves nothing behind (its lock file aside,
     an empty folder it made is removed)."""
-    folder = Path(folder)
+    folder = check_name(folder)
     made = []
     for parent in (folder, *folder.parents):
         if parent.exists() or parent.is_symlink() or str(parent) in ("", "."):
