@@ -836,17 +836,27 @@ def cmd_evaluate(args) -> int:
 
 def cmd_conform(args) -> int:
     """``vgg conform MODEL``: the report on stdout (and in --out); exit 0 when the model conforms, 1 when not."""
-    from .conform import REPORT_FILES, conform, framework_of, write_report
+    from contextlib import ExitStack
+
+    from .conform import REPORT_FILES, framework_of
     from .distributed import USER_CODE, run_user_code
 
-    if args.out is not None:  # before the work: a report must not be lost to a bad folder, nor replace one unasked
-        from .checkpoint import prepare_folder
+    with ExitStack() as held:
+        if args.out is not None:  # before the work: a report must not be lost to a bad folder, nor replace one unasked
+            from .checkpoint import FolderLock, prepare_folder
 
-        folder = prepare_folder(args.out)
-        for name in REPORT_FILES:
-            _prepare_file(folder / name, args.overwrite, "--out")
-    if framework_of(args.model) == "torch" and os.environ.get(USER_CODE) is None:  # a factory: the user's code
-        return run_user_code(args.argv, args.timeout, f"vgg conform {args.model}")
+            folder = prepare_folder(args.out)
+            if os.environ.get(USER_CODE) is None:  # locked while it runs (the process it runs a factory in is its own)
+                held.enter_context(FolderLock(folder))
+            for name in REPORT_FILES:
+                _prepare_file(folder / name, args.overwrite, "--out")
+        if framework_of(args.model) == "torch" and os.environ.get(USER_CODE) is None:  # a factory: the user's code
+            return run_user_code(args.argv, args.timeout, f"vgg conform {args.model}")
+        return _conform(args)
+
+
+def _conform(args) -> int:
+    from .conform import conform, write_report
 
     options = {
         "arch": args.arch,

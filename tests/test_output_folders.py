@@ -110,3 +110,9 @@ def test_a_lock_file_that_is_a_named_pipe_is_one_line(tmp_path, capsys):
     os.mkfifo(tmp_path / FolderLock.NAME)
     err = _refused(capsys, *RUN, "--epochs", "1", "--out", tmp_path)
     assert f"{tmp_path / FolderLock.NAME} is not a regular file (a named pipe or a device)" in err
+
+
+def test_a_conform_report_folder_is_locked_while_it_is_written(tmp_path, capsys):
+    with FolderLock(tmp_path):
+        err = _refused(capsys, "conform", tmp_path / "model.onnx", "--out", tmp_path)
+    assert f"{tmp_path} is in use by another run (pid {os.getpid()})" in err

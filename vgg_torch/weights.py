@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -75,7 +76,8 @@ def load_model(path):
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol notice: the refusal below says it all
             warnings.simplefilter("ignore", UserWarning)
-            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            # a zip (what torch.save writes) is mapped; a file of the legacy format, read whole, holds no more
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError:
         raise WeightsError(
             f"{path} holds Python objects other than tensors, or is not a PyTorch file at all; it was not "
