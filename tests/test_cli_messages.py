@@ -171,3 +171,24 @@ def test_files_that_are_no_files_say_what_they_are(tmp_path):
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     done = run_vgg("train", "--backend", "torch", *SMALL, "--out", tmp_path / "gone" / "run")
     assert f"{tmp_path / 'gone'} is a symbolic link that leads nowhere" in _one_line(done)
+
+
+def test_a_workers_own_error_line_reaches_the_user(monkeypatch, capsys):
+    """Issue 29, item 11: a worker other than worker 0 keeps its error line for the launcher, which prints it where
+    that worker stopped the run (PyTorch had said only "worker 1 of 2 … stopped with exit status 2"). Only worker 1
+    is given a bad rate here, as only one worker meets an error of its own (its device, its data)."""
+    from common import distributed
+
+    real = distributed.plan
+
+    def plan(backend, argv, workers, port=None):
+        processes = real(backend, argv, workers, port)
+        processes[1].argv = [*processes[1].argv, "--lr", "1e39"]
+        return processes
+
+    monkeypatch.setattr(distributed, "plan", plan)
+    argv = ["train", "--backend", "torch", *SMALL, "--batch-size", "64", "--train-limit", "128"]
+    status = distributed.launch("torch", argv, 2)
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: worker 1 of 2: lr must be a positive number from 1.18e-38 to 3.4e+38"), err
