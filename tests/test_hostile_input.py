@@ -590,12 +590,15 @@ def test_output_that_cannot_be_written_is_one_line(args):
     assert done.stderr == "error: the output could not be written (No space left on device); send it where it can be\n"
 
 
-def test_a_command_started_with_its_output_closed_runs_as_before(monkeypatch):
-    """`vgg summary >&-`: Python sets sys.stdout to None, where print() writes nothing; the command still runs."""
+def test_a_command_started_with_its_output_closed_is_refused(monkeypatch, capsys):
+    """`vgg summary >&-`: Python sets sys.stdout to None, where print() writes nothing; one line and status 1
+    before the command runs (issue 29, item 17; tests/test_interruption.py runs it with stdout closed)."""
     import common
 
     monkeypatch.setattr(sys, "stdout", None)
-    assert common.quiet_pipe(lambda: print("a table") or 0) == 0
+    ran = []
+    assert common.quiet_pipe(lambda: ran.append(1) or 0) == 1
+    assert ran == [] and "standard output is closed" in capsys.readouterr().err
 
 
 def test_a_deleted_working_folder_is_one_line(tmp_path):
