@@ -249,3 +249,24 @@ def test_a_checkpoint_whose_update_counters_were_altered_is_one_line(tmp_path, b
     done = run_vgg("train", "--backend", backend, "--out", out, "--resume", "--epochs", "2")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert "not a count of updates from 0 to the steps taken (the run has taken 2 step(s))" in done.stderr
+
+
+def test_an_onnx_model_declaring_more_than_its_network_is_refused_before_its_data_is_read(tmp_path):
+    """An initializer kept in external data that declares 3.7 GiB, in a model of the tiny network."""
+    import onnx
+
+    out = tmp_path / "run"
+    assert run_vgg(*TRAIN, "--backend", "torch", "--out", out).returncode == 0
+    exported = tmp_path / "m.onnx"
+    done = run_vgg("convert", out / "weights.npz", exported, "--backend", "torch")
+    assert done.returncode == 0, done.stderr
+    model = onnx.load(str(exported))
+    huge = onnx.TensorProto(name="huge", data_type=onnx.TensorProto.FLOAT, dims=[1_000_000, 1000])
+    huge.data_location = onnx.TensorProto.EXTERNAL
+    huge.external_data.add(key="location", value="huge.bin")
+    model.graph.initializer.append(huge)
+    onnx.save(model, str(exported))
+    (tmp_path / "huge.bin").write_bytes(b"\0" * 64)
+    done = run_vgg("evaluate", exported, "--test-limit", "64")
+    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+    assert "declares 3.7 GiB of tensors, where the network its metadata describes holds" in done.stderr
