@@ -129,8 +129,8 @@ def run_user_code(argv: Sequence[str], timeout: float, what: str) -> int:
         except subprocess.TimeoutExpired:
             _stop([proc], grace=2.0)
             raise InputError(
-                f"{what} did not finish within {timeout:g} s (--timeout): its code (the factory, or the network's "
-                f"forward) may never return; give it more time with --timeout if it is only slow"
+                f"{what} did not finish within {timeout:g} s ({arg('timeout')}): its code (the factory, or the "
+                f"network's forward) may never return; give it more time with {arg('timeout')} if it is only slow"
             ) from None
         finally:
             _stop([proc], grace=2.0)  # a Ctrl-C here stops it too
@@ -339,14 +339,14 @@ def check_workers(workers: int, batch_size: int, backend: str, examples: int | N
         raise ConfigError(
             f"{arg('workers', workers)}: the last batch of each epoch holds {last} example(s) ({examples} training "
             f"examples in batches of {batch_size}), fewer than the workers, which each need a slice of it; give "
-            f"{' or '.join(f'--train-limit {n}' for n in fits)}, another {arg('batch_size')}, or fewer workers"
+            f"{' or '.join(arg('train_limit', n) for n in fits)}, another {arg('batch_size')}, or fewer workers"
         )
 
 
 def check_machine(workers: int, config, batch_size: int, insist: bool = False) -> None:
     """Refuse more local workers than this machine holds, before any starts: one CPU each, and the memory each
     needs to train its slice of a batch (:func:`common.spec.memory_needed`, against ``MemAvailable``); the line
-    names the most that fit. ``insist`` (``--oversubscribe``) starts them anyway."""
+    names the most that fit. ``insist`` (the command's oversubscribe) starts them anyway."""
     from .spec import available_memory, format_bytes, memory_needed
 
     if insist or workers == 1:
@@ -359,7 +359,8 @@ def check_machine(workers: int, config, batch_size: int, insist: bool = False) -
         memory = f" and {format_bytes(free)} of free memory ({format_bytes(each)} a worker at least)" if free else ""
         raise ConfigError(
             f"{arg('workers', workers)}: this machine has {cpus} CPU(s){memory}, room for at most {max(fits, 1)} "
-            f"worker(s); give {arg('workers', max(fits, 1))}, or add --oversubscribe to start {workers} anyway"
+            f"worker(s); give {arg('workers', max(fits, 1))}, or add {arg('oversubscribe', True)} to start "
+            f"{workers} anyway"
         )
 
 
