@@ -345,7 +345,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args, out: Path | None) -> int:
-    from .checkpoint import checkpoint_file
+    from .checkpoint import checkpoint_file, retire_run
     from .errors import TrainingDiverged
     from .weights import MODEL_SUFFIXES, atomic_write, check_utf8
 
@@ -428,6 +428,9 @@ def _train(args, out: Path | None) -> int:
                 f"{e.template}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays in {ckpt}"
             ) from None
         raise
+    if out and lead and ckpt is not None and args.overwrite and not args.resume and args.epochs == 0:
+        retire_run(out)  # a run of no epoch wrote no checkpoint: the earlier run's goes with the rest of it
+        ckpt.unlink(missing_ok=True)
     if out and lead:
         try:
             b.save_weights(net, out / "weights.npz")

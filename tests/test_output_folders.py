@@ -116,3 +116,12 @@ def test_a_conform_report_folder_is_locked_while_it_is_written(tmp_path, capsys)
     with FolderLock(tmp_path):
         err = _refused(capsys, "conform", tmp_path / "model.onnx", "--out", tmp_path)
     assert f"{tmp_path} is in use by another run (pid {os.getpid()})" in err
+
+
+def test_an_overwrite_without_epochs_replaces_the_earlier_run_whole(tmp_path, capsys):
+    assert main([*RUN, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert main([*RUN, "--epochs", "0", "--seed", "5", "--out", str(tmp_path), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert not (tmp_path / FILE_NAME).exists()  # the earlier run's checkpoint went with its other files
+    assert main(["evaluate", str(tmp_path / "model.pt"), "--test-limit", "64"]) == 0
+    assert json.loads((tmp_path / "history.json").read_text())["seed"] == 5
