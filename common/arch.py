@@ -604,3 +604,7 @@ def conv_arch(config: VGGConfig | tuple[Block, ...]) -> tuple[tuple[int, int], .
     """The book's ``conv_arch`` view of a configuration (or of its blocks): ((num_convs, out_channels), ...)."""
     blocks = config.blocks if isinstance(config, VGGConfig) else config
     return tuple((len(b.kernels), b.out_channels) for b in blocks)
+
+
+def arch_text(arch) -> str:
+    return arch if isinstance(arch, str) else ";".join(f"{n},{c}" for n, c in arch)

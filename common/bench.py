@@ -6,7 +6,7 @@ Fashion-MNIST batch held in memory and on the real resized batch stream; and the
 GFLOP/s of a large matrix product in any of the frameworks. Achieved GFLOP/s use the analytic FLOPs of
 ``common.spec`` (forward + backward = 6 x MACs per example for training, 2 x MACs for inference).
 
-The process keeps the memory it frees (``common.training.reuse_freed_memory``, set before any framework is
+The process keeps the memory it frees (``common.host.reuse_freed_memory``, set before any framework is
 imported, as ``vgg train`` does), for the book's path and the project's alike: the comparison is of the code
 paths, and the numbers do not depend on which backend ran first. ``VGG_REUSE_FREED_MEMORY=0`` measures without.
 
@@ -24,18 +24,23 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .arch import make_any_config
+from .arch import NetConfig, arch_text, make_any_config
 from .backends import display_name, get_backend
-from .distributed import child_env, die_with_parent, python_module
+from .data import fashion_mnist_batches
+from .distributed import BANDWIDTHS, ENGINES, check_workers, child_env, die_with_parent, predict, python_module
 from .errors import ConfigError, VGGError
+from .files import atomic_write
+from .host import Progress, reuse_freed_memory
+from .interchange import OnnxModel, require
+from .recipe import check_precision
 from .report import fmt, format_table, save_figure
 from .spec import spec
-from .training import Progress, check_precision, reuse_freed_memory
-from .weights import atomic_write, xavier_init
+from .weights import xavier_init
 
 
 class BenchDefaults(TypedDict):
@@ -509,7 +514,7 @@ def sweep_table(summary: dict) -> str:
 
 def plot_sweep(summary: dict, path) -> None:
     """Training examples/s, GFLOP/s and peak memory against input size (top) and width ratio (bottom)."""
-    import matplotlib
+    import matplotlib  # deferred: a heavy library, loaded only where a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -561,9 +566,92 @@ def plot_sweep(summary: dict, path) -> None:
     save_figure(fig, path, dpi=100)
 
 
+def bench_onnxruntime(exporter: str, config: NetConfig, batch_size: int, steps: int, repeats: int) -> dict:
+    """ONNX Runtime's inference examples/s on one real batch, for the seed-0 weights exported by ``exporter``.
+
+    What ``vgg bench`` measures for a framework's inference, on the same network, weights and real batch; the
+    graph is written by the framework ``exporter`` names (``torch``, ``tf`` or ``mxnet``).
+    """
+    b = get_backend(exporter)
+    _, test = fashion_mnist_batches(batch_size, config.input_size, 0, "NCHW", None, None, batch_size)
+    batch = next(iter(test))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench.onnx"
+        b.export_onnx(b.import_weights(b.from_config(config), xavier_init(config, 0)), path)
+        model = OnnxModel(path, config)
+    rate = examples_per_sec(lambda x, y: model(x), [batch], batch_size, steps, repeats)
+    return {
+        "backend": "onnxruntime",
+        "framework": "ONNX Runtime",
+        "exporter": display_name(exporter),
+        "onnxruntime_version": require("onnxruntime", "running .onnx models").__version__,
+        "opset": model.meta["opset"],
+        "infer": rate,
+        "infer_gflops": rate * 2 * spec(config).macs / 1e9,
+    }
+
+
 if __name__ == "__main__":  # one sweep point: `python -m common.bench '{"backend": "torch", ...}'`
     reuse_freed_memory()
     try:
         print(json.dumps(sweep_point(**json.loads(sys.argv[1]))))
     except VGGError as e:
         sys.exit(f"error: {e}")
+
+
+def bench_workers(
+    names: list[str],
+    arch,
+    ratio: int | None,
+    resize: int,
+    batch_size: int,
+    steps: int,
+    precision: str,
+    max_workers: int,
+    json_path: str | None,
+) -> int:
+    """``vgg bench --workers N``: training examples/s of 1..N data-parallel processes of one thread each (the
+    same threads in all), each a real ``vgg train --workers K`` run of two epochs of ``steps`` global batches,
+    the second timed; beside it, what ``common.distributed.predict`` expects from the one-process speed."""
+
+    rows = []
+    for name in names:
+        check_workers(max_workers, batch_size, name)
+        config = make_any_config(arch, 1, 10, resize, ratio)
+        flops, single = spec(config).train_flops, None
+        for workers in range(1, max_workers + 1):
+            with tempfile.TemporaryDirectory() as out:
+                cmd = python_module("common.cli", "train", "--backend", name, "--arch", arch_text(arch))
+                cmd += [] if ratio is None else ["--ratio", str(ratio)]
+                cmd += ["--resize", str(resize), "--batch-size", str(batch_size), "--epochs", "2"]
+                cmd += ["--train-limit", str(batch_size * steps), "--test-limit", str(batch_size), "--device", "cpu"]
+                cmd += ["--precision", precision, "--workers", str(workers), "--out", out]
+                env = child_env(OMP_NUM_THREADS="1", MXNET_OMP_MAX_THREADS="1")
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent())
+                if done.returncode != 0:
+                    raise ConfigError(f"the {name} run with {workers} workers failed: {done.stderr.strip()[-300:]}")
+                rate = json.loads((Path(out) / "history.json").read_text())["history"]["epochs"][-1]["examples_per_sec"]
+            single = single or rate
+            expected = predict(config, batch_size, workers, single * flops, BANDWIDTHS["10 Gb/s"])
+            rows.append(
+                [
+                    display_name(name),
+                    ENGINES[name].split(" (")[0],
+                    workers,
+                    rate,
+                    f"{rate / single:.2f}x",
+                    f"{rate / single / workers:.0%}",
+                    f"{expected.efficiency:.0%}",
+                ]
+            )
+    headers = ["backend", "engine", "processes", "train examples/s", "speedup", "efficiency", "model (10 Gb/s)"]
+    print(format_table(headers, rows, title=f"data parallel, one thread per process: {config.describe()}"))
+
+    cpu = cpu_features().get("model", "unknown")
+    print(f"CPU: {cpu}; the model: docs/distributed.md")
+    if json_path is not None:
+        record = {"config": config.to_dict(), "batch_size": batch_size, "steps": steps, "cpu": cpu}
+        record["rows"] = [dict(zip(headers, row, strict=True)) for row in rows]
+        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        print(f"numbers: {json_path}")
+    return 0

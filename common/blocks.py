@@ -12,7 +12,7 @@ import numpy as np
 
 from .arch import LayerPlan, VGGConfig, positive_int
 from .errors import ConfigError, arg
-from .training import check_seed
+from .recipe import check_seed
 
 MLP_WIDTH = 20  # FixedHiddenMLP's width: the book's input is rand(2, 20)
 SECOND_USE = "shared2"  # the tied MLP's second use of ``shared``; a layer of its own only when untied

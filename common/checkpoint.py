@@ -15,6 +15,7 @@ resumes it before any array is read.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -30,15 +31,17 @@ from typing import TextIO
 import numpy as np
 
 from .arch import MAX_INT, NetConfig, positive_int
+from .backends import BACKENDS
 from .errors import ConfigError, WeightsError, arg
+from .files import atomic_write, check_name
 from .history import History
+from .recipe import Recipe
 from .spec import spec
 from .weights import (
     META_KEY,
     META_LIMIT,
     UNREADABLE,
     check_finite_weights,
-    check_name,
     check_weights,
     extra_arrays,
     meta_config,
@@ -66,7 +69,7 @@ RECIPE_KEYS = (
 )
 # num_epochs is not among them: a resumed run may extend a run (train more epochs than it was started
 # with), never shorten it below the epochs already trained. A cosine schedule then anneals the remaining
-# epochs over the new total (common.training.Recipe.lr_at).
+# epochs over the new total (common.recipe.Recipe.lr_at).
 # What a recipe written before a key existed meant by it.
 RECIPE_FORMER = {"precision": "fp32"}
 # How a refusal of a checkpoint whose contents no run writes ends.
@@ -162,8 +165,6 @@ class FolderLock:
         return (held.st_dev, held.st_ino) == (here.st_dev, here.st_ino)
 
     def __enter__(self) -> FolderLock:
-        import fcntl
-
         path = self.folder / self.NAME
         if self._inherited(path):
             return self
@@ -321,7 +322,7 @@ class Snapshot:
 
     backend: str
     config: NetConfig
-    recipe: dict  # common.training.Recipe.record()
+    recipe: dict  # common.recipe.Recipe.record()
     epoch: int
     history: History
     weights: dict[str, np.ndarray]
@@ -396,8 +397,6 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
 
 def _check_record(meta: dict, path: Path) -> None:
     """Refuse a record holding what no run writes; each value is checked as train() checks its argument."""
-    from .backends import BACKENDS
-    from .training import Recipe
 
     def damaged(part: str, why) -> WeightsError:
         return WeightsError(f"{path} has a damaged {part} record ({why}); {ALTERED}")
@@ -425,7 +424,7 @@ def _check_record(meta: dict, path: Path) -> None:
         raise damaged("history", f"{len(history.epochs)} epochs recorded, after epoch {meta['epoch']}")
     state = meta["state"]
     data_epoch = state.get("data_epoch") if isinstance(state, dict) else "none"
-    if not (data_epoch is None or type(data_epoch) is int and 0 <= data_epoch <= MAX_INT):
+    if not (data_epoch is None or (type(data_epoch) is int and 0 <= data_epoch <= MAX_INT)):
         raise damaged("state", f"the data stream's epoch is {data_epoch!r}")
     if not isinstance(state.get("optimizer", {}), dict):
         raise damaged("state", f"the optimizer's scalars are {state['optimizer']!r}")
@@ -507,3 +506,63 @@ def load_checkpoint(
     floats = {name: a for name, a in groups["optimizer"].items() if a.dtype.kind == "f"}
     check_finite_weights(floats, f"the optimizer state of {path}")  # Adam's moments; SGD keeps none
     return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])
+
+
+COMPARE_MARK = ".vgg-compare"  # in a `vgg compare` --out: the backends' runs there are the command's own
+
+
+COMPARE_FILES = ("report.md", "curves.png", "results.json")
+
+
+def claim_compare_folder(out: Path, names: list[str], resume: bool, overwrite: bool) -> None:
+    """Before a compare writes into ``out``: refuse to replace what it did not write, then mark the folder its own.
+
+    A backend's folder holding a run, or a report file, in a folder no compare has written (no mark, and no
+    compare's results.json from before the mark existed) is a user's: it is replaced only with ``overwrite``.
+    ``resume`` continues such a run where it has a checkpoint, and replaces nothing else of the user's. A compare
+    that is not resumed also removes the report of the one before, so that one failing partway leaves no report
+    that describes other runs.
+    """
+
+    own = (out / COMPARE_MARK).is_file() or _compare_results(out / "results.json")
+    resumed = [n for n in names if resume and checkpoint_file(out / n).is_file()]
+    if not (own or overwrite):
+        theirs = [
+            out / n
+            for n in names
+            if n not in resumed
+            and (checkpoint_file(out / n).exists() or any((out / n / f).exists() for f in RUN_FILES))
+        ]
+        theirs += [out / f for f in COMPARE_FILES if (out / f).exists()]
+        if theirs:
+            raise ConfigError(
+                f"{theirs[0]} holds files vgg compare did not write; replace them with {arg('overwrite', True)}, or "
+                f"choose another {arg('out')}"
+            )
+    if own or overwrite or not resumed:
+        mark_compare_folder(out)
+    # else the user's runs it continues become its own only once it has finished them (_compare marks it then):
+    # one it fails to continue stays the user's, which a later compare replaces only with --overwrite
+    if not resume:
+        for name in COMPARE_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def mark_compare_folder(out: Path) -> None:
+    """Mark ``out`` as a compare's: its backends' runs and report files may be replaced by the next one."""
+
+    atomic_write(out / COMPARE_MARK, lambda f: f.write(b"written by vgg compare: its runs here may be replaced\n"))
+
+
+def _compare_results(path: Path) -> bool:
+    """Whether ``path`` is the results.json of a compare (one from before compares marked their folders)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested past Python's limit
+        return False
+    return (
+        isinstance(record, dict)
+        and set(record) == {"runs", "test_acc_spread"}
+        and isinstance(record["runs"], list)
+        and all(isinstance(r, dict) and {"framework", "config", "history"} <= set(r) for r in record["runs"])
+    )

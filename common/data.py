@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .arch import check_input_size
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, InputError
+from .recipe import check_seed
 from .spec import available_memory, format_bytes
-from .training import check_seed
 
 EXAMPLES = {"train": 60_000, "test": 10_000}  # a limit above a split's size takes the whole split
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -211,7 +211,7 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of a (B, H, W) float batch to (B, size, size): two matrix products, no Python loop."""
-    b, h, w = images.shape
+    _b, h, w = images.shape
     if (h, w) == (size, size):
         return images
     rows, cols = resize_matrix(h, size), resize_matrix(w, size)
@@ -331,3 +331,113 @@ def fashion_mnist_batches(
     )
     train.origin = test.origin = data.origin()
     return train, test
+
+
+def _expected_shape(config, layout: str) -> tuple[int, int, int]:
+    c, s = config.in_channels, config.input_size
+    return (c, s, s) if layout == "NCHW" else (s, s, c)
+
+
+# How a batch of the other layout is turned into the one each framework's network takes: (label, expression).
+TRANSPOSE = {
+    "torch": ("PyTorch", "x.permute(0, 3, 1, 2)"),
+    "tf": ("tf.keras", "tf.transpose(x, (0, 2, 3, 1))"),
+    "mxnet": ("MXNet", "x.transpose((0, 3, 1, 2))"),
+}
+
+
+def _transposed(config, shape: tuple[int, ...], layout: str) -> bool:
+    """Whether a rank-4 batch the network cannot take reads as one of the other layout (channels on the other side,
+    square images the other way)."""
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    channels, spatial = (shape[1], shape[2:]) if other == "NCHW" else (shape[3], shape[1:3])
+    mine = shape[1] if layout == "NCHW" else shape[3]
+    return mine != config.in_channels and channels == config.in_channels and spatial[0] == spatial[1]
+
+
+def _transpose_fix(layout: str, framework: str | None) -> str:
+    """The advice for a batch of the other layout: what it looks like, what the network takes, how to turn it."""
+    seen = "NHWC (channels last)" if layout == "NCHW" else "NCHW (channels first)"
+    axes = (0, 3, 1, 2) if layout == "NCHW" else (0, 2, 3, 1)
+    label, how = TRANSPOSE.get(framework or "", ("", f"the axes {axes}"))
+    return f"this looks {seen}; the {label + ' ' if label else ''}network takes {layout}: transpose it with {how}"
+
+
+def check_batch(
+    config,
+    x_shape,
+    x_dtype: str,
+    labels: np.ndarray | None = None,
+    layout: str = "NCHW",
+    all_finite: bool = True,
+    where: str = "the batch",
+    label_dtype: str | None = None,
+    framework: str | None = None,
+) -> None:
+    """Refuse a batch the network built from ``config`` cannot take, with one message that says what to change.
+
+    ``x_shape``/``x_dtype`` describe the images (``x_dtype`` a name such as ``"float32"``), ``labels`` are the
+    class indices as a NumPy array (or None), ``layout`` is the framework's ("NCHW", or "NHWC" in tf.keras),
+    ``all_finite`` whether every pixel is a finite number (the backend computes it, or passes True to skip),
+    ``label_dtype`` the one label dtype the framework's loss takes, if it takes only one, ``framework`` the
+    backend's name (``"torch"``, ``"tf"``, ``"mxnet"``), for the way to transpose a batch of the other layout.
+    A batch wrong in shape and dtype is told both.
+    """
+    shape, want = tuple(int(n) for n in x_shape), _expected_shape(config, layout)
+    hint = f"the network ({config.describe()}) takes {layout} batches of shape (N, {', '.join(map(str, want))})"
+    dtype_fix = "" if x_dtype == "float32" else f"; it is also {x_dtype}: convert it to float32 (pixels in [0, 1])"
+    if len(shape) != 4:
+        fix = "add the batch axis (x[None])" if len(shape) == 3 else "reshape it"
+        raise InputError(f"{where} has shape {shape} (rank {len(shape)}); {hint}: {fix}{dtype_fix}")
+    if _transposed(config, shape, layout):
+        raise InputError(
+            f"{where} has shape {shape}: {_transpose_fix(layout, framework)} to get {(shape[0], *want)}{dtype_fix}"
+        )
+    channels, spatial = (shape[1], shape[2:]) if layout == "NCHW" else (shape[3], shape[1:3])
+    if channels != config.in_channels:
+        raise InputError(
+            f"{where} has {channels} channel(s) (shape {shape}); {hint}: convert the images "
+            f"or build the network with in_channels={channels}{dtype_fix}"
+        )
+    if spatial != (config.input_size,) * 2:
+        raise InputError(
+            f"{where} has {spatial[0]}x{spatial[1]} images (shape {shape}); {hint}: resize them to "
+            f"{config.input_size}x{config.input_size} or build the network with input_size={spatial[0]}{dtype_fix}"
+        )
+    if shape[0] == 0:
+        raise InputError(f"{where} is empty (shape {shape}); give at least one example")
+    if x_dtype != "float32":
+        raise InputError(f"{where} has dtype {x_dtype}; {hint} in float32: convert it (pixels scaled to [0, 1])")
+    if not all_finite:
+        raise InputError(
+            f"{where} holds NaN or infinite pixel values; clean the data (or pass "
+            f"check_finite=False to skip this check)"
+        )
+    if labels is not None:
+        check_labels(config, labels, shape[0], where, label_dtype)
+
+
+def check_labels(
+    config, labels: np.ndarray, batch: int, where: str = "the batch", label_dtype: str | None = None
+) -> None:
+    """Labels must be one whole class index in [0, num_classes) per example (of ``label_dtype`` if given)."""
+    labels = np.asarray(labels)
+    if labels.shape != (batch,):
+        raise InputError(
+            f"{where} has labels of shape {labels.shape} for {batch} images; give one class index "
+            f"per image, shape ({batch},)"
+        )
+    if label_dtype is not None and labels.dtype.name != label_dtype:
+        raise InputError(f"{where} has labels of dtype {labels.dtype}; give {label_dtype} class indices")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise InputError(f"{where} has labels of dtype {labels.dtype}; give integer class indices")
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        raise InputError(f"{where} has labels that are not whole numbers; give integer class indices")
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= config.num_classes:
+        bad = low if low < 0 else high
+        raise InputError(
+            f"{where} has label {bad:g}, outside [0, {config.num_classes}) for a network with "
+            f"{config.num_classes} classes; fix the labels or build it with num_classes="
+            f"{int(high) + 1 if low >= 0 else config.num_classes}"
+        )

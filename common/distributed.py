@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -37,9 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import PIPE_GONE
 from .arch import MAX_INT
+from .checkpoint import read_checkpoint_meta
 from .errors import ConfigError, InputError, VGGError, arg
+from .exits import FAILED, LOST, PIPE_GONE, REFUSED
+from .host import env_seconds
+from .spec import available_memory, format_bytes, memory_needed, spec
 
 HOST = "127.0.0.1"  # every local run binds and connects here only
 # The engine each backend's DistributedTrainer drives, and the synchronized batch norm it offers (None: none).
@@ -60,7 +64,6 @@ TIMEOUT = 300.0  # VGG_DIST_TIMEOUT sets it: collective_timeout()
 
 def collective_timeout() -> float:
     """:data:`TIMEOUT`, or the seconds ``VGG_DIST_TIMEOUT`` gives (one line where it is no number > 0)."""
-    from .training import env_seconds
 
     return env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
 
@@ -68,9 +71,6 @@ def collective_timeout() -> float:
 # Set by launch() in every worker it starts, to the worker's index: only worker 0 prints an error of the
 # project's own (the same in every worker), and none prints a lost peer, which the parent names itself.
 LAUNCHED = "VGG_LAUNCHED"
-# The exit status of a worker started by launch() that lost its peers (WorkerLost): not an error of its own, so
-# the parent names the worker that stopped or stalled (2 is an error of the project's own, which worker 0 printed).
-LOST = 3
 
 
 # Set by launch() in every worker: the file where a worker that leaves its error to be reported
@@ -153,7 +153,7 @@ def error_status(error: Exception, environ=None) -> int:
     """The exit status of a command that met the project's own ``error``: 2, or :data:`LOST` for a worker started
     by :func:`launch` that lost its peers."""
     launched = (os.environ if environ is None else environ).get(LAUNCHED) is not None
-    return LOST if launched and isinstance(error, WorkerLost) else 2
+    return LOST if launched and isinstance(error, WorkerLost) else REFUSED
 
 
 class WorkerLost(VGGError, RuntimeError):
@@ -171,8 +171,6 @@ class Watchdog:
     """
 
     def __init__(self, timeout: float | None = None):
-        import threading
-
         self.timeout = collective_timeout() if timeout is None else timeout
         self.deadline: float | None = None
         threading.Thread(target=self._watch, name="vgg-watchdog", daemon=True).start()
@@ -292,15 +290,18 @@ def shard(batch: int, rank: int, size: int) -> slice:
     return slice(start, start + base + (rank < extra))
 
 
-def loss_scale(size: int, batch: int) -> float:
-    """What a worker multiplies its summed loss by so that the engine's gradient is the global-batch mean.
+def loss_scale(size: int, batch: int, backend: str) -> float:
+    """What a worker of ``backend`` multiplies its summed loss by so that the applied gradient is the global-batch
+    mean: the one scaling rule of every backend's data-parallel step.
 
-    DDP and MultiWorkerMirroredStrategy average the workers' gradients (divide by ``size``): each worker's
-    loss is its sum times ``size / batch``, and the average is the gradient of the sum over the global batch
-    divided by ``batch``, the one-process mean. (MXNet's kvstore sums instead; its Trainer divides by the
-    global ``batch``.)
+    DDP averages the workers' gradients (divides by ``size``): the scale is ``size / batch``. Keras 3's optimizer
+    under MultiWorkerMirroredStrategy and MXNet's kvstore sum them: ``1 / batch``. Either way the combined
+    gradient is that of the sum over the global batch divided by ``batch``, the one-process mean.
     """
-    return size / batch
+    combines = {"torch": "mean", "tf": "sum", "mxnet": "sum"}  # what each engine does with the workers' gradients
+    if backend not in combines:
+        raise ConfigError(f"unknown backend {backend!r}")
+    return (size if combines[backend] == "mean" else 1) / batch
 
 
 def restored_digest(arrays: dict) -> int:
@@ -347,8 +348,6 @@ def check_machine(workers: int, config, batch_size: int, insist: bool = False) -
     """Refuse more local workers than this machine holds, before any starts: one CPU each, and the memory each
     needs to train its slice of a batch (:func:`common.spec.memory_needed`, against ``MemAvailable``); the line
     names the most that fit. ``insist`` (the command's oversubscribe) starts them anyway."""
-    from .spec import available_memory, format_bytes, memory_needed
-
     if insist or workers == 1:
         return
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -637,8 +636,8 @@ def run_processes(
     """
     popens: list[subprocess.Popen] = []
     try:
-        for proc in processes:
-            popens.append(
+        for proc in processes:  # one by one: a process that fails to start leaves those before it to stop
+            popens.append(  # noqa: PERF401
                 subprocess.Popen(proc.argv, env=proc.env, start_new_session=True, preexec_fn=die_with_parent())
             )
         pairs = list(zip(processes, popens, strict=True))
@@ -701,15 +700,15 @@ def launch(
         # an error of the project's own, which worker 0 printed (every worker met the same); or the reader of
         # worker 0's output went away (`| head`): the run ends quietly, as one process does
         return failure.code
-    if failure.process.role == "worker" and failure.code == 2 and said:  # its own error, which it left unsaid
+    if failure.process.role == "worker" and failure.code == REFUSED and said:  # its own error, left unsaid
         print(f"error: worker {failure.process.index} of {workers}: {said}", file=sys.stderr, flush=True)
-        return 2
+        return REFUSED
     print(
         f"error: {failure.describe(workers)}; the other processes were stopped. {saved(checkpoint, resume_hint)}",
         file=sys.stderr,
         flush=True,
     )
-    return 1
+    return FAILED
 
 
 def saved(checkpoint: Path | None, resume_hint: str = "") -> str:
@@ -718,7 +717,6 @@ def saved(checkpoint: Path | None, resume_hint: str = "") -> str:
         return "Nothing was saved (a run given a folder to save in saves every epoch)."
     if not checkpoint.is_file():
         return "Nothing was saved (no epoch finished)."
-    from .checkpoint import read_checkpoint_meta
 
     meta = read_checkpoint_meta(checkpoint)
     return f"The last saved epoch is {meta['epoch']} of {meta['recipe']['num_epochs']}, in {checkpoint}" + (
@@ -772,7 +770,6 @@ def predict(config, batch: int, workers: int, flops_per_s: float, bandwidth: flo
     global ``batch`` split ``workers`` ways (the project's ``--batch-size``), or ``batch`` each with
     ``per_worker``. Communication: :func:`allreduce_seconds` at ``bandwidth`` bytes/s.
     """
-    from .spec import spec
 
     s = spec(config)
     examples = batch if per_worker else batch / workers

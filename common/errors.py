@@ -73,3 +73,20 @@ class BackendUnavailable(VGGError, ImportError):
 
 class TrainingDiverged(VGGError, FloatingPointError):
     """The loss became NaN or infinite."""
+
+
+def reason(error: BaseException) -> str:
+    """The informative line of a library's error message: not an embedded traceback, not advice to run code."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(("Traceback", "File ", "[bt]", "Stack trace", "(", "WeightsUnpickler", "Check the"))
+        and "weights_only" not in line
+        and "trust the source" not in line
+    ]
+    if not useful:
+        return type(error).__name__
+    said = useful[0] if not useful[0].endswith(":") or len(useful) == 1 else f"{useful[0]} {useful[1]}"
+    return f"{type(error).__name__}: {said}"  # a line ending ":" introduces the cause (Keras' "could not be loaded")

@@ -23,30 +23,32 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .arch import NetConfig
-from .errors import BackendUnavailable, ConfigError, InputError, WeightsError
+from .arch import NetConfig, config_from_dict
+from .backends import get_backend
+from .data import check_batch
+from .errors import BackendUnavailable, ConfigError, InputError, WeightsError, reason
+from .files import atomic_write, check_target
 from .spec import check_memory, format_bytes, spec
-from .training import check_batch
 from .weights import (
     FORMAT,
     MODEL_SUFFIXES,
-    atomic_write,
-    check_target,
+    check_finite_weights,
     check_weights,
     load_npz,
     make_meta,
     meta_config,
     no_file,
     parse_meta,
-    reason,
     save_npz,
-    xavier_init,
+    scheme_weights,
+    trainable_shapes,
 )
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -377,7 +379,7 @@ def read_onnx(path: Path):
     another one (ONNX itself refuses ``..`` but follows links).
     """
     onnx = require("onnx", "reading .onnx models")
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # deferred: part of the optional ONNX install
 
     def damaged(e: Exception):
         return WeightsError(
@@ -480,30 +482,58 @@ def evaluate_onnx(model: OnnxModel, batches) -> float:
     return correct / total
 
 
-def bench_onnxruntime(exporter: str, config: NetConfig, batch_size: int, steps: int, repeats: int) -> dict:
-    """ONNX Runtime's inference examples/s on one real batch, for the seed-0 weights exported by ``exporter``.
+def weights_api(
+    export_weights: Callable, import_weights: Callable, source: str, source_version: str, default_init: Callable
+) -> tuple[Callable, Callable, Callable, Callable]:
+    """The four weights helpers every backend exports, made once from its ``export_weights``/``import_weights``.
 
-    What ``vgg bench`` measures for a framework's inference, on the same network, weights and real batch; the
-    graph is written by the framework ``exporter`` names (``torch``, ``tf`` or ``mxnet``).
+    ``source``/``source_version`` name the framework in saved files; ``default_init(net)`` re-initialises a
+    network the framework's own way (``init_weights(net, "default")``). Returns ``(named_parameters,
+    init_weights, save_weights, load_weights)``.
     """
-    from .backends import display_name, get_backend
-    from .bench import examples_per_sec
-    from .data import fashion_mnist_batches
 
-    b = get_backend(exporter)
-    _, test = fashion_mnist_batches(batch_size, config.input_size, 0, "NCHW", None, None, batch_size)
-    batch = next(iter(test))
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bench.onnx"
-        b.export_onnx(b.import_weights(b.from_config(config), xavier_init(config, 0)), path)
-        model = OnnxModel(path, config)
-    rate = examples_per_sec(lambda x, y: model(x), [batch], batch_size, steps, repeats)
-    return {
-        "backend": "onnxruntime",
-        "framework": "ONNX Runtime",
-        "exporter": display_name(exporter),
-        "onnxruntime_version": require("onnxruntime", "running .onnx models").__version__,
-        "opset": model.meta["opset"],
-        "infer": rate,
-        "infer_gflops": rate * 2 * spec(config).macs / 1e9,
-    }
+    def named_parameters(net: Any) -> list[tuple[str, tuple[int, ...]]]:
+        """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
+        return trainable_shapes(export_weights(net))
+
+    def init_weights(net: Any, scheme: str = "xavier", seed: int = 0, value: float = 1.0) -> Any:
+        """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
+
+        Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
+        all three frameworks; ``"default"`` is the framework's own initialisation.
+        """
+        if scheme == "default":
+            default_init(net)
+            return net
+        return import_weights(net, scheme_weights(net.config, scheme, seed, value))
+
+    def save_weights(net: Any, path: str | os.PathLike) -> Path:
+        """Write the canonical weights and configuration to a ``.npz`` (or ``.safetensors``) file, atomically."""
+
+        weights = check_finite_weights(export_weights(net), "the network")
+        return save_weights_file(path, net.config, weights, source, source_version)
+
+    def load_weights(net: Any, path: str | os.PathLike) -> Any:
+        """Load a ``.npz`` or ``.safetensors`` of any backend; refuses another configuration before touching it."""
+
+        weights, _ = load_weights_file(path, net.config)
+        return import_weights(net, weights)
+
+    return named_parameters, init_weights, save_weights, load_weights
+
+
+def read_model(path) -> tuple:
+    """(config, canonical weights, source framework) of a saved model in any of the five formats read back."""
+
+    fmt = file_format(path)
+    if fmt == "onnx":
+        raise ConfigError(
+            f"{path} is an ONNX model: ONNX is a format to export to, not to read weights from; convert the "
+            f".npz, .safetensors or framework file it was exported from"
+        )
+    if fmt in ("npz", "safetensors"):
+        weights, meta = load_weights_file(path)
+        return config_from_dict(meta["config"]), weights, meta["source"]  # both loaders refuse non-finite values
+    b = get_backend(fmt)
+    net = b.load_model(path)
+    return net.config, b.export_weights(net), fmt

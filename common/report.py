@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
+from pathlib import Path
+
+from .arch import config_from_dict
+from .files import atomic_write
+from .spec import spec
 
 
 def fmt(value) -> str:
@@ -69,8 +76,6 @@ def summary_table(spec, trace: list[tuple[str, tuple]], params: dict[str, int], 
 
 def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
     """One row per backend of a `vgg compare` run, with the spec's figures beside the measured ones."""
-    from .arch import config_from_dict
-    from .spec import spec
 
     headers = [
         "backend",
@@ -109,7 +114,7 @@ def compare_rows(records: list[dict]) -> tuple[list[str], list[list]]:
 
 def plot_curves(records: list[dict], path) -> None:
     """The book's training plot, one line style per backend: loss, train acc and test acc per epoch."""
-    import matplotlib
+    import matplotlib  # deferred: a heavy library, loaded only where a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -134,8 +139,6 @@ def plot_curves(records: list[dict], path) -> None:
 
 
 def _run_title(r: dict) -> str:
-    from .arch import config_from_dict
-
     schedule = "" if r.get("lr_schedule", "constant") == "constant" else f" ({r['lr_schedule']})"
     return (
         f"{config_from_dict(r['config']).describe()}; {r['optimizer']} lr {r['lr']:g}{schedule}, "
@@ -145,11 +148,7 @@ def _run_title(r: dict) -> str:
 
 def save_figure(fig, path, dpi: int) -> None:
     """Write a matplotlib figure atomically, in the format its name gives (.png, .pdf, .svg); close it."""
-    import os
-
-    import matplotlib.pyplot as plt
-
-    from .weights import atomic_write
+    import matplotlib.pyplot as plt  # deferred: a heavy library, loaded only where a plot is drawn
 
     fmt = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
     try:
@@ -160,8 +159,6 @@ def save_figure(fig, path, dpi: int) -> None:
 
 def write_compare_report(out, records: list[dict]) -> dict:
     """Write report.md, curves.png and results.json into ``out``; return their paths and the text table."""
-    import json
-    from pathlib import Path
 
     out = Path(out)
     headers, rows = compare_rows(records)
@@ -200,7 +197,6 @@ def write_compare_report(out, records: list[dict]) -> dict:
             ),
             "",
         ]
-    from .weights import atomic_write
 
     atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
     results = json.dumps({"runs": records, "test_acc_spread": spread}, indent=1)

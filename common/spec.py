@@ -8,8 +8,10 @@ receptive field in input pixels (three stacked 3x3 convolutions see 7x7).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -317,11 +319,11 @@ def check_memory(config: NetConfig, batch: int | None = None, available: int | N
     )
 
 
-def network_functions(build):
+def network_functions(build: Callable[[NetConfig], Any]) -> tuple[Callable, Callable, Callable]:
     """A backend's public ``from_config``, ``vgg`` and ``alexnet``, one signature each in every backend, made from
     its ``build(config)``: the framework's network of a configuration, Xavier-initialised."""
 
-    def from_config(config):
+    def from_config(config: NetConfig | dict[str, Any]) -> Any:
         """The network of a configuration (VGG's or AlexNet's: ``net.config``, a saved one, or its ``to_dict()``
         record), Xavier-initialised."""
         config = as_config(config)
@@ -329,20 +331,20 @@ def network_functions(build):
         return build(config)
 
     def vgg(
-        arch="vgg11",
-        in_channels=1,
-        num_classes=10,
-        input_size=224,
-        ratio=1,
-        fc_hidden=4096,
-        dropout=0.5,
-        batch_norm=False,
-    ):
+        arch: str | Sequence[tuple[int, int]] = "vgg11",
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 224,
+        ratio: int = 1,
+        fc_hidden: int = 4096,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+    ) -> Any:
         """VGG (Simonyan & Zisserman, 2014) as in *Dive into Deep Learning*; ``arch`` is a name or a conv_arch."""
         config = make_config(arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
         return from_config(config)
 
-    def alexnet(in_channels=1, num_classes=10, input_size=224, dropout=0.5):
+    def alexnet(in_channels: int = 1, num_classes: int = 10, input_size: int = 224, dropout: float = 0.5) -> Any:
         """AlexNet (Krizhevsky et al., 2012) as in *Dive into Deep Learning*, the network VGG answers."""
         return from_config(make_alexnet_config(in_channels, num_classes, input_size, dropout))
 

@@ -8,22 +8,22 @@ record ``__meta__`` (format version, configuration, source framework and version
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import numbers
 import os
-import tempfile
 import tokenize
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .arch import NetConfig, config_from_dict
-from .errors import ConfigError, VGGError, WeightsError, WriteError
+from .errors import ConfigError, WeightsError, reason
+from .files import atomic_write, check_name
+from .recipe import check_seed
 from .spec import available_memory, format_bytes, spec
-from .training import check_seed
 
 FORMAT = "vgg-weights"
 VERSION = 1
@@ -37,7 +37,7 @@ UNREADABLE = (OSError, ValueError, zipfile.BadZipFile, EOFError, tokenize.TokenE
 
 def check_weights(
     config: NetConfig,
-    weights: dict[str, np.ndarray],
+    weights: Mapping[str, np.ndarray],
     copy: bool = True,
     source: str | os.PathLike = "the weights given",
 ) -> dict[str, np.ndarray]:
@@ -219,140 +219,6 @@ def scheme_weights(config: NetConfig, scheme="xavier", seed: int = 0, value: flo
     return out
 
 
-def weights_api(export_weights, import_weights, source: str, source_version: str, default_init):
-    """The four weights helpers every backend exports, made once from its ``export_weights``/``import_weights``.
-
-    ``source``/``source_version`` name the framework in saved files; ``default_init(net)`` re-initialises a
-    network the framework's own way (``init_weights(net, "default")``). Returns ``(named_parameters,
-    init_weights, save_weights, load_weights)``.
-    """
-
-    def named_parameters(net):
-        """(canonical name, shape) of every trainable parameter, in order: the same list in every backend."""
-        return trainable_shapes(export_weights(net))
-
-    def init_weights(net, scheme="xavier", seed=0, value=1.0):
-        """Re-initialise ``net`` by one of the book's schemes (see :func:`common.weights.scheme_weights`).
-
-        Every scheme but ``"default"`` is drawn in NumPy and imported, so a seed gives bit-identical weights in
-        all three frameworks; ``"default"`` is the framework's own initialisation.
-        """
-        if scheme == "default":
-            default_init(net)
-            return net
-        return import_weights(net, scheme_weights(net.config, scheme, seed, value))
-
-    def save_weights(net, path):
-        """Write the canonical weights and configuration to a ``.npz`` (or ``.safetensors``) file, atomically."""
-        from .interchange import save_weights_file  # it builds on this module
-
-        weights = check_finite_weights(export_weights(net), "the network")
-        return save_weights_file(path, net.config, weights, source, source_version)
-
-    def load_weights(net, path):
-        """Load a ``.npz`` or ``.safetensors`` of any backend; refuses another configuration before touching it."""
-        from .interchange import load_weights_file
-
-        weights, _ = load_weights_file(path, net.config)
-        return import_weights(net, weights)
-
-    return named_parameters, init_weights, save_weights, load_weights
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-NAME_MAX = 255  # bytes in one name (a path's component) on Linux's file systems
-
-
-def check_name(path: str | os.PathLike) -> Path:
-    """``path``, refused where one of its names is longer than a file system takes (the system would say only
-    "File name too long")."""
-    path = Path(path)
-    long = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX), None)
-    if long is not None:
-        raise ConfigError(
-            f"{path}: the name {long[:24]}... is {len(os.fsencode(long))} bytes long, more than the {NAME_MAX} a file "
-            f"system takes for one name; choose a shorter one"
-        )
-    return path
-
-
-def check_utf8(path: str | os.PathLike, framework: str) -> Path:
-    """``path``, refused where it is not valid UTF-8, for a framework that passes paths to C as UTF-8 (MXNet):
-    said before any work, not when its first file is written."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(
-            f"{str(path)!r} is not valid UTF-8, and {framework} reads and writes only paths that are: rename it, "
-            f"or choose another path"
-        ) from None
-    return Path(path)
-
-
-def check_target(path: str | os.PathLike) -> Path:
-    """``path`` as a file to write: its folder exists (and is one), and it is not itself a folder."""
-    path = check_name(path)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ConfigError(f"{path.parent} is a file, not a folder; choose another path for {path.name}")
-    if not path.parent.exists():
-        raise ConfigError(f"folder {path.parent} does not exist; create it or choose another path")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; name a file to write")
-    return path
-
-
-# What a full disk (or quota) asks for: the path is right, the room is not.
-FREE_SPACE = (
-    "free some space there and run the command again (a training run continues from its last checkpoint with --resume)"
-)
-
-
-def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
-    """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
-
-    With ``by_name``, ``write`` gets the temporary file's path instead (for libraries that only write to a
-    path); that name ends like ``path`` (``.weights.h5``, ...). A crash at any moment leaves either the old
-    file or the new one, never half of one. The file gets the mode of any new file (0666 less the umask),
-    not the temporary file's private 0600.
-    """
-    path = check_target(path)
-    try:
-        suffix = ".tmp" + "".join(path.suffixes)
-        prefix = f".{path.name}."[: max(1, NAME_MAX - 8 - len(suffix))]  # mkstemp adds 8 characters
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise WriteError(f"cannot write in {path.parent} ({e.strerror}); {FREE_SPACE}") from None
-        raise WriteError(f"cannot write in {path.parent} ({e.strerror}); choose a folder you can write to") from None
-    try:
-        if by_name:
-            os.close(fd)
-            write(tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-        else:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # the place is right; the room is not
-            raise WriteError(f"cannot write {path} ({e.strerror}); {FREE_SPACE}") from None
-        if isinstance(e, OSError) and not isinstance(e, VGGError):
-            raise WriteError(f"cannot write {path} ({e.strerror or e}); choose another path") from None
-        raise
-    return path
-
-
 def make_meta(config: NetConfig, source: str, source_version: str, **extra) -> dict:
     """The metadata every saved model carries, whatever its format: format version, configuration, source."""
     return {
@@ -363,23 +229,6 @@ def make_meta(config: NetConfig, source: str, source_version: str, **extra) -> d
         "source_version": source_version,
         **extra,
     }
-
-
-def reason(error: BaseException) -> str:
-    """The informative line of a library's error message: not an embedded traceback, not advice to run code."""
-    lines = [line.strip() for line in str(error).splitlines()]
-    useful = [
-        line
-        for line in lines
-        if line
-        and not line.startswith(("Traceback", "File ", "[bt]", "Stack trace", "(", "WeightsUnpickler", "Check the"))
-        and "weights_only" not in line
-        and "trust the source" not in line
-    ]
-    if not useful:
-        return type(error).__name__
-    said = useful[0] if not useful[0].endswith(":") or len(useful) == 1 else f"{useful[0]} {useful[1]}"
-    return f"{type(error).__name__}: {said}"  # a line ending ":" introduces the cause (Keras' "could not be loaded")
 
 
 def parse_meta(text: str, path: str | os.PathLike) -> dict:
@@ -555,7 +404,7 @@ def npz_array(
         free = available_memory()
         over = limit is not None and claimed > limit
         room = f"where at most {format_bytes(limit or 0)} belongs" if over else f"in {format_bytes(member.file_size)}"
-        if over or claimed > member.file_size or free is not None and claimed > free:
+        if over or claimed > member.file_size or (free is not None and claimed > free):
             raise WeightsError(
                 f"{path}: its array {key} claims shape {tuple(got)} of {dtype} ({format_bytes(claimed)}) {room}; "
                 f"it is damaged or of another program"

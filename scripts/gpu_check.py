@@ -52,7 +52,7 @@ def part(out: Path, key: str, fn, *args):
     start = time.perf_counter()
     try:
         value = fn(*args)
-    except Exception as e:  # noqa: BLE001 (a check script: record and go on)
+    except Exception as e:
         traceback.print_exc()
         value = {"error": f"{type(e).__name__}: {e}"}
     value["part_seconds"] = time.perf_counter() - start
@@ -140,7 +140,7 @@ def resident_rate(trainer, x, y, warmup: int, steps: int) -> tuple[float, float]
 
 def project_run(device: str, resize: int, epochs: int, limit: int | None) -> dict:
     import vgg_torch
-    from common.training import Recipe
+    from common.recipe import Recipe
     from vgg_torch.data import on_device
     from vgg_torch.train import Trainer
 
@@ -194,6 +194,8 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
     from torch.utils import data
     from torchvision import transforms
 
+    from vgg_torch import book  # the book's network, as printed
+
     torch.manual_seed(0)
     root = book_data_root(work)
 
@@ -209,34 +211,6 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
         return (
             data.DataLoader(mnist_train, batch_size, shuffle=True, num_workers=4),
             data.DataLoader(mnist_test, batch_size, shuffle=False, num_workers=4),
-        )
-
-    def vgg_block(num_convs, in_channels, out_channels):
-        layers = []
-        for _ in range(num_convs):
-            layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
-            layers.append(nn.ReLU())
-            in_channels = out_channels
-        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        return nn.Sequential(*layers)
-
-    def vgg(conv_arch):
-        conv_blks = []
-        in_channels = 1
-        for num_convs, out_channels in conv_arch:
-            conv_blks.append(vgg_block(num_convs, in_channels, out_channels))
-            in_channels = out_channels
-        side = resize // 32
-        return nn.Sequential(
-            *conv_blks,
-            nn.Flatten(),
-            nn.Linear(out_channels * side * side, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 10),
         )
 
     def accuracy(y_hat, y):
@@ -285,10 +259,7 @@ def book_run(device: str, resize: int, epochs: int, limit: int | None, work: Pat
             print(f"[book] epoch {len(epochs)}: {epochs[-1]}", flush=True)
         return epochs, metric[2] * num_epochs / step_seconds
 
-    conv_arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
-    ratio = 4
-    small_conv_arch = [(pair[0], pair[1] // ratio) for pair in conv_arch]
-    net = vgg(small_conv_arch)
+    net = book.vgg(book.small_conv_arch(4), resize=resize)
     lr, batch_size = 0.05, 128
     train_iter, test_iter = load_data_fashion_mnist(batch_size, resize=resize)
     start = time.perf_counter()
@@ -358,7 +329,7 @@ def levers(device: str, resize: int, quick: bool) -> dict:
     fp32 and bf16; what each lever would give the bf16 target. For the eager steps, where their time goes
     (:func:`step_profile`): what a next lever would have to shorten."""
     import vgg_torch
-    from common.training import Recipe
+    from common.recipe import Recipe
     from vgg_torch.train import Trainer
 
     results = {}

@@ -19,9 +19,9 @@ import time
 
 from common.arch import make_any_config
 from common.bench import BENCH_DEFAULTS, bench_modules, build_net
-from common.cli import COMPARE_DEFAULTS
+from common.cli.options import COMPARE_DEFAULTS
 from common.errors import ConfigError
-from common.training import reuse_freed_memory
+from common.host import reuse_freed_memory
 
 D = BENCH_DEFAULTS
 

@@ -9,20 +9,21 @@ built without their parameters' memory (``adapters.build_abstract``, the backend
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 
 # Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
 # allocator keeps every block it ever held (1.3 GB after one 224 px VGG-11 is built and dropped).
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 # The suite's own process keeps glibc's default malloc: in-process PyTorch training would otherwise switch it to
-# keeping freed memory (common.training.reuse_freed_memory), and the 224 px tests that follow would hold
+# keeping freed memory (common.host.reuse_freed_memory), and the 224 px tests that follow would hold
 # 0.5 GB more. `vgg` subprocesses run as a user's do (helpers.ENV leaves this out).
 os.environ["VGG_REUSE_FREED_MEMORY"] = "0"
 
-import pytest  # noqa: E402
-from helpers import release_memory  # noqa: E402
+import pytest
+from helpers import release_memory
 
-from common.backends import BACKENDS, get_backend, is_available  # noqa: E402
+from common.backends import BACKENDS, get_backend, is_available
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -37,6 +38,21 @@ def load_backend(name):
     return get_backend(name)
 
 
+def load_optional(module: str, extra: str = "onnx"):
+    """An optional package the project installs with ``pip install -e '.[EXTRA]'`` (ONNX, ONNX Runtime,
+    safetensors), imported; or a skip saying what to install (a failure in CI: nothing is skipped).
+
+    Every optional import in the tests goes through here, never through ``pytest.importorskip``. At a module's
+    top level it skips (or fails) the whole module.
+    """
+    if importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed (pip install -e '.[{extra}]')"
+        if IN_CI:
+            pytest.fail(f"CI must run every format: {message}", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return importlib.import_module(module)
+
+
 @pytest.fixture(params=list(BACKENDS))
 def backend(request):
     return load_backend(request.param)
@@ -46,6 +62,18 @@ def backend(request):
 def backends():
     """Every backend package by name (the module is skipped, or fails in CI, if a framework is missing)."""
     return {name: load_backend(name) for name in BACKENDS}
+
+
+@pytest.fixture(scope="module")
+def torch_backend():
+    """The PyTorch backend (the test is skipped, or fails in CI, if PyTorch is missing)."""
+    return load_backend("torch")
+
+
+@pytest.fixture(scope="module")
+def tf_backend():
+    """The tf.keras backend (the test is skipped, or fails in CI, if TensorFlow is missing)."""
+    return load_backend("tf")
 
 
 @pytest.fixture(scope="module")

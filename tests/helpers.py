@@ -1,9 +1,11 @@
-"""Helpers shared by the test modules: the `vgg` command in a subprocess, the small networks and runs several
-modules use, random weights, memory release."""
+"""Helpers shared by the test modules: the `vgg` command in a subprocess or in this process, the small networks,
+runs and checkpoints several modules use, random weights, memory release."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import os
 import re
 import signal
@@ -13,9 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 
-from common.checkpoint import FILE_NAME, read_checkpoint_meta
-from common.training import give_back_freed_memory
+from common.arch import make_config
+from common.checkpoint import FILE_NAME, Snapshot, read_checkpoint_meta, save_checkpoint
+from common.host import give_back_freed_memory
+from common.recipe import Recipe
+from common.training import Epoch, History
 from common.weights import META_KEY, xavier_init
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +61,9 @@ BOOK_VGG11_SHAPES = [
     (1, 10),
 ]
 BOOK_VGG11_PARAMS = 128_806_154
+
+# What the property-based tests draw: 150 examples each, however long one takes.
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def vgg_command(*args) -> list[str]:
@@ -119,10 +128,8 @@ def start_vgg(*args, env: dict | None = None, own_group: bool = False) -> subpro
 def kill_group(proc: subprocess.Popen) -> None:
     """Kill the process group of ``proc`` (started with ``own_group``) if it still runs, and reap it."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
 
 
@@ -192,6 +199,72 @@ def run_in_process(capsys, *args) -> subprocess.CompletedProcess:
         code = e.code if isinstance(e.code, int) else 1
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["vgg", *map(str, args)], code, out, err)
+
+
+def one_line(capsys, argv) -> str:
+    """Run `vgg ARGV` in this process; assert it refused with exit 2 and one line, no traceback; the line."""
+    from common.cli import main
+
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def one_epoch_run(tmp_path, capsys) -> tuple[Path, list[str]]:
+    """A PyTorch run of one short epoch saved in ``tmp_path/run``; the folder and the command without --out."""
+    from conftest import load_backend  # (conftest imports this module)
+
+    from common.cli import main
+
+    load_backend("torch")
+    run = tmp_path / "run"
+    argv = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--test-limit", "64"]
+    assert main([*argv, "--out", str(run)]) == 0
+    capsys.readouterr()
+    return run, argv
+
+
+def untrained_checkpoint(path, backend="torch", config=None, epoch=1, num_epochs=2):
+    """A checkpoint written without training: xavier weights, no optimizer state."""
+    config = config or make_config(**TINY)
+    recipe = {
+        **Recipe(num_epochs).record(),
+        "batch_size": 128,
+        "train_examples": 256,
+        "test_examples": 128,
+    }
+    history = History(backend, "cpu", [Epoch(e, 2.0, 0.5, 0.5, 100.0, 1.0) for e in range(1, epoch + 1)])
+    return save_checkpoint(path, Snapshot(backend, config, recipe, epoch, history, xavier_init(config, 0)))
+
+
+def rewrite_meta(path, **changes):
+    """Rewrite the metadata record of the .npz file ``path`` (a checkpoint, weights) with ``changes``."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = {**json.loads(str(arrays[META_KEY])), **changes}
+    np.savez(path, **{**arrays, META_KEY: np.array(json.dumps(meta))})
+
+
+def saved_small_network(tmp_path, name="m.npz", poison=False):
+    """A small network saved by the project; ``poison``: then one value made NaN in the file (no save writes one)."""
+    from conftest import load_backend  # (conftest imports this module)
+
+    b = load_backend("torch")
+    net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    path = b.save_weights(net, tmp_path / name) if name.endswith(".npz") else b.save_model(net, tmp_path / name)
+    if poison and name.endswith(".npz"):
+        with np.load(path) as z:
+            arrays = dict(z)
+        arrays["fc2.weight"][0, 0] = np.nan
+        np.savez(path, **arrays)
+    elif poison:
+        import torch
+
+        saved = torch.load(path, weights_only=True)
+        saved["state_dict"]["fc2.weight"][0, 0] = np.nan
+        torch.save(saved, path)
+    return path
 
 
 _OWN_PROCESS = "VGG_TEST_IN_ITS_OWN_PROCESS"

@@ -129,8 +129,8 @@ def test_tied_network_counts_the_shared_layer_once(backend):
     tied, untied = backend.tied_mlp(hidden=HIDDEN), backend.tied_mlp(hidden=HIDDEN, tied=False)
     assert backend.count_params(tied) == backend.count_params(untied) - SHARED
     names = ["fc1.weight", "fc1.bias", "shared.weight", "shared.bias"]
-    assert list(parameters(backend, tied)) == names + ["fc2.weight", "fc2.bias"]
-    assert list(parameters(backend, untied)) == names + ["shared2.weight", "shared2.bias", "fc2.weight", "fc2.bias"]
+    assert list(parameters(backend, tied)) == [*names, "fc2.weight", "fc2.bias"]
+    assert list(parameters(backend, untied)) == [*names, "shared2.weight", "shared2.bias", "fc2.weight", "fc2.bias"]
 
 
 def test_tied_gradient_is_the_sum_of_both_uses(backend):

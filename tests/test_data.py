@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from adapters import adapter
 from conftest import load_backend
+from helpers import FUZZ
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.data import (
     FILES,
@@ -39,7 +42,7 @@ def test_real_dataset_counts_shapes_and_labels(data):
 def test_batches_are_scaled_resized_and_in_layout(data):
     train, test = fashion_mnist_batches(64, resize=40, layout="NHWC", test_limit=100)
     x, y = next(iter(train))
-    assert x.shape == (64, 40, 40, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (64, 40, 40, 1) and x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
     assert y.dtype == np.int64 and len(test) == 2 and test.num_examples == 100
     x, _ = next(iter(fashion_mnist_batches(8, layout="NCHW")[1]))
     np.testing.assert_array_equal(x[:, 0], data.test_images[:8] / np.float32(255))
@@ -78,7 +81,7 @@ def test_resize_agrees_with_pytorch_bilinear():
 
 
 def _copy_dataset(tmp_path, data):
-    for _name, path in find_files().items():
+    for path in find_files().values():
         shutil.copy(path, tmp_path / path.name)
     return tmp_path
 
@@ -195,3 +198,66 @@ def test_every_backend_sees_the_same_batches(backend):
         np.testing.assert_array_equal(to_numpy(x), rx)
         np.testing.assert_array_equal(to_numpy(y).astype(np.int64), ry)
     assert len(train) == 8
+
+
+# --- damaged and hostile files: only the project's own errors ------------------------------------------------------
+
+
+def _idx(array: np.ndarray, code: int) -> bytes:
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.tobytes()
+
+
+_IDX_CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@FUZZ
+@given(
+    code=st.sampled_from(sorted(_IDX_CODES)),
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+    mutation=st.one_of(
+        st.none(), st.tuples(st.integers(0, 40), st.integers(0, 255)), st.integers(0, 40), st.binary(max_size=5)
+    ),
+)
+def test_idx_reader_returns_exactly_the_data_or_its_own_error(code, shape, mutation):
+    array = (np.arange(int(np.prod(shape))) % 100).astype(_IDX_CODES[code]).reshape(shape)
+    raw = _idx(array, code)
+    if isinstance(mutation, tuple):  # overwrite one byte
+        i = mutation[0] % len(raw)
+        raw = raw[:i] + bytes([mutation[1]]) + raw[i + 1 :]
+    elif isinstance(mutation, int):  # cut the file
+        raw = raw[:mutation]
+    elif isinstance(mutation, bytes):  # append junk
+        raw = raw + mutation
+    try:
+        parsed = read_idx(raw)
+    except DataError:
+        assert raw != _idx(array, code), "a valid file was refused"
+        return
+    header = 4 + 4 * raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3]))
+    assert parsed.shape == dims and len(raw) == header + parsed.nbytes  # never a silent wrong result
+    assert parsed.tobytes() == raw[header:]
+    if raw == _idx(array, code):
+        assert np.array_equal(parsed, array) and parsed.dtype == array.dtype
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=64), compressed=st.booleans())
+def test_idx_files_of_random_bytes_give_only_data_errors(tmp_path, payload, compressed):
+    path = tmp_path / ("t10k-labels-idx1-ubyte" + (".gz" if compressed else ""))
+    path.write_bytes(gzip.compress(payload) if compressed and payload[:1] != b"\0" else payload)
+    with pytest.raises(DataError):  # the published file's checksum cannot match
+        read_file(path)
+
+
+def test_a_fashion_mnist_file_that_decompresses_to_gigabytes_is_read_only_past_its_size(tmp_path):
+    name = "t10k-labels-idx1-ubyte"
+    bomb = tmp_path / f"{name}.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        chunk = bytes(2**20)
+        for _ in range(64):  # 64 MiB decompressed, about 64 KB on disk
+            f.write(chunk)
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(DataError, match=f"more than {FILES[name][0]:,} bytes decompressed"):
+        read_file(bomb)

@@ -17,7 +17,8 @@ from helpers import TINY, run_in_process
 
 from common.data import DataIter
 from common.errors import TrainingDiverged
-from common.training import Recipe, fit
+from common.recipe import Recipe
+from common.training import fit
 from common.weights import xavier_init
 
 

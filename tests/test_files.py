@@ -1,21 +1,635 @@
-"""Files the project reads: each tensor's declared shape and dtype checked against the file's configuration before
-anything of its size is made, whatever the file's compression; damaged and hostile files are one line."""
+"""Files: every format the project reads (.npz, .safetensors, .pt, .weights.h5, .params, .onnx, checkpoints),
+damaged, hostile or not what its name says, is refused with the project's own error (one line from `vgg`), and
+nothing in a file can run code or make the reader allocate what the file does not hold.
+
+Fashion-MNIST's own files (IDX, gzip) are tested in test_data.py, ONNX and safetensors as formats in
+test_interchange.py, the files `vgg conform` reads in test_conform.py.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import random
 import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_backend
-from helpers import TINY, TINY_CLI, run_python, run_vgg
+from conftest import load_backend, load_optional
+from helpers import (
+    TINY,
+    TINY_CLI,
+    one_epoch_run,
+    one_line,
+    rewrite_meta,
+    run_in_process,
+    run_python,
+    run_vgg,
+    saved_small_network,
+    untrained_checkpoint,
+)
 
-from common.arch import make_config as vgg_config
+from common.arch import make_config
+from common.checkpoint import FILE_NAME, load_checkpoint, read_checkpoint_meta
+from common.cli import main
+from common.errors import VGGError, WeightsError
+from common.interchange import load_onnx, load_weights_file
 from common.spec import spec
 from common.weights import save_npz, xavier_init
+
+# --- damaged files of every format ---------------------------------------------------------------------------------
+
+
+def _mutations(data: bytes, seed: int, n: int):
+    """``n`` damaged copies of ``data``: bytes changed anywhere or in the first 2 KB (headers), cut, appended."""
+    rng = random.Random(seed)
+    for i in range(n):
+        d = bytearray(data)
+        kind = i % 4
+        if kind == 0:
+            for _ in range(rng.randrange(1, 20)):
+                d[rng.randrange(len(d))] = rng.randrange(256)
+        elif kind == 1:
+            for _ in range(rng.randrange(1, 8)):
+                d[rng.randrange(min(len(d), 2048))] = rng.randrange(256)
+        elif kind == 2:
+            d = d[: rng.randrange(len(d))]
+        else:
+            d += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 100)))
+        yield bytes(d)
+
+
+def _saved_files(tmp_path):
+    """A small network saved in every format the project reads, with the function that reads each."""
+    torch, tf, mxnet = (load_backend(n) for n in ("torch", "tf", "mxnet"))
+    net = torch.vgg(**TINY)
+    files = {
+        "pt": (torch.save_model(net, tmp_path / "m.pt"), torch.load_model),
+        "npz": (torch.save_weights(net, tmp_path / "m.npz"), load_weights_file),
+        "safetensors": (torch.save_weights(net, tmp_path / "m.safetensors"), load_weights_file),
+        "onnx": (torch.export_onnx(net, tmp_path / "m.onnx"), load_onnx),
+    }
+    weights = torch.export_weights(net)
+    files["weights.h5"] = (
+        tf.save_model(tf.import_weights(tf.vgg(**TINY), weights), tmp_path / "m.weights.h5"),
+        tf.load_model,
+    )
+    files["params"] = (
+        mxnet.save_model(mxnet.import_weights(mxnet.vgg(**TINY), weights), tmp_path / "m.params"),
+        mxnet.load_model,
+    )
+    return files
+
+
+# Damage the adversarial pass found to escape as a traceback, one per format, beside the random damage.
+KNOWN_DAMAGE = {
+    "pt": lambda d: b"hello world\n",  # the unpickler's KeyError
+    "params": lambda d: d.replace(b"block1", b"\xffbloc", 1),  # a name that does not decode
+    "weights.h5": lambda d: d[:6000] + bytes(2048) + d[8048:],  # h5py's "wrong B-tree signature"
+    "onnx": lambda d: d[: d.find(b"Conv")] + b"\xaf" + d[d.find(b"Conv") + 1 :],  # the checker's UnicodeDecodeError
+}
+
+
+def test_every_format_damaged_at_random_is_refused_by_the_projects_own_error(tmp_path):
+    files = _saved_files(tmp_path)
+    for fmt, (path, read) in files.items():
+        original = Path(path).read_bytes()
+        damaged = [KNOWN_DAMAGE[fmt](original)] if fmt in KNOWN_DAMAGE else []
+        damaged += list(_mutations(original, seed=len(fmt), n=16))
+        escaped = []
+        for i, data in enumerate(damaged):
+            bad = tmp_path / f"bad{i}{Path(path).name[1:]}"
+            bad.write_bytes(data)
+            try:
+                read(bad)
+            except VGGError:
+                pass
+            except Exception as e:
+                escaped.append(f"{fmt} #{i}: {type(e).__name__}: {e}")
+            bad.unlink()
+        assert not escaped, escaped
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON arrays nested past Python's recursion limit
+
+
+def test_json_nested_past_pythons_limit_is_damage_not_a_recursion_error(tmp_path, capsys):
+    """json.loads raises RecursionError (a RuntimeError) on deep nesting, which every reader of a file's JSON
+    (metadata of .npz, .safetensors and checkpoints, a Gluon symbol file) had let through as a traceback."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    torch, mxnet = load_backend("torch"), load_backend("mxnet")
+    import mxnet as mx
+
+    net = torch.vgg(**TINY)
+    good = torch.save_weights(net, tmp_path / "w.safetensors")
+    with safe_open(str(good), "np") as f:
+        meta = f.metadata()
+    save_file(load_file(str(good)), str(tmp_path / "deep.safetensors"), metadata={**meta, "config": DEEP})
+    err = one_line(capsys, ["evaluate", tmp_path / "deep.safetensors", "--backend", "torch"])
+    assert "deep.safetensors has damaged metadata (config: '[[[" in err
+    with np.load(torch.save_weights(net, tmp_path / "w.npz"), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "deep.npz", **{**arrays, "__meta__": np.array(DEEP)})
+    err = one_line(capsys, ["evaluate", tmp_path / "deep.npz", "--backend", "torch"])
+    assert "deep.npz has unreadable metadata (maximum recursion depth exceeded" in err
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / FILE_NAME, **{**arrays, "__meta__": np.array(DEEP)})
+    err = one_line(capsys, ["train", "--backend", "torch", "--out", tmp_path / "run", "--resume"])
+    assert "checkpoint.npz has unreadable metadata (maximum recursion depth exceeded" in err
+    gluon = mxnet.vgg(**TINY)
+    gluon.hybridize()
+    gluon(mx.nd.zeros((1, 1, 32, 32)))
+    gluon.export(str(tmp_path / "g"))
+    (tmp_path / "g-symbol.json").write_text(DEEP)
+    err = one_line(capsys, ["conform", tmp_path / "g-symbol.json"])
+    assert "is not a Gluon export MXNet can read (RecursionError: maximum recursion depth exceeded" in err
+
+
+# --- files that are not what their name says -----------------------------------------------------------------------
+
+
+def test_files_that_are_not_what_their_name_says(tmp_path, capsys):
+    (tmp_path / "d.pt").mkdir()
+    assert "d.pt is a folder, not a file" in one_line(capsys, ["evaluate", tmp_path / "d.pt"])
+    os.mkfifo(tmp_path / "pipe.npz")  # read, it would wait for a writer
+    assert "pipe.npz is not a regular file" in one_line(capsys, ["evaluate", tmp_path / "pipe.npz"])
+    text = tmp_path / "t.npz"
+    text.write_text("not an archive")
+    err = one_line(capsys, ["evaluate", text, "--backend", "torch"])
+    assert "is not an .npz file (not a zip archive)" in err
+    keras_file = tmp_path / "m.keras"
+    keras_file.write_text("not an archive")
+    load_backend("tf")
+    rc = main(["conform", str(keras_file)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "(not a .keras file: no zip archive)" in err and "not found" not in err
+
+
+def _evaluate(capsys, path):
+    rc = main(["evaluate", str(path), "--test-limit", "64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\x01 random bytes \xff" * 10, json.dumps({"state_dict": {}}).encode(), pickle.dumps({"meta": 1})],
+    ids=["empty", "random", "json", "pickle"],
+)
+@pytest.mark.filterwarnings("error")  # a framework's warning would be a second line beside the refusal
+def test_a_pt_file_that_is_not_a_model_is_one_line_without_advice_to_run_code(tmp_path, capsys, content):
+    load_backend("torch")
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    err = _evaluate(capsys, path)
+    assert str(path) in err and "weights_only" not in err and "trust" not in err
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x12\x01\x00\x00\x00\x00\x00\x00garbage", b"{}"], ids=["empty", "cut", "json"]
+)
+def test_a_params_file_that_is_not_a_model_gives_its_reason_not_a_traceback(tmp_path, capsys, content):
+    load_backend("mxnet")
+    path = tmp_path / "model.params"
+    path.write_bytes(content)
+    err = _evaluate(capsys, path)
+    assert "not a readable MXNet parameter file (" in err and "(Traceback" not in err
+
+
+def test_a_checkpoint_given_to_evaluate_says_it_is_a_checkpoint(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "torch",
+                *TINY_CLI,
+                "--epochs",
+                "1",
+                "--train-limit",
+                "64",
+                "--test-limit",
+                "64",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    err = _evaluate(capsys, run / FILE_NAME)
+    assert "is a training checkpoint, not a weights file" in err and "resume the run" in err
+
+
+def test_a_native_file_given_to_load_weights_names_the_loader_that_reads_it(tmp_path):
+    b = load_backend("tf")
+    net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    path = b.save_model(net, tmp_path / "x.weights.h5")
+    with pytest.raises(
+        Exception,
+        match=r"is a tf model file, not a \.npz weights file: read it with "
+        r"vgg_tf\.load_model",
+    ) as e:
+        b.load_weights(net, path)
+    assert type(e.value).__name__ == "WeightsError"
+    assert np.isfinite(b.export_weights(net)["fc3.bias"]).all()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["convert", "{tmp}/a.npz", "{tmp}/b.onnx", "--to", "npz"], "cannot tell the format of {tmp}/b.onnx"),
+        (["convert", "{tmp}/a.npz", "{tmp}/b.params", "--to", "tf"], "a tf model file must be named *.weights.h5"),
+        (
+            ["evaluate", "{tmp}/a.npz"],
+            "a .npz model belongs to no framework: say which one evaluates it with --backend",
+        ),
+        (["evaluate", "{tmp}/missing.pt"], "model file {tmp}/missing.pt does not exist"),
+        (["evaluate", "{tmp}/pickle.pt"], "it was not loaded (loading it could run code)"),
+    ],
+)
+def test_model_files_bad_input(args, message, tmp_path, backends, capsys):
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps(RunsCode(tmp_path / "ran")))
+    config = make_config(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    save_npz(tmp_path / "a.npz", config, xavier_init(config), "torch", "")  # a valid file of no framework
+    done = run_in_process(capsys, *[a.format(tmp=tmp_path) for a in args])
+    assert done.returncode != 0
+    assert message.format(tmp=tmp_path) in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "ran").exists()  # a pickle payload in a model file never runs
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a malicious model file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+# --- code and data outside the file: never run, never read ---------------------------------------------------------
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.mkdir, (str(_Payload.marker),))
+
+
+def test_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(tmp_path):
+    _Payload.marker = tmp_path / "code-ran"
+    path = tmp_path / FILE_NAME
+    path.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(WeightsError, match="is not a readable checkpoint"):
+        load_checkpoint(path)
+    assert not _Payload.marker.exists()
+
+
+def test_a_keras_weights_file_naming_data_in_another_file_is_refused_with_the_cause(tmp_path, capsys):
+    """HDF5 can keep a dataset's bytes in any other file (external storage); Keras refuses it, and the line
+    says so (it had stopped at Keras' "Example error message for object <Conv2D ...>:")."""
+    import h5py
+
+    tf = load_backend("tf")
+    path = tf.save_model(tf.vgg(**TINY), tmp_path / "m.weights.h5")
+    (tmp_path / "other.bin").write_bytes(bytes(range(256)))
+    with h5py.File(path, "a") as f:
+        names: list[str] = []
+        f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        name = next(n for n in names if f[n].ndim == 1)
+        shape, dtype = f[name].shape, f[name].dtype
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype=dtype, external=[(str(tmp_path / "other.bin"), 0, 4 * shape[0])])
+    err = one_line(capsys, ["evaluate", path, "--test-limit", "8"])
+    assert "Not allowed: H5 file with external Dataset" in err
+
+
+def test_onnx_weights_kept_outside_the_models_folder_are_never_read(tmp_path, capsys):
+    """ONNX's external data: a file beside the model is read; one reached by ``..`` or by a link out of the
+    model's folder is refused by name (ONNX follows links), and so is a missing one, by every reader."""
+    onnx = load_optional("onnx")
+    torch = load_backend("torch")
+    whole = torch.export_onnx(torch.vgg(**TINY), tmp_path / "whole.onnx")
+    inside = tmp_path / "model"
+    inside.mkdir()
+    model = onnx.load(str(whole))
+    onnx.save(model, str(inside / "beside.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
+    x = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    np.testing.assert_array_equal(load_onnx(inside / "beside.onnx")(x), load_onnx(whole)(x))
+    (tmp_path / "secret.data").write_bytes((inside / "w.data").read_bytes())  # a file the model may not name
+    (inside / "link.data").symlink_to(tmp_path / "secret.data")
+    for location, says in (
+        ("../secret.data", "'../secret.data', which is not a file in the model's folder"),
+        ("link.data", "'link.data', which is not a file in the model's folder"),
+        ("missing.data", "'missing.data', which is not a file in the model's folder"),
+    ):
+        bad = inside / f"{location.strip('./')}.onnx"
+        bad.write_bytes(_relocated(onnx, inside / "beside.onnx", location))
+        assert says in one_line(capsys, ["evaluate", bad, "--test-limit", "8"])
+        assert says in one_line(capsys, ["conform", bad])
+
+
+def _relocated(onnx, path: Path, location: str) -> bytes:
+    """The ONNX model at ``path`` with every weight's external data moved to ``location``, as bytes."""
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    return model.SerializeToString()
+
+
+def _claiming(source: Path, target: Path, member: str, shape: tuple) -> Path:
+    """A copy of the .npz ``source`` whose array ``member`` has a header claiming ``shape`` (float32) and 64
+    bytes of data: what numpy allocates before it reads."""
+    import io
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == f"{member}.npy":
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+                data = header.getvalue() + bytes(64)
+            out.writestr(info.filename, data)
+    return target
+
+
+def test_an_npz_array_claiming_more_than_it_holds_is_refused_before_numpy_allocates_it(tmp_path, capsys):
+    """numpy makes the array an .npy header describes before reading it: a 37 GiB claim in 192 bytes was a
+    MemoryError traceback from evaluate, convert and resume."""
+    load_backend("torch")
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--out", str(run)]) == 0
+    )
+    capsys.readouterr()
+    bomb = _claiming(run / "weights.npz", tmp_path / "bomb.npz", "fc1.weight", (100_000, 100_000))
+    says = "its array fc1.weight is declared (100000, 100000) of float32, but the configuration recorded in the file"
+    assert says in one_line(capsys, ["evaluate", bomb, "--backend", "torch", "--test-limit", "8"])
+    assert says in one_line(capsys, ["convert", bomb, tmp_path / "m.pt"])
+    (tmp_path / "resumed").mkdir()
+    _claiming(run / FILE_NAME, tmp_path / "resumed" / FILE_NAME, "weights/fc1.weight", (100_000, 100_000))
+    err = one_line(capsys, ["train", "--backend", "torch", "--out", tmp_path / "resumed", "--resume", "--epochs", "2"])
+    assert "its array weights/fc1.weight is declared (100000, 100000)" in err
+
+
+# --- checkpoints: damaged, of another format, altered --------------------------------------------------------------
+
+
+def test_checkpoint_of_another_format_version_is_refused(tmp_path):
+    path = untrained_checkpoint(tmp_path / FILE_NAME)
+    rewrite_meta(path, version=2)
+    with pytest.raises(WeightsError, match="format 'vgg-checkpoint' version 2; this version resumes"):
+        load_checkpoint(path)
+
+
+def test_weights_file_given_as_checkpoint_is_refused(tmp_path):
+    config = make_config(**TINY)
+    path = save_npz(tmp_path / "weights.npz", config, xavier_init(config), "torch", "")
+    with pytest.raises(WeightsError, match="format 'vgg-weights' version 1; .*load_weights, not resumed"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = untrained_checkpoint(tmp_path / FILE_NAME)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="is not a readable checkpoint .*damaged, truncated"):
+        load_checkpoint(path)
+
+
+def test_corrupted_checkpoint_is_refused(tmp_path):
+    path = untrained_checkpoint(tmp_path / FILE_NAME)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2  # inside the arrays, after the metadata
+    raw[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(raw))
+    assert read_checkpoint_meta(path)["epoch"] == 1  # the metadata is intact ...
+    with pytest.raises(WeightsError, match="is not a readable checkpoint"):
+        load_checkpoint(path)  # ... the arrays are not: refused
+
+
+def test_a_damaged_checkpoint_is_one_line_with_or_without_resume(tmp_path, capsys):
+    run, argv = one_epoch_run(tmp_path, capsys)
+    ckpt = run / FILE_NAME
+    read_checkpoint_meta(ckpt)
+    data = ckpt.read_bytes()
+    assert b"'shape': (), }" in data
+    ckpt.write_bytes(data.replace(b"'shape': (), }", b"'shape': ((, }", 1))  # NumPy's header parser: TokenError
+    err = one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume"])
+    assert "is not a readable checkpoint (TokenError" in err
+    err = one_line(capsys, [*argv, "--out", run])
+    assert "already holds a run whose checkpoint.npz cannot be read; replace the run with --overwrite" in err
+
+
+def test_a_checkpoint_with_an_altered_configuration_is_named_on_resume(tmp_path, capsys):
+    load_backend("torch")
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--backend", "torch", *TINY_CLI, "--epochs", "1", "--train-limit", "64", "--out", str(run)]) == 0
+    )
+    capsys.readouterr()
+    with np.load(run / FILE_NAME, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta["config"]["input_size"] = -32
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(run / FILE_NAME, **arrays)
+    err = one_line(capsys, ["train", "--backend", "torch", "--out", run, "--resume"])
+    assert f"{run / FILE_NAME} has a damaged configuration record (input_size must be" in err  # it had said --resize
+
+
+def _altered(source: Path, folder: Path, meta_change=None, arrays_change=None) -> Path:
+    """A copy of the checkpoint ``source`` in ``folder``, its record or arrays changed as a hand or a tool might."""
+    with np.load(source, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    if meta_change:
+        meta_change(meta)
+    if arrays_change:
+        arrays_change(arrays)
+    folder.mkdir()
+    np.savez(folder / FILE_NAME, __meta__=np.array(json.dumps(meta)), **arrays)
+    return folder
+
+
+def _first(arrays: dict, prefix: str) -> str:
+    return next(k for k in sorted(arrays) if k.startswith(prefix))
+
+
+CHECKPOINT_DAMAGE = {
+    "recipe": (lambda m: m["recipe"].update(lr="abc"), None, "has a damaged recipe record (lr must be"),
+    "backend": (lambda m: m.update(backend=["torch"]), None, "backend ['torch'] is none of torch, tf, mxnet"),
+    "history": (lambda m: m["history"].update(epochs=[]), None, "0 epochs recorded, after epoch 1"),
+    "state": (lambda m: m["state"].update(data_epoch="x"), None, "the data stream's epoch is 'x'"),
+    "slot missing": (
+        None,
+        lambda a: a.pop(_first(a, "optimizer/")),
+        "optimizer state is not this network's: 1 missing",
+    ),
+    "slot reshaped": (
+        None,
+        lambda a: a.update({_first(a, "optimizer/"): np.zeros(3, np.float32)}),
+        "optimizer state is not this network's: ",
+    ),
+    "slot complex": (  # cast by PyTorch with a warning, discarding the imaginary part; refused by Gluon's copy
+        None,
+        lambda a: a.update({_first(a, "optimizer/"): a[_first(a, "optimizer/")].astype(np.complex64)}),
+        "optimizer state is not this network's: ",
+    ),
+    "slot nan": (
+        None,
+        lambda a: a.update(
+            {k: np.full_like(v, np.nan) for k, v in a.items() if k.startswith("optimizer/") and v.dtype.kind == "f"}
+        ),
+        "NaN or infinite values (as float32) in the optimizer state of",
+    ),
+    "rng missing": (None, lambda a: a.pop(_first(a, "rng/")), "random-generator state is not this network's"),
+}
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "tf", "mxnet"])
+def test_a_checkpoint_altered_in_its_record_or_arrays_is_one_line_before_training(tmp_path, capsys, backend_name):
+    """Each value of the record is checked as train() checks it, and the optimizer's and random generators'
+    arrays must be the names and shapes the resuming run keeps; they had escaped as KeyError, RuntimeError,
+    ValueError tracebacks from the frameworks, or resumed silently from another state."""
+    load_backend(backend_name)
+    run = tmp_path / "run"
+    train = ["train", "--backend", backend_name, *TINY_CLI, "--train-limit", "64", "--test-limit", "32"]
+    assert main([*train, "--epochs", "1", "--optimizer", "adam", "--lr", "0.001", "--out", str(run)]) == 0
+    capsys.readouterr()
+    for name, (meta_change, arrays_change, says) in CHECKPOINT_DAMAGE.items():
+        if name == "rng missing" and backend_name == "mxnet":
+            continue  # Gluon's dropout is reseeded from (seed, epoch): its checkpoints keep no generator state
+        folder = _altered(run / FILE_NAME, tmp_path / name.replace(" ", "_"), meta_change, arrays_change)
+        err = one_line(capsys, ["train", "--backend", backend_name, "--out", folder, "--resume", "--epochs", "2"])
+        assert says in err and str(folder / FILE_NAME) in err, (name, err)
+        assert not (folder / "history.json").exists()  # refused before any epoch
+
+
+# --- records and values: a configuration altered, values float32 cannot hold ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("dropout", 5.0, "dropout must be a probability in [0, 1) that float32 holds"),  # a traceback in PyTorch
+        ("input_size", -32, "input_size must be a positive integer"),  # convert wrote a .pt no loader takes
+        ("arch", "vgg16", "a record of arch 'vgg16' at ratio 8 whose blocks are not that arch's"),  # taken as VGG-16
+        ("ratio", 0, "ratio must be a positive integer"),
+    ],
+)
+def test_a_configuration_record_altered_in_a_file_is_refused_as_damaged(tmp_path, capsys, field, value, says):
+    """A record is checked as vgg() checks its arguments, and its blocks must be the ones its arch builds."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    torch = load_backend("torch")
+    good = torch.save_weights(torch.vgg(**TINY), tmp_path / "w.safetensors")
+    with safe_open(str(good), "np") as f:
+        meta = f.metadata()
+    meta["config"] = json.dumps({**json.loads(meta["config"]), field: value})
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata=meta)
+    err = one_line(capsys, ["evaluate", bad, "--backend", "torch", "--test-limit", "8"])
+    assert f"bad.safetensors has a damaged configuration record ({says}" in err
+    assert "--" not in err  # the file's values are named as recorded, not as options
+    assert says in one_line(capsys, ["convert", bad, tmp_path / "m.pt"])
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["m.npz", "m.pt"])
+def test_weights_full_of_nan_are_refused_by_convert_and_evaluate(tmp_path, capsys, name):
+    src = saved_small_network(tmp_path, name, poison=True)
+    for argv in (
+        ["convert", str(src), str(tmp_path / "out.npz"), "--to", "npz"],
+        ["evaluate", str(src), "--backend", "torch", "--test-limit", "64"],
+    ):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1
+        assert f"NaN or infinite values (as float32) in {src}, in 1 parameter(s), first fc2.weight" in err
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_values_float32_cannot_hold_are_refused_by_import_and_save(tmp_path, backend):
+    b = backend
+    net = b.vgg(arch="vgg11", ratio=8, input_size=32, fc_hidden=64)
+    before = b.export_weights(net)
+    for bad in (np.nan, np.inf, 1e300):  # 1e300 is a finite float64 that float32 rounds to infinity
+        weights = {name: array.astype(np.float64) for name, array in before.items()}
+        weights["fc2.weight"][0, 0] = bad
+        with pytest.raises(
+            WeightsError, match=r"NaN or infinite values \(as float32\) in the weights given, in 1 parameter"
+        ):
+            b.import_weights(net, weights)
+    assert all(np.array_equal(before[n], a) for n, a in b.export_weights(net).items())  # nothing was changed
+    if b.__name__ == "vgg_torch":  # a network made non-finite behind the API's back is not saved in any format
+        import torch
+
+        with torch.no_grad():
+            net.fc2.weight[0, 0] = float("nan")
+        for name in ("n.npz", "n.safetensors", "n.pt"):
+            with pytest.raises(WeightsError, match="NaN or infinite values .as float32. in the network"):
+                (b.save_weights if name.endswith(("npz", "safetensors")) else b.save_model)(net, tmp_path / name)
+            assert not (tmp_path / name).exists()
+
+
+# --- Keras' own load_weights refuses a file of another network -----------------------------------------------------
+
+
+def test_keras_load_weights_refuses_a_model_file_of_another_configuration(tf_backend, tmp_path):
+    b = tf_backend
+    deeper = b.vgg(**{**TINY, "arch": "vgg13"})
+    path = tmp_path / "vgg13.weights.h5"
+    b.save_model(deeper, path)
+    net = b.vgg(**TINY)
+    before = b.export_weights(net)
+    with pytest.raises(WeightsError, match=r"holds weights for vgg13 .*this network is vgg11 .*differ in arch"):
+        net.load_weights(str(path))
+    after = b.export_weights(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing was loaded
+
+
+def test_keras_load_weights_refuses_a_plain_file_of_another_network(tf_backend, tmp_path):
+    b = tf_backend
+    path = tmp_path / "plain.weights.h5"
+    b.vgg(**{**TINY, "arch": "vgg13"}).save_weights(str(path))  # Keras' own file: no configuration inside
+    net = b.vgg(**TINY)
+    before = b.export_weights(net)
+    with pytest.raises(WeightsError, match=r"plain.weights.h5 holds 26 variables that do not match the 22"):
+        net.load_weights(str(path))
+    assert all(np.array_equal(before[k], v) for k, v in b.export_weights(net).items())
+    wider = tmp_path / "wider.weights.h5"
+    b.vgg(**{**TINY, "fc_hidden": 32}).save_weights(str(wider))
+    with pytest.raises(WeightsError, match="do not match"):
+        net.load_weights(str(wider))
+
+
+def test_keras_load_weights_still_loads_a_file_of_the_same_network(tf_backend, tmp_path):
+    b = tf_backend
+    source = b.vgg(**TINY)
+    b.init_weights(source, seed=7)
+    ours, plain = tmp_path / "ours.weights.h5", tmp_path / "plain.weights.h5"
+    b.save_model(source, ours)
+    source.save_weights(str(plain))
+    want = b.export_weights(source)
+    for path in (ours, plain):
+        net = b.vgg(**{**TINY, "dropout": 0.2})  # dropout has no weights: the same network
+        net.load_weights(str(path))
+        got = b.export_weights(net)
+        assert all(np.array_equal(want[k], got[k]) for k in want)
+
+
+# --- declared sizes checked before anything is allocated (issue 29) ------------------------------------------------
 
 BOMB_SHAPE = (64, 18_874_368)  # 4.5 GiB of float32 zeros, deflated to a few MiB
 TRAIN = ["train", *TINY_CLI, "--batch-size", "64", "--train-limit", "128", "--test-limit", "64", "--epochs", "0"]
@@ -35,7 +649,7 @@ def _deflated_member(archive: zipfile.ZipFile, name: str, shape: tuple[int, ...]
 def _bomb(path: Path) -> Path:
     """A weights file of the tiny network whose fc1.weight is declared (and inflates to) BOMB_SHAPE."""
     source = path.with_name("source.npz")
-    save_npz(source, vgg_config(**TINY), xavier_init(vgg_config(**TINY)), "torch", "")
+    save_npz(source, make_config(**TINY), xavier_init(make_config(**TINY)), "torch", "")
     with zipfile.ZipFile(source) as z, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
         for member in z.infolist():
             if member.filename != "fc1.weight.npy":
@@ -66,7 +680,7 @@ def test_a_deflated_bomb_is_refused_before_it_is_inflated(tmp_path, command):
     rc, err, peak = _peak(command, *args)
     assert rc != 0 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "its array fc1.weight is declared (64, 18874368) of float32" in err, err
-    assert f"gives it shape {spec(vgg_config(**TINY)).param_shapes()['fc1.weight']}" in err
+    assert f"gives it shape {spec(make_config(**TINY)).param_shapes()['fc1.weight']}" in err
     assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
     assert not (tmp_path / "x.pt").exists()
 
@@ -90,11 +704,10 @@ def test_a_checkpoint_whose_weight_is_a_bomb_is_refused_before_it_is_inflated(tm
 
 def test_an_npz_array_the_configuration_does_not_have_is_refused(tmp_path):
     path = tmp_path / "w.npz"
-    config = vgg_config(**TINY)
+    config = make_config(**TINY)
     save_npz(path, config, xavier_init(config), "torch", "")
-    with zipfile.ZipFile(path, "a") as z:
-        with z.open("fc9.weight.npy", "w") as f:
-            np.lib.format.write_array(f, np.zeros((2, 2), np.float32))
+    with zipfile.ZipFile(path, "a") as z, z.open("fc9.weight.npy", "w") as f:
+        np.lib.format.write_array(f, np.zeros((2, 2), np.float32))
     done = run_vgg("evaluate", path, "--backend", "torch", "--test-limit", "64")
     assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
     assert "holds 1 array(s) the network it describes does not have, first fc9.weight" in done.stderr

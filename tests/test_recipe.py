@@ -10,8 +10,8 @@ from helpers import random_weights
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, make_config
 from common.data import fashion_mnist_batches
+from common.recipe import epoch_lr
 from common.spec import spec
-from common.training import epoch_lr
 from common.weights import xavier_init
 
 # --- the learning rate of each epoch ----------------------------------------------------------------------

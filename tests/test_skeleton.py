@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -15,7 +16,9 @@ from helpers import ONE_OMP_THREAD, TINY, TINY_CLI, run_in_process, run_python, 
 
 from common.data import DataIter, load_fashion_mnist
 from common.errors import ConfigError, InputError, TrainingDiverged
-from common.training import Progress, Recipe, parse_device
+from common.host import Progress
+from common.recipe import Recipe
+from common.training import parse_device
 
 # A short torch run of the TINY network.
 RUN = ["--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "256", "--test-limit", "64"]
@@ -210,10 +213,10 @@ def test_the_verified_stream_is_checked_once_a_pass_any_other_batch_by_batch(bac
         backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 1, False), test_iter, 1, verbose=False)
     with pytest.raises(InputError, match="training batch 1 of epoch 1 holds NaN"):
         backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 0, True), test_iter, 1, verbose=False)
-    try:  # past the first batch a verified stream is trusted: no InputError, whatever the NaN then does
+    # past the first batch a verified stream is trusted: no InputError, whatever the NaN then does (PyTorch and
+    # Gluon carry it into the loss, where the NaN stop acts; Keras' ReLU maps NaN to 0)
+    with contextlib.suppress(TrainingDiverged):
         backend.train(backend.vgg(**TINY), _poison_batch(train_iter, 1, True), test_iter, 1, verbose=False)
-    except TrainingDiverged:
-        pass  # PyTorch and Gluon carry it into the loss (the NaN stop acts); Keras' ReLU maps NaN to 0
 
 
 def test_keras_traces_its_evaluation_once_per_network():
@@ -242,7 +245,7 @@ def test_keras_traces_its_evaluation_once_per_network():
 _RELEASED = """
 import os
 import numpy as np
-from common.training import give_back_freed_memory, reuse_freed_memory
+from common.host import give_back_freed_memory, reuse_freed_memory
 
 def resident():
     with open("/proc/self/statm") as f:

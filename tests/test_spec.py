@@ -1,13 +1,17 @@
 """The analytic spec against the paper, the book and the model zoos; configuration errors by message."""
 
+import json
 import re
 
+import numpy as np
 import pytest
-from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES
+from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES, FUZZ, TINY, run_in_process
+from hypothesis import given
+from hypothesis import strategies as st
 
-from common.arch import CONFIGS, conv_arch, make_config
-from common.errors import ConfigError
-from common.spec import spec
+from common.arch import CONFIGS, FLOAT32_BELOW_ONE, FLOAT32_TINY, VGGConfig, conv_arch, make_config
+from common.errors import ConfigError, VGGError
+from common.spec import available_memory, check_memory, memory_needed, spec
 
 PAPER_MILLIONS = {"vgg11": 133, "vgg11_lrn": 133, "vgg13": 133, "vgg16_c": 134, "vgg16": 138, "vgg19": 144}
 
@@ -101,3 +105,231 @@ def test_fewer_blocks_lower_the_minimum_input():
     assert make_config(((1, 8), (1, 16)), input_size=4).final_size == 1
     with pytest.raises(ConfigError, match="minimum is 4"):
         make_config(((1, 8), (1, 16)), input_size=3)
+
+
+# --- any arguments: a valid configuration or the project's own error -----------------------------------------------
+
+
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 600),
+    st.floats(allow_nan=True),
+    st.text(max_size=6),
+    st.lists(st.integers(-2, 70), max_size=3),
+)
+
+
+_ARCH = st.one_of(
+    st.sampled_from(list(CONFIGS)),
+    st.text(max_size=8),
+    st.integers(),
+    st.lists(st.lists(st.integers(-1, 4), max_size=3), max_size=6),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 128)), min_size=1, max_size=6),
+)
+
+
+def _check_valid(config, arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm):
+    """What a configuration that validation accepted must be: its inputs, a spec that builds, a record that
+    round-trips."""
+    named = isinstance(arch, str)
+    widths = [b.out_channels for b in make_config(arch, ratio=1, input_size=input_size).blocks]
+    input_size = input_size[0] if isinstance(input_size, (list, tuple)) else input_size  # (h, w), h == w
+    assert config.arch == (arch if named else "custom") and config.ratio == (ratio if named else 1)
+    assert [b.out_channels for b in config.blocks] == [w // ratio for w in widths]
+    if not named:
+        assert [len(b.kernels) for b in config.blocks] == [n for n, _ in arch]
+    assert (config.in_channels, config.num_classes, config.input_size) == (in_channels, num_classes, input_size)
+    assert (config.fc_hidden, config.dropout, config.batch_norm) == (fc_hidden, dropout, batch_norm)
+    s = spec(config)
+    assert s.params > 0 and s.trace()[-1] == ("fc3", (1, num_classes))
+    assert config.final_size >= 1 and config.flat_features >= 1 and 0 <= config.dropout < 1
+    assert VGGConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # the record round-trips
+    assert make_config(**config.vgg_kwargs()) == config  # and rebuilds the same
+
+
+@st.composite
+def valid_configurations(draw):
+    """vgg() arguments that must be accepted: a named configuration or a conv_arch, and fields in range."""
+    arch = draw(
+        st.one_of(
+            st.sampled_from(list(CONFIGS)),
+            st.lists(st.tuples(st.integers(1, 4), st.integers(1, 128)), min_size=1, max_size=6),
+        )
+    )
+    blocks = 5 if isinstance(arch, str) else len(arch)
+    narrowest = min(64 if isinstance(arch, str) else min(c for _, c in arch), 64)
+    return dict(
+        arch=arch,
+        in_channels=draw(st.integers(1, 8)),
+        num_classes=draw(st.integers(1, 1000)),
+        input_size=draw(st.integers(2**blocks, 600)),
+        ratio=draw(st.integers(1, narrowest)),
+        fc_hidden=draw(st.integers(1, 8192)),
+        dropout=draw(st.one_of(st.just(0.0), st.floats(FLOAT32_TINY, FLOAT32_BELOW_ONE))),
+        batch_norm=draw(st.booleans()) and arch != "vgg11_lrn",  # vgg11_lrn has no batch-norm variant
+    )
+
+
+@FUZZ
+@given(kwargs=valid_configurations())
+def test_valid_configurations_are_accepted_as_given(kwargs):
+    _check_valid(make_config(**kwargs), **kwargs)
+
+
+# One field made invalid at a time, and the words the error must say about it.
+_NOT_POSITIVE = st.one_of(st.integers(-5, 0), st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans())
+
+
+_INVALID = {
+    "arch": (
+        st.one_of(st.text(max_size=8).filter(lambda a: a not in CONFIGS), st.just(())),
+        r"unknown arch|arch has no blocks",
+    ),
+    "conv_arch_count": (st.integers(-3, 0), r"num_convs of block 1 must be a positive integer"),
+    "conv_arch_width": (st.integers(-3, 0), r"out_channels of block 1 must be a positive integer"),
+    "conv_arch_pair": (st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)), r"is \(.*\); each block"),
+    "in_channels": (_NOT_POSITIVE, r"in_channels must be a positive integer"),
+    "num_classes": (_NOT_POSITIVE, r"num_classes must be a positive integer"),
+    "fc_hidden": (_NOT_POSITIVE, r"fc_hidden must be a positive integer"),
+    "ratio": (_NOT_POSITIVE, r"ratio must be a positive integer"),
+    "too_narrow": (st.integers(65, 10_000), r"ratio \d+ leaves block \d+ \(\d+ channels\) with zero width"),
+    "input_size": (st.integers(1, 31), r"input_size \d+ is too small: 5 blocks .* the minimum is 32"),
+    "dropout": (
+        st.one_of(
+            st.floats(1, 1e6),
+            st.floats(max_value=-1e-9),
+            st.just(float("nan")),
+            st.text(max_size=2),
+            st.floats(0, FLOAT32_TINY, exclude_min=True, exclude_max=True),  # MXNet refused these
+            st.floats(FLOAT32_BELOW_ONE, 1, exclude_min=True, exclude_max=True),  # 1 in float32: NaN in Gluon
+        ),
+        r"dropout must be a probability in \[0, 1\) that float32 holds",
+    ),
+    "batch_norm": (st.one_of(st.integers(), st.none(), st.text(max_size=3)), r"batch_norm must be True or False"),
+    "lrn_with_batch_norm": (st.just(True), r"vgg11_lrn has local response normalisation and no batch-norm variant"),
+}
+
+
+@st.composite
+def invalid_configurations(draw):
+    """A valid set of vgg() arguments with one field made invalid, and the message that must name it."""
+    kwargs = draw(valid_configurations())
+    field = draw(st.sampled_from(sorted(_INVALID)))
+    bad, message = _INVALID[field]
+    value = draw(bad)
+    if field == "arch":
+        kwargs["arch"] = value
+    elif field.startswith("conv_arch"):
+        pairs = [(2, 16), (1, 32)]
+        pairs[0] = {"conv_arch_count": (value, 16), "conv_arch_width": (2, value), "conv_arch_pair": value}[field]
+        kwargs.update(arch=pairs, ratio=1, input_size=max(kwargs["input_size"], 4))
+    elif field == "too_narrow":
+        kwargs.update(arch="vgg11", ratio=value)
+    elif field == "input_size":
+        kwargs.update(arch=draw(st.sampled_from(list(CONFIGS))), input_size=value, batch_norm=False)
+    elif field == "lrn_with_batch_norm":
+        kwargs.update(arch="vgg11_lrn", batch_norm=True)
+    else:
+        kwargs[field] = value
+    return kwargs, message
+
+
+@FUZZ
+@given(case=invalid_configurations())
+def test_invalid_configurations_get_the_projects_own_error_saying_what_is_wrong(case):
+    kwargs, message = case
+    with pytest.raises(ConfigError) as e:
+        make_config(**kwargs)
+    text = str(e.value)
+    assert re.search(message, text), f"{kwargs}: {text}"
+    assert "\n" not in text and len(text) < 400
+
+
+@FUZZ
+@given(
+    arch=_ARCH,
+    in_channels=_ANY,
+    num_classes=_ANY,
+    input_size=_ANY,
+    ratio=_ANY,
+    fc_hidden=_ANY,
+    dropout=st.one_of(_ANY, st.floats(-1, 2)),
+    batch_norm=st.one_of(st.booleans(), _ANY),
+)
+def test_any_arguments_give_a_valid_config_or_the_projects_own_error(
+    arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm
+):
+    """Anything at all: never an exception of another kind (what it accepts is checked as above)."""
+    args = (arch, in_channels, num_classes, input_size, ratio, fc_hidden, dropout, batch_norm)
+    try:
+        config = make_config(*args)
+    except VGGError as e:
+        assert str(e)
+        return
+    _check_valid(config, *args)
+
+
+# --- a network too big for the machine is refused before anything is allocated -------------------------------------
+
+
+def _one_line_error(result):
+    """The command failed with one line on stderr and no traceback; that line."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+requires_meminfo = pytest.mark.skipif(
+    available_memory() is None, reason="no /proc/meminfo: the memory check is skipped where it cannot be read"
+)
+
+
+@requires_meminfo
+@pytest.mark.parametrize(
+    "command, option, value, named",
+    [
+        ("summary", "--input-size", "100000", "lower --input-size (--input-size "),
+        ("summary", "--fc-hidden", "1000000000", "lower --fc-hidden (--fc-hidden "),
+        ("summary", "--arch", "1,1000000", "narrow the blocks of --arch"),
+        ("train", "--resize", "100000", "lower --resize (--resize "),
+        ("train", "--fc-hidden", "1000000000", "lower --fc-hidden (--fc-hidden "),
+        ("train", "--arch", "1,1000000", "narrow the blocks of --arch"),
+    ],
+)
+def test_a_network_too_big_for_the_memory_is_refused_before_building(command, option, value, named, capsys):
+    args = ["summary", "--backends", "all"] if command == "summary" else ["train", "--backend", "torch"]
+    done = run_in_process(capsys, *args, option, value)  # refused in seconds: nothing was built or allocated
+    line = _one_line_error(done)
+    assert re.match(r"error: the network \(.*\) needs at least [\d.]+ [TP]iB of memory ", line), line
+    assert re.search(r"but [\d.]+ [GMT]iB is available", line) and named in line, line
+    assert ("to train (parameters, gradients and the activations of a batch of 128)" in line) == (command == "train")
+
+
+def test_the_python_api_refuses_it_too_naming_its_argument(backend):
+    if available_memory() is None:
+        pytest.skip("no /proc/meminfo: the memory check is skipped where it cannot be read")
+    with pytest.raises(ConfigError, match=r"needs at least .* of memory for its parameters.*lower input_size") as e:
+        backend.vgg(input_size=100_000)
+    assert e.value.field == "input_size"
+    with pytest.raises(ConfigError, match=r"lower fc_hidden \(fc_hidden=\d+ fits\)"):
+        backend.vgg(fc_hidden=10**9)
+
+
+def test_the_estimate_counts_parameters_gradients_and_one_batch_of_activations():
+    config = make_config(**TINY)
+    s = spec(config)
+    outputs = sum(int(np.prod(layer.shape)) for layer in s.layers) + 32 * 32
+    assert memory_needed(config) == 4 * (s.params + s.buffers)
+    assert memory_needed(config, 16) == 4 * (2 * s.params + s.buffers + 16 * outputs)
+    big = make_config("vgg16", input_size=224)
+    enough = memory_needed(big, 128)
+    check_memory(big, 128, available=enough)  # exactly enough passes
+    with pytest.raises(ConfigError, match=r"lower batch_size \(batch_size=(\d+) fits\)") as caught:
+        check_memory(big, 128, available=enough // 2)
+    fits = int(re.search(r"batch_size=(\d+)", str(caught.value))[1])
+    assert memory_needed(big, fits) <= enough // 2 < memory_needed(big, fits + 1)
+    with pytest.raises(ConfigError, match=r"raise ratio \(ratio=(\d+) fits\)"):
+        check_memory(make_config("vgg16", input_size=32, fc_hidden=64), None, available=4 * 10**6)

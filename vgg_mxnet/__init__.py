@@ -17,10 +17,10 @@ if "OMP_NUM_THREADS" not in _os.environ and "MXNET_OMP_MAX_THREADS" not in _os.e
         len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count() or 1
     )
 
-from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
-from .data import load_data_fashion_mnist, on_device  # noqa: E402
-from .export import export_onnx  # noqa: E402
-from .model import (  # noqa: E402
+from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp
+from .data import load_data_fashion_mnist, on_device
+from .export import export_onnx
+from .model import (
     abstract_network,
     alexnet,
     count_params,
@@ -31,8 +31,8 @@ from .model import (  # noqa: E402
     vgg,
     vgg_block,
 )
-from .train import evaluate_accuracy, get_device, train, try_gpu  # noqa: E402
-from .weights import (  # noqa: E402
+from .train import evaluate_accuracy, get_device, train, try_gpu
+from .weights import (
     export_weights,
     import_weights,
     init_weights,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import mxnet as mx
 from mxnet.gluon import nn
 
-from common.arch import net_plan
+from common.arch import VGGConfig, net_plan
 from common.blocks import MLP_WIDTH, SECOND_USE, check_config, fixed_weight, tied_plan
 
-from .model import _layer, init_xavier
+from .model import Net, _layer, init_xavier
 
 
 class MySequential(nn.Block):
@@ -18,7 +20,7 @@ class MySequential(nn.Block):
     its prefix, and named children are created inside ``with net.name_scope():`` and then :meth:`add` ed.
     """
 
-    def __init__(self, *layers, name=None):
+    def __init__(self, *layers: Any, name: str | None = None) -> None:
         super().__init__(prefix=None if name is None else f"{name}_")
         self.add(*layers)
 
@@ -32,7 +34,7 @@ class MySequential(nn.Block):
         return X
 
 
-def hand_vgg(config):
+def hand_vgg(config: VGGConfig) -> Net:
     """The network ``vgg()`` builds for ``config``, written with :class:`MySequential` ("Networks Using Blocks")."""
     config = check_config(config)
     net = MySequential(name="vgg")
@@ -53,7 +55,7 @@ def hand_vgg(config):
 class FixedHiddenMLP(nn.Block):
     """The book's block with a constant weight, one layer used twice and Python control flow ("Layers and Modules")."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed: int = 0) -> None:
         super().__init__()
         with self.name_scope():
             # A constant: a Constant parameter is saved with the block but has grad_req 'null', so nothing trains it.
@@ -70,9 +72,10 @@ class FixedHiddenMLP(nn.Block):
         return X.sum()
 
 
-def tied_mlp(in_features=20, hidden=8, out_features=1, tied=True):
+def tied_mlp(in_features: int = 20, hidden: int = 8, out_features: int = 1, tied: bool = True) -> Net:
     """The book's MLP whose layer ``shared`` is used twice ("Parameter Management"); ``tied=False``: two copies."""
-    net, layers = nn.Sequential(), {}
+    net = nn.Sequential()
+    layers: dict[str, nn.Dense] = {}
     with net.name_scope():
         for p in tied_plan(in_features, hidden, out_features, tied):
             layers[p.name] = (

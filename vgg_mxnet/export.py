@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import mxnet as mx
 import numpy as np
 
 from common.errors import BackendUnavailable
+from common.files import atomic_write
 from common.interchange import INPUT, INSTALL, OUTPUT, check_export_args, finish_onnx, require
-from common.weights import atomic_write
+
+from .model import Net
 
 EXPORTER = "mx.onnx.export_model"
 
@@ -16,7 +21,7 @@ def _require_exporter() -> None:
     """MXNet 1.9.1 exports only with an onnx that still has onnx.mapping: one line saying what to install."""
     onnx = require("onnx", "MXNet's ONNX exporter")
     try:
-        import onnx.mapping  # noqa: F401  (what mx.onnx imports first)
+        import onnx.mapping  # deferred (the optional ONNX install): what mx.onnx imports first
     except ImportError:
         raise BackendUnavailable(
             f"MXNet {mx.__version__}'s ONNX exporter imports onnx.mapping, which onnx {onnx.__version__} no longer "
@@ -24,7 +29,7 @@ def _require_exporter() -> None:
         ) from None
 
 
-def export_onnx(net, path, batch=None):
+def export_onnx(net: Net, path: str | os.PathLike, batch: int | None = None) -> Path:
     """Write ``net`` as an ONNX model: NCHW ``images`` in [0, 1] -> ``logits``, a dynamic batch axis or ``batch``.
 
     The graph is the network called on a symbol named ``images``, its output named ``logits``; evaluation mode;

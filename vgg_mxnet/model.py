@@ -7,6 +7,7 @@ parameter ``block1_conv1_weight`` is canonical ``block1.conv1.weight``; see ``we
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 import mxnet as mx
 import numpy as np
@@ -17,16 +18,21 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    NetConfig,
     as_config,
     block_plan,
     check_block,
     check_trace_request,
     net_plan,
 )
+from common.data import check_batch
 from common.errors import InputError
 from common.report import summary_table
 from common.spec import network_functions, spec
-from common.training import check_batch
+
+# The types of the public API, under the same names in every backend: the network and the device.
+Net: TypeAlias = nn.Block
+Device: TypeAlias = mx.Context
 
 
 class LocalResponseNorm(nn.HybridBlock):
@@ -76,7 +82,7 @@ def _named_children(net) -> list[tuple[str, nn.HybridBlock]]:
     return [(child.prefix[len(net.prefix) :].rstrip("_"), child) for child in net._children.values()]
 
 
-def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False) -> Net:
     """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool."""
     return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
 
@@ -116,13 +122,13 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
-def abstract_network(config):
+def abstract_network(config: NetConfig) -> Net:
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): Gluon allocates parameters when they are initialised, and these are not."""
     return Network(as_config(config))
 
 
-def layer_shapes(net, input_size, in_channels=1, batch=1):
+def layer_shapes(net: Net, input_size: int, in_channels: int = 1, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
     """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
     shape = (batch, in_channels, size, size)
@@ -133,17 +139,17 @@ def layer_shapes(net, input_size, in_channels=1, batch=1):
     return out
 
 
-def count_params(net):
+def count_params(net: Net) -> int:
     """Trainable parameters (batch-norm running statistics have ``grad_req='null'``, not counted)."""
     return sum(math.prod(p.shape) for p in net.collect_params().values() if p.grad_req != "null")
 
 
-def layer_params(net):
+def layer_params(net: Net) -> dict[str, int]:
     """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
     return {name: count_params(layer) for name, layer in _named_children(net)}
 
 
-def summary(net, input_size, in_channels=1):
+def summary(net: Net, input_size: int, in_channels: int = 1) -> str:
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     params = layer_params(net)
     buffers = sum(

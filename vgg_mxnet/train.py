@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import sys
 import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import mxnet as mx
 import numpy as np
@@ -14,20 +16,23 @@ from mxnet.contrib import amp
 
 from common import training
 from common.bench import cpu_features
-from common.errors import ConfigError, InputError, WeightsError
-from common.training import check_batch
+from common.data import check_batch
+from common.distributed import SYNC_BN, Watchdog, loss_scale, shard
+from common.errors import ConfigError, InputError, WeightsError, arg
+from common.recipe import ADAM
 
 from .data import on_device
+from .model import Device, Net
 from .weights import export_weights, import_weights
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if MXNet sees one, else the CPU."""
     i = training.gpu_index(i)
     return mx.gpu(i) if mx.context.num_gpus() > i else mx.cpu()
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The MXNet context of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or an ``mx.Context``, as is)."""
     if isinstance(device, mx.Context):
         return device
@@ -40,7 +45,7 @@ def get_device(device="auto"):
 
 
 def _check_batch(net, x, y, check_finite, where):
-    """The checks of :func:`common.training.check_batch` on one batch of NDArrays (NCHW)."""
+    """The checks of :func:`common.data.check_batch` on one batch of NDArrays (NCHW)."""
     if not isinstance(x, mx.nd.NDArray) or not isinstance(y, mx.nd.NDArray):
         raise InputError(
             f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as NDArrays (mx.nd.array)"
@@ -53,7 +58,9 @@ def _check_batch(net, x, y, check_finite, where):
     check_batch(net.config, x.shape, np.dtype(x.dtype).name, labels, "NCHW", finite, where, "float32", "mxnet")
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
@@ -150,8 +157,37 @@ def run_precision(precision, device, flags=None, quiet=False):
     return "fp32"
 
 
+class Adam(mx.optimizer.Adam):
+    """``common.recipe.ADAM``: PyTorch's Adam, epsilon added to the bias-corrected root of the second moment.
+
+    MXNet's own (its fused ``adam_update``) adds epsilon to the uncorrected root. The state is MXNet's
+    (mean, variance) per parameter and its update counters, so a checkpoint holds what Gluon's Adam holds.
+    """
+
+    def __init__(self, learning_rate):
+        a = ADAM
+        super().__init__(learning_rate=learning_rate, beta1=a["beta1"], beta2=a["beta2"], epsilon=a["eps"])
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        lr, wd, t = self._get_lr(index), self._get_wd(index), self._index_update_count[index]
+        grad = grad * self.rescale_grad + wd * weight  # then clipped, as MXNet's adam_update does
+        if self.clip_gradient:
+            grad = mx.nd.clip(grad, -self.clip_gradient, self.clip_gradient)
+        mean, var = state
+        mean[:] = mean + (1 - self.beta1) * (grad - mean)
+        var[:] = self.beta2 * var + (1 - self.beta2) * mx.nd.square(grad)
+        denominator = mx.nd.sqrt(var) / np.sqrt(1 - self.beta2**t) + self.epsilon
+        weight[:] = weight - lr / (1 - self.beta1**t) * mean / denominator
+
+
+def _rule(optimizer, lr):
+    """Gluon's optimizer and its arguments for the recipe's ``optimizer``: what a ``gluon.Trainer`` is made with."""
+    return (Adam(lr), None) if optimizer == "adam" else ("sgd", {"learning_rate": lr})
+
+
 def _optimizer(net, optimizer, lr):
-    return gluon.Trainer(net.collect_params(), "adam" if optimizer == "adam" else "sgd", {"learning_rate": lr})
+    return gluon.Trainer(net.collect_params(), *_rule(optimizer, lr))
 
 
 def _slots(state) -> tuple:
@@ -236,14 +272,16 @@ class Trainer(training.Trainer):
 train = training.train_function(Trainer, get_device)
 
 
-_RUN = {}  # the kvstore this process joined: a process is one worker of one run
+_RUN: dict[str, Any] = {}  # the kvstore this process joined: a process is one worker of one run
 
 
 def join_run():
     """Join the ps-lite run the ``DMLC_*`` variables describe: its ``dist_sync`` kvstore, made once per process."""
     if "kvstore" not in _RUN:
         if not mx.runtime.Features().is_enabled("DIST_KVSTORE"):
-            raise ConfigError("--workers: this MXNet is built without the distributed kvstore; use --workers 1")
+            raise ConfigError(
+                f"{arg('workers')}: this MXNet is built without the distributed kvstore; use {arg('workers', 1)}"
+            )
         _RUN["kvstore"] = mx.kv.create("dist_sync")
     return _RUN["kvstore"]
 
@@ -256,18 +294,16 @@ class DistributedTrainer(Trainer):
     the scheduler numbers the workers (:attr:`rank`). The Gluon Trainer pushes each worker's gradients to the
     servers, which sum them, and pulls the sum back (``update_on_kvstore=False``: every worker then applies
     the same update, and its optimizer state stays on the worker, where a checkpoint can read it). Each worker
-    steps on its own slice of every global batch (``common.distributed.shard``) with its summed loss;
-    ``step(batch)`` divides the workers' sum by the global batch: the one-process mean gradient. Batch norm
+    steps on its own slice of every global batch (``common.distributed.shard``) with its loss scaled by
+    ``common.distributed.loss_scale`` (``1 / batch``): the servers' sum is the one-process mean gradient. Batch norm
     normalizes each worker's slice with its own statistics, and each worker keeps its own running statistics
     (rank 0's are saved): Gluon has no batch norm synchronized over a kvstore, so there is no ``sync_bn``.
     """
 
     def __init__(self, net, recipe, device, sync_bn=False):
-        from common.distributed import SYNC_BN, Watchdog
-
         if sync_bn and SYNC_BN["mxnet"] is None:
             raise ConfigError(
-                "--sync-bn: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
+                f"{arg('sync_bn')}: MXNet Gluon has no batch norm synchronized across kvstore workers; leave it out "
                 "(each worker then normalizes its own slice)"
             )
         self.kv = join_run()
@@ -275,11 +311,7 @@ class DistributedTrainer(Trainer):
         self.watchdog = Watchdog()  # ps-lite waits for a stalled worker for good: this ends the wait
         super().__init__(net, recipe, device)
         self.opt = gluon.Trainer(
-            net.collect_params(),
-            "adam" if recipe.optimizer == "adam" else "sgd",
-            {"learning_rate": recipe.lr},
-            kvstore=self.kv,
-            update_on_kvstore=False,
+            net.collect_params(), *_rule(recipe.optimizer, recipe.lr), kvstore=self.kv, update_on_kvstore=False
         )
         # Gluon joins the kvstore at its first step, where each worker pulls rank 0's parameters (init + pull)
         # and then pushes its gradients under the same keys. The pull and the push write different arrays, so
@@ -296,8 +328,6 @@ class DistributedTrainer(Trainer):
             self.kv.init(self.metrics, mx.nd.zeros(2))
 
     def train_step(self, x, y):
-        from common.distributed import shard
-
         batch, part = y.shape[0], shard(y.shape[0], self.rank, self.size)
         if part.stop > part.start:
             x, y = (
@@ -307,13 +337,14 @@ class DistributedTrainer(Trainer):
             with autograd.record():
                 logits = self.forward(x)
                 loss = self.loss_fn(logits, y)  # per example of this worker's slice
-            loss.backward()
+                share = loss * loss_scale(self.size, batch, self.backend)  # the servers sum them: the global mean
+            share.backward()
             sums = mx.nd.concat(loss.sum(), (logits.argmax(axis=1) == y).sum(), dim=0)
         else:  # a last batch smaller than the run: this worker adds nothing to the sums
             for param in self.opt._params:
                 param.zero_grad()
             sums = mx.nd.zeros(2)
         with self.watchdog.waiting():
-            self.opt.step(batch)  # the servers sum the workers' gradients; divided by the global batch: the mean
+            self.opt.step(1)  # the servers sum the workers' scaled gradients: the gradient is the one to apply
             self.kv.pushpull(self.metrics, sums, out=sums)  # the global batch's summed loss and correct predictions
             return sums.asnumpy().tolist()

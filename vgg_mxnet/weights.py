@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import mxnet as mx
 import numpy as np
 
-from common.errors import WeightsError
+from common.arch import VGGConfig
+from common.errors import WeightsError, reason
+from common.files import atomic_write, check_utf8
+from common.interchange import weights_api
 from common.spec import spec
 from common.weights import (
     META_KEY,
     META_LIMIT,
-    atomic_write,
     check_finite_weights,
     check_model_path,
-    check_utf8,
     check_weights,
     existing_model,
     extra_arrays,
     make_meta,
     meta_config,
     parse_meta,
-    reason,
-    weights_api,
 )
 from common.zoo import from_gluon_zoo
 
-from .model import from_config
+from .model import Net, from_config
 
 # Gluon's batch-norm parameter names -> canonical; the other suffixes are canonical already
 _RENAME = {"gamma": "weight", "beta": "bias"}
@@ -49,12 +52,12 @@ def _params(net):
     return out
 
 
-def export_weights(net):
+def export_weights(net: Net) -> dict[str, np.ndarray]:
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
     return {name: p.list_data()[0].asnumpy() for name, p in _params(net).items()}
 
 
-def import_weights(net, weights):
+def import_weights(net: Net, weights: Mapping[str, np.ndarray]) -> Net:
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights, copy=False)
     params = _params(net)
@@ -73,7 +76,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 )
 
 
-def save_model(net, path):
+def save_model(net: Net, path: str | os.PathLike) -> Path:
     """MXNet's own NDArray file (``.params``): canonical names and the configuration, written atomically."""
     path = check_utf8(check_model_path(path, "mxnet"), "MXNet")
     meta = json.dumps(make_meta(net.config, "mxnet", mx.__version__)).encode()
@@ -145,7 +148,7 @@ def _declared(path) -> tuple[dict[str, tuple[tuple[int, ...], int, int]], dict]:
     return declared, meta
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Net:
     """A network rebuilt from a ``.params`` of :func:`save_model` (MXNet's NDArray format: data only).
 
     Every array's name, shape and dtype is read from the file's headers and checked against the configuration
@@ -176,7 +179,7 @@ def load_model(path):
     return import_weights(from_config(config), weights)
 
 
-def zoo_weights(zoo_net):
+def zoo_weights(zoo_net: Any) -> tuple[VGGConfig, dict[str, np.ndarray]]:
     """(config, canonical weights) of a Gluon ``model_zoo.vision`` VGG (``vgg11`` ... ``vgg19_bn``), initialised."""
     try:
         params = [(name, p.data().asnumpy()) for name, p in zoo_net.collect_params().items()]

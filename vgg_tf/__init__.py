@@ -36,17 +36,17 @@ def _import_quietly() -> None:
         saved = -1 if level < 1 or "tensorflow" in _sys.modules else _os.dup(2)
     except OSError:  # no stderr to catch
         saved = -1
-    if saved < 0:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+    if saved < 0:  # the framework, imported here to choose where its start-up lines go
+        import keras
+        import tensorflow
 
         return
     _sys.stderr.flush()
     with _tempfile.TemporaryFile() as caught:
         _os.dup2(caught.fileno(), 2)
         try:
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
+            import keras
+            import tensorflow
         finally:
             _sys.stderr.flush()
             _os.dup2(saved, 2)

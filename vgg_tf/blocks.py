@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
-from common.arch import net_plan
+from common.arch import VGGConfig, net_plan
 from common.blocks import MLP_WIDTH, SECOND_USE, check_config, fixed_weight, tied_plan
 
-from .model import _layer
+from .model import Net, _layer
 
 
 class MySequential(keras.Model):
@@ -17,7 +19,7 @@ class MySequential(keras.Model):
     Keras layers carry their own names (``_layer`` gives each its canonical one); ``name`` is this container's.
     """
 
-    def __init__(self, *layers, name=None):
+    def __init__(self, *layers: Any, name: str | None = None) -> None:
         super().__init__(name=name)
         self.modules = list(layers)  # a list attribute is tracked: its layers' weights are the model's
 
@@ -27,7 +29,7 @@ class MySequential(keras.Model):
         return X
 
 
-def hand_vgg(config):
+def hand_vgg(config: VGGConfig) -> Net:
     """The network ``vgg()`` builds for ``config``, written with :class:`MySequential` ("Networks Using Blocks")."""
     config = check_config(config)
     net = MySequential(
@@ -45,7 +47,7 @@ def hand_vgg(config):
 class FixedHiddenMLP(keras.Model):
     """The book's block with a constant weight, one layer used twice and Python control flow ("Layers and Modules")."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed: int = 0) -> None:
         super().__init__()
         # A constant: a non-trainable weight is saved with the model but is not among its trainable_weights.
         self.rand_weight = self.add_weight(
@@ -66,9 +68,9 @@ class FixedHiddenMLP(keras.Model):
         return tf.reduce_sum(X)
 
 
-def tied_mlp(in_features=20, hidden=8, out_features=1, tied=True):
+def tied_mlp(in_features: int = 20, hidden: int = 8, out_features: int = 1, tied: bool = True) -> Net:
     """The book's MLP whose layer ``shared`` is used twice ("Parameter Management"); ``tied=False``: two copies."""
-    layers = {}
+    layers: dict[str, keras.layers.Layer] = {}
     for p in tied_plan(in_features, hidden, out_features, tied):
         layers[p.name] = layers["shared"] if tied and p.name == SECOND_USE else _layer(p)  # the same layer twice
     return keras.Sequential([keras.Input((in_features,)), *layers.values()], name="tied_mlp")

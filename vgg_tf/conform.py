@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -69,7 +70,8 @@ def _channels_last(model) -> bool:
 
 def _variables(model):
     """(user name, variable, layout, trainable, stat, owner) of every weight, in order."""
-    out, after_flatten, last = [], False, _channels_last(model)
+    out: list[tuple[str, Any, str | None, bool, str | None, str | None]] = []
+    after_flatten, last = False, _channels_last(model)
     for name, layer in _leaves(model):
         if isinstance(layer, keras.layers.Flatten):
             after_flatten = True
@@ -96,7 +98,8 @@ def _variables(model):
 
 def model_parameters(model) -> list[Param]:
     """Every weight with its shape in canonical layout (conv OIHW, dense (out, in)); moving statistics last."""
-    params, stats = [], []
+    params: list[Param] = []
+    stats: list[Param] = []
     for name, variable, layout, trainable, stat, owner in _variables(model):
         shape = tuple(int(d) for d in variable.shape)
         if layout == "conv":
@@ -126,7 +129,7 @@ def input_layout(model) -> str | None:
 
 def has_lrn(model) -> bool:
     return any(
-        "localresponse" in type(layer).__name__.lower() or "lrn" == type(layer).__name__.lower()
+        "localresponse" in type(layer).__name__.lower() or type(layer).__name__.lower() == "lrn"
         for _, layer in _leaves(model)
     )
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from common.files import atomic_write
 from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
-from common.weights import atomic_write
+
+from .model import Net
 
 EXPORTER = "keras Model.export(format='onnx') via tf2onnx"
 
@@ -17,7 +22,7 @@ def _require_exporter() -> None:
     require("tf2onnx", "Keras' ONNX exporter")
 
 
-def export_onnx(net, path, batch=None):
+def export_onnx(net: Net, path: str | os.PathLike, batch: int | None = None) -> Path:
     """Write ``net`` as an ONNX model: NCHW ``images`` in [0, 1] -> ``logits``, a dynamic batch axis or ``batch``.
 
     The network takes NHWC, so what is exported is a model around it that takes NCHW ``images`` and transposes

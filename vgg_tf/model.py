@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TypeAlias
 
 import h5py
 import keras
@@ -19,17 +20,23 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    NetConfig,
     as_config,
     block_plan,
     check_block,
     check_trace_request,
     net_plan,
 )
-from common.errors import BackendUnavailable, InputError, WeightsError
+from common.data import check_batch
+from common.errors import BackendUnavailable, InputError, WeightsError, reason
 from common.report import summary_table
 from common.spec import network_functions, spec
-from common.training import check_batch
-from common.weights import meta_config, parse_meta, reason
+from common.weights import meta_config, parse_meta
+
+# The types of the public API, under the same names in every backend: the network and the device (a
+# TensorFlow device string such as "/CPU:0").
+Net: TypeAlias = keras.Model
+Device: TypeAlias = str
 
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailable(
@@ -118,7 +125,7 @@ def _block(plan: list[LayerPlan], name: str | None = None) -> keras.Sequential:
     return block
 
 
-def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False) -> Net:
     """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool."""
     return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
 
@@ -220,14 +227,14 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
-def abstract_network(config):
+def abstract_network(config: NetConfig) -> Net:
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): built in a Keras stateless scope that leaves its variables uninitialised."""
     with keras.StatelessScope(initialize_variables=False):
         return Network(as_config(config))
 
 
-def layer_shapes(net, input_size, in_channels=1, batch=1):
+def layer_shapes(net: Net, input_size: int, in_channels: int = 1, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
     """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
     x = keras.KerasTensor((batch, size, size, in_channels))
@@ -239,17 +246,17 @@ def layer_shapes(net, input_size, in_channels=1, batch=1):
     return out
 
 
-def count_params(net):
+def count_params(net: Net) -> int:
     """Trainable parameters (batch-norm moving statistics are non-trainable weights, not counted)."""
     return sum(int(np.prod(w.shape)) for w in net.trainable_weights)
 
 
-def layer_params(net):
+def layer_params(net: Net) -> dict[str, int]:
     """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
     return {layer.name: count_params(layer) for layer in net.layers}
 
 
-def summary(net, input_size, in_channels=1):
+def summary(net: Net, input_size: int, in_channels: int = 1) -> str:
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     params = layer_params(net)
     buffers = sum(

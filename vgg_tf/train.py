@@ -8,27 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from common import training
+from common.data import check_batch
+from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
 from common.errors import ConfigError, InputError
-from common.training import check_batch
+from common.recipe import ADAM
 
 from .data import on_device
-from .model import _named_layers, from_config
+from .model import Device, Net, _named_layers, from_config
 from .weights import export_weights, import_weights
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if TensorFlow sees one, else the CPU (a device string for ``tf.device``)."""
     i = training.gpu_index(i)
     return f"/GPU:{i}" if len(tf.config.list_physical_devices("GPU")) > i else "/CPU:0"
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The ``tf.device`` string of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or ``"/GPU:N"``, as is)."""
     if isinstance(device, str) and device.startswith("/"):
         return device
@@ -42,7 +46,7 @@ def get_device(device="auto"):
 
 
 def _check_batch(net, x, y, check_finite, where):
-    """The checks of :func:`common.training.check_batch` on one batch of tensors (NHWC, Keras' layout)."""
+    """The checks of :func:`common.data.check_batch` on one batch of tensors (NHWC, Keras' layout)."""
     if not tf.is_tensor(x) or not tf.is_tensor(y):
         raise InputError(
             f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
@@ -62,7 +66,9 @@ def _correct(logits, y):
 _EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
@@ -71,7 +77,13 @@ def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
     step = _EVALUATE.get(net)
     if step is None:  # traced once per network, not at every evaluation (a retrace costs about a second)
         ref = weakref.ref(net)  # the step must not keep its network alive
-        step = _EVALUATE[net] = tf.function(lambda x, y: _correct(ref()(x, training=False), y), reduce_retracing=True)
+
+        def correct_in(x, y):
+            live = ref()
+            assert live is not None  # reached through _EVALUATE[net]: its network is alive while it runs
+            return _correct(live(x, training=False), y)
+
+        step = _EVALUATE[net] = tf.function(correct_in, reduce_retracing=True)
 
     def check(x, y, where):
         _check_batch(net, x, y, check_finite, where)
@@ -117,9 +129,34 @@ def in_precision(net, precision="fp32"):
     return import_weights(twin, export_weights(net))
 
 
+class Adam(keras.optimizers.Adam):
+    """``common.recipe.ADAM``: PyTorch's Adam, epsilon added to the bias-corrected root of the second moment.
+
+    Keras' own adds epsilon (default 1e-7) to the uncorrected root; the moments and the step counter are its
+    own variables, so a checkpoint holds what Keras' Adam holds.
+    """
+
+    def __init__(self, learning_rate):
+        a = ADAM
+        super().__init__(learning_rate=learning_rate, beta_1=a["beta1"], beta_2=a["beta2"], epsilon=a["eps"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        lr, gradient = ops.cast(learning_rate, variable.dtype), ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        correction1 = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), step)
+        correction2 = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), step)
+        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(correction2)), self.epsilon)
+        self.assign_sub(variable, ops.multiply(ops.divide(lr, correction1), ops.divide(m, denominator)))
+
+
 def _optimizer(net, optimizer, lr):
     if optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
+        return Adam(lr)
     return keras.optimizers.SGD(learning_rate=lr)
 
 
@@ -205,7 +242,7 @@ class Trainer(training.Trainer):
 train = training.train_function(Trainer, get_device)
 
 
-_RUN = {}  # the strategy this process joined: a process is one worker of one run
+_RUN: dict[str, Any] = {}  # the strategy this process joined: a process is one worker of one run
 
 
 def join_run():
@@ -215,8 +252,6 @@ def join_run():
     process's context): ``vgg train`` calls this before it builds the network or reads a batch.
     """
     if "strategy" not in _RUN:
-        from common.distributed import collective_timeout
-
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout(),
             implementation=tf.distribute.experimental.CommunicationImplementation.RING,
@@ -232,7 +267,8 @@ class DistributedTrainer(Trainer):
     the Keras optimizer; the step runs through ``strategy.run`` on this worker's own slice of every global
     batch (``common.distributed.shard``). Keras 3's optimizer sums the workers' gradients (an all-reduce
     over the ring), so each worker's loss is its summed loss divided by the global batch: the sum is the
-    one-process mean gradient. The loss and correct predictions of the step are summed over the workers.
+    one-process mean gradient (``common.distributed.loss_scale``). The loss and correct predictions of the step
+    are summed over the workers.
     ``sync_bn``: batch norm computes its statistics over the global batch (``BatchNormalization`` with
     ``synchronized=True``); without it each worker normalizes its own slice and keeps its own moving
     statistics (rank 0's are saved).
@@ -260,32 +296,29 @@ class DistributedTrainer(Trainer):
     def set_rng_state(self, arrays):
         super().set_rng_state(arrays)
         if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
-            from common.distributed import restored_digest
-
             rng = np.random.default_rng([self.recipe.seed, self.rank, restored_digest(arrays)])
             for _, layer in _dropouts(self.forward):
                 layer.seed_generator.state.assign(np.array([rng.integers(2**31), 0], dtype=np.int64))
 
-    def _replica_step(self, x, y, batch):
+    def _replica_step(self, x, y, scale):
         net = self.forward
         with tf.GradientTape() as tape:
             logits = tf.cast(net(x, training=True), tf.float32)
             loss = self.loss_fn(y, logits)  # summed over this worker's slice
-            share = loss / batch  # the optimizer sums the workers' gradients: the global-batch mean
+            share = loss * scale  # common.distributed.loss_scale: the optimizer sums them to the global-batch mean
         grads = tape.gradient(share, net.trainable_variables)
         self.opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return tf.stack([loss, _correct(logits, y)])
 
-    def _distributed_step(self, x, y, batch):
-        sums = self.strategy.run(self._replica_step, args=(x, y, batch))
+    def _distributed_step(self, x, y, scale):
+        sums = self.strategy.run(self._replica_step, args=(x, y, scale))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
     def train_step(self, x, y):
-        from common.distributed import shard
-
         batch, part = int(y.shape[0]), shard(int(y.shape[0]), self.rank, self.size)
+        scale = tf.constant(loss_scale(self.size, batch, self.backend), tf.float32)  # a tensor: one trace per run
         try:
-            return self.step(x[part], y[part], tf.constant(batch, tf.float32)).numpy().tolist()  # one host sync
+            return self.step(x[part], y[part], scale).numpy().tolist()  # one host sync
         except _LOST as e:
             raise _lost(e) from None
 
@@ -295,7 +328,5 @@ _LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.
 
 
 def _lost(error):
-    from common.distributed import WorkerLost
-
     detail = next((line for line in str(error).splitlines() if "aborted by" in line), type(error).__name__)
     return WorkerLost(f"another worker of the run stopped or stalled ({detail.strip()[:200]}); this one stops too")

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.errors import WeightsError
+from common.arch import VGGConfig
+from common.errors import WeightsError, reason
+from common.files import atomic_write
+from common.interchange import weights_api
 from common.weights import (
-    atomic_write,
     check_finite_weights,
     check_model_path,
     check_weights,
@@ -20,13 +26,11 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
-    reason,
     to_canonical,
-    weights_api,
 )
 from common.zoo import from_keras_applications
 
-from .model import _named_layers, from_config
+from .model import Net, _named_layers, from_config
 
 # Keras' batch-norm variables under their canonical (PyTorch) names
 _BN = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance"))
@@ -38,7 +42,8 @@ def _variables(net):
     ``conv``: HWIO kernel; ``dense``: (in, out) kernel; ``flat``: the (in, out) kernel of the dense layer after
     ``Flatten``, whose inputs arrive in H,W,C order; ``None``: a vector, the same in both.
     """
-    out, after_flatten = {}, False
+    out: dict[str, tuple[Any, str | None]] = {}
+    after_flatten = False
     for name, layer in _named_layers(net):
         if isinstance(layer, keras.layers.Flatten):
             after_flatten = True
@@ -54,7 +59,7 @@ def _variables(net):
     return out
 
 
-def export_weights(net):
+def export_weights(net: Net) -> dict[str, np.ndarray]:
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
     return {
         name: np.ascontiguousarray(to_canonical(keras.ops.convert_to_numpy(v), layout, net.config))
@@ -62,7 +67,7 @@ def export_weights(net):
     }
 
 
-def import_weights(net, weights):
+def import_weights(net: Net, weights: Mapping[str, np.ndarray]) -> Net:
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights, copy=False)
     variables = _variables(net)
@@ -98,7 +103,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 )
 
 
-def save_model(net, path):
+def save_model(net: Net, path: str | os.PathLike) -> Path:
     """Keras' own weights file (``.weights.h5``) with the configuration as an HDF5 attribute, written atomically."""
     path = check_model_path(path, "tf")
     meta = json.dumps(make_meta(net.config, "tf", tf.__version__))
@@ -112,7 +117,7 @@ def save_model(net, path):
     return atomic_write(path, write, by_name=True)
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Net:
     """A network rebuilt from a ``.weights.h5`` of :func:`save_model` (HDF5: data only, no code)."""
     path = existing_model(path, "tf")
     try:
@@ -133,7 +138,7 @@ def load_model(path):
     return net
 
 
-def zoo_weights(zoo_net):
+def zoo_weights(zoo_net: Any) -> tuple[VGGConfig, dict[str, np.ndarray]]:
     """(config, canonical weights) of a ``keras.applications`` VGG16 or VGG19 built with ``include_top=True``."""
     return from_keras_applications(
         [

@@ -101,10 +101,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     loss_fn = nn.CrossEntropyLoss()
 
     def step(x, y):
-        if channels_last:
-            x = x.to(device, memory_format=torch.channels_last, non_blocking=True)
-        else:
-            x = x.to(device)
+        x = x.to(device, memory_format=torch.channels_last, non_blocking=True) if channels_last else x.to(device)
         y = y.to(device, non_blocking=channels_last)
         opt.zero_grad()
         loss = loss_fn(forward(x), y)

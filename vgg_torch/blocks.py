@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.arch import net_plan
+from common.arch import VGGConfig, net_plan
 from common.blocks import MLP_WIDTH, SECOND_USE, check_config, fixed_weight, tied_plan
 
-from .model import _layer, init_xavier
+from .model import Net, _layer, init_xavier
 
 
 class MySequential(nn.Module):
@@ -21,7 +22,9 @@ class MySequential(nn.Module):
     child is registered under its ``name`` (a named ``MySequential``) or, as in the book, its position.
     """
 
-    def __init__(self, *layers, name=None):
+    config: VGGConfig  # the outermost one's, set by hand_vgg
+
+    def __init__(self, *layers: Any, name: str | None = None) -> None:
         super().__init__()
         self.name = name
         for idx, layer in enumerate(layers):
@@ -34,7 +37,7 @@ class MySequential(nn.Module):
         return X
 
 
-def hand_vgg(config):
+def hand_vgg(config: VGGConfig) -> Net:
     """The network ``vgg()`` builds for ``config``, written with :class:`MySequential` ("Networks Using Blocks")."""
     config = check_config(config)
     net = MySequential(
@@ -52,7 +55,7 @@ def hand_vgg(config):
 class FixedHiddenMLP(nn.Module):
     """The book's block with a constant weight, one layer used twice and Python control flow ("Layers and Modules")."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed: int = 0) -> None:
         super().__init__()
         # A constant: a buffer is saved and moved with the module but is no parameter, so nothing trains it.
         self.register_buffer("rand_weight", torch.from_numpy(fixed_weight(seed)))
@@ -67,9 +70,9 @@ class FixedHiddenMLP(nn.Module):
         return X.sum()
 
 
-def tied_mlp(in_features=20, hidden=8, out_features=1, tied=True):
+def tied_mlp(in_features: int = 20, hidden: int = 8, out_features: int = 1, tied: bool = True) -> Net:
     """The book's MLP whose layer ``shared`` is used twice ("Parameter Management"); ``tied=False``: two copies."""
-    layers = OrderedDict()
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
     for p in tied_plan(in_features, hidden, out_features, tied):
         layers[p.name] = layers["shared"] if tied and p.name == SECOND_USE else _layer(p)  # the same module twice
     return nn.Sequential(layers)

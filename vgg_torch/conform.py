@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def open_model(source):
             raise InputError(
                 f"cannot import {module_name} for {source} ({failure(e)}); check the module path"
             ) from None
-        factory = module
+        factory: Any = module
         for part in attr.split("."):
             factory = getattr(factory, part, None)
         if not callable(factory):

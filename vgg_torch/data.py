@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 import torch
 
 from common.data import DataIter, fashion_mnist_batches, resize_matrix
+
+from .model import Device
 
 
 def _tensors(x, y):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def load_data_fashion_mnist(batch_size, resize=None, seed=0, data_dir=None, train_limit=None, test_limit=None):
+def load_data_fashion_mnist(
+    batch_size: int,
+    resize: int | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> tuple[DataIter, DataIter]:
     """(train_iter, test_iter) over the real Fashion-MNIST, pixels in [0, 1], optionally resized (bilinear)."""
     train, test = fashion_mnist_batches(batch_size, resize, seed, "NCHW", data_dir, train_limit, test_limit)
     return DataIter(train, _tensors, verified=True), DataIter(test, _tensors, verified=True)
 
 
-def on_device(data_iter, device):
+def on_device(data_iter: Iterable, device: Device) -> Iterable:
     """``data_iter`` as a step on ``device`` is best fed: on a GPU the project's own stream becomes a
     :class:`DeviceIter` (the data uploaded once, every batch made there); anything else is returned as it is."""
     if torch.device(device).type != "cuda" or type(data_iter) is not DataIter or not data_iter.verified:

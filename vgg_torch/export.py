@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
+from common.files import atomic_write
 from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
-from common.weights import atomic_write
+
+from .model import Net
 
 EXPORTER = "torch.onnx.export (dynamo=True)"
 
@@ -26,7 +31,7 @@ def _require_exporter() -> None:
     require("onnxscript", "PyTorch's ONNX exporter")
 
 
-def export_onnx(net, path, batch=None):
+def export_onnx(net: Net, path: str | os.PathLike, batch: int | None = None) -> Path:
     """Write ``net`` as an ONNX model: NCHW ``images`` in [0, 1] -> ``logits``, a dynamic batch axis or ``batch``.
 
     Evaluation mode (dropout off, batch-norm running statistics); the configuration is in the metadata; the file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -12,16 +13,22 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    NetConfig,
     as_config,
     block_plan,
     check_block,
     check_trace_request,
     net_plan,
 )
+from common.data import check_batch
 from common.errors import InputError
 from common.report import summary_table
 from common.spec import network_functions, spec
-from common.training import check_batch
+
+# The types of the public API, under the same names in every backend: the network and the device. The network is
+# an nn.Module that carries its .config, which nn.Module's own typing (every attribute a Tensor or a Module) cannot say.
+Net: TypeAlias = Any
+Device: TypeAlias = torch.device
 
 
 def _layer(p: LayerPlan) -> nn.Module:
@@ -49,7 +56,7 @@ def _block(plan: list[LayerPlan]) -> nn.Sequential:
     return nn.Sequential(OrderedDict((p.name, _layer(p)) for p in plan))
 
 
-def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False) -> Net:
     """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool."""
     return _block(block_plan(check_block(num_convs, in_channels, out_channels, batch_norm), in_channels, batch_norm))
 
@@ -92,14 +99,14 @@ def _build(config):
 from_config, vgg, alexnet = network_functions(_build)
 
 
-def abstract_network(config):
+def abstract_network(config: NetConfig) -> Net:
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): built on PyTorch's meta device."""
     with torch.device("meta"):
         return Network(as_config(config))
 
 
-def layer_shapes(net, input_size, in_channels=1, batch=1):
+def layer_shapes(net: Net, input_size: int, in_channels: int = 1, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
     """(top-level layer, NCHW output shape) for each block and head layer, traced without arithmetic."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
     x = torch.empty(batch, in_channels, size, size, device="meta")
@@ -112,17 +119,17 @@ def layer_shapes(net, input_size, in_channels=1, batch=1):
     return out
 
 
-def count_params(net):
+def count_params(net: Net) -> int:
     """Trainable parameters (batch-norm running statistics are buffers, not counted)."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-def layer_params(net):
+def layer_params(net: Net) -> dict[str, int]:
     """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
     return {name: count_params(layer) for name, layer in net.named_children()}
 
 
-def summary(net, input_size, in_channels=1):
+def summary(net: Net, input_size: int, in_channels: int = 1) -> str:
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     params = layer_params(net)
     buffers = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from common import training
-from common.errors import ConfigError, InputError
-from common.training import check_batch
+from common import host, training
+from common.data import check_batch
+from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
+from common.errors import ConfigError, InputError, arg
+from common.recipe import ADAM
 
 from .data import on_device
+from .model import Device, Net
 from .weights import export_weights, import_weights
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if PyTorch sees one, else the CPU."""
     i = training.gpu_index(i)
     return torch.device(f"cuda:{i}") if torch.cuda.device_count() > i else torch.device("cpu")
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The PyTorch device of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device``, as is)."""
     if isinstance(device, torch.device):
         return device
@@ -36,7 +40,7 @@ def get_device(device="auto"):
 
 
 def _check_batch(net, x, y, check_finite, where):
-    """The checks of :func:`common.training.check_batch` on one batch of tensors (NCHW)."""
+    """The checks of :func:`common.data.check_batch` on one batch of tensors (NCHW)."""
     if not torch.is_tensor(x) or not torch.is_tensor(y):
         raise InputError(
             f"{where} is ({type(x).__name__}, {type(y).__name__}); give (images, labels) as "
@@ -58,7 +62,9 @@ def _check_batch(net, x, y, check_finite, where):
     )
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
@@ -104,8 +110,9 @@ class _Autocast(nn.Module):
 
 
 def _optimizer(net, optimizer, lr):
-    if optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=lr)
+    if optimizer == "adam":  # the reference of common.recipe.ADAM: PyTorch's own form
+        a = ADAM
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=(a["beta1"], a["beta2"]), eps=a["eps"])
     return torch.optim.SGD(net.parameters(), lr=lr)
 
 
@@ -139,7 +146,7 @@ class Trainer(training.Trainer):
             self.read_every = 50
             torch.backends.cudnn.benchmark = True
         else:  # PyTorch's CPU tensors come from malloc: keep freed activations for the next step (docs/performance.md)
-            training.reuse_freed_memory()
+            host.reuse_freed_memory()
         # channels-last lets oneDNN run its blocked convolutions without reordering every tensor: measured 1.3x
         # faster training and 1.8x faster inference than PyTorch's default NCHW on a 2-core CPU (vgg bench)
         net.to(device, memory_format=torch.channels_last)
@@ -213,7 +220,7 @@ class Trainer(training.Trainer):
             torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda"].copy()), torch.device(self.device))
 
     def finish(self):
-        training.give_back_freed_memory()  # what the steps kept (reuse_freed_memory) goes back to the system
+        host.give_back_freed_memory()  # what the steps kept (reuse_freed_memory) goes back to the system
 
 
 train = training.train_function(Trainer, get_device)
@@ -225,10 +232,9 @@ def join_run():
     ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` are what ``torchrun`` and ``vgg train
     --workers N`` set; a collective waits at most ``common.distributed.collective_timeout()`` seconds for the others.
     """
-    from common.distributed import collective_timeout
 
     if not dist.is_available():
-        raise ConfigError("--workers: this PyTorch is built without torch.distributed; use --workers 1")
+        raise ConfigError(f"{arg('workers')}: this PyTorch is built without torch.distributed; use {arg('workers', 1)}")
     if not dist.is_initialized():
         engine = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(engine, init_method="env://", timeout=timedelta(seconds=collective_timeout()))
@@ -251,7 +257,7 @@ class DistributedTrainer(Trainer):
         cuda = torch.device(device).type == "cuda"
         if sync_bn and not cuda:
             raise ConfigError(
-                "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
+                f"{arg('sync_bn')}: PyTorch's SyncBatchNorm runs on GPUs only; on CPUs leave it out (each worker "
                 "then normalizes its own slice)"
             )
         join_run()
@@ -268,20 +274,16 @@ class DistributedTrainer(Trainer):
     def set_rng_state(self, arrays):
         super().set_rng_state(arrays)
         if self.rank > 0:  # the checkpoint holds rank 0's generators: this worker draws its own masks again
-            from common.distributed import restored_digest
-
             torch.manual_seed(training.derived_seed(self.recipe.seed, self.rank, restored_digest(arrays)))
 
     def train_step(self, x, y):
-        from common.distributed import loss_scale, shard
-
         batch, part = len(y), shard(len(y), self.rank, self.size)
         x, y = x[part].to(self.device, memory_format=torch.channels_last), y[part].to(self.device)
         with _collective():
             logits = self.ddp(x)
             loss = self.loss_fn(logits, y)  # summed over this worker's slice
             self.opt.zero_grad(set_to_none=True)
-            (loss * loss_scale(self.size, batch)).backward()
+            (loss * loss_scale(self.size, batch, self.backend)).backward()
             self.opt.step()
             sums = torch.stack([loss.detach().float(), (logits.argmax(dim=1) == y).sum().float()])
             dist.all_reduce(sums)  # the global batch's summed loss and correct predictions
@@ -300,7 +302,6 @@ _LOST = ("gloo", "nccl", "connection", "timed out", "timeout", "broken pipe")
 @contextlib.contextmanager
 def _collective():
     """Turn a collective that failed because another worker stopped into one :class:`WorkerLost` line."""
-    from common.distributed import WorkerLost
 
     try:
         yield

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from common.errors import WeightsError
+from common.arch import VGGConfig
+from common.errors import WeightsError, reason
+from common.files import atomic_write
+from common.interchange import weights_api
 from common.weights import (
-    atomic_write,
     check_finite_weights,
     check_model_path,
     check_weights,
@@ -20,16 +26,14 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
-    reason,
     stored_zip,
-    weights_api,
 )
 from common.zoo import from_torchvision
 
-from .model import from_config
+from .model import Net, from_config
 
 
-def export_weights(net):
+def export_weights(net: Net) -> dict[str, np.ndarray]:
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
     return {
         name: t.detach().cpu().numpy().copy()
@@ -38,7 +42,7 @@ def export_weights(net):
     }
 
 
-def import_weights(net, weights):
+def import_weights(net: Net, weights: Mapping[str, np.ndarray]) -> Net:
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights, copy=False)
     state = net.state_dict()
@@ -60,7 +64,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 )
 
 
-def save_model(net, path):
+def save_model(net: Net, path: str | os.PathLike) -> Path:
     """PyTorch's own format (``.pt``): the ``state_dict`` and the configuration, written atomically."""
     path = check_model_path(path, "torch")
     meta = json.dumps(make_meta(net.config, "torch", torch.__version__))
@@ -69,7 +73,7 @@ def save_model(net, path):
     return atomic_write(path, lambda f: torch.save({"meta": meta, "state_dict": state}, f))
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Net:
     """A network rebuilt from a ``.pt`` of :func:`save_model`; read with ``weights_only=True`` (no code runs)."""
     path = existing_model(path, "torch")
     stored_zip(path, "torch.save")  # no member is inflated: mapped below, a tensor takes no memory until read
@@ -102,7 +106,7 @@ def load_model(path):
     return import_weights(from_config(config), weights)
 
 
-def zoo_weights(zoo_net):
+def zoo_weights(zoo_net: Any) -> tuple[VGGConfig, dict[str, np.ndarray]]:
     """(config, canonical weights) of a torchvision VGG or its ``state_dict`` (``vgg11`` ... ``vgg19_bn``)."""
     state = zoo_net.state_dict() if isinstance(zoo_net, torch.nn.Module) else zoo_net
     return from_torchvision(

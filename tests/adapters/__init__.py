@@ -13,6 +13,9 @@
 - ``to_numpy(t)``: a framework tensor as a NumPy array;
 - ``batch_norms(net)``: (epsilon, weight of the new batch statistic in PyTorch's convention) of every batch-norm
   layer, read from the built layers.
+- ``optimizer_steps(optimizer, lr, w0, grads)``: a float32 vector after steps of the optimizer the backend's
+  ``train`` builds, one per given gradient.
+- ``layer_forward(plan, x_nchw)``: the backend's layer for one ``common.arch.LayerPlan`` alone, in evaluation mode.
 
 The helpers below compose these; nothing else in the suite touches a framework by name.
 """
@@ -60,3 +63,13 @@ def set_parameters(backend, net, values: dict[str, np.ndarray]) -> None:
     handles = a.trainable(net)
     for key, value in values.items():
         a.write(handles[key], value)
+
+
+def optimizer_steps(backend, optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
+    """``w0`` after one step of the optimizer ``backend``'s ``train`` builds for ``optimizer`` per gradient."""
+    return adapter(backend).optimizer_steps(optimizer, lr, w0, grads)
+
+
+def layer_forward(backend, plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for ``plan`` (a ``common.arch.LayerPlan``) alone, in evaluation mode, on NCHW input."""
+    return adapter(backend).layer_forward(plan, x_nchw)

@@ -77,3 +77,28 @@ def batch_norms(net) -> list[tuple[float, float]]:
 
     visit(net)
     return found
+
+
+def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
+    """A float32 vector ``w0`` after one step of the backend's ``optimizer`` per gradient of ``grads``."""
+    from vgg_mxnet.train import _optimizer
+
+    holder = nn.Dense(len(w0), in_units=1, use_bias=False)
+    holder.initialize()
+    holder.weight.set_data(mx.nd.array(w0.reshape(-1, 1)))
+    opt = _optimizer(holder, optimizer, lr)
+    for g in grads:
+        with mx.autograd.record():  # a loss whose gradient is g, exactly: w . g
+            dot = (holder.weight.data() * mx.nd.array(g.reshape(-1, 1))).sum()
+        dot.backward()
+        opt.step(1)  # the gradient as given: Gluon scales it by 1 / 1
+    return holder.weight.data().asnumpy().ravel()
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    from vgg_mxnet.model import _layer
+
+    layer = _layer(plan)
+    layer.initialize()
+    return layer(mx.nd.array(x_nchw)).asnumpy()

@@ -87,3 +87,21 @@ def batch_norms(net) -> list[tuple[float, float]]:
         for _, layer in _named_layers(net)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
+
+
+def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
+    """A float32 vector ``w0`` after one step of the backend's ``optimizer`` per gradient of ``grads``."""
+    from vgg_tf.train import _optimizer
+
+    w = keras.Variable(w0.copy())
+    opt = _optimizer(None, optimizer, lr)
+    for g in grads:
+        opt.apply_gradients([(tf.constant(g), w)])
+    return np.array(w)
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    from vgg_tf.model import _layer
+
+    return np.transpose(np.asarray(_layer(plan)(_nhwc(x_nchw), training=False)), (0, 3, 1, 2))

@@ -66,3 +66,24 @@ def to_numpy(t) -> np.ndarray:
 
 def batch_norms(net) -> list[tuple[float, float]]:
     return [(m.eps, m.momentum) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
+    """A float32 vector ``w0`` after one step of the backend's ``optimizer`` per gradient of ``grads``."""
+    from vgg_torch.train import _optimizer
+
+    holder = nn.Module()
+    holder.w = nn.Parameter(torch.from_numpy(w0.copy()))
+    opt = _optimizer(holder, optimizer, lr)
+    for g in grads:
+        holder.w.grad = torch.from_numpy(g.copy())
+        opt.step()
+    return holder.w.detach().numpy().copy()
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    from vgg_torch.model import _layer
+
+    with torch.no_grad():
+        return _layer(plan).eval()(torch.from_numpy(x_nchw)).numpy()

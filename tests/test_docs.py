@@ -1,0 +1,71 @@
+"""The docs say what is true: docs/usage.md documents every option of every `vgg` command, read from the argument
+parser itself, so that a new command or option fails here until the page has it; the test files the docs name
+exist."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+from helpers import ROOT
+
+from common.cli import build_parser
+
+USAGE = ROOT / "docs" / "usage.md"
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """Each `vgg` command's parser by name, as ``vgg --help`` lists them."""
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def _section(text: str, command: str) -> str:
+    """usage.md's section on ``vgg COMMAND``: its heading, and the text to the next heading of its level or above."""
+    heading = re.search(rf"^(#+) `vgg {command}\b[^\n]*$", text, re.MULTILINE)
+    assert heading, f"docs/usage.md has no section headed `vgg {command} ...`"
+    level = len(heading[1])
+    end = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(text, heading.end())
+    return text[heading.start() : end.start() if end else len(text)]
+
+
+def _mentioned(option: str, text: str) -> bool:
+    """``option`` written as itself (``--batch`` is not ``--batch-size``)."""
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text) is not None
+
+
+@pytest.mark.parametrize("command", list(_commands()))
+def test_usage_documents_every_option_of_every_command(command):
+    text = USAGE.read_text()
+    section = _section(text, command)
+    parser = _commands()[command]
+    missing = [
+        option
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+        for option in action.option_strings
+        if not _mentioned(option, section)
+    ]
+    positionals = [a.dest.upper() for a in parser._actions if not a.option_strings]
+    missing += [name for name in positionals if not _mentioned(name, section)]
+    assert not missing, f"docs/usage.md's section on `vgg {command}` does not mention {missing}"
+
+
+def test_the_guard_tells_an_option_from_a_longer_one():
+    assert _mentioned("--batch", "`--batch N` and `--batch-size`")
+    assert not _mentioned("--batch", "`--batch-size N`, `--batch-norm`")
+    page = "## `vgg a X`\nA --x\n### part\n--y\n## `vgg b`\n--z\n"
+    assert _section(page, "a") == "## `vgg a X`\nA --x\n### part\n--y\n"
+
+
+def test_every_test_file_the_docs_name_exists():
+    named = {m for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] for m in _test_files(page.read_text())}
+    assert named, "the docs name no test file"
+    missing = sorted(name for name in named if not (ROOT / "tests" / name).is_file())
+    assert not missing, f"the docs name test files that do not exist: {missing}"
+
+
+def _test_files(text: str) -> set[str]:
+    return set(re.findall(r"\btest_\w+\.py\b", text))
