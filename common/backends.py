@@ -24,6 +24,7 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend(package="vgg_torch", framework="torch", extra="torch", label="PyTorch"),
     "tf": Backend(package="vgg_tf", framework="tensorflow", extra="tf", label="tf.keras"),
     "mxnet": Backend(package="vgg_mxnet", framework="mxnet", extra="mxnet", label="MXNet Gluon"),
+    "jax": Backend(package="vgg_jax", framework="jax", extra="jax", label="JAX (Flax)"),
 }
 
 # The contract: every backend package exports these names with identical signatures.

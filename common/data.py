@@ -343,6 +343,7 @@ TRANSPOSE = {
     "torch": ("PyTorch", "x.permute(0, 3, 1, 2)"),
     "tf": ("tf.keras", "tf.transpose(x, (0, 2, 3, 1))"),
     "mxnet": ("MXNet", "x.transpose((0, 3, 1, 2))"),
+    "jax": ("JAX (Flax)", "jnp.transpose(x, (0, 2, 3, 1))"),
 }
 
 

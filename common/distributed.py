@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .arch import MAX_INT
+from .backends import BACKENDS
 from .checkpoint import read_checkpoint_meta
 from .errors import ConfigError, InputError, VGGError, arg
 from .exits import FAILED, LOST, PIPE_GONE, REFUSED
@@ -218,6 +219,8 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     ``DMLC_ROLE=worker`` (its rank is assigned by the scheduler, known once the kvstore is made).
     """
     env = os.environ if environ is None else environ
+    if backend not in ENGINES and backend in BACKENDS:  # no engine: always one process (check_workers says so)
+        return None
     if backend == "torch":
         size = env_count(env, "WORLD_SIZE", "1", 1)
         if size == 1:

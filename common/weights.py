@@ -273,7 +273,7 @@ def meta_config(meta: dict, path: str | os.PathLike, expected: NetConfig | None 
 
 
 # A saved model's format follows from its name: the portable .npz, or one framework's own file.
-MODEL_SUFFIXES = {"npz": ".npz", "torch": ".pt", "tf": ".weights.h5", "mxnet": ".params"}
+MODEL_SUFFIXES = {"npz": ".npz", "torch": ".pt", "tf": ".weights.h5", "mxnet": ".params", "jax": ".msgpack"}
 
 
 def model_format(path: str | os.PathLike) -> str:

@@ -16,7 +16,7 @@ from common.arch import make_alexnet_config
 from common.backends import BACKENDS
 from common.errors import ConfigError, WeightsError
 from common.spec import spec
-from common.weights import xavier_init
+from common.weights import MODEL_SUFFIXES, xavier_init
 
 # The book prints this trace for AlexNet on one 1x224x224 image (every layer of its nn.Sequential).
 BOOK_TRACE = [
@@ -147,7 +147,7 @@ def test_model_files_rebuild_alexnet_in_every_framework(backends, tmp_path):
     backends["torch"].save_weights(backends["torch"].import_weights(net, weights), tmp_path / "a.npz")
     for n, b in backends.items():
         moved = b.load_weights(b.alexnet(input_size=65), tmp_path / "a.npz")
-        suffix = {"torch": ".pt", "tf": ".weights.h5", "mxnet": ".params"}[n]
+        suffix = MODEL_SUFFIXES[n]
         b.save_model(moved, tmp_path / f"model{suffix}")
         loaded = b.load_model(tmp_path / f"model{suffix}")
         assert loaded.config == net.config, n
@@ -164,10 +164,11 @@ def test_alexnet_weights_are_refused_by_a_vgg_and_back(backends, tmp_path):
         b.import_weights(b.alexnet(input_size=65), xavier_init(b.vgg(ratio=8, input_size=32, fc_hidden=64).config))
 
 
-def test_summary_agrees_across_the_three_and_the_spec(backends, capsys):
+def test_summary_agrees_across_the_backends_and_the_spec(backends, capsys):
     out = run_main(capsys, "summary", "--arch", "alexnet", "--backends", "all")
     total = next(line for line in out.splitlines() if line.startswith("total"))
-    assert total.count(f"{BOOK_PARAMS:,}") == 4 and "all 3 backend(s) agree with the spec" in out
+    assert total.count(f"{BOOK_PARAMS:,}") == 1 + len(BACKENDS)
+    assert f"all {len(BACKENDS)} backend(s) agree with the spec" in out
     assert "(1, 256, 5, 5)" in out and "fc8" in out
 
 
@@ -205,7 +206,7 @@ def test_compare_trains_alexnet_in_every_framework_with_the_books_lr(backends, t
             and r["params"] == spec(make_alexnet_config(input_size=65)).params
         )
         assert np.isfinite(r["history"]["epochs"][0]["loss"])
-    assert (tmp_path / "report.md").read_text().startswith("# AlexNet on Fashion-MNIST in 3 frameworks")
+    assert (tmp_path / "report.md").read_text().startswith(f"# AlexNet on Fashion-MNIST in {len(BACKENDS)} frameworks")
     # the trained PyTorch model moves to Keras and keeps its accuracy there (in this process: the frameworks are
     # loaded already)
     run_main(capsys, "convert", tmp_path / "torch" / "model.pt", tmp_path / "a.weights.h5", "--to", "tf")

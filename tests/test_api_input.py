@@ -151,6 +151,8 @@ TRANSPOSE = {
     "tf.transpose(x, (0, 2, 3, 1))",
     "vgg_mxnet": "this looks NHWC (channels last); the MXNet network takes NCHW: transpose it with "
     "x.transpose((0, 3, 1, 2))",
+    "vgg_jax": "this looks NCHW (channels first); the JAX (Flax) network takes NHWC: transpose it with "
+    "jnp.transpose(x, (0, 2, 3, 1))",
 }
 
 
@@ -164,18 +166,8 @@ def _tiny(backend):
 
 
 def _tensor(backend, x):
-    name = backend.__name__
-    if name == "vgg_torch":
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(x))
-    if name == "vgg_tf":
-        import tensorflow as tf
-
-        return tf.convert_to_tensor(x)
-    import mxnet as mx
-
-    return mx.nd.array(x, dtype=x.dtype)
+    """``x`` as the framework's tensor, its dtype kept."""
+    return adapter(backend).to_backend(x, np.zeros(len(x), np.int64))[0]
 
 
 def _other_layout(backend, dtype=np.float32):
@@ -202,9 +194,7 @@ def test_a_batch_wrong_in_layout_and_dtype_is_told_both(backend):
         net(_tensor(backend, x))
     assert TRANSPOSE[backend.__name__] in str(caught.value)
     assert "float64: convert it to float32" in str(caught.value)
-    y = _tensor(backend, np.array([0, 1, 2, 3], np.int64 if backend.__name__ == "vgg_torch" else np.int32))
-    if backend.__name__ == "vgg_mxnet":
-        y = y.astype("float32")
+    _, y = adapter(backend).to_backend(x, np.array([0, 1, 2, 3], np.int64))
     with pytest.raises(InputError, match=r"evaluation batch 1 has shape .*this looks N.*float64: convert it"):
         backend.evaluate_accuracy(net, [(_tensor(backend, x), y)])
 

@@ -19,6 +19,7 @@ from helpers import ENV, ONE_THREAD, ROOT, TINY, TINY_CLI, one_line, run_in_proc
 
 from common.backends import BACKENDS
 from common.cli import main
+from common.distributed import ENGINES
 from common.errors import ConfigError
 
 # One thread per framework: runs side by side stay fast, and a resumed run uses the thread count of the first.
@@ -34,7 +35,7 @@ THREADS = {k: v for k, v in ONE_THREAD.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
         (["summary", "--dropout", "1e-50"], "--dropout must be a probability in [0, 1) that float32 holds"),
         (["summary", "--arch", "vgg12"], "argument --arch: unknown arch 'vgg12': give a name (vgg11, vgg11_lrn"),
         (["summary", "--input-size", "28", "--backends", "torch"], "minimum is 32"),
-        (["summary", "--backends", "caffe"], "unknown backend 'caffe'; choose from torch, tf, mxnet"),
+        (["summary", "--backends", "caffe"], f"unknown backend 'caffe'; choose from {', '.join(BACKENDS)}"),
         (["train", "--backend", "torch", "--resize", "28"], "minimum is 32"),
         (["train", "--backend", "torch", "--epochs", "-1"], "argument --epochs: must be >= 0"),
         (["train", "--backend", "torch", "--lr", "0"], "argument --lr: must be > 0"),
@@ -166,7 +167,7 @@ def _one_line(done) -> str:
     return done.stderr
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", list(ENGINES))  # a backend without an engine refuses --workers 2 itself
 @pytest.mark.parametrize("limit, fix", [("129", "--train-limit 128 or --train-limit 130"), ("1", "--train-limit 2")])
 def test_a_last_batch_smaller_than_the_workers_is_refused_alike_in_every_backend(tmp_path, backend, limit, fix):
     """Issue 29, items 11 and 12: refused before any worker starts (Gluon had hung, Keras printed a traceback,

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from adapters import build_abstract, forward
+from adapters import adapter, build_abstract, forward
 from conftest import load_backend
 from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES, resident_mib, run_python
 
@@ -72,7 +72,7 @@ def test_layer_shapes_batch_and_summary(backend, build):
 
 def test_vgg_block_is_the_framework_container(backend):
     block = backend.vgg_block(3, 2, 8, batch_norm=True)
-    kind = {"vgg_torch": "Sequential", "vgg_tf": "Sequential", "vgg_mxnet": "HybridSequential"}[backend.__name__]
+    kind = adapter(backend).CONTAINER
     assert type(block).__name__ == kind
     with pytest.raises(ConfigError, match="num_convs must be a positive integer"):
         backend.vgg_block(0, 2, 8)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import load_backend
 
+from common.backends import BACKENDS
 from common.errors import ConfigError, TrainingDiverged
 from common.weights import xavier_init
 
@@ -70,7 +71,7 @@ def test_diverging_loss_stops_with_a_message(backend):
         backend.train(net, train_iter, test_iter, 1, verbose=False)
 
 
-@pytest.mark.parametrize("name", ["torch", "tf", "mxnet"])
+@pytest.mark.parametrize("name", list(BACKENDS))
 def test_bf16_training_learns_like_fp32_and_trains_the_given_network(name, monkeypatch):
     backend = load_backend(name)
     if name == "mxnet":  # Gluon's bf16 itself, also on a CPU where train() would fall back to fp32

@@ -138,7 +138,7 @@ def test_one_sgd_step_leaves_the_same_weights(backends, batch_norm):
 
 def test_round_trip_through_every_framework_is_exact(backends, tmp_path):
     config = dict(arch="vgg16", ratio=8, input_size=32, batch_norm=True, fc_hidden=64)
-    order = ["torch", "tf", "mxnet", "torch"]
+    order = [*BACKENDS, "torch"]
     net = backends["torch"].vgg(**config)
     weights = random_weights(net.config, seed=6)
     backends["torch"].import_weights(net, weights)

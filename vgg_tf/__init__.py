@@ -59,7 +59,17 @@ def _import_quietly() -> None:
                 _sys.stderr.flush()
 
 
-_import_quietly()
+# TensorFlow Lite's converter imports JAX where it is installed (tensorflow/lite/python/util.py: `try: from jax
+# import jit`); vgg_tf uses no TFLite and keeps to its own framework, so JAX stays unimported while TensorFlow
+# loads (TFLite's JAX conversion is then off in this process).
+_NO_JAX = "jax" not in _sys.modules
+if _NO_JAX:
+    _sys.modules["jax"] = None  # an import of it raises ImportError
+try:
+    _import_quietly()
+finally:
+    if _NO_JAX:
+        del _sys.modules["jax"]
 
 from .blocks import FixedHiddenMLP, MySequential, hand_vgg, tied_mlp  # noqa: E402
 from .data import load_data_fashion_mnist, on_device  # noqa: E402

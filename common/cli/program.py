@@ -27,7 +27,7 @@ def _quiet_frameworks(verbose: bool) -> None:
 def build_parser(only: str | None = None) -> Parser:
     """The parser of ``vgg`` and every command; with ``only``, that command's options alone (the other commands
     are still known by name, but their modules are not imported)."""
-    parser = Parser(prog="vgg", description="VGG in PyTorch, tf.keras and MXNet Gluon, held to one analytic spec.")
+    parser = Parser(prog="vgg", description="VGG in PyTorch, tf.keras, MXNet Gluon and JAX, held to one analytic spec.")
     verbose_help = "show the frameworks' start-up log lines (TensorFlow's are hidden otherwise)"
     parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)

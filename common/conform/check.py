@@ -54,7 +54,8 @@ def framework_of(model) -> str:
             f"export (*-symbol.json beside its *.params) or a PyTorch factory as module.path:function"
         )
     roots = {c.__module__.split(".")[0] for c in type(model).__mro__}
-    for root, name in (("torch", "torch"), ("keras", "tf"), ("tensorflow", "tf"), ("mxnet", "mxnet")):
+    frameworks = (("torch", "torch"), ("keras", "tf"), ("tensorflow", "tf"), ("mxnet", "mxnet"), ("vgg_jax", "jax"))
+    for root, name in frameworks:
         if root in roots:
             return name
     raise ConfigError(
@@ -263,8 +264,7 @@ def _compare_numerics(report: Report, opened: _Model, run: _Run, reference: str)
     ref_adapter = _adapter(reference)
     b = get_backend(reference)
     ref_net = b.import_weights(b.from_config(run.config), run.weights)
-    layout = "NHWC" if reference == "tf" else "NCHW"
-    ref_trace, _ = _trace_any(ref_adapter, ref_adapter.open_model(ref_net), run.x, layout)
+    ref_trace, _ = _trace_any(ref_adapter, ref_adapter.open_model(ref_net), run.x, b.LAYOUT)
     if ref_trace.error or ref_trace.logits is None:
         raise VGGError(f"the reference {BACKENDS[reference].label} failed on the same input: {ref_trace.error}")
     ref_matched = align(run.kinds, ref_trace.events)

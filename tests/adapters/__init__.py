@@ -12,10 +12,11 @@
 - ``to_backend(x, y)``: NumPy images (in the backend's layout) and labels as the framework's tensors;
 - ``to_numpy(t)``: a framework tensor as a NumPy array;
 - ``batch_norms(net)``: (epsilon, weight of the new batch statistic in PyTorch's convention) of every batch-norm
-  layer, read from the built layers.
+  layer, read from the built layers;
 - ``optimizer_steps(optimizer, lr, w0, grads)``: a float32 vector after steps of the optimizer the backend's
   ``train`` builds, one per given gradient.
 - ``layer_forward(plan, x_nchw)``: the backend's layer for one ``common.arch.LayerPlan`` alone, in evaluation mode.
+- ``CONTAINER``: the class name of the framework's container that ``vgg_block`` returns.
 
 The helpers below compose these; nothing else in the suite touches a framework by name.
 """

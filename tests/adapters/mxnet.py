@@ -9,6 +9,8 @@ from mxnet.gluon import nn
 from vgg_mxnet.model import _named_children
 from vgg_mxnet.weights import _params
 
+CONTAINER = "HybridSequential"  # what vgg_block returns
+
 
 def forward(net, x_nchw: np.ndarray) -> np.ndarray:
     return net(mx.nd.array(x_nchw)).asnumpy()  # outside autograd.record(): Gluon's prediction mode

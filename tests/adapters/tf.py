@@ -10,6 +10,8 @@ from common.weights import from_canonical, to_canonical
 from vgg_tf.model import _named_layers
 from vgg_tf.weights import _variables
 
+CONTAINER = "Sequential"  # what vgg_block returns
+
 
 def _nhwc(x_nchw: np.ndarray) -> np.ndarray:
     return np.transpose(x_nchw, (0, 2, 3, 1))
