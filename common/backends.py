@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from types import ModuleType
 from typing import NamedTuple
 
@@ -100,4 +101,7 @@ def require(name: str) -> None:
 def get_backend(name: str) -> ModuleType:
     """Import and return the backend package ``vgg_<name>``."""
     require(name)
-    return importlib.import_module(BACKENDS[name].package)
+    with warnings.catch_warnings():  # a framework's own notices as it loads (PYTHONWARNINGS=error made them fatal)
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)
+        return importlib.import_module(BACKENDS[name].package)

@@ -14,11 +14,16 @@ resumes it before any array is read.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -28,14 +33,17 @@ import numpy as np
 from .arch import MAX_INT, NetConfig, positive_int
 from .backends import BACKENDS
 from .errors import ConfigError, WeightsError, arg
-from .files import atomic_write
+from .files import atomic_write, check_name
 from .history import History
 from .recipe import Recipe
+from .spec import spec
 from .weights import (
     META_KEY,
+    META_LIMIT,
     UNREADABLE,
     check_finite_weights,
     check_weights,
+    extra_arrays,
     meta_config,
     npz_array,
     write_npz,
@@ -44,6 +52,10 @@ from .weights import (
 FORMAT = "vgg-checkpoint"
 VERSION = 1
 FILE_NAME = "checkpoint.npz"
+# What a `vgg train --out DIR` leaves in DIR: any of them there means a run is saved there. history.json, the
+# run's record, is written last and names the run (its id, also in the checkpoint) and each file's SHA-256.
+RECORD = "history.json"
+RUN_FILES = (FILE_NAME, "weights.npz", RECORD, "model.pt", "model.weights.h5", "model.params")
 GROUPS = ("weights", "optimizer", "rng")
 RECIPE_KEYS = (
     "lr",
@@ -80,12 +92,13 @@ def prepare_folder(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
     """
     if not str(folder).strip():
         raise ConfigError("an empty folder name was given; name the folder to write in")
-    folder = Path(folder)
+    folder = check_name(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file, not a folder; name a folder to write in")
-    if folder.is_symlink() and not folder.exists():
+    dangling = next((p for p in (folder, *folder.parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
         raise ConfigError(
-            f"{folder} is a symbolic link that leads nowhere (its target is missing, or it loops); remove it or "
+            f"{dangling} is a symbolic link that leads nowhere (its target is missing, or it loops); remove it or "
             f"name another folder"
         )
     try:
@@ -121,24 +134,54 @@ class FolderLock:
     """An exclusive lock on a run's folder for as long as the run lives (``with FolderLock(folder):``).
 
     A second run on the same folder is refused at once. The lock is the kernel's (``flock``) on a file in
-    the folder, so a run that is killed leaves nothing stuck: its lock goes with its process.
+    the folder, so a run that is killed leaves nothing stuck: its lock goes with its process. A command that
+    runs another in a folder it has locked (``vgg compare`` each backend's ``vgg train``) hands the lock down:
+    :meth:`pass_to` gives the child the open lock, which it finds in :data:`HELD` and keeps.
     """
 
     NAME = ".vgg.lock"
+    HELD = "VGG_HELD_LOCK"  # the descriptor of a lock a parent process handed down
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.file: TextIO | None = None
 
+    def pass_to(self, env: dict) -> tuple[int, ...]:
+        """Hand this lock to a child process: sets ``env`` and returns the descriptors for ``pass_fds``."""
+        if self.file is None:
+            return ()
+        env[self.HELD] = str(self.file.fileno())
+        return (self.file.fileno(),)
+
+    def _inherited(self, path: Path) -> bool:
+        """Whether this process was handed the lock on ``path`` by the process that started it."""
+        fd = os.environ.get(self.HELD, "")
+        if not fd.isdigit():
+            return False
+        try:
+            held, here = os.fstat(int(fd)), os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (here.st_dev, here.st_ino)
+
     def __enter__(self) -> FolderLock:
         path = self.folder / self.NAME
+        if self._inherited(path):
+            return self
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
         try:  # held open for the run's lifetime; never through a link (its target would be written)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            fd = os.open(path, flags, 0o666)
         except OSError as e:
             what = "a symbolic link" if path.is_symlink() else f"a file that cannot be opened ({e.strerror})"
             raise ConfigError(
                 f"{path} is {what}, where the run keeps its lock: remove it, or choose another folder"
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a named pipe or a device: no lock, and never written
+            os.close(fd)
+            raise ConfigError(
+                f"{path} is not a regular file (a named pipe or a device), where the run keeps its lock: remove "
+                f"it, or choose another folder"
+            )
         file = os.fdopen(fd, "a+")
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -159,6 +202,93 @@ class FolderLock:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()
+
+
+@contextlib.contextmanager
+def made_folder(folder: str | os.PathLike):
+    """Around a command that creates ``folder`` (and the folders above it): a command refused or stopped before
+    it wrote anything there takes them away again, so a refusal leaves nothing behind (its lock file aside,
+    an empty folder it made is removed)."""
+    folder = check_name(folder)
+    made = []
+    for parent in (folder, *folder.parents):
+        if parent.exists() or parent.is_symlink() or str(parent) in ("", "."):
+            break
+        made.append(parent)
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            try:
+                if set(os.listdir(path)) <= {FolderLock.NAME}:
+                    (path / FolderLock.NAME).unlink(missing_ok=True)
+                path.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a run killed while writing left in its folder (``.checkpoint.npz.XXXX.tmp.npz``,
+    see :func:`common.weights.atomic_write`); called by the next run there, which holds the folder's lock, so no
+    run is writing them. The files removed."""
+    folder = Path(folder)
+    stale = [p for name in RUN_FILES for p in folder.glob(f".{name}.*.tmp*") if p.is_file() and not p.is_symlink()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def new_run_id() -> str:
+    """A run's identity, written in its checkpoint and its record: files of two runs never pass for one."""
+    return uuid.uuid4().hex
+
+
+def retire_run(folder: str | os.PathLike) -> None:
+    """Remove what an earlier run left in ``folder`` besides its checkpoint (its record first), just before a run
+    that replaces it (``--overwrite``) writes its own first checkpoint there: the earlier run stays whole until
+    then, and the folder never holds the new checkpoint beside the earlier run's weights, model or record."""
+    folder = Path(folder)
+    for name in (RECORD, *(n for n in RUN_FILES if n not in (RECORD, FILE_NAME))):
+        path = folder / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_run_file(path: str | os.PathLike) -> None:
+    """Refuse a file of a run's folder that is not of the run recorded there (a folder holding parts of two runs).
+
+    A run's record (``history.json``) names the run and the SHA-256 of each file it wrote; its checkpoint names the
+    run too. A record written before runs named their files checks nothing.
+    """
+    path = Path(path)
+    record, ckpt = path.parent / RECORD, path.parent / FILE_NAME
+    if path.name not in RUN_FILES or path.name == RECORD or not path.is_file() or not record.is_file():
+        return
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError, RecursionError):
+        return
+    files, run = (saved.get("files"), saved.get("run")) if isinstance(saved, dict) else (None, None)
+    if not isinstance(files, dict):
+        return
+    fix = "write the run's files again with vgg train --resume on that folder, or train again with --overwrite"
+    if path.name != FILE_NAME and files.get(path.name) != file_digest(path):
+        raise WeightsError(
+            f"{path} is not the file the run recorded in {record} wrote: it was changed since, or the folder holds "
+            f"parts of two runs; {fix}"
+        )
+    if ckpt.is_file() and read_checkpoint_meta(ckpt).get("run") != run:
+        raise WeightsError(f"{ckpt} is of another run than {record}; the folder holds parts of two runs: {fix}")
 
 
 @dataclass
@@ -199,6 +329,7 @@ class Snapshot:
     optimizer: dict[str, np.ndarray] = field(default_factory=dict)
     rng: dict[str, np.ndarray] = field(default_factory=dict)
     state: dict = field(default_factory=dict)  # JSON scalars: the data stream's epoch, optimizer counters
+    run: str | None = None  # the run's identity (new_run_id)
 
 
 def save_checkpoint(path: str | os.PathLike, snapshot: Snapshot) -> Path:
@@ -214,6 +345,7 @@ def save_checkpoint(path: str | os.PathLike, snapshot: Snapshot) -> Path:
         "epoch": s.epoch,
         "history": s.history.to_dict(),
         "state": s.state,
+        "run": s.run,
     }
     arrays = {META_KEY: np.array(json.dumps(meta))}
     for group, named in zip(GROUPS, (weights, s.optimizer, s.rng), strict=True):
@@ -239,7 +371,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         with np.load(path, allow_pickle=False) as z:
             if META_KEY not in z.files:
                 raise WeightsError(f"{path} is an .npz file but not a checkpoint (no {META_KEY} record)")
-            text = str(npz_array(z, META_KEY, path))
+            text = str(npz_array(z, META_KEY, path, limit=META_LIMIT))
     except WeightsError:
         raise
     except (*UNREADABLE, KeyError) as e:
@@ -336,6 +468,21 @@ def check_checkpoint(
     return saved
 
 
+# The most bytes of a random generator's state (PyTorch's is 5,056; a Keras seed, a few).
+RNG_LIMIT = 2**20
+
+
+def _bound(group: str, name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[tuple[int, ...] | None, int | None]:
+    """(shape, most bytes) a checkpoint's array may declare, known from its configuration before it is read: a
+    weight its shape; an optimizer slot no more than the largest parameter in float64; a generator's state 1 MiB."""
+    if group == "weights":
+        extra_arrays("a checkpoint's weights", [name], shapes)
+        return shapes[name], None
+    if group == "optimizer":
+        return None, 8 * max(map(math.prod, shapes.values())) + 1024
+    return None, RNG_LIMIT
+
+
 def load_checkpoint(
     path: str | os.PathLike, backend: str | None = None, config: NetConfig | None = None, recipe: dict | None = None
 ) -> Checkpoint:
@@ -344,12 +491,13 @@ def load_checkpoint(
     meta = read_checkpoint_meta(path)
     saved = check_checkpoint(meta, path, backend, config, recipe)
     groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in GROUPS}
+    shapes = spec(saved).param_shapes()
     try:
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
                 group, _, name = key.partition("/")
                 if key != META_KEY and group in groups:
-                    groups[group][name] = npz_array(z, key, path)
+                    groups[group][name] = npz_array(z, key, path, *_bound(group, name, shapes))
     except WeightsError:
         raise
     except (*UNREADABLE, KeyError) as e:
@@ -358,10 +506,6 @@ def load_checkpoint(
     floats = {name: a for name, a in groups["optimizer"].items() if a.dtype.kind == "f"}
     check_finite_weights(floats, f"the optimizer state of {path}")  # Adam's moments; SGD keeps none
     return Checkpoint(path, meta, weights, groups["optimizer"], groups["rng"])
-
-
-# What a `vgg train --out DIR` leaves in DIR: any of them there means a run is saved there.
-RUN_FILES = ("checkpoint.npz", "weights.npz", "history.json", "model.pt", "model.weights.h5", "model.params")
 
 
 COMPARE_MARK = ".vgg-compare"  # in a `vgg compare` --out: the backends' runs there are the command's own

@@ -81,6 +81,14 @@ def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
         if len(found) == len(FILES):
             return found
         best = found if len(found) > len(best) else best
+    odd = [c for d in dirs for n in FILES for c in (d / n, d / f"{n}.gz") if c.exists() and not c.is_file()]
+    odd += [c for d in dirs for n in FILES for c in (d / n, d / f"{n}.gz") if c.is_symlink() and not c.exists()]
+    if odd:  # there, but no file to read (a named pipe, a link to a device or to nothing): not "missing"
+        what = "a folder" if odd[0].is_dir() else "a link to nothing" if not odd[0].exists() else "not a regular file"
+        raise DataError(
+            f"{odd[0]} is {what} (a named pipe or a device?), where a Fashion-MNIST file belongs; put the file "
+            f"itself there, or name another folder. " + INSTALL_HINT
+        )
     named = _named(data_dir)
     if named is not None:
         if not dirs[0].is_dir():

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -40,10 +41,10 @@ import numpy as np
 from .arch import MAX_INT
 from .backends import BACKENDS
 from .checkpoint import read_checkpoint_meta
-from .errors import ConfigError, VGGError, arg
+from .errors import ConfigError, InputError, VGGError, arg
 from .exits import FAILED, LOST, PIPE_GONE, REFUSED
 from .host import env_seconds
-from .spec import spec
+from .spec import available_memory, format_bytes, memory_needed, spec
 
 HOST = "127.0.0.1"  # every local run binds and connects here only
 # The engine each backend's DistributedTrainer drives, and the synchronized batch norm it offers (None: none).
@@ -71,6 +72,76 @@ def collective_timeout() -> float:
 # Set by launch() in every worker it starts, to the worker's index: only worker 0 prints an error of the
 # project's own (the same in every worker), and none prints a lost peer, which the parent names itself.
 LAUNCHED = "VGG_LAUNCHED"
+
+
+# Set by launch() in every worker: the file where a worker that leaves its error to be reported
+# (:func:`quiet_error`) puts its line, for the launcher to print where that worker's error stopped the run.
+ERROR_NOTE = "VGG_ERROR_NOTE"
+
+
+def leave_note(message: str) -> None:
+    """Keep a quiet worker's error line for its launcher (nothing where no launcher asked for it)."""
+    note = os.environ.get(ERROR_NOTE)
+    if note:
+        with contextlib.suppress(OSError):
+            Path(note).write_text(message)
+
+
+# Set in the process that runs a user's code for `vgg conform` (:func:`run_user_code`): the file it writes once
+# its command has ended by itself, so that an exit forced by that code (os._exit) is told from the command's own.
+USER_CODE = "VGG_USER_CODE"
+
+
+def user_code_ended() -> None:
+    """Mark, for :func:`run_user_code`, that this command ended by itself (nothing where it runs unwatched)."""
+    done = os.environ.get(USER_CODE)
+    if done:
+        with contextlib.suppress(OSError):
+            Path(done).write_text("ended")
+
+
+def run_user_code(argv: Sequence[str], timeout: float, what: str) -> int:
+    """``python -m common.cli ARGV``, a command that runs a user's code, in a process of its own with ``timeout``
+    seconds to finish; its output passes through, and its exit status is returned.
+
+    The process has its own session, so a Ctrl-C at the terminal reaches only this one (which stops it): any
+    KeyboardInterrupt in it is the user's code's. Past ``timeout``, or where that code ends the process itself
+    (``os._exit``, a crash), one line says so (an InputError), naming ``what`` ran.
+    """
+    # the user's modules are found as in this process (its path, the working folder first, as `python -m` has it)
+    path = os.pathsep.join([os.getcwd(), *(p for p in sys.path if p and Path(p).is_dir())])
+    with tempfile.TemporaryDirectory(prefix="vgg-user-code-") as folder:
+        done = Path(folder) / "ended"
+        proc = subprocess.Popen(
+            python_module("common.cli", *argv),
+            env={**child_env(**{USER_CODE: str(done)}), "PYTHONPATH": path},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout if timeout < 1e9 else None)
+            sys.stdout.write(out)  # what it said, through this process's streams
+            sys.stderr.write(err)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            _stop([proc], grace=2.0)
+            raise InputError(
+                f"{what} did not finish within {timeout:g} s ({arg('timeout')}): its code (the factory, or the "
+                f"network's forward) may never return; give it more time with {arg('timeout')} if it is only slow"
+            ) from None
+        finally:
+            _stop([proc], grace=2.0)  # a Ctrl-C here stops it too
+        ended = done.is_file()
+    if ended:
+        return code
+    raise InputError(
+        f"{what}: its code ended the process ({describe_exit(code)}) before the check finished, as os._exit or a "
+        f"crash in the factory or the network's forward does; it must return the network and let it run"
+    )
 
 
 def quiet_error(error: Exception, environ=None) -> bool:
@@ -248,8 +319,13 @@ def restored_digest(arrays: dict) -> int:
     return crc
 
 
-def check_workers(workers: int, batch_size: int, backend: str) -> None:
-    """Refuse a worker count the run cannot use, before any process starts."""
+def check_workers(workers: int, batch_size: int, backend: str, examples: int | None = None) -> None:
+    """Refuse a worker count the run cannot use, before any process starts.
+
+    ``examples``: the training examples of the run; the last batch of an epoch holds ``examples % batch_size``
+    of them, and every worker needs one of those too (a worker with an empty slice fails in one engine, waits
+    for good in another): fewer than ``workers`` is refused, in every backend alike.
+    """
     if backend not in ENGINES:
         raise ConfigError(
             f"{arg('workers', workers)}: the {backend} backend has no distributed engine here; "
@@ -260,6 +336,33 @@ def check_workers(workers: int, batch_size: int, backend: str) -> None:
             f"{arg('workers', workers)} is more than the global batch of {batch_size} examples "
             f"({arg('batch_size')}): every worker needs a slice of each batch; use at most {batch_size} workers "
             f"or a larger {arg('batch_size')}"
+        )
+    last = examples % batch_size if examples else 0
+    if examples and 0 < last < workers:
+        fits = [n for n in (examples - last, examples - last + workers) if n > 0]
+        raise ConfigError(
+            f"{arg('workers', workers)}: the last batch of each epoch holds {last} example(s) ({examples} training "
+            f"examples in batches of {batch_size}), fewer than the workers, which each need a slice of it; give "
+            f"{' or '.join(arg('train_limit', n) for n in fits)}, another {arg('batch_size')}, or fewer workers"
+        )
+
+
+def check_machine(workers: int, config, batch_size: int, insist: bool = False) -> None:
+    """Refuse more local workers than this machine holds, before any starts: one CPU each, and the memory each
+    needs to train its slice of a batch (:func:`common.spec.memory_needed`, against ``MemAvailable``); the line
+    names the most that fit. ``insist`` (the command's oversubscribe) starts them anyway."""
+    if insist or workers == 1:
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    each = memory_needed(config, -(-batch_size // workers))
+    free = available_memory()
+    fits = min(cpus, free // each if free is not None else cpus)
+    if workers > fits:
+        memory = f" and {format_bytes(free)} of free memory ({format_bytes(each)} a worker at least)" if free else ""
+        raise ConfigError(
+            f"{arg('workers', workers)}: this machine has {cpus} CPU(s){memory}, room for at most {max(fits, 1)} "
+            f"worker(s); give {arg('workers', max(fits, 1))}, or add {arg('oversubscribe', True)} to start "
+            f"{workers} anyway"
         )
 
 
@@ -586,13 +689,23 @@ def launch(
     dies stops the rest, and one line names it (or, where workers gave up on a collective, the workers that
     stopped answering), the last epoch saved in ``checkpoint`` and how to go on.
     """
-    failure = run_processes(plan(backend, argv, workers, port))
+    processes = plan(backend, argv, workers, port)
+    with tempfile.TemporaryDirectory(prefix="vgg-workers-") as notes:
+        for proc in processes:
+            if proc.role == "worker":
+                proc.env[ERROR_NOTE] = str(Path(notes) / str(proc.index))
+        failure = run_processes(processes)
+        note = Path(notes) / str(failure.process.index) if failure is not None else None
+        said = note.read_text().strip() if note is not None and note.is_file() else ""
     if failure is None:
         return 0
     if failure.process.role == "worker" and failure.process.index == 0 and failure.code in (2, PIPE_GONE):
         # an error of the project's own, which worker 0 printed (every worker met the same); or the reader of
         # worker 0's output went away (`| head`): the run ends quietly, as one process does
         return failure.code
+    if failure.process.role == "worker" and failure.code == REFUSED and said:  # its own error, left unsaid
+        print(f"error: worker {failure.process.index} of {workers}: {said}", file=sys.stderr, flush=True)
+        return REFUSED
     print(
         f"error: {failure.describe(workers)}; the other processes were stopped. {saved(checkpoint, resume_hint)}",
         file=sys.stderr,

@@ -48,14 +48,20 @@ def quiet_pipe(command) -> int:
     """``command()``'s exit status; where the reader of its output goes away, 141 without a traceback, and
     where the output cannot be written (``vgg summary > /dev/full``), one line and 1."""
     stdout = sys.stdout
-    if stdout is not None:  # None: started with stdout closed (`>&-`), where print() writes nothing
-        sys.stdout = _Output(stdout)
+    if stdout is None:  # started with stdout closed (`>&-`), where print() writes nothing: refused before any work
+        if sys.stderr is not None:
+            print(
+                "error: the output could not be written (standard output is closed); send it where it can be "
+                "(> FILE, or > /dev/null to drop it)",
+                file=sys.stderr,
+            )
+        return FAILED
+    sys.stdout = _Output(stdout)
     try:
         try:
             status = command()
         finally:  # also under argparse's SystemExit (--help)
-            if sys.stdout is not None:
-                sys.stdout.flush()  # what is still buffered fails here, not in the flush at exit
+            sys.stdout.flush()  # what is still buffered fails here, not in the flush at exit
         return status
     except BrokenPipeError:
         _discard_output()

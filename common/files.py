@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -15,9 +16,38 @@ def _umask() -> int:
     return mask
 
 
+NAME_MAX = 255  # bytes in one name (a path's component) on Linux's file systems
+
+
+def check_name(path: str | os.PathLike) -> Path:
+    """``path``, refused where one of its names is longer than a file system takes (the system would say only
+    "File name too long")."""
+    path = Path(path)
+    long = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        raise ConfigError(
+            f"{path}: the name {long[:24]}... is {len(os.fsencode(long))} bytes long, more than the {NAME_MAX} a file "
+            f"system takes for one name; choose a shorter one"
+        )
+    return path
+
+
+def check_utf8(path: str | os.PathLike, framework: str) -> Path:
+    """``path``, refused where it is not valid UTF-8, for a framework that passes paths to C as UTF-8 (MXNet):
+    said before any work, not when its first file is written."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{str(path)!r} is not valid UTF-8, and {framework} reads and writes only paths that are: rename it, "
+            f"or choose another path"
+        ) from None
+    return Path(path)
+
+
 def check_target(path: str | os.PathLike) -> Path:
     """``path`` as a file to write: its folder exists (and is one), and it is not itself a folder."""
-    path = Path(path)
+    path = check_name(path)
     if path.parent.exists() and not path.parent.is_dir():
         raise ConfigError(f"{path.parent} is a file, not a folder; choose another path for {path.name}")
     if not path.parent.exists():
@@ -25,6 +55,12 @@ def check_target(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; name a file to write")
     return path
+
+
+# What a full disk (or quota) asks for: the path is right, the room is not.
+FREE_SPACE = (
+    "free some space there and run the command again (a training run continues from its last checkpoint with --resume)"
+)
 
 
 def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
@@ -37,8 +73,12 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
     """
     path = check_target(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+        suffix = ".tmp" + "".join(path.suffixes)
+        prefix = f".{path.name}."[: max(1, NAME_MAX - 8 - len(suffix))]  # mkstemp adds 8 characters
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise WriteError(f"cannot write in {path.parent} ({e.strerror}); {FREE_SPACE}") from None
         raise WriteError(f"cannot write in {path.parent} ({e.strerror}); choose a folder you can write to") from None
     try:
         if by_name:
@@ -56,6 +96,8 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # the place is right; the room is not
+            raise WriteError(f"cannot write {path} ({e.strerror}); {FREE_SPACE}") from None
         if isinstance(e, OSError) and not isinstance(e, VGGError):
             raise WriteError(f"cannot write {path} ({e.strerror or e}); choose another path") from None
         raise

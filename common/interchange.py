@@ -21,6 +21,7 @@ import importlib
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from .backends import get_backend
 from .data import check_batch
 from .errors import BackendUnavailable, ConfigError, InputError, WeightsError, reason
 from .files import atomic_write, check_target
-from .spec import check_memory, spec
+from .spec import check_memory, format_bytes, spec
 from .weights import (
     FORMAT,
     MODEL_SUFFIXES,
@@ -345,6 +346,31 @@ def _tensors(graph):
                 yield from _tensors(sub)
 
 
+def _check_declared_bytes(model, path: Path) -> None:
+    """A model of this project's (its metadata names its configuration) may declare no more tensor bytes than that
+    network holds (its parameters and statistics as float32, twice over, and 1 MiB): checked on the tensors'
+    declared shapes, before its external data are read or ONNX Runtime copies them."""
+    onnx = require("onnx", "reading .onnx models")
+    strings = {p.key: p.value for p in model.metadata_props}
+    try:
+        s = spec(meta_config(meta_from_strings(strings, path, "an ONNX model"), path))
+    except (WeightsError, ConfigError):
+        return  # no model of this project's (a user's, for vgg conform): refused, if at all, by what reads it
+    most = 2 * 4 * (s.params + s.buffers) + 2**20
+    declared = 0
+    for tensor in _tensors(model.graph):
+        try:
+            size = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            size = 8
+        declared += size * math.prod(tensor.dims)
+    if declared > most:
+        raise WeightsError(
+            f"{path} declares {format_bytes(declared)} of tensors, where the network its metadata describes holds "
+            f"{format_bytes(most / 2)}; it was altered or made by another program"
+        )
+
+
 def read_onnx(path: Path):
     """The ONNX model in the file at ``path``, with its weights, or a WeightsError that says what is wrong.
 
@@ -360,10 +386,13 @@ def read_onnx(path: Path):
             f"{path} is not a readable ONNX model ({reason(e)}); it is damaged (truncated?) or of another format"
         )
 
+    if path.is_file() and path.stat().st_size == 0:  # protobuf reads no bytes as an empty model, and says nothing
+        raise WeightsError(f"{path} is empty (0 bytes), not an ONNX model; export or copy it again")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as e:
         raise damaged(e) from None
+    _check_declared_bytes(model, path)
     folder = path.resolve().parent
     for tensor in _tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

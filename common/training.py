@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import ALTERED, Snapshot, load_checkpoint, prepare_checkpoint, save_checkpoint
+from .arch import MAX_INT
+from .checkpoint import (
+    ALTERED,
+    Snapshot,
+    load_checkpoint,
+    new_run_id,
+    prepare_checkpoint,
+    retire_run,
+    save_checkpoint,
+)
 from .errors import ConfigError, InputError, TrainingDiverged, VGGError, WeightsError, arg, reason
 from .history import Epoch, History
 from .host import Progress
@@ -103,6 +112,17 @@ def check_state(
         raise WeightsError(f"its {what} is not this network's: {'; '.join(said)}")
 
 
+def check_counter(value, most: int | None, what: str) -> int:
+    """An optimizer's update counter from a checkpoint: a whole number from 0 to ``most``, the steps the run has
+    taken (Adam divides by a function of it: a negative count fails in the framework, or turns the run to NaN)."""
+    array = np.asarray(value)
+    number = float(array) if array.shape == () and array.dtype.kind in "iuf" else math.nan
+    if not (number.is_integer() and 0 <= number <= (MAX_INT if most is None else most)):
+        bound = "" if most is None else f" (the run has taken {most} step(s))"
+        raise WeightsError(f"its {what} is {value!r}, not a count of updates from 0 to the steps taken{bound}")
+    return int(number)
+
+
 class Trainer:
     """One framework's side of :func:`fit`. Each backend's ``train.py`` defines ``Trainer(net, recipe, device)``.
 
@@ -124,6 +144,9 @@ class Trainer:
     read_every = 1
     # This process's place in a data-parallel run: rank 0 of 1 unless a backend's DistributedTrainer says else.
     rank, size = 0, 1
+    # The steps a resumed run's checkpoint has taken (its epochs times the steps of one), set by fit() before
+    # set_optimizer_state: no update counter of the optimizer may exceed it (None: unknown).
+    steps_done: int | None = None
 
     def __init__(self, net, recipe: Recipe, device, compile: bool = False):
         """``compile``: run the step and evaluation through the framework's compiler where the backend has one
@@ -208,12 +231,15 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume_from: str | os.PathLike | None = None,
     verbose: bool = True,
+    replaces: str | os.PathLike | None = None,
 ) -> History:
     """The book's ``train_ch6`` loop around ``trainer``: return the :class:`History` (one :class:`Epoch` each).
 
     ``checkpoint``: a folder (or ``.npz`` path) where a checkpoint is written atomically after every epoch;
     ``resume_from``: a checkpoint to continue from (same configuration and recipe; no batch is repeated or
     skipped). A loss that is no longer finite stops the run (:class:`TrainingDiverged`), naming the step.
+    ``replaces``: a folder holding an earlier run that this one replaces; its other files go just before this
+    run's first checkpoint takes the place of its checkpoint (:func:`common.checkpoint.retire_run`).
     """
     for what, data in (("train_iter", train_iter), ("test_iter", test_iter)):
         if not isinstance(data, Iterable):  # before an epoch is spent: the test data are read only at its end
@@ -226,9 +252,11 @@ def fit(
     path = None if checkpoint is None else prepare_checkpoint(checkpoint, needed)
     origin = getattr(getattr(train_iter, "batches", None), "origin", None)
     history, first = History(name, str(trainer.device), data=origin), 1
+    run = new_run_id()
     try:
         if resume_from is not None:
-            history, first = _resume(trainer, resume_from, record, train_iter, verbose)
+            history, first, resumed = _resume(trainer, resume_from, record, train_iter, verbose)
+            run = resumed or run
         before, started = history.wall_seconds, time.perf_counter()  # a resumed run adds this part's time
         compiled_before = (history.compiles, history.compile_seconds)
         for epoch in range(first, recipe.num_epochs + 1):
@@ -261,8 +289,10 @@ def fit(
                 arrays, scalars = trainer.optimizer_state()
                 state = {"data_epoch": _data_epoch(train_iter), "optimizer": scalars}
                 snapshot = Snapshot(
-                    name, net.config, record, epoch, history, trainer.weights(), arrays, trainer.rng_state(), state
+                    name, net.config, record, epoch, history, trainer.weights(), arrays, trainer.rng_state(), state, run
                 )
+                if replaces is not None and resume_from is None and epoch == first:
+                    retire_run(replaces)
                 save_checkpoint(path, snapshot)
             if verbose:  # after the checkpoint: an epoch's line means the epoch is saved
                 print(f"[{name}] {done.line()}", flush=True)
@@ -273,12 +303,14 @@ def fit(
 
 def _resume(
     trainer: Trainer, resume_from: str | os.PathLike, record: dict, train_iter, verbose: bool
-) -> tuple[History, int]:
+) -> tuple[History, int, str | None]:
     """Set ``trainer`` to the checkpoint ``resume_from`` (weights, optimizer, random streams, the data stream's
-    epoch); its history and the first epoch still to train."""
+    epoch); its history, the first epoch still to train and the run's identity (None: a checkpoint of before)."""
     recipe, name = trainer.recipe, trainer.backend
     ckpt = load_checkpoint(resume_from, name, trainer.net.config, record)
     trainer.set_weights(ckpt.weights)
+    if isinstance(train_iter, Sized):
+        trainer.steps_done = ckpt.epoch * len(train_iter)
     try:
         trainer.set_optimizer_state(ckpt.optimizer, ckpt.state.get("optimizer", {}))
         trainer.set_rng_state(ckpt.rng)
@@ -299,7 +331,7 @@ def _resume(
         batches.epoch = ckpt.state["data_epoch"]  # the stream continues where the run stopped
     if verbose:
         print(f"[{name}] resuming from {ckpt.path} after epoch {ckpt.epoch} of {recipe.num_epochs}", flush=True)
-    return history, first
+    return history, first, ckpt.meta.get("run")
 
 
 def _settle(trainer: Trainer, pending: list, meter: Meter, bar: Progress, epoch: int, rate: float) -> None:

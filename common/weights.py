@@ -21,7 +21,7 @@ import numpy as np
 
 from .arch import NetConfig, config_from_dict
 from .errors import ConfigError, WeightsError, reason
-from .files import atomic_write
+from .files import atomic_write, check_name
 from .recipe import check_seed
 from .spec import available_memory, format_bytes, spec
 
@@ -305,7 +305,7 @@ def check_model_path(path: str | os.PathLike, fmt: str) -> Path:
 
 def existing_model(path: str | os.PathLike, fmt: str) -> Path:
     """``path``, checked to be named for ``fmt`` and to exist: what every ``load_model`` starts with."""
-    path = check_model_path(path, fmt)
+    path = check_model_path(check_name(path), fmt)
     if not path.is_file():
         raise WeightsError(no_file(path, "model file"))
     return path
@@ -363,7 +363,7 @@ def read_meta(path: str | os.PathLike) -> dict:
                 raise WeightsError(
                     f"{path} is an .npz file but not one of this project's weights files (no {META_KEY} record)"
                 )
-            text = str(npz_array(z, META_KEY, path))
+            text = str(npz_array(z, META_KEY, path, limit=META_LIMIT))
     except WeightsError:
         raise
     except UNREADABLE as e:
@@ -373,33 +373,80 @@ def read_meta(path: str | os.PathLike) -> dict:
     return parse_meta(text, path)
 
 
-def npz_array(z, key: str, path: str | os.PathLike) -> np.ndarray:
+# The most bytes the record of a file (its JSON metadata, a checkpoint's history included) may hold.
+META_LIMIT = 64 * 2**20
+
+
+def npz_array(
+    z, key: str, path: str | os.PathLike, shape: tuple[int, ...] | None = None, limit: int | None = None
+) -> np.ndarray:
     """The array ``key`` of the open ``.npz`` ``z`` (``np.load``'s), read only once its header is checked: numpy
     makes the array its header describes before reading a byte of it, so a header claiming more bytes than its
-    member holds, or than this machine has free, is a WeightsError here instead of a MemoryError there."""
+    member holds, or than this machine has free, is a WeightsError here instead of a MemoryError there.
+
+    ``shape``: the shape the configuration gives this array (a floating-point one); ``limit``: the most bytes it
+    may take. Both are checked on the header alone, before the member is decompressed: however well a member
+    compresses, no array larger than the network the file describes is made.
+    """
     member = z.zip.getinfo(f"{key}.npy")
     with z.zip.open(member) as f:
         version = np.lib.format.read_magic(f)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version in read:
-            shape, _, dtype = read[version](f)
-            claimed = math.prod(shape) * dtype.itemsize
-            free = available_memory()
-            if claimed > member.file_size or (free is not None and claimed > free):
-                raise WeightsError(
-                    f"{path}: its array {key} claims shape {shape} of {dtype} ({format_bytes(claimed)}) in "
-                    f"{format_bytes(member.file_size)}; it is damaged or of another program"
-                )
+        if version not in read:
+            raise WeightsError(f"{path}: its array {key} has an .npy header of version {version}; it is damaged")
+        got, _, dtype = read[version](f)
+        claimed = math.prod(got) * dtype.itemsize
+        if shape is not None and (tuple(got) != tuple(shape) or dtype.kind != "f" or dtype.itemsize > 8):
+            raise WeightsError(
+                f"{path}: its array {key} is declared {tuple(got)} of {dtype}, but the configuration recorded in "
+                f"the file gives it shape {tuple(shape)} in floating point; it was altered or made by another program"
+            )
+        free = available_memory()
+        over = limit is not None and claimed > limit
+        room = f"where at most {format_bytes(limit or 0)} belongs" if over else f"in {format_bytes(member.file_size)}"
+        if over or claimed > member.file_size or (free is not None and claimed > free):
+            raise WeightsError(
+                f"{path}: its array {key} claims shape {tuple(got)} of {dtype} ({format_bytes(claimed)}) {room}; "
+                f"it is damaged or of another program"
+            )
     return z[key]
+
+
+def stored_zip(path: str | os.PathLike, writer: str) -> None:
+    """Refuse a zip archive (a ``.pt``) with a compressed member, which ``writer`` never writes: it could inflate
+    to any size once read. A file that is no zip archive is left to its reader to refuse."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            packed = [m.filename for m in archive.infolist() if m.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    if packed:
+        raise WeightsError(
+            f"{path} holds compressed members (first {packed[0]}), which {writer} never writes; it was altered or "
+            f"made by another program"
+        )
+
+
+def extra_arrays(path: str | os.PathLike, names, expected) -> None:
+    """Refuse arrays of a file that its configuration does not have, before any is read."""
+    extra = [n for n in names if n not in expected]
+    if extra:
+        raise WeightsError(
+            f"{path} holds {len(extra)} array(s) the network it describes does not have, first {extra[0]}; it was "
+            f"altered or made by another program"
+        )
 
 
 def load_npz(path: str | os.PathLike, config: NetConfig | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Read a weights file; with ``config``, refuse one saved for another configuration before reading tensors."""
     meta = read_meta(path)
     saved = meta_config(meta, path, config)
+    expected = spec(config or saved).param_shapes()
     try:
         with np.load(path, allow_pickle=False) as z:
-            weights = {k: npz_array(z, k, path) for k in z.files if k != META_KEY}
+            names = [k for k in z.files if k != META_KEY]
+            extra_arrays(path, names, expected)
+            weights = {k: npz_array(z, k, path, expected[k]) for k in names}
     except UNREADABLE as e:
         raise WeightsError(f"{path} is damaged ({type(e).__name__}: {e})") from None
     return check_weights(config or saved, weights, source=path), meta

@@ -175,6 +175,9 @@ class Trainer(training.Trainer):
         leaves, tree = jax.tree_util.tree_flatten(self.opt_state)
         expected = {f"{i:04d}": tuple(leaf.shape) for i, leaf in enumerate(leaves)}
         training.check_state(arrays, expected, "optimizer state")
+        for i, leaf in enumerate(leaves):
+            if leaf.shape == () and jnp.issubdtype(leaf.dtype, jnp.integer):  # optax's count of updates (Adam's)
+                training.check_counter(arrays[f"{i:04d}"], self.steps_done, f"update count {i:04d}")
         restored = [jnp.asarray(arrays[f"{i:04d}"], leaf.dtype) for i, leaf in enumerate(leaves)]
         self.opt_state = jax.tree_util.tree_unflatten(tree, restored)
 

@@ -251,6 +251,9 @@ class Trainer(training.Trainer):
         counts, num_update = scalars.get("counts", {}), scalars.get("num_update", 0)
         if type(num_update) is not int or not all(type(v) is int for v in counts.values()):
             raise WeightsError(f"its update counters are {num_update!r} and {list(counts.values())[:4]!r}")
+        training.check_counter(num_update, self.steps_done, "update count")
+        for index, count in counts.items():
+            training.check_counter(count, self.steps_done, f"update count of parameter {index}")
         for index, (state, slots) in states.items():
             for j, slot in enumerate(slots):
                 slot[:] = mx.nd.array(arrays[f"{index}/{j}"], ctx=slot.context, dtype=slot.dtype)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,17 @@ import numpy as np
 
 from common.arch import VGGConfig
 from common.errors import WeightsError, reason
-from common.files import atomic_write
+from common.files import atomic_write, check_utf8
 from common.interchange import weights_api
+from common.spec import spec
 from common.weights import (
     META_KEY,
+    META_LIMIT,
     check_finite_weights,
     check_model_path,
     check_weights,
     existing_model,
+    extra_arrays,
     make_meta,
     meta_config,
     parse_meta,
@@ -73,7 +78,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 
 def save_model(net: Net, path: str | os.PathLike) -> Path:
     """MXNet's own NDArray file (``.params``): canonical names and the configuration, written atomically."""
-    path = check_model_path(path, "mxnet")
+    path = check_utf8(check_model_path(path, "mxnet"), "MXNet")
     meta = json.dumps(make_meta(net.config, "mxnet", mx.__version__)).encode()
     weights = check_finite_weights(export_weights(net), "the network")
     arrays = {name: mx.nd.array(a, dtype=a.dtype) for name, a in weights.items()}
@@ -81,9 +86,85 @@ def save_model(net: Net, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays), by_name=True)
 
 
+# MXNet's NDArray file (src/ndarray/ndarray.cc, NDArray::Save): the list's magic and a reserved word, the arrays
+# (each: its magic, storage type, shape, context, dtype, then its data), then their names.
+LIST_MAGIC, ARRAY_MAGICS = 0x112, (0xF993FAC9, 0xF993FACA)
+ITEMSIZE = {0: 4, 1: 8, 2: 2, 3: 1, 4: 4, 5: 1, 6: 8, 7: 1, 12: 2}  # mshadow's type flags
+FLOATS = (0, 1, 2)  # float32, float64, float16
+
+
+def _declared(path) -> tuple[dict[str, tuple[tuple[int, ...], int, int]], dict]:
+    """Each array's (shape, type flag, data offset) by name, and the file's metadata, from its headers alone:
+    every data block is skipped, not read, so a file that declares more than it holds is refused here."""
+    size = path.stat().st_size
+
+    def damaged(why: str) -> WeightsError:
+        return WeightsError(
+            f"{path} is not a readable MXNet parameter file ({why}); it is empty, damaged or of another format"
+        )
+
+    with path.open("rb") as f:
+
+        def take(fmt: str) -> tuple:
+            data = f.read(struct.calcsize(fmt))
+            if len(data) != struct.calcsize(fmt):
+                raise damaged("it ends inside a header")
+            return struct.unpack(fmt, data)
+
+        magic, _, count = take("<QQQ")
+        if magic != LIST_MAGIC or count > size:
+            raise damaged("no NDArray list header")
+        arrays = []
+        for _ in range(count):
+            magic, stype, ndim = take("<IiI")
+            if magic not in ARRAY_MAGICS or ndim > 32:
+                raise damaged("no NDArray header")
+            if stype != 0:  # a sparse array: no weights of a network this project saves
+                raise WeightsError(f"{path} holds a sparse array; a model file holds dense arrays: it was altered")
+            shape = take(f"<{ndim}q")
+            _, _, flag = take("<iii")
+            if flag not in ITEMSIZE or min(shape, default=0) < 0:
+                raise damaged(f"an array of type {flag} and shape {shape}")
+            offset = f.tell()
+            f.seek(offset + math.prod(shape) * ITEMSIZE[flag])
+            if f.tell() > size:
+                raise damaged(f"an array of shape {shape} reaches past its end")
+            arrays.append((tuple(shape), flag, offset))
+        (names,) = take("<Q")
+        keys = []
+        for _ in range(names if names == count else 0):
+            (length,) = take("<Q")
+            keys.append(f.read(min(length, 4096)).decode("utf-8", "replace"))
+        if len(keys) != count:
+            raise damaged(f"{names} names for {count} arrays")
+        declared = dict(zip(keys, arrays, strict=True))
+        if META_KEY not in declared:
+            raise WeightsError(f"{path} is an MXNet parameter file but not one of this project's models")
+        shape, flag, offset = declared.pop(META_KEY)
+        if flag != 3 or len(shape) != 1 or shape[0] > META_LIMIT:
+            raise damaged(f"its record is of type {flag} and shape {shape}")
+        f.seek(offset)
+        meta = parse_meta(f.read(shape[0]).decode("utf-8", "replace"), path)
+    return declared, meta
+
+
 def load_model(path: str | os.PathLike) -> Net:
-    """A network rebuilt from a ``.params`` of :func:`save_model` (MXNet's NDArray format: data only)."""
-    path = existing_model(path, "mxnet")
+    """A network rebuilt from a ``.params`` of :func:`save_model` (MXNet's NDArray format: data only).
+
+    Every array's name, shape and dtype is read from the file's headers and checked against the configuration
+    it records before MXNet reads any data.
+    """
+    path = check_utf8(existing_model(path, "mxnet"), "MXNet")
+    declared, meta = _declared(path)
+    expected = spec(meta_config(meta, path)).param_shapes()
+    extra_arrays(path, declared, expected)
+    for name, shape in expected.items():
+        got, flag, _ = declared.get(name, (None, 0, 0))
+        if got is not None and (got != shape or flag not in FLOATS):
+            raise WeightsError(
+                f"{path}: its array {name} is declared {got} of type {flag}, but the configuration recorded in the "
+                f"file gives it shape {shape} in floating point; it was altered or made by another program"
+            )
     try:
         saved = mx.nd.load(str(path))
     except (mx.base.MXNetError, UnicodeDecodeError) as e:  # damaged names fail to decode

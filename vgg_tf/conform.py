@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from common.conform import Event, Param, Trace, failure
+from common.conform import Event, Param, Trace, failure, users_own
 from common.errors import InputError, WeightsError
 from common.weights import from_canonical, no_file
 
@@ -198,7 +198,9 @@ def trace_model(model, x: np.ndarray) -> Trace:
             else:
                 events.append(Event(name, kind, value, value.shape))
         logits = np.asarray(model(x, training=False))
-    except (Exception, SystemExit) as e:  # whatever the user's layers raise is reported, with the layers seen so far
+    except BaseException as e:  # whatever the user's layers raise is reported, with the layers seen so far
+        if not users_own(e):
+            raise
         return Trace(None, events, failure(e))
     stepped = keras.ops.convert_to_numpy(h)
     if stepped.shape != logits.shape or np.max(np.abs(stepped - logits)) > 1e-5 * max(1.0, np.max(np.abs(logits))):

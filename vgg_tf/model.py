@@ -177,7 +177,9 @@ class Network(keras.Sequential):
                 raise WeightsError(f"{path} is not a readable HDF5 file ({reason(e)}); it is damaged") from None
             if text is not None:
                 meta_config(parse_meta(text, path), path, self.config)
-            elif not skip_mismatch and shapes != Counter(tuple(int(d) for d in v.shape) for v in self.weights):
+            # every file, its own included: an array added to a file of this configuration is refused as well,
+            # and each array's shape is known here, before Keras reads (and HDF5 inflates) any of them
+            if not skip_mismatch and shapes != Counter(tuple(int(d) for d in v.shape) for v in self.weights):
                 raise WeightsError(
                     f"{path} holds {sum(shapes.values())} variables that do not match the "
                     f"{len(self.weights)} of this network ({self.config.describe()}); it was saved from "

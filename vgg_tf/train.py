@@ -226,6 +226,9 @@ class Trainer(training.Trainer):
         expected = {f"{i:04d}": tuple(v.shape) for i, v in enumerate(self.opt.variables)}
         training.check_state(arrays, expected, "optimizer state")
         for i, variable in enumerate(self.opt.variables):
+            if variable is self.opt.iterations:
+                training.check_counter(arrays[f"{i:04d}"], self.steps_done, "iteration count")
+        for i, variable in enumerate(self.opt.variables):
             variable.assign(arrays[f"{i:04d}"])
 
     def rng_state(self):

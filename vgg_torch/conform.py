@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.conform import Event, Param, Trace, failure
+from common.conform import Event, Param, Trace, failure, users_own
 from common.errors import ConfigError, InputError
 
 _KINDS = (
@@ -41,7 +41,9 @@ def open_model(source):
             sys.path.insert(0, os.getcwd())  # a factory in the current folder, as `python -m` would find it
         try:
             module = importlib.import_module(module_name)
-        except (Exception, SystemExit) as e:  # the user's module may raise anything while it is imported
+        except BaseException as e:  # the user's module may raise anything while it is imported
+            if not users_own(e):
+                raise
             raise InputError(
                 f"cannot import {module_name} for {source} ({failure(e)}); check the module path"
             ) from None
@@ -52,7 +54,9 @@ def open_model(source):
             raise ConfigError(f"{module_name} has no function {attr}; give module.path:function returning the network")
         try:
             net = factory()
-        except (Exception, SystemExit) as e:  # the user's code may raise anything
+        except BaseException as e:  # the user's code may raise anything
+            if not users_own(e):
+                raise
             raise InputError(
                 f"the factory {source} raised {failure(e)}; it must build the network with no arguments"
             ) from None
@@ -142,7 +146,9 @@ def trace_model(net, x: np.ndarray) -> Trace:
         if not torch.is_tensor(out):
             return Trace(None, events, f"the model returned a {type(out).__name__}, not a tensor of logits")
         return Trace(out.detach().cpu().float().numpy(), events, None)
-    except (Exception, SystemExit) as e:  # whatever the user's forward raises is reported, with the layers seen so far
+    except BaseException as e:  # whatever the user's forward raises is reported, with the layers seen so far
+        if not users_own(e):
+            raise
         return Trace(None, events, failure(e))
     finally:
         for h in hooks:

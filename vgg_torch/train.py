@@ -278,6 +278,9 @@ class Trainer(training.Trainer):
             for slot, shaped in kept.items()
         }
         training.check_state(arrays, expected, "optimizer state")
+        for key, array in arrays.items():
+            if key.endswith("/step"):  # Adam's count of updates
+                training.check_counter(array, self.steps_done, f"update count {key}")
         saved = self.opt.state_dict()
         state: dict[int, dict] = {}
         index = {name: i for i, (name, _) in enumerate(self.net.named_parameters())}

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from common.weights import (
     make_meta,
     meta_config,
     parse_meta,
+    stored_zip,
 )
 from common.zoo import from_torchvision
 
@@ -74,10 +76,12 @@ def save_model(net: Net, path: str | os.PathLike) -> Path:
 def load_model(path: str | os.PathLike) -> Net:
     """A network rebuilt from a ``.pt`` of :func:`save_model`; read with ``weights_only=True`` (no code runs)."""
     path = existing_model(path, "torch")
+    stored_zip(path, "torch.save")  # no member is inflated: mapped below, a tensor takes no memory until read
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol notice: the refusal below says it all
             warnings.simplefilter("ignore", UserWarning)
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            # a zip (what torch.save writes) is mapped; a file of the legacy format, read whole, holds no more
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError:
         raise WeightsError(
             f"{path} holds Python objects other than tensors, or is not a PyTorch file at all; it was not "
@@ -90,6 +94,13 @@ def load_model(path: str | os.PathLike) -> Net:
     state = saved.get("state_dict") if isinstance(saved, dict) else None
     if not isinstance(state, dict) or "meta" not in saved or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path} is a PyTorch file but not one of this project's models")
+    odd = [k for k, v in state.items() if v.layout != torch.strided or v.device.type != "cpu"]
+    if odd:  # a sparse or a meta-device tensor: no weights of a network this project saves
+        v = state[odd[0]]
+        raise WeightsError(
+            f"{path}: tensor {odd[0]} is a {str(v.layout).removeprefix('torch.')} tensor on the {v.device.type} "
+            f"device; a model file holds dense tensors of the CPU: it was altered or made by another program"
+        )
     config = meta_config(parse_meta(saved["meta"], path), path)
     weights = check_weights(config, {k: v.numpy() for k, v in state.items()}, copy=False, source=path)
     return import_weights(from_config(config), weights)

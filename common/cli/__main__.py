@@ -2,14 +2,22 @@
 
 import os
 import sys
+import traceback
 
-from ..exits import LOST, quiet_pipe
+from ..distributed import LAUNCHED
+from ..exits import FAILED, LOST, quiet_pipe
 from .program import main
 
-status = quiet_pipe(main)
-if status == LOST:
-    # a worker that lost its peers: the engine's threads, still in the failed collective, may abort() the
-    # interpreter's exit (PyTorch's gloo does), which the parent would take for a crash; leave at once
+try:
+    status = quiet_pipe(main)
+except BaseException:
+    if os.environ.get(LAUNCHED) is None:
+        raise
+    traceback.print_exc()  # a worker: said here, then left at once (below), never stuck in a framework's teardown
+    status = FAILED
+if (status != 0 and os.environ.get(LAUNCHED) is not None) or status == LOST:
+    # a worker that stopped, or lost its peers: the engine's threads, still in a collective, may abort() the
+    # interpreter's exit (PyTorch's gloo does) or wait in it for good (MXNet's ps-lite); leave at once
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

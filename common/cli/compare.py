@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 from .. import report
@@ -14,11 +16,12 @@ from ..checkpoint import (
     FolderLock,
     checkpoint_file,
     claim_compare_folder,
+    made_folder,
     mark_compare_folder,
     prepare_folder,
 )
 from ..data import find_files
-from ..distributed import check_workers, child_env, describe_exit, die_with_parent, python_module
+from ..distributed import check_machine, check_workers, child_env, describe_exit, die_with_parent, python_module
 from ..exits import FAILED, INTERRUPTED, PIPE_GONE
 from ..spec import check_memory
 from ..training import parse_device
@@ -29,6 +32,7 @@ from .options import (
     fill_defaults,
     make_recipe,
     net_config,
+    train_examples,
 )
 
 HELP = "train the same VGG in every backend and write a report with plots"
@@ -63,15 +67,24 @@ def run(args) -> int:
     for name in names:
         require(name)
         if args.workers > 1:
-            check_workers(args.workers, args.batch_size, name)
+            check_workers(args.workers, args.batch_size, name, train_examples(args))
+    if args.workers > 1:
+        check_machine(args.workers, net_config(args, args.resize), args.batch_size, args.oversubscribe)
 
-    out = prepare_folder(args.out)
-    with FolderLock(out):  # a second compare on the same folder is refused at once, whatever its backends
+    with made_folder(args.out), ExitStack() as held:
+        out = prepare_folder(args.out)
+        held.enter_context(FolderLock(out))  # a second compare on the same folder is refused at once
+        # every folder the compare will write is locked now, before its first run: a `vgg train` there meanwhile
+        # is refused, and each backend's run is handed its folder's lock
+        locks = {}
+        for name in names:
+            held.enter_context(made_folder(out / name))
+            locks[name] = held.enter_context(FolderLock(prepare_folder(out / name)))
         claim_compare_folder(out, names, args.resume, args.overwrite)
-        return _compare(args, names, out)
+        return _compare(args, names, out, locks)
 
 
-def _compare(args, names: list[str], out: Path) -> int:
+def _compare(args, names: list[str], out: Path, locks: Mapping[str, FolderLock] | None = None) -> int:
     """Each backend's `vgg train` in its own process, one after the other, then the report."""
 
     records = []
@@ -120,12 +133,15 @@ def _compare(args, names: list[str], out: Path) -> int:
             cmd.append("--sync-bn")
         if args.compile:
             cmd.append("--compile")
+        if args.oversubscribe:
+            cmd.append("--oversubscribe")
         if args.port is not None:  # the backends run one after another: each may take the same ports
             cmd += ["--port", str(args.port)]
         print(f"== {display_name(name)}", flush=True)
         try:
             env = child_env(PYTHONUNBUFFERED="1")
-            done = subprocess.run(cmd, env=env, preexec_fn=die_with_parent())  # no run outlives a killed compare
+            fds = locks[name].pass_to(env) if locks else ()
+            done = subprocess.run(cmd, env=env, pass_fds=fds, preexec_fn=die_with_parent())  # none outlives it
         except KeyboardInterrupt:  # the run got the same Ctrl-C, has saved what it could and said so
             done = subprocess.CompletedProcess(cmd, INTERRUPTED)
         if done.returncode == INTERRUPTED:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+from contextlib import ExitStack
 
 from ..backends import BACKENDS
-from ..checkpoint import prepare_folder
-from ..conform import REPORT_FILES, conform, write_report
+from ..checkpoint import FolderLock, prepare_folder
+from ..conform import REPORT_FILES, conform, framework_of, write_report
+from ..distributed import USER_CODE, run_user_code
 from ..exits import FAILED
 from .options import (
     arch_option,
@@ -42,16 +45,30 @@ def add_arguments(p) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (else searched)")
     p.add_argument("--out", default=None, help="folder for conformance.md and conformance.json")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.add_argument(
+        "--timeout",
+        type=positive(float),
+        default=600.0,
+        help="seconds a factory's check may take; its code runs in a process of its own (default 600)",
+    )
 
 
 def run(args) -> int:
     """``vgg conform MODEL``: the report on stdout (and in --out); exit 0 when the model conforms, 1 when not."""
+    with ExitStack() as held:
+        if args.out is not None:  # before the work: a report must not be lost to a bad folder, nor replace one unasked
+            folder = prepare_folder(args.out)
+            if os.environ.get(USER_CODE) is None:  # locked while it runs (the process it runs a factory in is its own)
+                held.enter_context(FolderLock(folder))
+            for name in REPORT_FILES:
+                prepare_file(folder / name, args.overwrite, "--out")
+        if framework_of(args.model) == "torch" and os.environ.get(USER_CODE) is None:  # a factory: the user's code
+            return run_user_code(args.argv, args.timeout, f"vgg conform {args.model}")
+        return _conform(args)
 
-    if args.out is not None:  # before the work: a report must not be lost to a bad folder, nor replace one unasked
-        folder = prepare_folder(args.out)
-        for name in REPORT_FILES:
-            prepare_file(folder / name, args.overwrite, "--out")
 
+def _conform(args) -> int:
+    """The check itself, in this process: the report printed, and written to --out where given."""
     options = {
         "arch": args.arch,
         "in_channels": args.in_channels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends import BACKENDS, display_name, get_backend
+from ..checkpoint import check_run_file
 from ..errors import ConfigError
 from ..interchange import FILE_SUFFIXES, check_file_path, file_format, read_model, save_weights_file
 from .options import (
@@ -48,6 +49,7 @@ def run(args) -> int:
     prepare_file(args.dst, args.overwrite, "destination")
     if to != "onnx" and (args.backend or args.batch):
         raise ConfigError("--backend and --batch choose how an ONNX model is exported; the destination is not .onnx")
+    check_run_file(args.src)  # a file of a run's folder that another run's files sit beside is refused
     config, weights, source = read_model(args.src)
     how = ""
     if to in ("npz", "safetensors"):

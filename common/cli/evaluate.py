@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backends import BACKENDS, display_name, get_backend
+from ..checkpoint import check_run_file
 from ..data import fashion_mnist_batches
 from ..errors import ConfigError
 from ..interchange import FILE_SUFFIXES, evaluate_onnx, file_format, load_onnx, read_model
@@ -36,6 +37,7 @@ def run(args) -> int:
     fmt = file_format(args.model)
     if fmt == "onnx":
         return _evaluate_onnx(args)
+    check_run_file(args.model)  # a file of a run's folder that another run's files sit beside is refused
     config, weights, source = read_model(args.model)  # first: a file that is no model says so
     name = args.backend or (fmt if fmt not in ("npz", "safetensors") else None)
     if name is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..arch import CONFIGS, MAX_INT, arch_text, make_any_config
 from ..checkpoint import prepare_folder
+from ..data import EXAMPLES
 from ..errors import ArgValue, ConfigError, VGGError
 from ..exits import REFUSED
 from ..files import check_target
@@ -158,6 +159,11 @@ def check_worker_options(args) -> None:
         raise ConfigError("--compile compiles one process's step: leave out --compile or --workers N")
 
 
+def train_examples(args) -> int:
+    """The training examples a run takes: --train-limit, at most the whole training split."""
+    return min(args.train_limit or EXAMPLES["train"], EXAMPLES["train"])
+
+
 def make_recipe(args):
     """The run's recipe from its options (the book's learning rate where --lr is left out), checked."""
 
@@ -225,6 +231,11 @@ def add_workers(p):
         type=port_number,
         default=None,
         help="with --workers: the first port of 127.0.0.1 the workers use (default: free ones are picked)",
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="with --workers: start them even where this machine has fewer CPUs, or less memory, than they need",
     )
     p.add_argument(
         "--sync-bn",

@@ -4,12 +4,13 @@ status and its error one line."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
 import threading
 
-from ..distributed import LAUNCHED, TIMEOUT, error_status, quiet_error
+from ..distributed import LAUNCHED, TIMEOUT, error_status, leave_note, quiet_error, user_code_ended
 from ..errors import VGGError
 from ..exits import INTERRUPTED, REFUSED
 from ..host import LOG_EVERY, env_seconds
@@ -67,8 +68,10 @@ def main(argv=None) -> int:
     _quiet_frameworks(args.verbose)
     # SIGTERM (`kill`, a scheduler, `timeout`) stops a command as Ctrl-C does: the files being written are
     # removed, what was saved is said, and how to go on. Not in a worker, which its launcher stops this way.
+    # SIGHUP (the terminal closed) too, unless it is ignored (nohup).
     on_term = os.environ.get(LAUNCHED) is None and _main_thread()
-    before = signal.signal(signal.SIGTERM, _terminated) if on_term else None
+    stops = [signal.SIGTERM] + [signal.SIGHUP] * (signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN)
+    before = {sig: signal.signal(sig, _terminated) for sig in stops} if on_term else {}
     try:
         env_seconds("VGG_PROGRESS_EVERY", LOG_EVERY, zero=True)  # a bad value is one line now, not mid-run
         env_seconds("VGG_DIST_TIMEOUT", TIMEOUT)
@@ -76,13 +79,24 @@ def main(argv=None) -> int:
     except VGGError as e:
         if not quiet_error(e):
             print(f"error: {message_for(e, args.command)}", file=sys.stderr)
+        else:  # a worker's own error: its launcher says it where it stopped the run
+            leave_note(message_for(e, args.command))
         return error_status(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except OSError as e:  # a name too long for the file system, met where a path is first looked at
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(
+            f"error: {e.filename}: a name in it is longer than the file system takes; choose a shorter one",
+            file=sys.stderr,
+        )
+        return REFUSED
     finally:
-        if before is not None:
-            signal.signal(signal.SIGTERM, before)
+        user_code_ended()  # not reached where a user's code ended the process (vgg conform's factory)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _main_thread() -> bool:

@@ -16,18 +16,24 @@ from ..checkpoint import (
     RUN_FILES,
     FolderLock,
     checkpoint_file,
+    file_digest,
+    made_folder,
+    new_run_id,
     prepare_folder,
     read_checkpoint_meta,
+    remove_stale_temporaries,
+    retire_run,
 )
 from ..data import EXAMPLES
 from ..distributed import (
+    check_machine,
     check_workers,
     launch,
     worker_env,
 )
 from ..errors import ConfigError, TrainingDiverged, WeightsError
 from ..exits import INTERRUPTED
-from ..files import atomic_write
+from ..files import atomic_write, check_utf8
 from ..host import reuse_freed_memory
 from ..spec import check_memory
 from ..training import fit, parse_device
@@ -40,6 +46,7 @@ from .options import (
     fill_defaults,
     make_recipe,
     net_config,
+    train_examples,
 )
 
 HELP = "train one backend on the real Fashion-MNIST, the book's recipe"
@@ -192,11 +199,13 @@ def run(args) -> int:
         if args.resume:
             raise ConfigError("--resume continues the run saved in an --out folder; give --out DIR")
         return _train(args, None)
-    out = prepare_folder(args.out)
-    if worker_env(args.backend) is not None:  # a worker of a run: the process that launched it holds the lock
-        return _train(args, out)
-    with FolderLock(out):  # a second run on the same folder is refused at once
-        return _train(args, out)
+    with made_folder(args.out):  # a refused run takes away the folder it made
+        out = prepare_folder(args.out)
+        if worker_env(args.backend) is not None:  # a worker of a run: the process that launched it holds the lock
+            return _train(args, out)
+        with FolderLock(out):  # a second run on the same folder is refused at once
+            remove_stale_temporaries(out)  # what a run killed while writing left
+            return _train(args, out)
 
 
 def _train(args, out: Path | None) -> int:
@@ -237,6 +246,7 @@ def _train(args, out: Path | None) -> int:
             checkpoint=ckpt if lead else None,  # only rank 0 writes
             resume_from=ckpt if args.resume else None,
             verbose=lead,
+            replaces=out if args.overwrite and not args.resume else None,  # the earlier run goes whole, at epoch 1
         )
     except KeyboardInterrupt:
         return _interrupted(args, ckpt, started)
@@ -246,6 +256,9 @@ def _train(args, out: Path | None) -> int:
                 f"{e.template}. The last good epoch ({read_checkpoint_meta(ckpt)['epoch']}) stays in {ckpt}"
             ) from None
         raise
+    if out and lead and ckpt is not None and args.overwrite and not args.resume and args.epochs == 0:
+        retire_run(out)  # a run of no epoch wrote no checkpoint: the earlier run's goes with the rest of it
+        ckpt.unlink(missing_ok=True)
     if out and lead:
         try:
             b.save_weights(net, out / "weights.npz")
@@ -268,6 +281,7 @@ def _train(args, out: Path | None) -> int:
                 "wall_seconds": history.wall_seconds,  # the loop's, summed over every part of a resumed run
                 "compile": args.compile,  # the history counts the graphs it built (compiles, compile_seconds)
                 "history": history.to_dict(),
+                **_run_identity(ckpt, out, native),
             }
             text = json.dumps(record, indent=1).encode()
             atomic_write(out / "history.json", lambda f: f.write(text))
@@ -284,6 +298,12 @@ def _train(args, out: Path | None) -> int:
             )
             return INTERRUPTED
     return 0
+
+
+def _run_identity(ckpt: Path | None, out: Path, native: Path) -> dict:
+    """What ties a run's files together in its record: the run's id (its checkpoint's) and each file's SHA-256."""
+    run = read_checkpoint_meta(ckpt).get("run") if ckpt is not None and ckpt.is_file() else None
+    return {"run": run or new_run_id(), "files": {p.name: file_digest(p) for p in (out / "weights.npz", native)}}
 
 
 def _check_out_folder(args, out: Path, ckpt: Path) -> None:
@@ -314,6 +334,8 @@ def _check_out_folder(args, out: Path, ckpt: Path) -> None:
             read_checkpoint_meta(ckpt)
         except WeightsError:  # a damaged one, which --overwrite replaces (fit() keeps any file that is none)
             ckpt.unlink()
+    if args.backend == "mxnet":  # MXNet hands paths to C as UTF-8: refused now, not after epoch 1
+        check_utf8(out, "MXNet")
     blocked = [name for name in RUN_FILES if (out / name).is_dir()]
     if blocked:  # found now, not when the trained run is saved
         raise ConfigError(
@@ -343,7 +365,8 @@ def _launch_workers(args, out, ckpt) -> int:
     """``vgg train --workers N``: N local workers of the backend's engine, watched until they end."""
 
     require(args.backend)
-    check_workers(args.workers, args.batch_size, args.backend)
+    check_workers(args.workers, args.batch_size, args.backend, train_examples(args))
+    check_machine(args.workers, net_config(args, args.resize), args.batch_size, args.oversubscribe)
     if parse_device(args.device)[0] == "cuda":  # a GPU the framework does not see: refused before any worker starts
         get_backend(args.backend).get_device(args.device)
     if args.sync_bn and not args.batch_norm:

@@ -27,7 +27,7 @@ The package: :mod:`.records` (what an adapter gives), :mod:`.reference` (the Num
 from .check import conform, framework_of
 from .inference import GIVEN, align, infer_config, match_params
 from .pitfalls import PITFALLS, Diagnosis, Pitfall
-from .records import KINDS, STATISTICS, TOLERANCE, Event, LayerRow, Param, ParamRow, Trace, failure
+from .records import KINDS, STATISTICS, TOLERANCE, Event, LayerRow, Param, ParamRow, Trace, failure, users_own
 from .reference import Variant, plan_layers, pooled_side, probe_images, probe_weights, rel_error, run_layers
 from .report import REPORT_FILES, Report, write_report
 
@@ -59,5 +59,6 @@ __all__ = [
     "probe_weights",
     "rel_error",
     "run_layers",
+    "users_own",
     "write_report",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from ..distributed import USER_CODE
 from ..errors import reason
 
 TOLERANCE = 1e-4  # relative to the largest reference value: the logits, and every traced layer
@@ -47,6 +49,13 @@ class Trace(NamedTuple):
     logits: np.ndarray | None
     events: list[Event]
     error: str | None
+
+
+def users_own(error: BaseException) -> bool:
+    """Whether ``error``, raised out of a user's model code, is reported as that code's (one line): anything it
+    raises (a SystemExit, a BaseException of its own), but a KeyboardInterrupt only where the code runs in the
+    process `vgg conform` gives it, which no Ctrl-C reaches; elsewhere that is the user stopping the check."""
+    return not isinstance(error, (KeyboardInterrupt, GeneratorExit)) or os.environ.get(USER_CODE) is not None
 
 
 def failure(error: BaseException) -> str:
