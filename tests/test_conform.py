@@ -398,7 +398,7 @@ def test_the_command_exits_0_when_it_conforms_and_1_when_not_and_writes_the_repo
 
 def test_bad_arguments_are_refused_before_any_work():
     with pytest.raises(ConfigError):
-        conform("test_conform:ours", reference="jax")
+        conform("test_conform:ours", reference="caffe")
     with pytest.raises(VGGError):
         conform("test_conform:ours", images=0)
 
