@@ -33,8 +33,6 @@ from .options import (
     prepare_file,
 )
 
-HELP = "training and inference speed per backend, beside the book's code and the peak"
-
 
 def add_arguments(p) -> None:
     bd, sw = BENCH_DEFAULTS, SWEEP_DEFAULTS

@@ -35,8 +35,6 @@ from .options import (
     train_examples,
 )
 
-HELP = "train the same VGG in every backend and write a report with plots"
-
 
 def add_arguments(p) -> None:
     add_training(p, COMPARE_DEFAULTS)

@@ -17,8 +17,6 @@ from .options import (
     prepare_file,
 )
 
-HELP = "hold anyone's VGG or AlexNet port to the spec; say where it first goes wrong"
-
 
 def add_arguments(p) -> None:
     p.add_argument(

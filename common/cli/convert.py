@@ -14,8 +14,6 @@ from .options import (
     prepare_file,
 )
 
-HELP = "convert a saved model between frameworks and formats, or export it to ONNX"
-
 
 def add_arguments(p) -> None:
     p.add_argument("src", help=f"a saved model: {FORMATS.split(';')[0]}")

@@ -15,8 +15,6 @@ from .options import (
     positive,
 )
 
-HELP = "test accuracy of a saved model on the real Fashion-MNIST test set"
-
 
 def add_arguments(p) -> None:
     p.add_argument("model", help=f"a saved model: {FORMATS}")

@@ -15,7 +15,7 @@ from ..errors import VGGError
 from ..exits import INTERRUPTED, REFUSED
 from ..host import LOG_EVERY, env_seconds
 from .options import Parser, message_for
-from .registry import COMMANDS, load, named
+from .registry import COMMANDS, HELP, load, named
 
 
 def _quiet_frameworks(verbose: bool) -> None:
@@ -26,7 +26,7 @@ def _quiet_frameworks(verbose: bool) -> None:
 
 def build_parser(only: str | None = None) -> Parser:
     """The parser of ``vgg`` and every command; with ``only``, that command's options alone (the other commands
-    are still known by name, but their modules are not imported)."""
+    are still known by name and help line, but their modules are not imported: ``only=""`` imports none)."""
     parser = Parser(prog="vgg", description="VGG in PyTorch, tf.keras, MXNet Gluon and JAX, held to one analytic spec.")
     verbose_help = "show the frameworks' start-up log lines (TensorFlow's are hidden otherwise)"
     parser.add_argument("--verbose", action="store_true", help=verbose_help)
@@ -34,10 +34,10 @@ def build_parser(only: str | None = None) -> Parser:
 
     for name in COMMANDS:
         if only is not None and name != only:
-            sub.add_parser(name)
+            sub.add_parser(name, help=HELP[name])
             continue
         command = load(name)
-        p = sub.add_parser(name, help=command.HELP)
+        p = sub.add_parser(name, help=HELP[name])
         command.add_arguments(p)
         p.set_defaults(func=command.run)
     for p in sub.choices.values():  # also after the command; absent there, it leaves the value before it alone
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return REFUSED
-    parser = build_parser(named(argv))
+    parser = build_parser(named(argv) or "")  # `vgg --help` and a mistyped command import no command
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's parser, which names its own --help
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -1,7 +1,8 @@
 """The commands of ``vgg``: each name and the module that holds it, imported only when it is needed.
 
-A command's module has ``HELP`` (its line in ``vgg --help``), ``add_arguments(parser)`` and ``run(args) -> int``
-(the exit status); a new command is one line here.
+A command's module has ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status); its line in
+``vgg --help`` is kept here, so that listing the commands imports none of them. A new command is a line in each
+table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ COMMANDS = {
     "conform": "common.cli.conform",
     "evaluate": "common.cli.evaluate",
     "teach": "common.teach.command",
+}
+
+
+# Each command's line in `vgg --help`.
+HELP = {
+    "summary": "layer-by-layer shapes and parameters of every backend beside the spec",
+    "train": "train one backend on the real Fashion-MNIST, the book's recipe",
+    "compare": "train the same VGG in every backend and write a report with plots",
+    "bench": "training and inference speed per backend, beside the book's code and the peak",
+    "convert": "convert a saved model between frameworks and formats, or export it to ONNX",
+    "conform": "hold anyone's VGG or AlexNet port to the spec; say where it first goes wrong",
+    "evaluate": "test accuracy of a saved model on the real Fashion-MNIST test set",
+    "teach": "write the chapter as a static page and a notebook: every framework side by side, from the installed code",
 }
 
 

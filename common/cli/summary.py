@@ -16,8 +16,6 @@ from .options import (
     positive,
 )
 
-HELP = "layer-by-layer shapes and parameters of every backend beside the spec"
-
 
 def add_arguments(p) -> None:
     add_net_args(p, SUMMARY_DEFAULTS)

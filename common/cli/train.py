@@ -49,8 +49,6 @@ from .options import (
     train_examples,
 )
 
-HELP = "train one backend on the real Fashion-MNIST, the book's recipe"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--backend", choices=list(BACKENDS), required=True)

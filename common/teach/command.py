@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-HELP = "write the chapter as a static page and a notebook: every framework side by side, from the installed code"
 PAGE, NOTEBOOK = "index.html", "chapter.ipynb"
 DEFAULT_RUN = "runs/compare"
 
