@@ -32,11 +32,12 @@ from typing import Any, TypedDict
 from .arch import NetConfig, arch_text, make_any_config
 from .backends import display_name, get_backend
 from .data import fashion_mnist_batches
-from .distributed import BANDWIDTHS, ENGINES, check_workers, child_env, die_with_parent, predict, python_module
+from .distributed import BANDWIDTHS, ENGINES, check_workers, predict
 from .errors import ConfigError, VGGError
 from .files import atomic_write
 from .host import Progress, reuse_freed_memory
 from .interchange import OnnxModel, require
+from .processes import child_env, die_with_parent, python_module
 from .recipe import check_precision
 from .report import fmt, format_table, save_figure
 from .spec import spec

@@ -27,8 +27,9 @@ from helpers import TINY_CLI, kill_group, one_line, run_in_process, run_vgg, sta
 from common import distributed
 from common.arch import config_from_dict
 from common.checkpoint import read_checkpoint_meta
-from common.distributed import HOST, Process, check_port, free_ports, plan, run_processes, shard, worker_env
+from common.distributed import HOST, check_port, free_ports, plan, shard, worker_env
 from common.errors import ConfigError
+from common.processes import Process, run_processes
 from common.recipe import Recipe
 from common.report import compare_rows
 from common.weights import load_npz, xavier_init

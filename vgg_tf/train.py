@@ -17,8 +17,9 @@ import tensorflow as tf
 
 from common import training
 from common.data import check_batch
-from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
+from common.distributed import WorkerLost, loss_scale, restored_digest, shard
 from common.errors import ConfigError, InputError
+from common.processes import collective_timeout
 from common.recipe import ADAM
 
 from .data import on_device

@@ -13,8 +13,9 @@ from torch import nn
 
 from common import host, training
 from common.data import check_batch
-from common.distributed import WorkerLost, collective_timeout, loss_scale, restored_digest, shard
+from common.distributed import WorkerLost, loss_scale, restored_digest, shard
 from common.errors import ConfigError, InputError, arg
+from common.processes import collective_timeout
 from common.recipe import ADAM
 
 from .data import on_device
@@ -315,7 +316,7 @@ def join_run():
     """Join the process group the environment describes (``env://``): gloo on CPUs, nccl where there are GPUs.
 
     ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` are what ``torchrun`` and ``vgg train
-    --workers N`` set; a collective waits at most ``common.distributed.collective_timeout()`` seconds for the others.
+    --workers N`` set; a collective waits at most ``common.processes.collective_timeout()`` seconds for the others.
     """
 
     if not dist.is_available():

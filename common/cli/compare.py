@@ -21,8 +21,9 @@ from ..checkpoint import (
     prepare_folder,
 )
 from ..data import find_files
-from ..distributed import check_machine, check_workers, child_env, describe_exit, die_with_parent, python_module
+from ..distributed import check_machine, check_workers
 from ..exits import FAILED, INTERRUPTED, PIPE_GONE
+from ..processes import child_env, describe_exit, die_with_parent, python_module
 from ..spec import check_memory
 from ..training import parse_device
 from .options import (

@@ -10,10 +10,11 @@ import signal
 import sys
 import threading
 
-from ..distributed import LAUNCHED, TIMEOUT, error_status, leave_note, quiet_error, user_code_ended
+from ..distributed import LAUNCHED, error_status, leave_note, quiet_error, user_code_ended
 from ..errors import VGGError
 from ..exits import INTERRUPTED, REFUSED
 from ..host import LOG_EVERY, env_seconds
+from ..processes import TIMEOUT
 from .options import Parser, message_for
 from .registry import COMMANDS, HELP, load, named
 
