@@ -51,7 +51,8 @@ def _layouts(model) -> dict:
 
 def model_parameters(model) -> list[Param]:
     """Every variable with its shape in canonical layout (conv OIHW, dense (out, in)); batch-norm statistics last."""
-    params, stats = [], []
+    params: list[Param] = []
+    stats: list[Param] = []
     for name, (path, layout) in _layouts(model).items():
         array = np.asarray(get(model.variables, path))
         shape = tuple(int(d) for d in to_canonical(array, "dense" if layout == "flat" else layout, None).shape)

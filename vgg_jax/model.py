@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,7 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    NetConfig,
     as_config,
     block_plan,
     check_block,
@@ -36,6 +37,12 @@ from common.errors import InputError
 from common.report import summary_table
 from common.spec import network_functions, spec
 from common.weights import xavier_init
+
+# The types of the public API, under the same names in every backend: the network and the device. The network is
+# a :class:`Model` (the Flax module with its variables), except ``vgg_block``'s bare Flax module, which holds no
+# numbers: no one type says both.
+Net: TypeAlias = Any
+Device: TypeAlias = jax.Device
 
 _XAVIER = nn.initializers.xavier_uniform()  # the recipe's (Glorot): Flax's default for Dense is LeCun-normal
 
@@ -118,7 +125,7 @@ class Block(nn.Module):
         return nn.Sequential([_layer(p, training, self.dtype) for p in self.plan])(x)
 
 
-def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False) -> Net:
     """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool.
 
     A Flax ``nn.Sequential`` (in evaluation mode); its variables come from its ``init``.
@@ -216,7 +223,7 @@ def abstract_variables(module, config):
     return jax.eval_shape(lambda x: module.init({"params": key, "dropout": key}, x), x)
 
 
-def abstract_network(config):
+def abstract_network(config: NetConfig) -> Net:
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): its variables are ``jax.eval_shape``'s abstract arrays."""
     config = as_config(config)
@@ -224,7 +231,7 @@ def abstract_network(config):
     return Model(module, abstract_variables(module, config), config)
 
 
-def layer_shapes(net, input_size, in_channels=1, batch=1):
+def layer_shapes(net: Net, input_size: int, in_channels: int = 1, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
     """(top-level layer, NCHW output shape) for each block and head layer, traced by ``jax.eval_shape``."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
     x = jax.ShapeDtypeStruct((batch, size, size, in_channels), jnp.float32)
@@ -240,18 +247,18 @@ def _size(tree) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-def count_params(net):
+def count_params(net: Net) -> int:
     """Trainable parameters (batch norm's running statistics are in ``batch_stats``, not counted)."""
     return _size(net.variables.get("params", {}))
 
 
-def layer_params(net):
+def layer_params(net: Net) -> dict[str, int]:
     """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
     params = net.variables.get("params", {})
     return {name: _size(params.get(name, {})) for name, _ in net_plan(net.config)}
 
 
-def summary(net, input_size, in_channels=1):
+def summary(net: Net, input_size: int, in_channels: int = 1) -> str:
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     buffers = _size(net.variables.get("batch_stats", {}))
     return summary_table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterable
 from functools import partial
 
 import jax
@@ -22,7 +23,7 @@ from common.data import check_batch
 from common.errors import ConfigError, InputError
 
 from .data import on_device
-from .model import Model, apply
+from .model import Device, Model, Net, apply
 from .weights import export_weights, import_weights
 
 
@@ -33,14 +34,14 @@ def _gpus() -> list:
         return []
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if JAX sees one, else the CPU (a ``jax.Device``)."""
     i = training.gpu_index(i)
     gpus = _gpus()
     return gpus[i] if len(gpus) > i else jax.devices("cpu")[0]
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The ``jax.Device`` of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``jax.Device``, as is)."""
     if isinstance(device, jax.Device):
         return device
@@ -74,7 +75,9 @@ def _correct(logits, y):
 _EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with

@@ -7,6 +7,10 @@ the network's variables beside the configuration.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import flax
 import jax
@@ -14,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from common.arch import VGGConfig
 from common.errors import WeightsError, reason
 from common.files import atomic_write
 from common.interchange import weights_api
@@ -31,11 +36,15 @@ from common.weights import (
 )
 from common.zoo import from_keras_applications
 
-from .model import from_config, initialise
+from .model import Net, from_config, initialise
 
 # Flax's batch-norm variables under their canonical (PyTorch) names: (canonical, collection, Flax name)
-_BN = (("weight", "params", "scale"), ("bias", "params", "bias"), ("running_mean", "batch_stats", "mean"))
-_BN += (("running_var", "batch_stats", "var"),)
+_BN = (
+    ("weight", "params", "scale"),
+    ("bias", "params", "bias"),
+    ("running_mean", "batch_stats", "mean"),
+    ("running_var", "batch_stats", "var"),
+)
 
 
 def _order(module, keys):
@@ -58,7 +67,7 @@ def _variables(net):
     ``conv``: HWIO kernel; ``dense``: (in, out) kernel; ``flat``: the (in, out) kernel of the first dense layer of
     VGG and AlexNet, whose inputs arrive from the NHWC features in H,W,C order; ``None``: a vector.
     """
-    found = {}
+    found: dict[str, tuple[tuple[str, ...], str | None]] = {}
 
     def walk(params, path, module):
         for key in _order(module, params):
@@ -95,7 +104,7 @@ def put(variables, path, value):
     variables[path[-1]] = value
 
 
-def export_weights(net):
+def export_weights(net: Net) -> dict[str, np.ndarray]:
     """Canonical name -> NumPy array (conv OIHW, dense (out, in), batch-norm statistics included)."""
     return {
         name: np.ascontiguousarray(to_canonical(np.asarray(get(net.variables, path)), layout, net.config))
@@ -109,7 +118,7 @@ def _thawed(variables):
     return {k: _thawed(v) if isinstance(v, (dict, flax.core.FrozenDict)) else v for k, v in variables.items()}
 
 
-def import_weights(net, weights):
+def import_weights(net: Net, weights: Mapping[str, np.ndarray]) -> Net:
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
     weights = check_weights(net.config, weights, copy=False)
     variables, places = _thawed(net.variables), _variables(net)
@@ -131,7 +140,7 @@ named_parameters, init_weights, save_weights, load_weights = weights_api(
 )
 
 
-def save_model(net, path):
+def save_model(net: Net, path: str | os.PathLike) -> Path:
     """Flax's serialization (``.msgpack``) of the network's variables with its configuration, written atomically."""
     path = check_model_path(path, "jax")
     meta = json.dumps(make_meta(net.config, "jax", jax.__version__))
@@ -141,7 +150,7 @@ def save_model(net, path):
     return atomic_write(path, lambda f: f.write(data))
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Net:
     """A network rebuilt from a ``.msgpack`` of :func:`save_model` (MessagePack: data only, no code)."""
     path = existing_model(path, "jax")
     try:
@@ -164,7 +173,7 @@ def load_model(path):
         raise WeightsError(f"{path}: {e}") from None
 
 
-def zoo_weights(zoo_net):
+def zoo_weights(zoo_net: Any) -> tuple[VGGConfig, dict[str, np.ndarray]]:
     """(config, canonical weights) of a ``keras.applications`` VGG16 or VGG19 built with ``include_top=True``.
 
     JAX has no model zoo of its own; the Keras one is read here as in ``vgg_tf`` (its layers' NumPy arrays).
