@@ -21,6 +21,7 @@ import optax
 from common import training
 from common.data import check_batch
 from common.errors import ConfigError, InputError
+from common.recipe import ADAM
 
 from .data import on_device
 from .model import Device, Model, Net, apply
@@ -113,9 +114,14 @@ def in_precision(net, precision="fp32"):
     return net.module.clone(dtype=jnp.bfloat16) if precision == "bf16" else net.module
 
 
-def _optimizer(optimizer, lr):
-    """optax's SGD or Adam (PyTorch's: eps added after bias correction), its rate a hyperparameter of its state."""
-    return optax.inject_hyperparams(optax.adam if optimizer == "adam" else optax.sgd)(learning_rate=lr)
+def _optimizer(net, optimizer, lr):
+    """optax's SGD or Adam, its rate a hyperparameter of its state (``net`` unused: an optax transformation meets
+    the parameters in its ``init``). optax's Adam is PyTorch's form (eps added after the bias correction), so
+    with ``common.recipe.ADAM``'s numbers it is the recipe's Adam."""
+    if optimizer == "adam":
+        a = ADAM
+        return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=a["beta1"], b2=a["beta2"], eps=a["eps"])
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=lr)
 
 
 def _step(module, tx, params, others, opt_state, key, x, y):
@@ -149,7 +155,7 @@ class Trainer(training.Trainer):
     def __init__(self, net, recipe, device):
         super().__init__(net, recipe, device)
         self.module = in_precision(net, recipe.precision)
-        self.tx = _optimizer(recipe.optimizer, recipe.lr)
+        self.tx = _optimizer(net, recipe.optimizer, recipe.lr)
         self.opt_state = self.tx.init(net.variables["params"])
         self.key = jax.random.PRNGKey(recipe.seed)  # dropout's masks: split once per step
         self.step = jax.jit(partial(_step, self.module, self.tx))
