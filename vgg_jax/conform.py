@@ -19,8 +19,7 @@ from common.conform import Event, Param, Trace, failure
 from common.errors import InputError
 from common.weights import from_canonical, to_canonical
 
-from .model import Function, Model, flatten, local_response_norm
-from .weights import _thawed, _variables, get, put
+from .model import Function, Model, _thawed, _variables, flatten, get, local_response_norm, put
 
 _STATS = {"running_mean": "running_mean", "running_var": "running_var"}
 

@@ -33,9 +33,9 @@ def export_onnx(net: Net, path: str | os.PathLike, batch: int | None = None) -> 
     """
     path, batch = check_export_args(path, batch, net.config)
     _require_exporter()
-    import tensorflow as tf
-    import tf2onnx
-    from jax.experimental import jax2tf
+    import tensorflow as tf  # deferred: TensorFlow, a framework the ONNX route alone needs
+    import tf2onnx  # deferred: the ONNX route's optional converter
+    from jax.experimental import jax2tf  # deferred: it imports TensorFlow
 
     c, s = net.config.in_channels, net.config.input_size
     module, variables = net.module, jax.tree_util.tree_map(np.asarray, net.variables)

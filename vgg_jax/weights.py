@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
@@ -22,13 +20,11 @@ from common.arch import VGGConfig
 from common.errors import WeightsError, reason
 from common.files import atomic_write
 from common.interchange import weights_api
-from common.spec import spec
 from common.weights import (
     check_finite_weights,
     check_model_path,
     check_weights,
     existing_model,
-    from_canonical,
     make_meta,
     meta_config,
     parse_meta,
@@ -36,72 +32,7 @@ from common.weights import (
 )
 from common.zoo import from_keras_applications
 
-from .model import Net, from_config, initialise
-
-# Flax's batch-norm variables under their canonical (PyTorch) names: (canonical, collection, Flax name)
-_BN = (
-    ("weight", "params", "scale"),
-    ("bias", "params", "bias"),
-    ("running_mean", "batch_stats", "mean"),
-    ("running_var", "batch_stats", "var"),
-)
-
-
-def _order(module, keys):
-    """``keys`` (a level of the variables) in the order the module uses them: JAX keeps a dict's keys sorted."""
-    names = getattr(module, "names", None)  # a hand-made Sequential's layers, in order
-    if names is None:
-        return list(keys)
-    return [n for n in dict.fromkeys(names) if n in keys]
-
-
-def _sublayer(module, name):
-    if getattr(module, "names", None) is None:
-        return None
-    return dict(zip(module.names, module.layers, strict=True))[name]
-
-
-def _variables(net):
-    """Canonical name -> (path in ``net.variables``, layout) in the network's order; the layout says how to convert.
-
-    ``conv``: HWIO kernel; ``dense``: (in, out) kernel; ``flat``: the (in, out) kernel of the first dense layer of
-    VGG and AlexNet, whose inputs arrive from the NHWC features in H,W,C order; ``None``: a vector.
-    """
-    found: dict[str, tuple[tuple[str, ...], str | None]] = {}
-
-    def walk(params, path, module):
-        for key in _order(module, params):
-            sub, name, where = params[key], ".".join((*path, key)), (*path, key)
-            if "kernel" in sub:
-                layout = "conv" if len(sub["kernel"].shape) == 4 else "dense"
-                found[f"{name}.weight"] = (("params", *where, "kernel"), layout)
-                found[f"{name}.bias"] = (("params", *where, "bias"), None)
-            elif "scale" in sub:
-                for canonical, collection, flax_name in _BN:
-                    found[f"{name}.{canonical}"] = ((collection, *where, flax_name), None)
-            else:
-                walk(sub, where, _sublayer(module, key))
-
-    walk(net.variables.get("params", {}), (), net.module)
-    if net.config is None:
-        return found
-    order = list(spec(net.config).param_shapes())  # canonical order; the first dense layer reads the NHWC features
-    first_dense = next(n for n in order if n.endswith(".weight") and found[n][1] == "dense")
-    found[first_dense] = (found[first_dense][0], "flat")
-    return {n: found[n] for n in order}
-
-
-def get(variables, path):
-    for key in path:
-        variables = variables[key]
-    return variables
-
-
-def put(variables, path, value):
-    """Replace one leaf of a nested dict of variables, in place."""
-    for key in path[:-1]:
-        variables = variables[key]
-    variables[path[-1]] = value
+from .model import Net, _variables, from_config, get, initialise, put_weights
 
 
 def export_weights(net: Net) -> dict[str, np.ndarray]:
@@ -112,20 +43,9 @@ def export_weights(net: Net) -> dict[str, np.ndarray]:
     }
 
 
-def _thawed(variables):
-    """The variables as plain nested dicts, each level a new one (so a leaf can be replaced without touching
-    another network's variables)."""
-    return {k: _thawed(v) if isinstance(v, (dict, flax.core.FrozenDict)) else v for k, v in variables.items()}
-
-
 def import_weights(net: Net, weights: Mapping[str, np.ndarray]) -> Net:
     """Set every parameter from canonical arrays; checks all names and shapes before changing anything."""
-    weights = check_weights(net.config, weights, copy=False)
-    variables, places = _thawed(net.variables), _variables(net)
-    for name, array in weights.items():
-        path, layout = places[name]
-        put(variables, path, jnp.asarray(from_canonical(array, layout, net.config)))
-    net.variables = variables
+    put_weights(net, check_weights(net.config, weights, copy=False))
     return net
 
 

@@ -13,9 +13,8 @@ import optax
 
 from common.weights import from_canonical, to_canonical
 from vgg_jax.blocks import children as _children
-from vgg_jax.model import _layer, apply
+from vgg_jax.model import _layer, _variables, apply, get, put
 from vgg_jax.train import _optimizer
-from vgg_jax.weights import _variables, get, put
 
 CONTAINER = "Sequential"  # what vgg_block returns
 
