@@ -19,6 +19,7 @@ from helpers import ROOT, run_in_process
 from common.arch import make_alexnet_config, make_any_config, make_config
 from common.backends import BACKENDS, is_available
 from common.cli import message_for
+from common.cli.registry import COMMANDS
 from common.errors import ConfigError, arg
 
 OPTION = re.compile(r"--[A-Za-z]")
@@ -136,12 +137,14 @@ def _raised_strings(path: Path) -> list[str]:
 
 
 def _guarded_modules() -> list[str]:
-    """Every module of ``common`` (its packages' too) but the command line's, and every backend's, from ROOT."""
+    """Every module of ``common`` (its packages' too) but the command line's (``common.cli`` and each command's
+    module the registry names), and every backend's, from ROOT."""
     modules = [
         *(ROOT / "common").rglob("*.py"),
         *(p for name in BACKENDS for p in (ROOT / BACKENDS[name][0]).rglob("*.py")),
     ]
-    command_line = (ROOT / "common" / "cli.py", ROOT / "common" / "cli")
+    commands = (ROOT / f"{module.replace('.', '/')}.py" for module in COMMANDS.values())  # vgg teach's lives in teach
+    command_line = (ROOT / "common" / "cli.py", ROOT / "common" / "cli", *commands)
     return sorted(
         p.relative_to(ROOT).as_posix() for p in modules if not any(p == c or c in p.parents for c in command_line)
     )

@@ -215,7 +215,7 @@ def read_bench(paths: list[str]) -> Bench:
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
             valid = False
         if not valid:
-            raise ConfigError(f"{p} is not a JSON file of `vgg bench --json` or `vgg bench --sweep --json`")
+            raise ConfigError(f"{p} is not a JSON file of `vgg bench` (its JSON output, of one run or a sweep)")
         out.files.append(p)
     return out
 
