@@ -497,7 +497,7 @@ CHECKPOINT_DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("backend_name", ["torch", "tf", "mxnet"])
+@pytest.mark.parametrize("backend_name", list(BACKENDS))
 def test_a_checkpoint_altered_in_its_record_or_arrays_is_one_line_before_training(tmp_path, capsys, backend_name):
     """Each value of the record is checked as train() checks it, and the optimizer's and random generators'
     arrays must be the names and shapes the resuming run keeps; they had escaped as KeyError, RuntimeError,

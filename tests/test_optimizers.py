@@ -16,6 +16,7 @@ from adapters import optimizer_steps
 from conftest import load_backend
 from helpers import TINY
 
+from common.backends import BACKENDS
 from common.recipe import ADAM, OPTIMIZERS
 from common.weights import xavier_init
 
@@ -28,14 +29,16 @@ LR = {"sgd": 0.05, "adam": 0.001}
 
 # The relative L2 norm of the difference of two backends' updates (final minus initial weights, all tensors
 # together) after five steps, measured on 2 CPU cores in fp32:
-# - SGD: 3.1e-6 (PyTorch-Keras), 8.0e-6 (PyTorch-Gluon), 7.8e-6 (Keras-Gluon). Bound 1e-4: twelve times the
-#   rounding; SGD with momentum 0.9 in one backend makes 0.4 and more.
-# - Adam, every backend computing common.recipe.ADAM: 5.6e-4, 5.6e-4, 2.1e-5 (1e-5 to 1.5e-3 over other
-#   choices of the batches). Adam cannot reach SGD's level here: a few weights whose gradient is near zero, its
-#   size and sign decided by rounding (which ReLU of a borderline unit fires), get a full-size Adam step, where
-#   SGD gives them a step as small as their gradient (measured: the 12 largest element differences carry a third
-#   of the squared difference, one weight steps -1.3e-4 in PyTorch, -1.9e-6 in Keras and Gluon). Bound 5e-3:
-#   three times the worst measured; each framework's own Adam was 0.18 to 0.35 away (36 times the bound).
+# - SGD: 3.1e-6 (PyTorch-Keras), 8.0e-6 (PyTorch-Gluon), 7.8e-6 (Keras-Gluon); JAX 3.0e-6 to PyTorch, 3.1e-6 to
+#   Keras, 7.8e-6 to Gluon. Bound 1e-4: twelve times the rounding; SGD with momentum 0.9 in one backend makes 0.4
+#   and more.
+# - Adam, every backend computing common.recipe.ADAM: 5.6e-4, 5.6e-4, 2.1e-5; JAX 1.0e-5 to PyTorch, 5.6e-4 to
+#   Keras and to Gluon (1e-5 to 1.5e-3 over other choices of the batches). Adam cannot reach SGD's level here: a
+#   few weights whose gradient is near zero, its size and sign decided by rounding (which ReLU of a borderline
+#   unit fires), get a full-size Adam step, where SGD gives them a step as small as their gradient (measured: the
+#   12 largest element differences carry a third of the squared difference, one weight steps -1.3e-4 in PyTorch,
+#   -1.9e-6 in Keras and Gluon). Bound 5e-3: three times the worst measured; each framework's own Adam was 0.18
+#   to 0.35 away (36 times the bound).
 UPDATE_TOLERANCE = {"sgd": 1e-4, "adam": 5e-3}
 
 
@@ -101,7 +104,7 @@ def test_each_backends_optimizer_takes_the_recipes_steps(backend, optimizer):
 def steps():
     """Five steps of each optimizer in each backend, once for the module."""
     runs = {}
-    for name in ("torch", "tf", "mxnet"):
+    for name in BACKENDS:
         b = load_backend(name)
         for optimizer in OPTIMIZERS:
             runs[name, optimizer] = five_steps(b, optimizer)
@@ -110,7 +113,7 @@ def steps():
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_several_steps_of_each_optimizer_agree_across_backends(steps, optimizer):
-    names = ("torch", "tf", "mxnet")
+    names = tuple(BACKENDS)
     start = steps["torch", optimizer][0]
     for n in names:
         assert all(np.array_equal(steps[n, optimizer][0][k], start[k]) for k in start)  # the same start

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from common.arch import net_plan
+from common.arch import VGGConfig, net_plan
 from common.blocks import MLP_WIDTH, SECOND_USE, check_config, fixed_weight, tied_plan
 from common.weights import xavier_init
 
-from .model import _KEYS, Model, _layer, abstract_variables, initialise, run
+from .model import _KEYS, Model, Net, _layer, abstract_variables, initialise, run
 from .weights import import_weights
 
 
@@ -44,8 +46,9 @@ class MySequential(Model):
     initialised on the first call, sized by its input.
     """
 
-    def __init__(self, *layers, name=None):
-        names, modules, variables = [], [], {}
+    def __init__(self, *layers: Any, name: str | None = None) -> None:
+        names, modules = [], []
+        variables: dict[str, dict[str, Any]] = {}
         for i, layer in enumerate(layers):
             named = getattr(layer, "name", None)
             key = named if isinstance(named, str) else str(i)
@@ -76,7 +79,7 @@ def _named(p):
     return _layer(p, training=None)
 
 
-def hand_vgg(config):
+def hand_vgg(config: VGGConfig) -> Net:
     """The network ``vgg()`` builds for ``config``, written with :class:`MySequential` ("Networks Using Blocks")."""
     config = check_config(config)
     net = MySequential(
@@ -112,7 +115,7 @@ class _FixedHiddenMLP(nn.Module):
 class FixedHiddenMLP(Model):
     """The book's block with a constant weight, one layer used twice and Python control flow ("Layers and Modules")."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed: int = 0) -> None:
         fixed_weight(seed)  # the seed is checked before anything is built
         module = _FixedHiddenMLP(seed)
         super().__init__(module, initialise(module, 1, MLP_WIDTH))
@@ -122,9 +125,9 @@ class FixedHiddenMLP(Model):
         return self.variables["constants"]["rand_weight"]
 
 
-def tied_mlp(in_features=20, hidden=8, out_features=1, tied=True):
+def tied_mlp(in_features: int = 20, hidden: int = 8, out_features: int = 1, tied: bool = True) -> Net:
     """The book's MLP whose layer ``shared`` is used twice ("Parameter Management"); ``tied=False``: two copies."""
-    layers = {}
+    layers: dict[str, Any] = {}
     plan = tied_plan(in_features, hidden, out_features, tied)
     for p in plan:
         layers[p.name] = layers["shared"] if tied and p.name == SECOND_USE else _named(p)  # the same layer twice

@@ -19,8 +19,7 @@ from common.conform import Event, Param, Trace, failure
 from common.errors import InputError
 from common.weights import from_canonical, to_canonical
 
-from .model import Function, Model, flatten, local_response_norm
-from .weights import _thawed, _variables, get, put
+from .model import Function, Model, _thawed, _variables, flatten, get, local_response_norm, put
 
 _STATS = {"running_mean": "running_mean", "running_var": "running_var"}
 
@@ -51,7 +50,8 @@ def _layouts(model) -> dict:
 
 def model_parameters(model) -> list[Param]:
     """Every variable with its shape in canonical layout (conv OIHW, dense (out, in)); batch-norm statistics last."""
-    params, stats = [], []
+    params: list[Param] = []
+    stats: list[Param] = []
     for name, (path, layout) in _layouts(model).items():
         array = np.asarray(get(model.variables, path))
         shape = tuple(int(d) for d in to_canonical(array, "dense" if layout == "flat" else layout, None).shape)

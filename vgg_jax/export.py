@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from common.interchange import INPUT, OPSET, OUTPUT, check_export_args, finish_onnx, quiet_exporter, require
 from common.weights import atomic_write
+
+from .model import Net
 
 EXPORTER = "jax2tf (TensorFlow ops: native_serialization=False, enable_xla=False) then tf2onnx"
 
@@ -20,7 +24,7 @@ def _require_exporter() -> None:
     require("tf2onnx", "JAX's ONNX export")
 
 
-def export_onnx(net, path, batch=None):
+def export_onnx(net: Net, path: str | os.PathLike, batch: int | None = None) -> Path:
     """Write ``net`` as an ONNX model: NCHW ``images`` in [0, 1] -> ``logits``, a dynamic batch axis or ``batch``.
 
     The network takes NHWC, so what is exported is a function around it that takes NCHW ``images`` and
@@ -29,9 +33,9 @@ def export_onnx(net, path, batch=None):
     """
     path, batch = check_export_args(path, batch, net.config)
     _require_exporter()
-    import tensorflow as tf
-    import tf2onnx
-    from jax.experimental import jax2tf
+    import tensorflow as tf  # deferred: TensorFlow, a framework the ONNX route alone needs
+    import tf2onnx  # deferred: the ONNX route's optional converter
+    from jax.experimental import jax2tf  # deferred: it imports TensorFlow
 
     c, s = net.config.in_channels, net.config.input_size
     module, variables = net.module, jax.tree_util.tree_map(np.asarray, net.variables)

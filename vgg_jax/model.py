@@ -4,17 +4,19 @@ The book's JAX edition writes the network as Flax modules: ``nn.Conv``, ``nn.rel
 window and stride 2, in an ``nn.Sequential``, dropout deterministic outside training. A Flax module holds no
 numbers; what this package calls a network is a :class:`Model`: the module with its variables (``params``, and
 batch norm's ``batch_stats``) and its configuration. It computes in NHWC (Flax's layout, like Keras');
-everything that leaves this package is canonical: ``layer_shapes`` reports NCHW, and ``vgg_jax.weights``
-converts layouts.
+everything that leaves this package is canonical: ``layer_shapes`` reports NCHW, and weights cross in canonical
+layouts (where each canonical weight lives in the variables, :func:`_variables`, is here, where the network is
+initialised with them; ``vgg_jax.weights`` reads and writes through it).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,7 @@ from common.arch import (
     BN_MOMENTUM,
     LRN,
     LayerPlan,
+    NetConfig,
     as_config,
     block_plan,
     check_block,
@@ -35,7 +38,13 @@ from common.data import check_batch
 from common.errors import InputError
 from common.report import summary_table
 from common.spec import network_functions, spec
-from common.weights import xavier_init
+from common.weights import check_weights, from_canonical, xavier_init
+
+# The types of the public API, under the same names in every backend: the network and the device. The network is
+# a :class:`Model` (the Flax module with its variables), except ``vgg_block``'s bare Flax module, which holds no
+# numbers: no one type says both.
+Net: TypeAlias = Any
+Device: TypeAlias = jax.Device
 
 _XAVIER = nn.initializers.xavier_uniform()  # the recipe's (Glorot): Flax's default for Dense is LeCun-normal
 
@@ -118,7 +127,7 @@ class Block(nn.Module):
         return nn.Sequential([_layer(p, training, self.dtype) for p in self.plan])(x)
 
 
-def vgg_block(num_convs, in_channels, out_channels, batch_norm=False):
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False) -> Net:
     """The book's VGG block: ``num_convs`` 3x3 convolutions (padding 1) with ReLU, then a 2x2 max-pool.
 
     A Flax ``nn.Sequential`` (in evaluation mode); its variables come from its ``init``.
@@ -198,12 +207,100 @@ def initialise(module, *shape, dtype=jnp.float32):
     return jax.jit(module.init)({"params": key, "dropout": key}, jnp.zeros(shape, dtype))
 
 
-def _build(config):
-    """The network Xavier-initialised: the recipe's weights drawn in NumPy (``common.weights.xavier_init``, no
-    compilation) from the process's next seed, into the variables' shapes as ``jax.eval_shape`` finds them."""
-    from .weights import import_weights
+# Flax's batch-norm variables under their canonical (PyTorch) names: (canonical, collection, Flax name)
+_BN = (
+    ("weight", "params", "scale"),
+    ("bias", "params", "bias"),
+    ("running_mean", "batch_stats", "mean"),
+    ("running_var", "batch_stats", "var"),
+)
 
-    return import_weights(abstract_network(config), xavier_init(config, next(_KEYS)))
+
+def _order(module, keys):
+    """``keys`` (a level of the variables) in the order the module uses them: JAX keeps a dict's keys sorted."""
+    names = getattr(module, "names", None)  # a hand-made Sequential's layers, in order
+    if names is None:
+        return list(keys)
+    return [n for n in dict.fromkeys(names) if n in keys]
+
+
+def _sublayer(module, name):
+    if getattr(module, "names", None) is None:
+        return None
+    return dict(zip(module.names, module.layers, strict=True))[name]
+
+
+def _variables(net):
+    """Canonical name -> (path in ``net.variables``, layout) in the network's order; the layout says how to convert.
+
+    ``conv``: HWIO kernel; ``dense``: (in, out) kernel; ``flat``: the (in, out) kernel of the first dense layer of
+    VGG and AlexNet, whose inputs arrive from the NHWC features in H,W,C order; ``None``: a vector.
+    """
+    found: dict[str, tuple[tuple[str, ...], str | None]] = {}
+
+    def walk(params, path, module):
+        for key in _order(module, params):
+            sub, name, where = params[key], ".".join((*path, key)), (*path, key)
+            if "kernel" in sub:
+                layout = "conv" if len(sub["kernel"].shape) == 4 else "dense"
+                found[f"{name}.weight"] = (("params", *where, "kernel"), layout)
+                found[f"{name}.bias"] = (("params", *where, "bias"), None)
+            elif "scale" in sub:
+                for canonical, collection, flax_name in _BN:
+                    found[f"{name}.{canonical}"] = ((collection, *where, flax_name), None)
+            else:
+                walk(sub, where, _sublayer(module, key))
+
+    walk(net.variables.get("params", {}), (), net.module)
+    if net.config is None:
+        return found
+    order = list(spec(net.config).param_shapes())  # canonical order; the first dense layer reads the NHWC features
+    first_dense = next(n for n in order if n.endswith(".weight") and found[n][1] == "dense")
+    found[first_dense] = (found[first_dense][0], "flat")
+    return {n: found[n] for n in order}
+
+
+def get(variables, path):
+    for key in path:
+        variables = variables[key]
+    return variables
+
+
+def put(variables, path, value):
+    """Replace one leaf of a nested dict of variables, in place."""
+    for key in path[:-1]:
+        variables = variables[key]
+    variables[path[-1]] = value
+
+
+def _thawed(variables):
+    """The variables as plain nested dicts, each level a new one (so a leaf can be replaced without touching
+    another network's variables)."""
+    return {k: _thawed(v) if isinstance(v, (dict, flax.core.FrozenDict)) else v for k, v in variables.items()}
+
+
+def put_weights(net: Net, weights: Mapping[str, np.ndarray]) -> None:
+    """Set ``net``'s variables from canonical arrays already checked (``common.weights.check_weights``), each
+    converted to its Flax layout."""
+    variables, places = _thawed(net.variables), _variables(net)
+    for name, array in weights.items():
+        path, layout = places[name]
+        put(variables, path, jnp.asarray(from_canonical(array, layout, net.config)))
+    net.variables = variables
+
+
+def init_xavier(net: Net) -> None:
+    """The recipe's Xavier-uniform weights drawn in NumPy (``common.weights.xavier_init``, no compilation) from
+    the process's next seed."""
+    put_weights(net, check_weights(net.config, xavier_init(net.config, next(_KEYS)), copy=False))
+
+
+def _build(config):
+    """The network Xavier-initialised: its variables' shapes as ``jax.eval_shape`` finds them, then
+    :func:`init_xavier`."""
+    net = abstract_network(config)
+    init_xavier(net)
+    return net
 
 
 from_config, vgg, alexnet = network_functions(_build)
@@ -216,7 +313,7 @@ def abstract_variables(module, config):
     return jax.eval_shape(lambda x: module.init({"params": key, "dropout": key}, x), x)
 
 
-def abstract_network(config):
+def abstract_network(config: NetConfig) -> Net:
     """The network of ``config`` with its layers and parameter shapes but no parameter memory, for shapes and
     counts only (``vgg summary``): its variables are ``jax.eval_shape``'s abstract arrays."""
     config = as_config(config)
@@ -224,7 +321,7 @@ def abstract_network(config):
     return Model(module, abstract_variables(module, config), config)
 
 
-def layer_shapes(net, input_size, in_channels=1, batch=1):
+def layer_shapes(net: Net, input_size: int, in_channels: int = 1, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
     """(top-level layer, NCHW output shape) for each block and head layer, traced by ``jax.eval_shape``."""
     size = check_trace_request(net.config, input_size, in_channels, batch)
     x = jax.ShapeDtypeStruct((batch, size, size, in_channels), jnp.float32)
@@ -240,18 +337,18 @@ def _size(tree) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-def count_params(net):
+def count_params(net: Net) -> int:
     """Trainable parameters (batch norm's running statistics are in ``batch_stats``, not counted)."""
     return _size(net.variables.get("params", {}))
 
 
-def layer_params(net):
+def layer_params(net: Net) -> dict[str, int]:
     """Trainable parameters of each top-level layer (a block or a head layer), by its canonical name."""
     params = net.variables.get("params", {})
     return {name: _size(params.get(name, {})) for name, _ in net_plan(net.config)}
 
 
-def summary(net, input_size, in_channels=1):
+def summary(net: Net, input_size: int, in_channels: int = 1) -> str:
     """A readable table: each layer's output shape, parameters, MACs and receptive field."""
     buffers = _size(net.variables.get("batch_stats", {}))
     return summary_table(

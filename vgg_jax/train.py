@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterable
 from functools import partial
 
 import jax
@@ -20,9 +21,10 @@ import optax
 from common import training
 from common.data import check_batch
 from common.errors import ConfigError, InputError
+from common.recipe import ADAM
 
 from .data import on_device
-from .model import Model, apply
+from .model import Device, Model, Net, apply
 from .weights import export_weights, import_weights
 
 
@@ -33,14 +35,14 @@ def _gpus() -> list:
         return []
 
 
-def try_gpu(i=0):
+def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if JAX sees one, else the CPU (a ``jax.Device``)."""
     i = training.gpu_index(i)
     gpus = _gpus()
     return gpus[i] if len(gpus) > i else jax.devices("cpu")[0]
 
 
-def get_device(device="auto"):
+def get_device(device: Device | str | None = "auto") -> Device:
     """The ``jax.Device`` of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``jax.Device``, as is)."""
     if isinstance(device, jax.Device):
         return device
@@ -74,7 +76,9 @@ def _correct(logits, y):
 _EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def evaluate_accuracy(net, data_iter, device=None, check_finite=True):
+def evaluate_accuracy(
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
@@ -110,9 +114,14 @@ def in_precision(net, precision="fp32"):
     return net.module.clone(dtype=jnp.bfloat16) if precision == "bf16" else net.module
 
 
-def _optimizer(optimizer, lr):
-    """optax's SGD or Adam (PyTorch's: eps added after bias correction), its rate a hyperparameter of its state."""
-    return optax.inject_hyperparams(optax.adam if optimizer == "adam" else optax.sgd)(learning_rate=lr)
+def _optimizer(net, optimizer, lr):
+    """optax's SGD or Adam, its rate a hyperparameter of its state (``net`` unused: an optax transformation meets
+    the parameters in its ``init``). optax's Adam is PyTorch's form (eps added after the bias correction), so
+    with ``common.recipe.ADAM``'s numbers it is the recipe's Adam."""
+    if optimizer == "adam":
+        a = ADAM
+        return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=a["beta1"], b2=a["beta2"], eps=a["eps"])
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=lr)
 
 
 def _step(module, tx, params, others, opt_state, key, x, y):
@@ -146,7 +155,7 @@ class Trainer(training.Trainer):
     def __init__(self, net, recipe, device):
         super().__init__(net, recipe, device)
         self.module = in_precision(net, recipe.precision)
-        self.tx = _optimizer(recipe.optimizer, recipe.lr)
+        self.tx = _optimizer(net, recipe.optimizer, recipe.lr)
         self.opt_state = self.tx.init(net.variables["params"])
         self.key = jax.random.PRNGKey(recipe.seed)  # dropout's masks: split once per step
         self.step = jax.jit(partial(_step, self.module, self.tx))

@@ -64,7 +64,7 @@ def _import_quietly() -> None:
 # loads (TFLite's JAX conversion is then off in this process).
 _NO_JAX = "jax" not in _sys.modules
 if _NO_JAX:
-    _sys.modules["jax"] = None  # an import of it raises ImportError
+    _sys.modules["jax"] = None  # type: ignore[assignment]  # None there makes an import of it raise ImportError
 try:
     _import_quietly()
 finally:

@@ -13,8 +13,8 @@ import optax
 
 from common.weights import from_canonical, to_canonical
 from vgg_jax.blocks import children as _children
-from vgg_jax.model import apply
-from vgg_jax.weights import _variables, get, put
+from vgg_jax.model import _layer, _variables, apply, get, put
+from vgg_jax.train import _optimizer
 
 CONTAINER = "Sequential"  # what vgg_block returns
 
@@ -130,3 +130,23 @@ def batch_norms(net) -> list[tuple[float, float]]:
     with nn.intercept_methods(intercept):
         jax.eval_shape(lambda v: net.module.apply(v, jnp.zeros((1, s, s, c))), net.variables)
     return seen
+
+
+def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
+    """A float32 vector ``w0`` after one step of the backend's ``optimizer`` per gradient of ``grads``."""
+    w = jnp.asarray(w0.copy())
+    tx = _optimizer(None, optimizer, lr)
+    state = tx.init(w)
+    for g in grads:
+        updates, state = tx.update(jnp.asarray(g), state, w)
+        w = optax.apply_updates(w, updates)
+    return np.array(w)
+
+
+def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
+    """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
+    layer = _layer(plan)
+    x = jnp.asarray(_nhwc(x_nchw))
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    out = np.asarray(layer.apply(variables, x))
+    return np.transpose(out, (0, 3, 1, 2)) if out.ndim == 4 else out
