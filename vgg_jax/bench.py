@@ -72,8 +72,14 @@ def _loss(module, params, others, x, y, key):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
 
 
-def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
-    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path.
+def compiles(step) -> tuple[int, float] | None:
+    """``jax.jit``'s compilations are not counted here (the project's path is always compiled): None."""
+    return None
+
+
+def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu", compile=False):
+    """A function ``step(x, y) -> loss`` doing one SGD step of the book's recipe on ``net``, on the given path
+    (``compile``: taken, no change; the project's path is compiled by ``jax.jit`` already).
 
     The book's step returns the loss as a number (a host sync per step); the project's returns it on the
     device (:func:`synchronize` before reading a clock). ``net``'s variables are the starting point; the steps
@@ -109,7 +115,7 @@ def train_step(net, path="book", precision="fp32", lr=0.05, device="cpu"):
     return project
 
 
-def infer_step(net, path="book", precision="fp32", device="cpu"):
+def infer_step(net, path="book", precision="fp32", device="cpu", compile=False):
     """A function ``step(x) -> logits`` of evaluation-mode inference on the given path (logits on the host).
 
     The book's path calls the module's ``apply`` as the book's evaluation does, op by op; the project's

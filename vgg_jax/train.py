@@ -77,12 +77,13 @@ _EVALUATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def evaluate_accuracy(
-    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True
+    net: Net, data_iter: Iterable, device: Device | str | None = None, check_finite: bool = True, compile: bool = False
 ) -> float:
     """Accuracy of ``net`` over ``data_iter`` in evaluation mode (dropout off, batch-norm statistics fixed).
 
     Every batch is checked against the network first (rank, channels, size, dtype, labels; with
     ``check_finite``, NaN or infinite pixels): a mistake is an :class:`common.errors.InputError`.
+    ``compile``: taken and changes nothing (every step here is compiled by ``jax.jit`` already).
     """
     step = _EVALUATE.get(net)
     if step is None:
@@ -152,8 +153,8 @@ class Trainer(training.Trainer):
     on_device = staticmethod(on_device)
     read_every = 8  # steps whose sums stay on the device before one host read
 
-    def __init__(self, net, recipe, device):
-        super().__init__(net, recipe, device)
+    def __init__(self, net, recipe, device, compile=False):
+        super().__init__(net, recipe, device, compile)  # compile: taken; the step is compiled by jax.jit already
         self.module = in_precision(net, recipe.precision)
         self.tx = _optimizer(net, recipe.optimizer, recipe.lr)
         self.opt_state = self.tx.init(net.variables["params"])
