@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..arch import AlexNetConfig, NetConfig, VGGConfig, make_alexnet_config, make_config
+from ..arch import AlexNetConfig, NetConfig, VGGConfig, config_from_dict, make_alexnet_config, make_config
 from ..backends import BACKENDS, display_name, get_backend
 from ..errors import ConfigError
 from ..spec import memory_needed, spec
@@ -154,8 +154,6 @@ def _number(value: Any) -> bool:
 
 def _valid_record(r: Any) -> bool:
     """Whether ``r`` is one framework's record as `vgg compare` writes it, with at least one finished epoch."""
-    from ..arch import config_from_dict
-
     config_from_dict(r["config"])  # a ConfigError (or KeyError, TypeError) where it is none
     epochs = r["history"]["epochs"]
     return (

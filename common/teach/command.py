@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..backends import parse_backends, require
 from ..errors import ConfigError
+from ..files import atomic_write
+from . import chapter, notebook, page
 
 PAGE, NOTEBOOK = "index.html", "chapter.ipynb"
 DEFAULT_RUN = "runs/compare"
@@ -45,19 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _ours(path: Path) -> bool:
     """Whether ``path`` is a page or notebook `vgg teach` wrote (so it may be replaced without --overwrite)."""
-    from .notebook import GENERATOR as NB
-    from .page import GENERATOR
-
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return False
     if path.suffix == ".ipynb":
         try:
-            return json.loads(text).get("metadata", {}).get("generator") == NB
+            return json.loads(text).get("metadata", {}).get("generator") == notebook.GENERATOR
         except (ValueError, AttributeError):
             return False
-    return f'<meta name="generator" content="{GENERATOR}">' in text[:2000]
+    return f'<meta name="generator" content="{page.GENERATOR}">' in text[:2000]
 
 
 def _run_folder(args) -> Path | None:
@@ -68,10 +68,6 @@ def _run_folder(args) -> Path | None:
 
 
 def run(args) -> int:
-    from ..backends import parse_backends, require
-    from ..weights import atomic_write
-    from . import chapter, notebook, page
-
     out = Path(args.out)
     targets = (out / PAGE, out / NOTEBOOK)
     if out.exists() and not out.is_dir():

@@ -115,7 +115,7 @@ CELLS: list[tuple[str, str]] = [
 
 def build(backend: str) -> Any:
     """The notebook, with ``backend`` in its first code cell."""
-    import nbformat
+    import nbformat  # deferred: a heavy library (its JSON schema), loaded only where a notebook is written
     from nbformat import v4
 
     nb = v4.new_notebook()
@@ -130,6 +130,6 @@ def build(backend: str) -> Any:
 
 
 def text(backend: str) -> str:
-    import nbformat
+    import nbformat  # deferred: as in build()
 
     return nbformat.writes(build(backend))

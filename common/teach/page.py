@@ -82,7 +82,7 @@ def prose(text: Any) -> str:
 
 def highlighted(text: str) -> str:
     """``text`` as Pygments' Python tokens (spans only: the text itself is kept character for character)."""
-    from pygments import highlight
+    from pygments import highlight  # deferred: loaded only where a page is written
     from pygments.formatters import HtmlFormatter
     from pygments.lexers import PythonLexer
 
@@ -90,7 +90,7 @@ def highlighted(text: str) -> str:
 
 
 def pygments_css() -> str:
-    from pygments.formatters import HtmlFormatter
+    from pygments.formatters import HtmlFormatter  # deferred: as in highlighted()
 
     return HtmlFormatter(style="default").get_style_defs("pre.code")
 
