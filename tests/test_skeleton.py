@@ -221,8 +221,9 @@ def test_the_verified_stream_is_checked_once_a_pass_any_other_batch_by_batch(bac
 
 def test_keras_traces_its_evaluation_once_per_network():
     """Evaluation runs every epoch: its tf.function is traced once per network, and freed with the network."""
-    from vgg_tf.train import _EVALUATE
+    from vgg_tf.train import _EVALUATE as BY_SETTING
 
+    _EVALUATE = BY_SETTING[False]  # the steps without XLA, the default (compile=False)
     before = len(_EVALUATE)  # networks of other tests may be alive
 
     def evaluate_twice():  # in a frame of its own: TensorFlow's tracing snapshots its caller's locals
