@@ -60,6 +60,8 @@ ENGINES = {
     "tf": "tf.distribute.MultiWorkerMirroredStrategy",
     "mxnet": "MXNet's dist_sync kvstore (ps-lite: scheduler, server, workers)",
 }
+# What each engine does with the workers' gradients: DDP averages them, Keras' strategy and the kvstore sum them.
+COMBINES = {"torch": "mean", "tf": "sum", "mxnet": "sum"}
 SYNC_BN = {
     "torch": "torch.nn.SyncBatchNorm (GPUs only)",
     "tf": "keras.layers.BatchNormalization(synchronized=True)",
@@ -297,10 +299,9 @@ def loss_scale(size: int, batch: int, backend: str) -> float:
     under MultiWorkerMirroredStrategy and MXNet's kvstore sum them: ``1 / batch``. Either way the combined
     gradient is that of the sum over the global batch divided by ``batch``, the one-process mean.
     """
-    combines = {"torch": "mean", "tf": "sum", "mxnet": "sum"}  # what each engine does with the workers' gradients
-    if backend not in combines:
+    if backend not in COMBINES:
         raise ConfigError(f"unknown backend {backend!r}")
-    return (size if combines[backend] == "mean" else 1) / batch
+    return (size if COMBINES[backend] == "mean" else 1) / batch
 
 
 def restored_digest(arrays: dict) -> int:
