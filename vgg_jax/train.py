@@ -157,15 +157,17 @@ class Trainer(training.Trainer):
         super().__init__(net, recipe, device, compile)  # compile: taken; the step is compiled by jax.jit already
         self.module = in_precision(net, recipe.precision)
         self.tx = _optimizer(net, recipe.optimizer, recipe.lr)
-        self.opt_state = self.tx.init(net.variables["params"])
-        self.key = jax.random.PRNGKey(recipe.seed)  # dropout's masks: split once per step
+        # Everything the step takes is placed on its device (here and in train_step): arrays left uncommitted would
+        # make the second step, whose inputs are the first one's committed outputs, compile the step again.
+        self.opt_state = jax.device_put(self.tx.init(net.variables["params"]), self.device)
+        self.key = jax.device_put(jax.random.PRNGKey(recipe.seed), self.device)  # dropout's masks: split per step
         self.step = jax.jit(partial(_step, self.module, self.tx))
 
     def start_epoch(self, epoch, lr):
-        self.opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+        self.opt_state.hyperparams["learning_rate"] = jax.device_put(jnp.asarray(lr, jnp.float32), self.device)
 
     def train_step(self, x, y):
-        variables = self.net.variables
+        variables = jax.device_put(self.net.variables, self.device)  # a no-op after the first step
         others = {k: v for k, v in variables.items() if k != "params"}
         x, y = jax.device_put(x, self.device), jax.device_put(jnp.asarray(y, jnp.int32), self.device)
         params, others, self.opt_state, self.key, sums = self.step(
@@ -189,7 +191,7 @@ class Trainer(training.Trainer):
             if leaf.shape == () and jnp.issubdtype(leaf.dtype, jnp.integer):  # optax's count of updates (Adam's)
                 training.check_counter(arrays[f"{i:04d}"], self.steps_done, f"update count {i:04d}")
         restored = [jnp.asarray(arrays[f"{i:04d}"], leaf.dtype) for i, leaf in enumerate(leaves)]
-        self.opt_state = jax.tree_util.tree_unflatten(tree, restored)
+        self.opt_state = jax.device_put(jax.tree_util.tree_unflatten(tree, restored), self.device)
 
     def rng_state(self):
         """The PRNG key dropout's next masks are drawn from."""
@@ -197,7 +199,7 @@ class Trainer(training.Trainer):
 
     def set_rng_state(self, arrays):
         training.check_state(arrays, {"dropout": tuple(self.key.shape)}, "random-generator state")
-        self.key = jnp.asarray(arrays["dropout"], self.key.dtype)
+        self.key = jax.device_put(jnp.asarray(arrays["dropout"], self.key.dtype), self.device)
 
 
 train = training.train_function(Trainer, get_device)
