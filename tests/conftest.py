@@ -8,9 +8,12 @@ built without their parameters' memory (``adapters.build_abstract``, the backend
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib.util
 import os
+import shutil
+import tempfile
 
 # Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
 # allocator keeps every block it ever held (1.3 GB after one 224 px VGG-11 is built and dropped).
@@ -19,6 +22,15 @@ os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 # keeping freed memory (common.host.reuse_freed_memory), and the 224 px tests that follow would hold
 # 0.5 GB more. `vgg` subprocesses run as a user's do (helpers.ENV leaves this out).
 os.environ["VGG_REUSE_FREED_MEMORY"] = "0"
+# JAX compiles each step it has not seen (a network, a batch shape) with XLA, seconds each on a CPU, and the suite
+# builds the same few networks in many tests and `vgg` subprocesses: they share JAX's own persistent compilation
+# cache, in a folder of the session's (made once here, inherited by every process the suite starts, removed at
+# its end). A cached program is the one XLA would compile again: what a test computes does not change.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="vgg-jax-cache-")
+    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import pytest
 from helpers import release_memory
