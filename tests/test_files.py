@@ -976,3 +976,29 @@ def test_an_onnx_file_larger_than_protobuf_holds_is_refused_before_it_is_read(tm
     for command in (["conform", big], ["evaluate", big, "--test-limit", "8"]):
         err = one_line(capsys, command)
         assert f"{big} is 2.0 GiB, more than the 2 GiB one ONNX (protobuf) file holds" in err, err
+
+
+def test_a_msgpack_larger_than_its_network_is_refused_by_its_record_before_it_is_read(tmp_path, capsys):
+    """JAX's `.msgpack` is read whole by MessagePack: its record (the first key) is read alone first, and a file
+    larger than a model of the network it describes is refused. A model of the tiny network grown to 3.7 GiB (a
+    sparse file) had been read whole."""
+    import msgpack  # the format library flax serializes with, installed with it
+
+    jax = load_backend("jax")
+    path = jax.save_model(jax.vgg(**TINY), tmp_path / "m.msgpack")
+    grown = tmp_path / "grown.msgpack"
+    grown.write_bytes(path.read_bytes())
+    with open(grown, "r+b") as f:
+        f.truncate(HUGE)
+    rc, err, peak = _peak("evaluate", grown, "--test-limit", "64")
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{grown} is 3.7 GiB, more than the " in err and "a model file of the network it describes takes" in err
+    assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+    state = msgpack.unpackb(path.read_bytes(), raw=False)  # the record after the weights, as first written
+    (tmp_path / "last.msgpack").write_bytes(msgpack.packb({"variables": state["variables"], **state}))
+    err = one_line(capsys, ["evaluate", tmp_path / "last.msgpack", "--test-limit", "64"])
+    assert "keeps its record after its weights, as vgg_jax's first version wrote it" in err
+    (tmp_path / "other.msgpack").write_bytes(msgpack.packb({"weights": 1, "vgg_meta": state["vgg_meta"]}))
+    err = one_line(capsys, ["evaluate", tmp_path / "other.msgpack", "--test-limit", "64"])
+    assert "is a MessagePack file but not one of this project's models" in err
+    assert jax.load_model(path).config == jax.vgg(**TINY).config  # the record first: read back
