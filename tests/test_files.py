@@ -1,6 +1,6 @@
-"""Files: every format the project reads (.npz, .safetensors, .pt, .weights.h5, .params, .onnx, checkpoints),
-damaged, hostile or not what its name says, is refused with the project's own error (one line from `vgg`), and
-nothing in a file can run code or make the reader allocate what the file does not hold.
+"""Files: every format the project reads (.npz, .safetensors, .pt, .weights.h5, .params, .msgpack, .onnx,
+checkpoints), damaged, hostile or not what its name says, is refused with the project's own error (one line from
+`vgg`), and nothing in a file can run code or make the reader allocate what the file does not hold.
 
 Fashion-MNIST's own files (IDX, gzip) are tested in test_data.py, ONNX and safetensors as formats in
 test_interchange.py, the files `vgg conform` reads in test_conform.py.
@@ -65,7 +65,7 @@ def _mutations(data: bytes, seed: int, n: int):
 
 def _saved_files(tmp_path):
     """A small network saved in every format the project reads, with the function that reads each."""
-    torch, tf, mxnet = (load_backend(n) for n in ("torch", "tf", "mxnet"))
+    torch, tf, mxnet, jax = (load_backend(n) for n in ("torch", "tf", "mxnet", "jax"))
     net = torch.vgg(**TINY)
     files = {
         "pt": (torch.save_model(net, tmp_path / "m.pt"), torch.load_model),
@@ -81,6 +81,10 @@ def _saved_files(tmp_path):
     files["params"] = (
         mxnet.save_model(mxnet.import_weights(mxnet.vgg(**TINY), weights), tmp_path / "m.params"),
         mxnet.load_model,
+    )
+    files["msgpack"] = (
+        jax.save_model(jax.import_weights(jax.vgg(**TINY), weights), tmp_path / "m.msgpack"),
+        jax.load_model,
     )
     return files
 
