@@ -34,7 +34,7 @@ from .backends import display_name, get_backend
 from .data import fashion_mnist_batches
 from .distributed import BANDWIDTHS, ENGINES, check_workers, predict
 from .errors import ConfigError, VGGError
-from .files import atomic_write
+from .files import TargetAppeared, atomic_write
 from .host import Progress, reuse_freed_memory
 from .interchange import OnnxModel, require
 from .processes import child_env, die_with_parent, python_module
@@ -317,9 +317,12 @@ def run_bench(
     json_path: str | None = None,
     device: str = "cpu",
     compile: bool = False,
+    overwrite: bool = True,
 ) -> dict:
     """Measure every backend in turn on ``device`` and write the JSON (where ``json_path`` is given); return the
     summary. :func:`bench_table` formats the summary for printing. ``compile``: see :func:`bench_backend`.
+    Without ``overwrite``, a file at ``json_path`` is kept, even one that appeared while measuring
+    (:func:`common.files.atomic_write`).
     """
     check_precision(precision)
     config = make_any_config(arch, 1, 10, resize, ratio)  # VGG with the book's head, or AlexNet (ratio None)
@@ -332,7 +335,7 @@ def run_bench(
     summary = summarise(results, config, batch_size)
     summary["device"] = ", ".join(dict.fromkeys(r["device"] for r in results)) or device
     if json_path:
-        atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
+        atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()), overwrite=overwrite)
     return summary
 
 
@@ -441,8 +444,13 @@ def run_sweep(
     json_path: str | None = None,
     plot_path: str | None = None,
     device: str = "cpu",
+    overwrite: bool = True,
 ) -> dict:
-    """Measure every backend at every point of :func:`sweep_grid`, each in a fresh process; plot, write the JSON."""
+    """Measure every backend at every point of :func:`sweep_grid`, each in a fresh process; plot, write the JSON.
+
+    Without ``overwrite``, a file at ``json_path`` or ``plot_path`` is kept, even one that appeared while measuring
+    (:func:`common.files.atomic_write`): the plot then goes beside it, and the JSON, still written, names it.
+    """
     check_precision(precision)
     if arch == "alexnet":
         raise ConfigError(
@@ -482,11 +490,17 @@ def run_sweep(
         "precision": precision,
         "points": points,
     }
+    appeared = None
     if plot_path:
-        plot_sweep(summary, plot_path)
-        summary["plot"] = str(plot_path)
+        try:
+            plot_sweep(summary, plot_path, overwrite)
+            summary["plot"] = str(plot_path)
+        except TargetAppeared as e:  # said once the numbers are written too
+            appeared, summary["plot"] = e, str(e.kept)
     if json_path:
-        atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()))
+        atomic_write(json_path, lambda f: f.write(json.dumps(summary, indent=1).encode()), overwrite=overwrite)
+    if appeared is not None:
+        raise appeared
     return summary
 
 
@@ -536,8 +550,9 @@ def sweep_table(summary: dict) -> str:
     )
 
 
-def plot_sweep(summary: dict, path) -> None:
-    """Training examples/s, GFLOP/s and peak memory against input size (top) and width ratio (bottom)."""
+def plot_sweep(summary: dict, path, overwrite: bool = True) -> None:
+    """Training examples/s, GFLOP/s and peak memory against input size (top) and width ratio (bottom); without
+    ``overwrite``, a file at ``path`` is kept (:func:`common.files.atomic_write`)."""
     import matplotlib  # deferred: a heavy library, loaded only where a plot is drawn
 
     matplotlib.use("Agg")
@@ -587,7 +602,7 @@ def plot_sweep(summary: dict, path) -> None:
     )
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_figure(fig, path, dpi=100)
+    save_figure(fig, path, dpi=100, overwrite=overwrite)
 
 
 def bench_onnxruntime(exporter: str, config: NetConfig, batch_size: int, steps: int, repeats: int) -> dict:
@@ -633,6 +648,7 @@ def bench_workers(
     precision: str,
     max_workers: int,
     json_path: str | None,
+    overwrite: bool = True,
 ) -> int:
     """``vgg bench --workers N``: training examples/s of 1..N data-parallel processes of one thread each (the
     same threads in all), each a real ``vgg train --workers K`` run of two epochs of ``steps`` global batches,
@@ -676,6 +692,6 @@ def bench_workers(
     if json_path is not None:
         record = {"config": config.to_dict(), "batch_size": batch_size, "steps": steps, "cpu": cpu}
         record["rows"] = [dict(zip(headers, row, strict=True)) for row in rows]
-        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        atomic_write(json_path, lambda f: f.write(json.dumps(record, indent=1).encode()), overwrite=overwrite)
         print(f"numbers: {json_path}")
     return 0

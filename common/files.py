@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError, VGGError, WriteError
+from .errors import ConfigError, VGGError, WriteError, arg
 
 
 def _umask() -> int:
@@ -63,13 +63,17 @@ FREE_SPACE = (
 )
 
 
-def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike, write, by_name: bool = False, overwrite: bool = True) -> Path:
     """Call ``write(file object)`` on a temporary file beside ``path``, then rename it into place.
 
     With ``by_name``, ``write`` gets the temporary file's path instead (for libraries that only write to a
     path); that name ends like ``path`` (``.weights.h5``, ...). A crash at any moment leaves either the old
     file or the new one, never half of one. The file gets the mode of any new file (0666 less the umask),
     not the temporary file's private 0600.
+
+    Without ``overwrite``, a file at ``path`` is never replaced, even one that appeared after the command checked
+    the path (another command writing there while this one worked): :func:`place_new` keeps this command's file
+    beside it and says so (:class:`TargetAppeared`).
     """
     path = check_target(path)
     try:
@@ -93,12 +97,74 @@ def atomic_write(path: str | os.PathLike, write, by_name: bool = False) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            place_new(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        if not isinstance(e, TargetAppeared):  # which keeps this command's file
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # the place is right; the room is not
             raise WriteError(f"cannot write {path} ({e.strerror}); {FREE_SPACE}") from None
         if isinstance(e, OSError) and not isinstance(e, VGGError):
             raise WriteError(f"cannot write {path} ({e.strerror or e}); choose another path") from None
         raise
     return path
+
+
+class TargetAppeared(WriteError):
+    """A file appeared at the path a command had checked, while it worked: left as it was; the command's own
+    file is kept at :attr:`kept`."""
+
+    def __init__(self, path: Path, kept: Path) -> None:
+        self.kept = kept
+        super().__init__(
+            f"{path} appeared while this command ran and is left as it was; this command's file is {kept}: "
+            f"rename it, or run again with {arg('overwrite', True)} to replace {path.name}"
+        )
+
+
+def sibling_name(path: Path, n: int) -> Path:
+    """``path`` with ``-n`` before its first suffix (``bench-1.json``, ``w-1.weights.h5``): the same kind of file."""
+    dot = path.name.find(".", 1)
+    dot = len(path.name) if dot < 0 else dot
+    return path.with_name(f"{path.name[:dot]}-{n}{path.name[dot:]}")
+
+
+def place_new(tmp: str | os.PathLike, path: Path) -> None:
+    """Move the finished file ``tmp`` to ``path`` where nothing is there, in one step that fails if something is
+    (a hard link, which, unlike a rename, never replaces); otherwise keep it beside ``path`` under the first free
+    :func:`sibling_name` (or, past a file system's name length, under its temporary name) and raise
+    :class:`TargetAppeared`."""
+    tmp = Path(tmp)
+    try:
+        _link_new(tmp, path)
+        return
+    except FileExistsError:
+        pass
+    kept = tmp
+    for n in range(1, 1000):
+        try:
+            _link_new(tmp, sibling_name(path, n))
+        except FileExistsError:
+            continue
+        except OSError:  # a name too long for the file system: the temporary name it has
+            break
+        kept = sibling_name(path, n)
+        break
+    raise TargetAppeared(path, kept)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """``tmp`` to ``path``, which must not exist (FileExistsError otherwise); ``tmp`` is gone after."""
+    try:
+        os.link(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A file system without hard links (FAT, some network ones): claim the name first, then rename onto the
+        # empty claim, which only this command made.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.replace(tmp, path)
+        return
+    tmp.unlink()

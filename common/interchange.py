@@ -35,7 +35,7 @@ from .backends import get_backend
 from .data import check_batch
 from .errors import BackendUnavailable, ConfigError, InputError, WeightsError, reason
 from .files import atomic_write, check_target
-from .spec import check_memory, format_bytes, spec
+from .spec import available_memory, check_memory, format_bytes, spec
 from .weights import (
     FORMAT,
     MODEL_SUFFIXES,
@@ -332,7 +332,7 @@ def finish_onnx(
 # --- ONNX Runtime: the fourth executor ---------------------------------------------------------------------------
 
 
-def _tensors(graph):
+def model_tensors(graph):
     """Every tensor a graph holds: its initializers, and the constants in its nodes' attributes and subgraphs."""
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
@@ -343,36 +343,125 @@ def _tensors(graph):
                 yield attribute.t
             yield from attribute.tensors
             for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-                yield from _tensors(sub)
+                yield from model_tensors(sub)
 
 
-def _check_declared_bytes(model, path: Path) -> None:
-    """A model of this project's (its metadata names its configuration) may declare no more tensor bytes than that
-    network holds (its parameters and statistics as float32, twice over, and 1 MiB): checked on the tensors'
-    declared shapes, before its external data are read or ONNX Runtime copies them."""
+PROTOBUF_MOST = 2**31 - 1  # bytes one protobuf message (an .onnx file without external data) can hold
+_PACKED_4BIT = ("INT4", "UINT4", "FLOAT4E2M1")  # types whose raw data packs two values in a byte
+# Where a tensor keeps its values when not as raw bytes: one field per type family, a value per entry (complex
+# numbers two entries).
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def declared_bytes(onnx, tensor) -> int:
+    """The bytes a tensor declares by its dims and type (8 per value of a type numpy does not know)."""
+    count = math.prod(tensor.dims)
+    if _type_name(onnx, tensor.data_type) in _PACKED_4BIT:
+        return (count + 1) // 2
+    try:
+        return count * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return count * 8
+
+
+def _type_name(onnx, data_type: int) -> str:
+    """ONNX's name of a tensor type (``FLOAT``), or its number where this onnx knows no such type."""
+    types = onnx.TensorProto.DataType
+    return types.Name(data_type) if data_type in types.values() else str(data_type)
+
+
+def _external_length(tensor, folder: Path, path: Path) -> int:
+    """The bytes a tensor kept as external data reads, from a plain file inside the model's folder (links
+    followed) and inside that file; ONNX reads the rest of the file where no length is given."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    where = entries.get("location", "")
+    target = (folder / where).resolve()
+    if not (target.is_relative_to(folder) and target.is_file()):
+        raise WeightsError(
+            f"{path} keeps the weight {tensor.name!r} in {where!r}, which is not a file in the model's "
+            f"folder {folder} (links followed); put the model's data files beside it, or save it whole"
+        )
+    size = target.stat().st_size
+    try:
+        offset = int(entries.get("offset") or 0)
+        length = int(entries["length"]) if entries.get("length") else size - offset
+    except ValueError:
+        raise WeightsError(
+            f"{path} keeps the weight {tensor.name!r} at an offset or length that is no number of bytes; it is "
+            f"damaged or was altered"
+        ) from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise WeightsError(
+            f"{path} keeps the weight {tensor.name!r} in {length} bytes from byte {offset} of {where!r}, which "
+            f"holds {size}; it is damaged (truncated?)"
+        )
+    return length
+
+
+def _check_tensors(model, path: Path) -> int:
+    """Every tensor of the model holds what it declares (its dims and type: raw bytes, values, or a range of an
+    external file), checked on the file's structure before any external data is read; the bytes they declare.
+
+    ONNX reads a tensor's external data by its ``length`` (the rest of the file where none is given), not by its
+    shape, and numpy and ONNX Runtime allocate by the shape: a small tensor that names a huge file, or a huge one
+    that holds a few bytes, is refused here. With this, the bytes declared are the bytes read.
+    """
     onnx = require("onnx", "reading .onnx models")
+    folder = path.resolve().parent
+    total = 0
+    for tensor in model_tensors(model.graph):
+        declared = declared_bytes(onnx, tensor)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            held, unit = _external_length(tensor, folder, path), "bytes"
+        elif tensor.raw_data:
+            held, unit = len(tensor.raw_data), "bytes"
+        else:  # values in a typed field: compared as values
+            per = 2 if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128) else 1
+            held, unit = sum(len(getattr(tensor, f)) for f in _TYPED_FIELDS) // per, "values"
+        expected = declared if unit == "bytes" else math.prod(tensor.dims)
+        if held != expected or min(tensor.dims, default=0) < 0:
+            raise WeightsError(
+                f"{path}: its tensor {tensor.name!r} declares shape {tuple(tensor.dims)} of "
+                f"{_type_name(onnx, tensor.data_type)} ({expected} {unit}), but holds {held} {unit}; it is damaged "
+                f"or was altered"
+            )
+        total += declared
+    return total
+
+
+def _check_declared_bytes(model, path: Path, declared: int) -> None:
+    """A model of this project's (its metadata names its configuration) may declare no more tensor bytes than that
+    network holds (its parameters and statistics as float32, twice over, and 1 MiB); no model more than this
+    machine's free memory. Checked on the tensors' declared shapes, before its external data are read or ONNX
+    Runtime copies them."""
     strings = {p.key: p.value for p in model.metadata_props}
     try:
         s = spec(meta_config(meta_from_strings(strings, path, "an ONNX model"), path))
     except (WeightsError, ConfigError):
-        return  # no model of this project's (a user's, for vgg conform): refused, if at all, by what reads it
-    most = 2 * 4 * (s.params + s.buffers) + 2**20
-    declared = 0
-    for tensor in _tensors(model.graph):
-        try:
-            size = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-        except (KeyError, TypeError, ValueError):
-            size = 8
-        declared += size * math.prod(tensor.dims)
-    if declared > most:
+        s = None  # no model of this project's (a user's, for vgg conform): held to its layers by what reads it
+    if s is not None:
+        most = 2 * 4 * (s.params + s.buffers) + 2**20
+        if declared > most:
+            raise WeightsError(
+                f"{path} declares {format_bytes(declared)} of tensors, where the network its metadata describes "
+                f"holds {format_bytes(most / 2)}; it was altered or made by another program"
+            )
+    available = available_memory()
+    if available is not None and declared > available:
         raise WeightsError(
-            f"{path} declares {format_bytes(declared)} of tensors, where the network its metadata describes holds "
-            f"{format_bytes(most / 2)}; it was altered or made by another program"
+            f"{path} declares {format_bytes(declared)} of tensors, more than the {format_bytes(available)} of memory "
+            f"available; free memory, or check it on a machine with more"
         )
 
 
-def read_onnx(path: Path):
+def read_onnx(path: Path, check: Callable[[Any], None] | None = None):
     """The ONNX model in the file at ``path``, with its weights, or a WeightsError that says what is wrong.
+
+    Nothing is read whole before its size is known: the file is at most what one protobuf holds (2 GiB, no
+    compression), every tensor holds exactly what its shape declares (:func:`_check_tensors`), and the bytes
+    declared fit the network the model's metadata describes and this machine's memory
+    (:func:`_check_declared_bytes`), before any external data is read. ``check(model)`` is called there too:
+    ``vgg conform`` holds a user's model, which has no such metadata, to the layers it checks.
 
     A model may keep weights in files beside it (ONNX's external data); those are read only where they are
     plain files inside the model's own folder once links are followed, so a file cannot make the project read
@@ -386,26 +475,23 @@ def read_onnx(path: Path):
             f"{path} is not a readable ONNX model ({reason(e)}); it is damaged (truncated?) or of another format"
         )
 
-    if path.is_file() and path.stat().st_size == 0:  # protobuf reads no bytes as an empty model, and says nothing
+    size = path.stat().st_size if path.is_file() else None
+    if size == 0:  # protobuf reads no bytes as an empty model, and says nothing
         raise WeightsError(f"{path} is empty (0 bytes), not an ONNX model; export or copy it again")
+    if size is not None and size > PROTOBUF_MOST:  # protobuf would read it all, then refuse it
+        raise WeightsError(
+            f"{path} is {format_bytes(size)}, more than the 2 GiB one ONNX (protobuf) file holds; it is not an ONNX "
+            f"model (a larger one keeps its weights as external data, beside it)"
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as e:
         raise damaged(e) from None
-    _check_declared_bytes(model, path)
-    folder = path.resolve().parent
-    for tensor in _tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        where = {e.key: e.value for e in tensor.external_data}.get("location", "")
-        target = (folder / where).resolve()
-        if not (target.is_relative_to(folder) and target.is_file()):
-            raise WeightsError(
-                f"{path} keeps the weight {tensor.name!r} in {where!r}, which is not a file in the model's "
-                f"folder {folder} (links followed); put the model's data files beside it, or save it whole"
-            )
+    _check_declared_bytes(model, path, _check_tensors(model, path))
+    if check is not None:
+        check(model)
     try:
-        onnx.load_external_data_for_model(model, str(folder))
+        onnx.load_external_data_for_model(model, str(path.resolve().parent))
     except Exception as e:  # ValidationError where a file is missing or short; OSError
         raise damaged(e) from None
     return model

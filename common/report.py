@@ -162,13 +162,14 @@ def _run_title(r: dict) -> str:
     )
 
 
-def save_figure(fig, path, dpi: int) -> None:
-    """Write a matplotlib figure atomically, in the format its name gives (.png, .pdf, .svg); close it."""
+def save_figure(fig, path, dpi: int, overwrite: bool = True) -> None:
+    """Write a matplotlib figure atomically, in the format its name gives (.png, .pdf, .svg); close it. Without
+    ``overwrite``, a file at ``path`` is kept (:func:`common.files.atomic_write`)."""
     import matplotlib.pyplot as plt  # deferred: a heavy library, loaded only where a plot is drawn
 
     fmt = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
     try:
-        atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+        atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=fmt), overwrite=overwrite)
     finally:
         plt.close(fig)
 

@@ -23,7 +23,7 @@ from .arch import NetConfig, config_from_dict
 from .errors import ConfigError, WeightsError, reason
 from .files import atomic_write, check_name
 from .recipe import check_seed
-from .spec import available_memory, format_bytes, spec
+from .spec import available_memory, format_bytes, memory_needed, spec
 
 FORMAT = "vgg-weights"
 VERSION = 1
@@ -309,6 +309,28 @@ def existing_model(path: str | os.PathLike, fmt: str) -> Path:
     if not path.is_file():
         raise WeightsError(no_file(path, "model file"))
     return path
+
+
+# What a model file may hold beyond its network's values (names, shapes, its record): 1 MiB, and 1/16 more.
+FILE_MARGIN = 2**20
+
+
+def most_file_bytes(config: NetConfig) -> int:
+    """The most bytes a model file of one network of ``config`` takes: its parameters and statistics as float32
+    (:func:`common.spec.memory_needed`), 1/16 more and :data:`FILE_MARGIN` for what surrounds them."""
+    need = memory_needed(config)
+    return need + need // 16 + FILE_MARGIN
+
+
+def check_file_size(path: Path, config: NetConfig) -> None:
+    """Refuse, before it is read whole, a file larger than a model file of the network its record describes
+    (:func:`most_file_bytes`)."""
+    size, most = path.stat().st_size, most_file_bytes(config)
+    if size > most:
+        raise WeightsError(
+            f"{path} is {format_bytes(size)}, more than the {format_bytes(most)} a model file of the network it "
+            f"describes takes ({config.describe()}); it was altered or made by another program"
+        )
 
 
 def save_npz(

@@ -1,6 +1,6 @@
-"""Files: every format the project reads (.npz, .safetensors, .pt, .weights.h5, .params, .onnx, checkpoints),
-damaged, hostile or not what its name says, is refused with the project's own error (one line from `vgg`), and
-nothing in a file can run code or make the reader allocate what the file does not hold.
+"""Files: every format the project reads (.npz, .safetensors, .pt, .weights.h5, .params, .msgpack, .onnx,
+checkpoints), damaged, hostile or not what its name says, is refused with the project's own error (one line from
+`vgg`), and nothing in a file can run code or make the reader allocate what the file does not hold.
 
 Fashion-MNIST's own files (IDX, gzip) are tested in test_data.py, ONNX and safetensors as formats in
 test_interchange.py, the files `vgg conform` reads in test_conform.py.
@@ -65,7 +65,7 @@ def _mutations(data: bytes, seed: int, n: int):
 
 def _saved_files(tmp_path):
     """A small network saved in every format the project reads, with the function that reads each."""
-    torch, tf, mxnet = (load_backend(n) for n in ("torch", "tf", "mxnet"))
+    torch, tf, mxnet, jax = (load_backend(n) for n in ("torch", "tf", "mxnet", "jax"))
     net = torch.vgg(**TINY)
     files = {
         "pt": (torch.save_model(net, tmp_path / "m.pt"), torch.load_model),
@@ -81,6 +81,10 @@ def _saved_files(tmp_path):
     files["params"] = (
         mxnet.save_model(mxnet.import_weights(mxnet.vgg(**TINY), weights), tmp_path / "m.params"),
         mxnet.load_model,
+    )
+    files["msgpack"] = (
+        jax.save_model(jax.import_weights(jax.vgg(**TINY), weights), tmp_path / "m.msgpack"),
+        jax.load_model,
     )
     return files
 
@@ -865,9 +869,16 @@ def test_a_checkpoint_whose_update_counters_were_altered_is_one_line(tmp_path, b
     assert "not a count of updates from 0 to the steps taken (the run has taken 2 step(s))" in done.stderr
 
 
+def _sparse(path: Path, size: int) -> None:
+    """A file of ``size`` zero bytes that takes no room on disk (a sparse file)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
 def test_an_onnx_model_declaring_more_than_its_network_is_refused_before_its_data_is_read(tmp_path):
-    """An initializer kept in external data that declares 3.7 GiB, in a model of the tiny network."""
-    import onnx
+    """An initializer kept in external data that declares 3.7 GiB, and whose file holds them (a sparse file, which
+    takes no room on disk), in a model of the tiny network."""
+    onnx = load_optional("onnx")
 
     out = tmp_path / "run"
     assert run_vgg(*TRAIN, "--backend", "torch", "--out", out).returncode == 0
@@ -880,7 +891,118 @@ def test_an_onnx_model_declaring_more_than_its_network_is_refused_before_its_dat
     huge.external_data.add(key="location", value="huge.bin")
     model.graph.initializer.append(huge)
     onnx.save(model, str(exported))
-    (tmp_path / "huge.bin").write_bytes(b"\0" * 64)
-    done = run_vgg("evaluate", exported, "--test-limit", "64")
-    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
-    assert "declares 3.7 GiB of tensors, where the network its metadata describes holds" in done.stderr
+    _sparse(tmp_path / "huge.bin", 4 * 1_000_000 * 1000)
+    rc, err, peak = _peak("evaluate", exported, "--test-limit", "64")
+    assert rc != 0 and err.count("\n") == 1, err
+    assert "declares 3.7 GiB of tensors, where the network its metadata describes holds" in err
+    assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+
+
+HUGE = 4 * 1_000_000 * 1000  # bytes of a sparse file: 3.7 GiB to read, no room on disk
+
+
+def _a_users_onnx(tmp_path: Path, change) -> Path:
+    """The tiny network exported to ONNX without this project's metadata (a user's model, as `vgg conform` reads
+    one), with ``change(onnx, model)`` applied; ``huge.bin`` beside it, a sparse file of HUGE bytes."""
+    onnx = load_optional("onnx")
+    torch = load_backend("torch")
+    path = torch.export_onnx(torch.vgg(**TINY), tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    change(onnx, model)
+    onnx.save(model, str(path))
+    _sparse(tmp_path / "huge.bin", HUGE)
+    return path
+
+
+def _unused(onnx, model) -> None:  # 3.7 GiB that no layer takes, held by huge.bin
+    extra = onnx.TensorProto(name="extra", data_type=onnx.TensorProto.FLOAT, dims=[1_000_000, 1000])
+    extra.data_location = onnx.TensorProto.EXTERNAL
+    extra.external_data.add(key="location", value="huge.bin")
+    extra.external_data.add(key="length", value=str(HUGE))
+    model.graph.initializer.append(extra)
+
+
+def _reads_a_whole_file(onnx, model) -> None:  # 2 values, kept in huge.bin with no length: ONNX reads all of it
+    extra = onnx.TensorProto(name="extra", data_type=onnx.TensorProto.FLOAT, dims=[2])
+    extra.data_location = onnx.TensorProto.EXTERNAL
+    extra.external_data.add(key="location", value="huge.bin")
+    model.graph.initializer.append(extra)
+
+
+def _holds_less(onnx, model) -> None:  # the first convolution's weight declared a billion times larger
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    weight.dims[0] *= 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (_unused, "declares 3.7 GiB of tensors, where the weights of its layers (Conv, Gemm, MatMul, "),
+        (_reads_a_whole_file, "its tensor 'extra' declares shape (2,) of FLOAT (8 bytes), but holds 4000000000 bytes"),
+        (_holds_less, "(8000000000, 1, 3, 3) of FLOAT (288000000000 bytes), but holds 288 bytes; it is damaged or"),
+    ],
+)
+def test_a_users_onnx_model_is_held_to_its_declared_tensors_before_any_is_read(tmp_path, change, said):
+    """`vgg conform` reads a user's ONNX model, which has no configuration of this project's to hold its tensors
+    to: each must hold what its shape declares (ONNX reads external data by its length, the rest of the file
+    where none is given), and all of them no more than twice its layers' weights, before any external data is
+    read. They had been read (3.7 GiB) first."""
+    path = _a_users_onnx(tmp_path, change)
+    rc, err, peak = _peak("conform", path)
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert said in err, err
+    assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+
+
+def test_a_constant_many_layers_of_a_users_onnx_share_is_copied_no_further_than_the_model_holds(tmp_path):
+    """`vgg conform` gives each layer its own copy of a constant several share (PyTorch's exporter keeps one zero
+    bias for all); a 16 MiB zero tensor added to the logits by 300 Add nodes had made 4.7 GiB of copies."""
+
+    def many_layers_share_one(onnx, model):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(4 * 2**20, np.float32), "zeros"))
+        last = model.graph.output[0].name
+        for k in range(300):
+            model.graph.node.append(onnx.helper.make_node("Add", [last, "zeros"], [f"add{k}"]))
+            last = f"add{k}"
+        model.graph.output[0].name = last
+
+    path = _a_users_onnx(tmp_path, many_layers_share_one)
+    rc, err, peak = _peak("conform", path)
+    assert rc == 1 and "Traceback" not in err, err  # checked, and found not to conform
+    assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+
+
+def test_an_onnx_file_larger_than_protobuf_holds_is_refused_before_it_is_read(tmp_path, capsys):
+    load_optional("onnx")
+    big = tmp_path / "big.onnx"
+    _sparse(big, 2**31 + 2**20)  # 2 GiB to read
+    for command in (["conform", big], ["evaluate", big, "--test-limit", "8"]):
+        err = one_line(capsys, command)
+        assert f"{big} is 2.0 GiB, more than the 2 GiB one ONNX (protobuf) file holds" in err, err
+
+
+def test_a_msgpack_larger_than_its_network_is_refused_by_its_record_before_it_is_read(tmp_path, capsys):
+    """JAX's `.msgpack` is read whole by MessagePack: its record (the first key) is read alone first, and a file
+    larger than a model of the network it describes is refused. A model of the tiny network grown to 3.7 GiB (a
+    sparse file) had been read whole."""
+    import msgpack  # the format library flax serializes with, installed with it
+
+    jax = load_backend("jax")
+    path = jax.save_model(jax.vgg(**TINY), tmp_path / "m.msgpack")
+    grown = tmp_path / "grown.msgpack"
+    grown.write_bytes(path.read_bytes())
+    with open(grown, "r+b") as f:
+        f.truncate(HUGE)
+    rc, err, peak = _peak("evaluate", grown, "--test-limit", "64")
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{grown} is 3.7 GiB, more than the " in err and "a model file of the network it describes takes" in err
+    assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+    state = msgpack.unpackb(path.read_bytes(), raw=False)  # the record after the weights, as first written
+    (tmp_path / "last.msgpack").write_bytes(msgpack.packb({"variables": state["variables"], **state}))
+    err = one_line(capsys, ["evaluate", tmp_path / "last.msgpack", "--test-limit", "64"])
+    assert "keeps its record after its weights, as vgg_jax's first version wrote it" in err
+    (tmp_path / "other.msgpack").write_bytes(msgpack.packb({"weights": 1, "vgg_meta": state["vgg_meta"]}))
+    err = one_line(capsys, ["evaluate", tmp_path / "other.msgpack", "--test-limit", "64"])
+    assert "is a MessagePack file but not one of this project's models" in err
+    assert jax.load_model(path).config == jax.vgg(**TINY).config  # the record first: read back

@@ -4,6 +4,7 @@ run writes, and never replaced without --overwrite; nor is a converted model, a 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from helpers import (
 from common.checkpoint import FILE_NAME, FolderLock, read_checkpoint_meta
 from common.cli import main
 from common.errors import ConfigError
+from common.files import TargetAppeared, atomic_write
 
 RUN = ["train", "--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "128", "--test-limit", "64"]
 
@@ -295,6 +297,72 @@ def test_bench_and_conform_keep_existing_files_and_check_paths_before_measuring(
     err = one_line(capsys, ["conform", tmp_path / "missing.onnx", "--out", report])
     assert "conformance.md already exists; replace it with --overwrite, or choose another --out" in err
     assert (report / "conformance.md").read_text() == "the user's report"
+
+
+def _appears(monkeypatch, module, name: str, path: Path, text: str) -> None:
+    """``module.name`` writes ``text`` to ``path`` first, then does its own work: another command's file, written
+    there while this one measured."""
+    real = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        path.write_text(text)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_a_file_written_without_overwrite_never_replaces_one(tmp_path, monkeypatch, links):
+    """Also where the file system has no hard links (FAT: EPERM): the name is claimed before the rename."""
+    if not links:
+
+        def no_link(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    target = tmp_path / "w.weights.h5"
+    old = os.umask(0o027)
+    try:
+        assert atomic_write(target, lambda f: f.write(b"first"), overwrite=False) == target
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"first" and target.stat().st_mode & 0o777 == 0o640  # a new file's mode
+    with pytest.raises(TargetAppeared) as kept:
+        atomic_write(target, lambda f: f.write(b"second"), overwrite=False)
+    assert kept.value.kept == tmp_path / "w-1.weights.h5" and kept.value.kept.read_bytes() == b"second"
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w-1.weights.h5", "w.weights.h5"]
+
+
+@pytest.mark.usefixtures("_torch")
+def test_bench_keeps_a_json_or_plot_that_appeared_while_it_measured(tmp_path, capsys, monkeypatch):
+    import common.bench
+
+    bench = ["bench", "--backends", "torch", "--resize", "32", "--ratio", "16", "--steps", "1", "--repeats", "1"]
+    numbers = tmp_path / "bench.json"
+    (tmp_path / "bench-1.json").write_text("an earlier kept file")
+    _appears(monkeypatch, common.bench, "summarise", numbers, "another bench's numbers")  # after the check
+    err = one_line(capsys, [*bench, "--json", numbers])
+    kept = tmp_path / "bench-2.json"  # the first free name beside it
+    assert f"{numbers} appeared while this command ran and is left as it was; this command's file is {kept}" in err
+    assert "run again with --overwrite" in err
+    assert numbers.read_text() == "another bench's numbers"
+    assert (tmp_path / "bench-1.json").read_text() == "an earlier kept file"
+    assert [r["backend"] for r in json.loads(kept.read_text())["runs"]] == ["torch"]  # the numbers, all there
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+    assert main([*bench, "--json", str(numbers), "--overwrite"]) == 0  # told to: replaced
+    assert json.loads(numbers.read_text())["runs"][0]["backend"] == "torch"
+
+    sweep = [*bench, "--sweep", "--sizes", "32", "--ratios", "16"]
+    plot, numbers = tmp_path / "sweep.png", tmp_path / "sweep.json"
+    _appears(monkeypatch, common.bench, "plot_sweep", plot, "another sweep's plot")
+    assert main([*sweep, "--plot", str(plot), "--json", str(numbers)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after a line per point measured
+    assert f"{plot} appeared while this command ran" in err and f"file is {tmp_path / 'sweep-1.png'}" in err
+    assert plot.read_text() == "another sweep's plot"
+    assert (tmp_path / "sweep-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(numbers.read_text())["plot"] == str(tmp_path / "sweep-1.png")  # the numbers name it
 
 
 # --- every folder a command writes, locked before its first step; never parts of two runs --------------------------

@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import msgpack  # MessagePack itself, the format library flax serializes with: its record is read first, alone
 import numpy as np
 from flax import serialization
 
-from common.arch import VGGConfig
+from common.arch import NetConfig, VGGConfig
 from common.errors import WeightsError, reason
 from common.files import atomic_write
 from common.interchange import weights_api
 from common.weights import (
+    META_LIMIT,
+    check_file_size,
     check_finite_weights,
     check_model_path,
     check_weights,
@@ -66,22 +69,52 @@ def save_model(net: Net, path: str | os.PathLike) -> Path:
     meta = json.dumps(make_meta(net.config, "jax", jax.__version__))
     check_finite_weights(export_weights(net), "the network")
     variables = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(net.variables))
-    data = serialization.msgpack_serialize({"vgg_meta": meta, "variables": variables})
+    # in place: the copy flax makes otherwise sorts the keys, and the record must come first (_read_config)
+    data = serialization.msgpack_serialize({"vgg_meta": meta, "variables": variables}, in_place=True)
     return atomic_write(path, lambda f: f.write(data))
 
 
+def _unreadable(path: Path, e: Exception) -> WeightsError:
+    return WeightsError(f"{path} is not a readable Flax file ({reason(e)}); it is empty, damaged or of another format")
+
+
+def _read_config(path: Path) -> NetConfig:
+    """The configuration in the record of a ``.msgpack`` of :func:`save_model`, its first key, read alone by
+    MessagePack's streaming unpacker: no more of the file than the record (at most META_LIMIT bytes)."""
+    try:
+        with path.open("rb") as f:
+            unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=META_LIMIT + 2**10)
+            unpacker.read_map_header()
+            first = unpacker.unpack()
+            meta = unpacker.unpack() if first == "vgg_meta" else None
+    except Exception as e:  # msgpack on damaged bytes: OutOfData, FormatError, BufferFull, ValueError, ...
+        raise _unreadable(path, e) from None
+    if first == "variables":  # the layout of vgg_jax's first save_model, whose record came last
+        raise WeightsError(
+            f"{path} keeps its record after its weights, as vgg_jax's first version wrote it, so its size cannot be "
+            f"checked before it is read; save the network again with this version"
+        )
+    if not isinstance(meta, str):
+        raise WeightsError(f"{path} is a MessagePack file but not one of this project's models")
+    return meta_config(parse_meta(meta, path), path)
+
+
 def load_model(path: str | os.PathLike) -> Net:
-    """A network rebuilt from a ``.msgpack`` of :func:`save_model` (MessagePack: data only, no code)."""
+    """A network rebuilt from a ``.msgpack`` of :func:`save_model` (MessagePack: data only, no code).
+
+    The record is read first (:func:`_read_config`), and a file larger than a model of the network it describes
+    is refused before the rest is read (:func:`common.weights.check_file_size`).
+    """
     path = existing_model(path, "jax")
+    config = _read_config(path)
+    check_file_size(path, config)
     try:
         state = serialization.msgpack_restore(path.read_bytes())
     except Exception as e:  # msgpack on damaged bytes: ExtraData, FormatError, StackError, ValueError, ...
-        raise WeightsError(
-            f"{path} is not a readable Flax file ({reason(e)}); it is empty, damaged or of another format"
-        ) from None
+        raise _unreadable(path, e) from None
     if not isinstance(state, dict) or not isinstance(state.get("vgg_meta"), str) or "variables" not in state:
         raise WeightsError(f"{path} is a MessagePack file but not one of this project's models")
-    net = from_config(meta_config(parse_meta(state["vgg_meta"], path), path))
+    net = from_config(config)
     try:
         saved = type(net)(net.module, serialization.from_state_dict(net.variables, state["variables"]), net.config)
         weights = export_weights(saved)

@@ -178,7 +178,9 @@ def run(args) -> int:
     defaults = SWEEP_DEFAULTS if args.sweep else BENCH_DEFAULTS  # for the options left out
     batch_size = args.batch_size or defaults["batch_size"]
     _check_points(args, batch_size)
-    if args.json is not None:  # checked before the minutes of measuring, which must not be lost to a bad path
+    # Checked before the minutes of measuring, which must not be lost to a bad path; written after them without
+    # replacing a file that appeared meanwhile (kept beside it), unless --overwrite.
+    if args.json is not None:
         prepare_file(args.json, args.overwrite, "--json", create=True)
     if args.sweep:
         args.plot = args.plot or SWEEP_DEFAULTS["plot"]
@@ -192,7 +194,16 @@ def run(args) -> int:
         if args.sweep or onnxruntime:
             raise ConfigError("--workers measures data-parallel training alone: leave out --sweep and onnxruntime")
         return bench_workers(
-            names, args.arch, args.ratio, args.resize, batch_size, steps, args.precision, args.workers, args.json
+            names,
+            args.arch,
+            args.ratio,
+            args.resize,
+            batch_size,
+            steps,
+            args.precision,
+            args.workers,
+            args.json,
+            args.overwrite,
         )
     if args.sweep:
         plot = args.plot
@@ -210,6 +221,7 @@ def run(args) -> int:
             args.json,
             plot,
             args.device,
+            args.overwrite,
         )
         print(sweep_table(summary))
         print(f"plot: {plot}")
@@ -229,13 +241,16 @@ def run(args) -> int:
                 json_path,
                 args.device,
                 args.compile,
+                args.overwrite,
             )
             print(bench_table(summary))
         if onnxruntime:
             row = _bench_onnxruntime(names, args, batch_size, steps, repeats, summary)
             if args.json:
                 record = {**(summary or {}), "onnxruntime": row}
-                atomic_write(args.json, lambda f: f.write(json.dumps(record, indent=1).encode()))
+                atomic_write(
+                    args.json, lambda f: f.write(json.dumps(record, indent=1).encode()), overwrite=args.overwrite
+                )
     if args.json:
         print(f"numbers: {args.json}")
     return 0

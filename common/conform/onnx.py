@@ -11,7 +11,8 @@ from ..arch import (
     NetConfig,
 )
 from ..errors import InputError, WeightsError
-from ..interchange import read_onnx, require
+from ..interchange import declared_bytes, model_tensors, read_onnx, require
+from ..spec import format_bytes
 from ..weights import from_canonical, no_file
 from .records import STATISTICS, Event, Param, Trace, failure
 
@@ -28,6 +29,40 @@ _ONNX_KINDS = {
 }
 
 
+# The layers whose constant inputs are the network a user's model describes (Add: a MatMul's bias).
+_LAYERS = ("Conv", "Gemm", "MatMul", "BatchNormalization", "Add")
+
+
+def _check_layer_bytes(model, path: Path) -> None:
+    """A user's model (no metadata of this project's) declares no more tensor bytes than twice the weights of its
+    layers and 1 MiB: checked on the declared shapes, before any external data is read (:func:`read_onnx`)."""
+    onnx = require("onnx", "reading .onnx models")
+    tensors = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:  # a Constant node's value, as an initializer's
+        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+        if node.op_type == "Constant" and value is not None and node.output:
+            tensors.setdefault(node.output[0], value)
+
+    def constant(name: str) -> str:
+        for _ in range(len(producer) + 1):  # through Identity nodes; a loop of them ends it
+            node = producer.get(name)
+            if name in tensors or node is None or node.op_type != "Identity" or not node.input:
+                break
+            name = node.input[0]
+        return name
+
+    weights = {constant(i) for n in model.graph.node if n.op_type in _LAYERS for i in n.input} & tensors.keys()
+    layers = sum(declared_bytes(onnx, tensors[name]) for name in weights)
+    declared = sum(declared_bytes(onnx, t) for t in model_tensors(model.graph))
+    if declared > 2 * layers + 2**20:
+        raise WeightsError(
+            f"{path} declares {format_bytes(declared)} of tensors, where the weights of its layers "
+            f"({', '.join(_LAYERS)}) hold {format_bytes(layers)}; a VGG's tensors are its layers' weights: save the "
+            f"model without the others"
+        )
+
+
 class OnnxGraph:
     """A user's ONNX model: the graph (weights replaceable), where each weight sits, and sessions to run it."""
 
@@ -35,7 +70,7 @@ class OnnxGraph:
         onnx = require("onnx", "reading .onnx models")
         if not path.is_file():
             raise InputError(no_file(path, "model file"))
-        self.model = read_onnx(path)
+        self.model = read_onnx(path, check=lambda model: _check_layer_bytes(model, path))
         try:
             onnx.checker.check_model(self.model)
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as e:
@@ -73,13 +108,15 @@ class OnnxGraph:
         """Give each layer its own copy of a weight that several layers share where it is one constant value:
         exporters store equal tensors once (PyTorch's keeps one all-zero tensor for every zero bias, reached
         through Identity nodes), while every layer of the network has weights of its own. A shared tensor of
-        varied values (weights a port really ties) stays shared, and the check then finds the layers differ."""
+        varied values (weights a port really ties) stays shared, and the check then finds the layers differ. The
+        copies take no more bytes than the model's own tensors (and 1 MiB): past that, a tensor stays shared."""
         from onnx import numpy_helper  # deferred: the optional ONNX install
 
         seen: set[str] = set()
         copies = 0
+        room = sum(i.ByteSize() for i in self.model.graph.initializer) + 2**20  # copies at most double the model
         for node in self.model.graph.node:
-            if node.op_type not in ("Conv", "BatchNormalization", "Gemm", "MatMul", "Add"):
+            if node.op_type not in _LAYERS:
                 continue
             for k, name in enumerate(node.input):
                 const = self._const(name) if k > 0 or node.op_type == "Add" else None
@@ -88,9 +125,12 @@ class OnnxGraph:
                 if const not in seen:
                     seen.add(const)
                     continue
+                if self.inits[const].ByteSize() > room:  # a file's few bytes may not make many copies: left shared
+                    continue
                 array = numpy_helper.to_array(self.inits[const])
                 if array.size and not (array == array.flat[0]).all():
                     continue
+                room -= array.nbytes
                 copy = f"{const}.copy{copies}"
                 self.model.graph.initializer.append(numpy_helper.from_array(array.copy(), copy))
                 self.inits[copy] = self.model.graph.initializer[-1]
