@@ -1,11 +1,13 @@
 """Data-parallel training on each framework's own engine: who is a worker, what it trains on, how N start here.
 
 The engines are the frameworks' (PyTorch ``torch.distributed`` with ``DistributedDataParallel``, TensorFlow's
-``MultiWorkerMirroredStrategy``, MXNet's ``dist_sync`` kvstore); this module only
+``MultiWorkerMirroredStrategy``, MXNet's ``dist_sync`` kvstore, ``jax.distributed`` with one ``jax.jit`` step over
+a global mesh); this module only
 
 - says whether this process is one worker of a run and which (:func:`worker_env`), from the variables each
-  engine reads itself (``RANK``/``WORLD_SIZE``, ``TF_CONFIG``, ``DMLC_ROLE``), so ``torchrun`` and hand-set
-  variables on many machines work unchanged;
+  engine reads itself (``RANK``/``WORLD_SIZE``, ``TF_CONFIG``, ``DMLC_ROLE``; JAX's ``JAX_COORDINATOR_ADDRESS``
+  beside ``VGG_JAX_NUM_PROCESSES``/``VGG_JAX_PROCESS_ID``, which JAX takes as arguments), so ``torchrun`` and
+  hand-set variables on many machines work unchanged;
 - shards the seeded global batch (:func:`shard`): worker ``r`` of ``N`` takes its own contiguous slice, so the
   N workers together see the one-process batch and, with the loss taken as the mean over the global batch,
   compute the one-process gradient;
@@ -59,13 +61,16 @@ ENGINES = {
     "torch": "torch.distributed (DistributedDataParallel; gloo on CPUs, nccl on GPUs)",
     "tf": "tf.distribute.MultiWorkerMirroredStrategy",
     "mxnet": "MXNet's dist_sync kvstore (ps-lite: scheduler, server, workers)",
+    "jax": "jax.distributed (one jax.jit step over a global mesh, the batch sharded by process; gloo on CPUs)",
 }
-# What each engine does with the workers' gradients: DDP averages them, Keras' strategy and the kvstore sum them.
-COMBINES = {"torch": "mean", "tf": "sum", "mxnet": "sum"}
+# What each engine does with the workers' gradients: DDP averages them, Keras' strategy and the kvstore sum them,
+# and so does the all-reduce XLA puts in JAX's step (each worker's part of the gradient of the global-batch loss).
+COMBINES = {"torch": "mean", "tf": "sum", "mxnet": "sum", "jax": "sum"}
 SYNC_BN = {
     "torch": "torch.nn.SyncBatchNorm (GPUs only)",
     "tf": "keras.layers.BatchNormalization(synchronized=True)",
     "mxnet": None,
+    "jax": "always: the step's batch axis is sharded over the mesh, so its statistics are the global batch's",
 }
 # Seconds a worker waits in one collective (or for its peers to start) before it gives up: the bound for a
 # multi-machine run, where no local parent watches the processes. Locally the parent stops them sooner.
@@ -214,7 +219,9 @@ def worker_env(backend: str, environ=None) -> Worker | None:
     """This process's place in a distributed run, read from the engine's own variables; None outside one.
 
     PyTorch: ``WORLD_SIZE`` > 1 (``RANK``); TensorFlow: ``TF_CONFIG`` naming more than one worker; MXNet:
-    ``DMLC_ROLE=worker`` (its rank is assigned by the scheduler, known once the kvstore is made).
+    ``DMLC_ROLE=worker`` (its rank is assigned by the scheduler, known once the kvstore is made); JAX:
+    ``VGG_JAX_NUM_PROCESSES`` > 1 (``VGG_JAX_PROCESS_ID``, and JAX's own ``JAX_COORDINATOR_ADDRESS``: what
+    ``jax.distributed.initialize`` takes as ``num_processes``, ``process_id`` and ``coordinator_address``).
     """
     env = os.environ if environ is None else environ
     if backend not in ENGINES and backend in BACKENDS:  # no engine: always one process (check_workers says so)
@@ -255,7 +262,32 @@ def worker_env(backend: str, environ=None) -> Worker | None:
         if env.get("DMLC_ROLE") != "worker":
             return None
         return Worker(None, env_count(env, "DMLC_NUM_WORKER", "1", 1))
+    if backend == "jax":
+        size = env_count(env, "VGG_JAX_NUM_PROCESSES", "1", 1)
+        if size == 1:
+            return None
+        missing = [name for name in ("JAX_COORDINATOR_ADDRESS", "VGG_JAX_PROCESS_ID") if not env.get(name)]
+        if missing:
+            raise ConfigError(
+                f"VGG_JAX_NUM_PROCESSES={size} in the environment describes a distributed run, but "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; set "
+                f"JAX_COORDINATOR_ADDRESS=HOST:PORT (process 0's) and VGG_JAX_PROCESS_ID (0..{size - 1}) in each "
+                f"process, or unset VGG_JAX_NUM_PROCESSES outside a distributed run"
+            )
+        coordinator_port(env["JAX_COORDINATOR_ADDRESS"])
+        return Worker(_rank(env_count(env, "VGG_JAX_PROCESS_ID", "0", 0), size, "VGG_JAX_PROCESS_ID"), size)
     raise ConfigError(f"unknown backend {backend!r}")
+
+
+def coordinator_port(address: str) -> int:
+    """The port of ``JAX_COORDINATOR_ADDRESS`` (``HOST:PORT``), or a ConfigError saying what to give."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(
+            f"JAX_COORDINATOR_ADDRESS={address!r} in the environment is no HOST:PORT (a port of 1..65535); give "
+            f"process 0's address and a free port, or unset VGG_JAX_NUM_PROCESSES outside a distributed run"
+        )
+    return int(port)
 
 
 def env_count(env, name: str, default: str, least: int) -> int:
@@ -409,7 +441,9 @@ def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = Non
 
     PyTorch: ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE`` (what ``torchrun`` sets: ``env://``);
     TensorFlow: one ``TF_CONFIG`` per worker; MXNet: ``DMLC_*`` for a scheduler, one server and the workers
-    (the scheduler and server are MXNet itself: importing it with ``DMLC_ROLE`` set runs their loop).
+    (the scheduler and server are MXNet itself: importing it with ``DMLC_ROLE`` set runs their loop); JAX:
+    ``JAX_COORDINATOR_ADDRESS`` and ``JAX_COORDINATOR_BIND_ADDRESS`` (JAX's own; worker 0 runs the coordinator,
+    bound to 127.0.0.1 only) with ``VGG_JAX_NUM_PROCESSES`` and ``VGG_JAX_PROCESS_ID``.
     """
     threads = str(threads_per_worker(workers))
     base = child_env(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
@@ -464,6 +498,15 @@ def plan(backend: str, argv: Sequence[str], workers: int, port: int | None = Non
                 Process("worker", r, command, {**base, **dmlc, "DMLC_ROLE": "worker", LAUNCHED: str(r)})
                 for r in range(workers)
             ),
+        ]
+    if backend == "jax":
+        (coordinator,) = free_ports(1, port)
+        address = f"{HOST}:{coordinator}"
+        run = {"JAX_COORDINATOR_ADDRESS": address, "JAX_COORDINATOR_BIND_ADDRESS": address}
+        run |= {"VGG_JAX_NUM_PROCESSES": str(workers), "TF_CPP_MIN_LOG_LEVEL": "3"}  # XLA's log, as TensorFlow's
+        return [
+            Process("worker", r, command, {**base, **run, "VGG_JAX_PROCESS_ID": str(r), LAUNCHED: str(r)})
+            for r in range(workers)
         ]
     raise ConfigError(f"unknown backend {backend!r}")
 

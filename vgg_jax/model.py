@@ -117,14 +117,26 @@ def run(layer, x, training: bool):
 
 
 class Block(nn.Module):
-    """One block of the plan: its layers in the book's ``nn.Sequential``, named ``conv1``, ``relu1``, ..."""
+    """One block of the plan: its layers in the book's ``nn.Sequential``, named ``conv1``, ``relu1``, ...
+
+    ``mask``: the examples of the batch that count (a boolean per example); batch norm takes its statistics over
+    those alone (the padding of a data-parallel worker's slice counts for nothing: ``vgg_jax.train``).
+    """
 
     plan: tuple
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, training=False):
-        return nn.Sequential([_layer(p, training, self.dtype) for p in self.plan])(x)
+    def __call__(self, x, training=False, mask=None):
+        layers = [_layer(p, training, self.dtype) for p in self.plan]
+        if mask is None:
+            return nn.Sequential(layers)(x)
+        for layer in layers:  # the same layers, batch norm told which examples count
+            if isinstance(layer, nn.BatchNorm):
+                x = layer(x, mask=mask.reshape((-1,) + (1,) * (x.ndim - 1)))
+            else:
+                x = layer(x)
+        return x
 
 
 def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False) -> Net:
@@ -139,19 +151,20 @@ def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: b
 class VGG(nn.Module):
     """VGG or AlexNet as a Flax module: the blocks and head layers of ``config``'s plan, by their canonical names.
 
-    ``__call__(x, training=False, trace=False)``: NHWC images -> logits (float32); ``trace``: the output of each
-    top-level layer, in order, instead.
+    ``__call__(x, training=False, trace=False, mask=None)``: NHWC images -> logits (float32); ``trace``: the output
+    of each top-level layer, in order, instead; ``mask``: the examples batch norm takes its statistics over
+    (:class:`Block`; None: all).
     """
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, training=False, trace=False):
+    def __call__(self, x, training=False, trace=False, mask=None):
         x, outputs = x.astype(self.dtype), []
         for name, p in net_plan(self.config):
             layer = Block(tuple(p), self.dtype, name=name) if isinstance(p, list) else _layer(p, training, self.dtype)
-            x = layer(x, training) if isinstance(layer, Block) else layer(x)
+            x = layer(x, training, mask) if isinstance(layer, Block) else layer(x)
             outputs.append(x)
         return outputs if trace else x.astype(jnp.float32)
 
@@ -160,11 +173,15 @@ def rng_streams(rng):
     return {} if rng is None else {"dropout": rng}
 
 
-def apply(module, variables, x, training=False, rng=None):
-    """``module`` on ``x``: (output, variables with batch norm's running statistics updated in training)."""
+def apply(module, variables, x, training=False, rng=None, mask=None):
+    """``module`` on ``x``: (output, variables with batch norm's running statistics updated in training).
+
+    ``mask``: in training, the examples batch norm takes its statistics over (a :class:`VGG` only; None: all).
+    """
     if not training:
         return module.apply(variables, x, training=False), variables
-    out, updates = module.apply(variables, x, training=True, rngs=rng_streams(rng), mutable=["batch_stats"])
+    more = {} if mask is None else {"mask": mask}
+    out, updates = module.apply(variables, x, training=True, rngs=rng_streams(rng), mutable=["batch_stats"], **more)
     return out, {**variables, **updates}
 
 

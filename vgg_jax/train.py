@@ -9,18 +9,26 @@ state in a checkpoint, so a resumed run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import weakref
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.errors import JaxRuntimeError
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from common import training
 from common.data import check_batch
+from common.distributed import HOST, Watchdog, WorkerLost, loss_scale, shard, worker_env
 from common.errors import ConfigError, InputError
+from common.processes import collective_timeout
 from common.recipe import ADAM
 
 from .data import on_device
@@ -30,16 +38,21 @@ from .weights import export_weights, import_weights
 
 def _gpus() -> list:
     try:
-        return jax.devices("gpu")
+        return jax.local_devices(backend="gpu")
     except RuntimeError:  # no GPU backend in this jaxlib
         return []
+
+
+def _cpu() -> Device:
+    """This process's CPU (in a data-parallel run ``jax.devices()`` lists every process's: the first is worker 0's)."""
+    return jax.local_devices(backend="cpu")[0]
 
 
 def try_gpu(i: int = 0) -> Device:
     """The i-th GPU if JAX sees one, else the CPU (a ``jax.Device``)."""
     i = training.gpu_index(i)
     gpus = _gpus()
-    return gpus[i] if len(gpus) > i else jax.devices("cpu")[0]
+    return gpus[i] if len(gpus) > i else _cpu()
 
 
 def get_device(device: Device | str | None = "auto") -> Device:
@@ -52,7 +65,7 @@ def get_device(device: Device | str | None = "auto") -> Device:
         return try_gpu()
     if kind == "cuda" and len(gpus) <= index:
         raise training.no_gpu("JAX", index, len(gpus), "pip install 'jax[cuda12]'")
-    return jax.devices("cpu")[0] if kind == "cpu" else gpus[index]
+    return _cpu() if kind == "cpu" else gpus[index]
 
 
 def _check_batch(net, x, y, check_finite, where):
@@ -68,8 +81,9 @@ def _check_batch(net, x, y, check_finite, where):
     check_batch(net.config, x.shape, np.dtype(x.dtype).name, np.asarray(y), "NHWC", finite, where, framework="jax")
 
 
-def _correct(logits, y):
-    return jnp.sum(jnp.argmax(logits, axis=1) == y.astype(jnp.int32)).astype(jnp.float32)  # labels of any dtype
+def _correct(logits, y, weight=None):
+    right = (jnp.argmax(logits, axis=1) == y.astype(jnp.int32)).astype(jnp.float32)  # labels of any dtype
+    return jnp.sum(right if weight is None else right * weight)
 
 
 # The evaluation step of each module, compiled once: freed with the network.
@@ -125,15 +139,23 @@ def _optimizer(net, optimizer, lr):
     return optax.inject_hyperparams(optax.sgd)(learning_rate=lr)
 
 
-def _step(module, tx, params, others, opt_state, key, x, y):
-    """One step of the recipe: (new params, statistics, optax state, key, [summed loss, correct])."""
+def _step(module, tx, params, others, opt_state, key, x, y, weight=None, scale=None, mask=None):
+    """One step of the recipe: (new params, statistics, optax state, key, [summed loss, correct]).
+
+    ``weight`` (1 or 0 per example) and ``scale`` (:class:`DistributedTrainer`): the loss is the weighted sum times
+    ``scale``, where the plain step takes the mean; ``mask``: the examples batch norm takes its statistics over.
+    """
     key, dropout = jax.random.split(key)
 
     def loss(params):
-        logits, variables = apply(module, {"params": params, **others}, x, training=True, rng=dropout)
+        logits, variables = apply(module, {"params": params, **others}, x, training=True, rng=dropout, mask=mask)
         logits = logits.astype(jnp.float32)  # bfloat16 under bf16
-        total = optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
-        return total / y.shape[0], (total, _correct(logits, y), variables)
+        each = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        if weight is None:
+            total = each.sum()
+            return total / y.shape[0], (total, _correct(logits, y), variables)
+        total = (each * weight).sum()
+        return total * scale, (total, _correct(logits, y, weight), variables)
 
     grads, (total, correct, variables) = jax.grad(loss, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -203,3 +225,131 @@ class Trainer(training.Trainer):
 
 
 train = training.train_function(Trainer, get_device)
+
+
+_RUN: dict[str, Any] = {}  # the mesh of the run this process joined: a process is one worker of one run
+
+
+def join_run():
+    """Join the run the environment describes: ``jax.distributed``, once per process, before JAX computes anything;
+    the run's global mesh (every process's device, in process order, on one axis ``batch``).
+
+    ``JAX_COORDINATOR_ADDRESS`` (process 0's ``HOST:PORT``; JAX's own variable, as is ``JAX_COORDINATOR_BIND_ADDRESS``,
+    where process 0's coordinator listens), ``VGG_JAX_NUM_PROCESSES`` and ``VGG_JAX_PROCESS_ID`` are what ``vgg train
+    --workers N`` sets. The CPUs' collectives are gloo's, bound to 127.0.0.1 where the coordinator is there (a
+    local run), else where the machine's name points. A process waits at most
+    ``common.processes.collective_timeout()`` seconds for the others to join.
+    """
+    if "mesh" not in _RUN:
+        worker = worker_env("jax")
+        if worker is None or worker.rank is None:
+            raise ConfigError("join_run() joins the run VGG_JAX_NUM_PROCESSES (> 1) describes; it is not set")
+        address = os.environ["JAX_COORDINATOR_ADDRESS"]
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        if address.rpartition(":")[0] == HOST:
+            _gloo_on(HOST)
+        try:
+            jax.distributed.initialize(
+                address,
+                worker.size,
+                worker.rank,
+                cluster_detection_method="deactivate",  # the variables above say it all: no cluster's guessed
+                initialization_timeout=math.ceil(collective_timeout()),
+            )
+        except JaxRuntimeError as e:
+            raise _lost(e) from None
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+        _RUN["mesh"] = Mesh(np.array(devices), ("batch",))
+    return _RUN["mesh"]
+
+
+def _gloo_on(host: str) -> None:
+    """Have JAX's CPU client bind gloo's connections to ``host``: the client JAX makes for a run with gloo, given
+    gloo made here (jaxlib 0.6 binds it where the machine's name points, and no setting says otherwise)."""
+    from jax._src import distributed, xla_bridge
+    from jaxlib import xla_client
+
+    def cpu_client():
+        gloo = xla_client._xla.make_gloo_tcp_collectives(distributed.global_state.client, hostname=host)
+        return xla_bridge.make_cpu_client(collectives=gloo)
+
+    jax.extend.backend.register_backend_factory("cpu", cpu_client, priority=0, fail_quietly=False)
+
+
+def _global(tree, sharding, shape=None):
+    """This process's arrays as the run's global arrays: replicated (each process holds the same values), or its
+    slice of the batch axis (``sharding`` splits it; ``shape``: the global batch's)."""
+    return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, a, shape), tree)
+
+
+def _local(tree):
+    """This process's copy of replicated global arrays: what evaluation, a checkpoint and the next step read."""
+    return jax.tree_util.tree_map(lambda a: a.addressable_data(0), tree)
+
+
+class DistributedTrainer(Trainer):
+    """Data parallel on ``jax.distributed``: this process is one worker of a run the environment describes.
+
+    One ``jax.jit`` step over the run's global mesh (one device per process, :func:`join_run`): the parameters,
+    batch norm's statistics, optax's state and the dropout key replicated, the global batch sharded over the
+    processes, each worker giving its own slice of it (``common.distributed.shard``) to
+    ``jax.make_array_from_process_local_data``. XLA partitions the step and puts in the all-reduces itself: the
+    gradient sums each worker's part of the global-batch loss (its summed loss times ``1 / batch``,
+    ``common.distributed.loss_scale``), batch norm's statistics are the global batch's (``sync_bn`` is taken and
+    changes nothing), and dropout draws its masks for the global batch from the one key, so each slice has its
+    own and a resumed run goes on with the saved key in every worker. Where a batch does not split evenly, each
+    slice is padded to the longest with examples of weight 0, which batch norm leaves out too.
+    """
+
+    def __init__(self, net, recipe, device, sync_bn=False):
+        mesh = join_run()
+        self.rank, self.size = jax.process_index(), jax.process_count()
+        self.watchdog = Watchdog()  # a stalled worker leaves the others in a gloo collective for good: this ends it
+        super().__init__(net, recipe, device)
+        self.replicated, self.split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
+        self.step = jax.jit(partial(_step, self.module, self.tx), out_shardings=self.replicated)
+
+    def train_step(self, x, y):
+        batch, part = len(y), shard(len(y), self.rank, self.size)
+        rows = -(-batch // self.size) * jax.local_device_count()  # the longest slice, over this process's devices
+        x, y = jax.device_put(x[part], self.device), jax.device_put(jnp.asarray(y[part], jnp.int32), self.device)
+        pad, counts = rows - len(y), np.arange(rows) < len(y)
+        if pad:
+            x, y = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)), jnp.pad(y, (0, pad))
+        batches = [_global(a, self.split, (rows * self.size, *a.shape[1:])) for a in (x, y, counts.astype(np.float32))]
+        if rows * self.size != batch:  # padded somewhere (the same program in every process): batch norm is told
+            batches.append(_global(counts, self.split, (rows * self.size,)))
+        variables = self.net.variables
+        others = {k: v for k, v in variables.items() if k != "params"}
+        state = _global((variables["params"], others, self.opt_state, self.key), self.replicated)
+        scale = _global(np.float32(loss_scale(self.size, batch, self.backend)), self.replicated)
+        with _collective():
+            out = self.step(*state, *batches[:3], scale, *batches[3:])
+        params, others, self.opt_state, self.key, sums = _local(out)
+        self.net.variables = {"params": params, **others}
+        return sums
+
+    def to_host(self, sums):
+        with self.watchdog.waiting(), _collective():  # where this worker waits for the others' steps
+            return super().to_host(sums)
+
+
+# What a collective or JAX's coordination says where another worker stopped: its connection closed, or the wait
+# for it to join timed out.
+_LOST = ("gloo", "connection", "peer", "deadline", "unavailable", "timed out", "coordination", "barrier")
+
+
+@contextlib.contextmanager
+def _collective():
+    """Turn a collective that failed because another worker stopped into one :class:`WorkerLost` line."""
+    try:
+        yield
+    except (JaxRuntimeError, ValueError) as e:  # jaxlib's error, or the ValueError it becomes on a host read
+        if not any(word in str(e).lower() for word in _LOST):
+            raise  # a mistake of this worker's own: its traceback says where
+        raise _lost(e) from None
+
+
+def _lost(error):
+    detail = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return WorkerLost(f"another worker of the run stopped or stalled ({detail[:200]}); this one stops too")

@@ -241,7 +241,7 @@ def add_workers(p):
         "--sync-bn",
         action="store_true",
         help="with --workers and --batch-norm: batch-norm statistics over the global batch, where the "
-        "framework has it (PyTorch on GPUs, tf.keras)",
+        "framework has it (PyTorch on GPUs, tf.keras; JAX's are the global batch's always)",
     )
 
 
