@@ -219,6 +219,12 @@ def run_processes(
                 failure = Failure(proc, p.pid, code)
                 if failure.lost:  # the workers that gave up name none: those still in the collective stalled
                     failure.stalled = tuple((other.index, q.pid) for other, q in running)
+                    for _, q in running:  # nothing of theirs is left to save (rank 0 writes the files); woken by
+                        # a SIGTERM, a stalled worker would first meet its engine's own fatal error and print it
+                        # (JAX's coordination client: "Terminating process because the JAX distributed service
+                        # detected fatal errors")
+                        with _quiet():
+                            os.killpg(q.pid, signal.SIGKILL)
                 return failure
             if all(c == 0 for proc, _, c in codes if proc.role == "worker"):
                 deadline = time.monotonic() + linger
