@@ -69,3 +69,17 @@ def test_every_test_file_the_docs_name_exists():
 
 def _test_files(text: str) -> set[str]:
     return set(re.findall(r"\btest_\w+\.py\b", text))
+
+
+def test_make_test_runs_every_test_file_once():
+    """`make test` runs the suite in several pytest processes (the Makefile says why): every test file is in
+    exactly one of them, so a file is never left out nor run twice."""
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    heavy = re.search(r"^HEAVY_TESTS := (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert heavy, "the Makefile names its HEAVY_TESTS"
+    runs = [line.split("pytest -q", 1)[1].split() for line in recipe.splitlines() if "pytest -q" in line]
+    assert runs[0] == ["$(addprefix", "--ignore=,$(HEAVY_TESTS))"]  # the first: every file but the heavy ones
+    later = [name for run in runs[1:] for name in run]
+    assert sorted(later) == sorted(heavy[1].split()), "each heavy file runs once, after the first process"
+    files = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")}
+    assert set(later) <= files

@@ -111,6 +111,50 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
     return VGG()
 
 
+# The two full VGG-16s at 224 px come first: each runs alone in a fresh pytest process (helpers.in_own_process),
+# and this module's own process is then still small (make test runs this module in a process of its own, so
+# nothing the suite built before sits beside that child either).
+
+
+def test_gluon_model_zoo_vgg16_at_224_px(images, request):
+    mxnet = load_backend("mxnet")
+    if not in_own_process(request):  # over 3 GB at its peak
+        return
+    import mxnet as mx
+    from mxnet.gluon.model_zoo import vision
+
+    zoo = vision.vgg16()
+    zoo.initialize(mx.init.Xavier())
+    expected = zoo(mx.nd.array(images)).asnumpy()
+    config, weights = mxnet.zoo_weights(zoo)
+    del zoo
+    release_memory()
+    assert config.input_size == 224 and config.flat_features == 25088
+    given = [weights]  # the import takes the only copy
+    del weights
+    _check_logits(forward(mxnet, _ours(mxnet, config, given), images), expected)
+
+
+def test_a_zoo_network_moves_into_every_backend(images, request):
+    """Keras' VGG16 in PyTorch and Gluon too: the zoo weights are canonical, so any backend takes them."""
+    tf = load_backend("tf")
+    if not in_own_process(request):  # over 3 GB at its peak
+        return
+    import keras
+
+    zoo = keras.applications.VGG16(weights=None, classifier_activation=None)
+    expected = np.asarray(zoo(np.transpose(images, (0, 2, 3, 1)), training=False))
+    config, weights = tf.zoo_weights(zoo)
+    del zoo
+    release_memory()
+    torch = load_backend("torch")
+    _check_logits(forward(torch, _ours(torch, config, weights), images), expected)
+    release_memory()
+    mxnet, last = load_backend("mxnet"), [weights]  # the last import takes the only copy
+    del weights
+    _check_logits(forward(mxnet, _ours(mxnet, config, last), images), expected)
+
+
 def test_every_torchvision_vgg_layout_is_read_and_written_back():
     """All eight: each depth's convolution count and the batch-norm variants' indices in ``features``, read from
     the shapes alone (no values: the networks are built on the meta device) and written back to the same keys."""
@@ -205,45 +249,6 @@ def test_gluon_model_zoo_vgg_runs_in_ours(arch, bn, images):
     config, weights = mxnet.zoo_weights(zoo)
     assert (config.arch, config.batch_norm, config.num_classes, config.input_size) == (arch, bn, 1000, 32)
     _check_logits(forward(mxnet, _ours(mxnet, config, weights), x), expected)
-
-
-def test_gluon_model_zoo_vgg16_at_224_px(images, request):
-    mxnet = load_backend("mxnet")
-    if not in_own_process(request):  # over 3 GB at its peak
-        return
-    import mxnet as mx
-    from mxnet.gluon.model_zoo import vision
-
-    zoo = vision.vgg16()
-    zoo.initialize(mx.init.Xavier())
-    expected = zoo(mx.nd.array(images)).asnumpy()
-    config, weights = mxnet.zoo_weights(zoo)
-    del zoo
-    release_memory()
-    assert config.input_size == 224 and config.flat_features == 25088
-    given = [weights]  # the import takes the only copy
-    del weights
-    _check_logits(forward(mxnet, _ours(mxnet, config, given), images), expected)
-
-
-def test_a_zoo_network_moves_into_every_backend(images, request):
-    """Keras' VGG16 in PyTorch and Gluon too: the zoo weights are canonical, so any backend takes them."""
-    tf = load_backend("tf")
-    if not in_own_process(request):  # over 3 GB at its peak
-        return
-    import keras
-
-    zoo = keras.applications.VGG16(weights=None, classifier_activation=None)
-    expected = np.asarray(zoo(np.transpose(images, (0, 2, 3, 1)), training=False))
-    config, weights = tf.zoo_weights(zoo)
-    del zoo
-    release_memory()
-    torch = load_backend("torch")
-    _check_logits(forward(torch, _ours(torch, config, weights), images), expected)
-    release_memory()
-    mxnet, last = load_backend("mxnet"), [weights]  # the last import takes the only copy
-    del weights
-    _check_logits(forward(mxnet, _ours(mxnet, config, last), images), expected)
 
 
 def test_zoo_readers_refuse_what_is_not_a_zoo_vgg():
