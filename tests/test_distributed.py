@@ -25,7 +25,7 @@ from conftest import load_backend
 from helpers import TINY_CLI, kill_group, one_line, run_in_process, run_vgg, start_vgg
 
 from common import distributed
-from common.arch import config_from_dict
+from common.arch import MAX_INT, config_from_dict
 from common.checkpoint import read_checkpoint_meta
 from common.distributed import HOST, check_port, free_ports, plan, shard, worker_env
 from common.errors import ConfigError
@@ -76,17 +76,112 @@ def test_the_scaled_worker_losses_combine_to_the_global_mean(backend):
         distributed.loss_scale(size, 65, "caffe")
 
 
-def test_the_place_of_a_worker_comes_from_each_engines_own_variables():
-    assert worker_env("torch", {}) is None and worker_env("torch", {"WORLD_SIZE": "1"}) is None
-    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}  # torchrun sets them beside WORLD_SIZE
-    assert worker_env("torch", {"WORLD_SIZE": "4", "RANK": "3", **master}) == distributed.Worker(3, 4)
-    tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
-    assert worker_env("tf", {"TF_CONFIG": json.dumps(tf_config)}) == distributed.Worker(1, 2)
-    assert worker_env("mxnet", {"DMLC_ROLE": "server", "DMLC_NUM_WORKER": "2"}) is None
-    assert worker_env("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"}) == distributed.Worker(None, 2)
-    assert worker_env("jax", {}) is None and worker_env("jax", {"VGG_JAX_NUM_PROCESSES": "1"}) is None
-    jax_run = {"VGG_JAX_NUM_PROCESSES": "3", "VGG_JAX_PROCESS_ID": "2", "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}
-    assert worker_env("jax", jax_run) == distributed.Worker(2, 3)
+MASTER = {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}  # torchrun sets them beside WORLD_SIZE
+JAX_3 = {"VGG_JAX_NUM_PROCESSES": "3", "VGG_JAX_PROCESS_ID": "2", "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}
+
+
+def _tf(workers, **task):
+    return {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"h{n}:1" for n in range(workers)]}, "task": task})}
+
+
+@pytest.mark.parametrize(
+    ("backend", "variables", "worker"),
+    [
+        ("torch", {}, None),
+        ("torch", {"WORLD_SIZE": "1"}, None),
+        ("torch", {"WORLD_SIZE": "4", "RANK": "3", **MASTER}, distributed.Worker(3, 4)),
+        ("torch", {"WORLD_SIZE": "2", **MASTER}, distributed.Worker(0, 2, 0)),  # RANK and LOCAL_RANK default to 0
+        ("torch", {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", **MASTER}, distributed.Worker(1, 2, 1)),
+        ("torch", {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", **MASTER}, distributed.Worker(0, 2, 0)),
+        ("torch", {"WORLD_SIZE": "2", **MASTER, "MASTER_PORT": "1"}, distributed.Worker(0, 2)),
+        ("torch", {"WORLD_SIZE": "2", **MASTER, "MASTER_PORT": "65535"}, distributed.Worker(0, 2)),
+        (
+            "torch",
+            {"WORLD_SIZE": str(MAX_INT), "RANK": str(MAX_INT - 1), **MASTER},
+            distributed.Worker(MAX_INT - 1, MAX_INT),
+        ),
+        ("tf", {}, None),
+        ("tf", {"TF_CONFIG": "{}"}, None),  # no cluster, no workers: one process
+        ("tf", {"TF_CONFIG": '{"cluster": {}}'}, None),
+        ("tf", _tf(1), None),  # one worker needs no task
+        ("tf", _tf(2, type="worker", index=1), distributed.Worker(1, 2)),
+        ("tf", _tf(2, type="worker", index=0), distributed.Worker(0, 2)),
+        ("mxnet", {"DMLC_ROLE": "server", "DMLC_NUM_WORKER": "2"}, None),
+        ("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"}, distributed.Worker(None, 2)),
+        ("mxnet", {"DMLC_ROLE": "worker"}, distributed.Worker(None, 1)),  # DMLC_NUM_WORKER defaults to 1
+        ("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "1"}, distributed.Worker(None, 1)),
+        ("jax", {}, None),
+        ("jax", {"VGG_JAX_NUM_PROCESSES": "1"}, None),
+        ("jax", JAX_3, distributed.Worker(2, 3)),
+        ("jax", {**JAX_3, "VGG_JAX_PROCESS_ID": "0"}, distributed.Worker(0, 3)),
+        ("jax", {**JAX_3, "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1"}, distributed.Worker(2, 3)),
+        ("jax", {**JAX_3, "JAX_COORDINATOR_ADDRESS": "10.0.0.1:65535"}, distributed.Worker(2, 3)),
+    ],
+)
+def test_the_place_of_a_worker_comes_from_each_engines_own_variables(backend, variables, worker):
+    """Down to each variable's bounds: the least counts and ranks, ports 1 and 65535, one TensorFlow worker."""
+    assert worker_env(backend, variables) == worker
+
+
+@pytest.mark.parametrize(
+    ("backend", "variables", "says"),
+    [
+        ("torch", {"WORLD_SIZE": "0"}, "WORLD_SIZE='0' in the environment is no whole number of at least 1; "),
+        ("torch", {"WORLD_SIZE": str(MAX_INT + 1)}, f"WORLD_SIZE='{MAX_INT + 1}' in the environment is no whole"),
+        ("torch", {"WORLD_SIZE": "2", "RANK": "-1"}, "RANK='-1' in the environment is no whole number of at least 0"),
+        ("torch", {"WORLD_SIZE": "2", "RANK": "2"}, "RANK 2 is not one of 2 workers' (0..1); give each worker its"),
+        ("torch", {"WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "LOCAL_RANK='-1' in the environment is no whole number"),
+        (
+            "torch",
+            {"WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1"},
+            "WORLD_SIZE=2 in the environment describes a distributed run, but MASTER_PORT is not set; set them",
+        ),
+        ("torch", {"WORLD_SIZE": "2", "MASTER_PORT": "29500"}, "but MASTER_ADDR is not set; set them as torchrun"),
+        ("torch", {"WORLD_SIZE": "2"}, "but MASTER_ADDR and MASTER_PORT are not set; set them as torchrun does"),
+        (
+            "torch",
+            {"WORLD_SIZE": "2", **MASTER, "MASTER_PORT": "65536"},
+            "MASTER_PORT='65536' in the environment is no port; give 1..65535",
+        ),
+        ("torch", {"WORLD_SIZE": "2", **MASTER, "MASTER_PORT": "0"}, "MASTER_PORT='0' in the environment is no whole"),
+        ("torch", {"WORLD_SIZE": "2", **MASTER, "MASTER_PORT": "http"}, "MASTER_PORT='http' in the environment is no"),
+        ("tf", {"TF_CONFIG": "[]"}, "TF_CONFIG in the environment is not TensorFlow's cluster description (Attr"),
+        ("tf", {"TF_CONFIG": '{"cluster": {"worker": 2}}'}, "is not TensorFlow's cluster description (TypeError"),
+        ("tf", _tf(2, type="worker", index=2), "TF_CONFIG's task index 2 is not one of 2 workers' (0..1)"),
+        ("tf", _tf(2, type="worker", index=-1), "TF_CONFIG's task index -1 is not one of 2 workers' (0..1)"),
+        ("tf", _tf(2, type="worker", index="1"), "TF_CONFIG's task index is '1'; give a whole number"),
+        ("tf", _tf(2, type="worker", index=True), "TF_CONFIG's task index is True; give a whole number"),
+        ("mxnet", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "0"}, "DMLC_NUM_WORKER='0' in the environment is no "),
+        ("jax", {"VGG_JAX_NUM_PROCESSES": "0"}, "VGG_JAX_NUM_PROCESSES='0' in the environment is no whole number of"),
+        (
+            "jax",
+            {**JAX_3, "JAX_COORDINATOR_ADDRESS": ""},
+            "VGG_JAX_NUM_PROCESSES=3 in the environment describes a distributed run, but JAX_COORDINATOR_ADDRESS is "
+            "not set; set JAX_COORDINATOR_ADDRESS=HOST:PORT (process 0's) and VGG_JAX_PROCESS_ID (0..2) in each",
+        ),
+        ("jax", {**JAX_3, "VGG_JAX_PROCESS_ID": ""}, "distributed run, but VGG_JAX_PROCESS_ID is not set; set JAX_"),
+        ("jax", {**JAX_3, "VGG_JAX_PROCESS_ID": "-1"}, "VGG_JAX_PROCESS_ID='-1' in the environment is no whole number"),
+        ("jax", {**JAX_3, "VGG_JAX_PROCESS_ID": "3"}, "VGG_JAX_PROCESS_ID 3 is not one of 3 workers' (0..2)"),
+        (
+            "jax",
+            {**JAX_3, "JAX_COORDINATOR_ADDRESS": "10.0.0.1:65536"},
+            "JAX_COORDINATOR_ADDRESS='10.0.0.1:65536' in the environment is no HOST:PORT (a port of 1..65535)",
+        ),
+        (
+            "jax",
+            {**JAX_3, "JAX_COORDINATOR_ADDRESS": "10.0.0.1:0"},
+            "JAX_COORDINATOR_ADDRESS='10.0.0.1:0' in the environment is no HOST:PORT",
+        ),
+        ("jax", {**JAX_3, "JAX_COORDINATOR_ADDRESS": ":1234"}, "JAX_COORDINATOR_ADDRESS=':1234' in the environment"),
+        ("caffe", {}, "unknown backend 'caffe'"),
+    ],
+)
+def test_the_place_of_a_worker_past_the_bounds_of_a_variable_is_refused_naming_it(backend, variables, says):
+    """One line naming the variable and what to give; test_an_engines_variable_that_is_no_run_is_one_line shows
+    such lines reaching the command line."""
+    with pytest.raises(ConfigError) as refused:
+        worker_env(backend, variables)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize("backend", list(distributed.ENGINES))

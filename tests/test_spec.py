@@ -9,7 +9,15 @@ from helpers import BOOK_VGG11_PARAMS, BOOK_VGG11_SHAPES, FUZZ, TINY, run_in_pro
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.arch import CONFIGS, FLOAT32_BELOW_ONE, FLOAT32_TINY, VGGConfig, conv_arch, make_config
+from common.arch import (
+    CONFIGS,
+    FLOAT32_BELOW_ONE,
+    FLOAT32_TINY,
+    VGGConfig,
+    conv_arch,
+    make_alexnet_config,
+    make_config,
+)
 from common.errors import ConfigError, VGGError
 from common.spec import available_memory, check_memory, memory_needed, spec
 
@@ -46,6 +54,8 @@ def test_receptive_field_of_stacked_3x3_convs():
     s = spec(arch=((3, 8),), input_size=32)
     assert [layer.rf for layer in s.layers if layer.kind == "conv"] == [3, 5, 7]  # three 3x3 convs see 7x7
     assert [layer.rf for layer in s.layers if layer.kind == "pool"] == [8]
+    # each pool doubles the step between neighbours: VGG-16's last pool sees 212x212 (the published figure)
+    assert [layer.rf for layer in spec(arch="vgg16").layers if layer.kind == "pool"] == [6, 16, 44, 100, 212]
 
 
 def test_macs_of_one_conv_and_dense_layer():
@@ -72,6 +82,94 @@ def test_config_c_has_1x1_convs_and_lrn_only_in_a_lrn():
     assert [layer.name for layer in spec(arch="vgg11_lrn", input_size=32).layers if layer.kind == "lrn"] == [
         "block1.lrn"
     ]
+
+
+# Table 1 of the paper: the kernel side of each conv of each block (widths 64, 128, 256, 512, 512); C's third
+# conv of blocks 3-5 is 1x1, and A-LRN is A with an LRN after its first conv's ReLU.
+TABLE1 = {
+    "vgg11": ((3,), (3,), (3, 3), (3, 3), (3, 3)),
+    "vgg11_lrn": ((3,), (3,), (3, 3), (3, 3), (3, 3)),
+    "vgg16_c": ((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)),
+}
+WIDTHS = (64, 128, 256, 512, 512)
+BN = ("weight", "bias", "running_mean", "running_var")  # running_* are buffers, not trainable
+
+
+def _documented_head(first, features, hidden, classes):
+    """flatten, fc{first}, relu, dropout, fc{first+1}, relu, dropout, fc{first+2}; dense weights (out, in)."""
+    rows, params = [("flatten", "flatten")], []
+    for n, (out, inp) in enumerate([(hidden, features), (hidden, hidden), (classes, hidden)], start=first):
+        rows.append((f"fc{n}", "linear"))
+        rows += [(f"relu{n}", "relu"), (f"dropout{n}", "dropout")] if n < first + 2 else []
+        params += [(f"fc{n}.weight", (out, inp)), (f"fc{n}.bias", (out,))]
+    return rows, params
+
+
+def _documented_vgg(arch, batch_norm, in_channels, side, hidden, classes):
+    """The canonical names written out from the documented rule: rows (name, kind) and parameters (name, shape).
+
+    Block i (from 1) holds conv{j}, [bn{j}], relu{j} for each of its convs j (from 1), [lrn after the first],
+    then pool; a conv's weight is (out, in, k, k), a batch norm's four vectors are its channels'.
+    """
+    rows, params, c = [], [], in_channels
+    for i, (kernels, width) in enumerate(zip(TABLE1[arch], WIDTHS, strict=True), start=1):
+        for j, k in enumerate(kernels, start=1):
+            rows.append((f"block{i}.conv{j}", "conv"))
+            params += [(f"block{i}.conv{j}.weight", (width, c, k, k)), (f"block{i}.conv{j}.bias", (width,))]
+            c = width
+            if batch_norm:
+                rows.append((f"block{i}.bn{j}", "bn"))
+                params += [(f"block{i}.bn{j}.{name}", (width,)) for name in BN]
+            rows.append((f"block{i}.relu{j}", "relu"))
+            if arch == "vgg11_lrn" and (i, j) == (1, 1):
+                rows.append(("block1.lrn", "lrn"))
+        rows.append((f"block{i}.pool", "pool"))
+        side //= 2
+    head_rows, head_params = _documented_head(1, c * side * side, hidden, classes)
+    return rows + head_rows, params + head_params
+
+
+def _check_rows_follow_from_their_parameters(s):
+    """Each row's counts from its own parameters: trainable ones, batch-norm statistics as buffers, MACs of a conv
+    (per output pixel) or dense layer; a layer without weights keeps the shape and receptive field before it."""
+    before = (s.config.in_channels, s.config.input_size, s.config.input_size)
+    rf = 1
+    for layer in s.layers:
+        sizes = {name: int(np.prod(shape)) for name, shape in layer.param_shapes}
+        buffers = sum(n for name, n in sizes.items() if name.startswith("running_"))
+        assert (layer.params, layer.buffers) == (sum(sizes.values()) - buffers, buffers), layer.name
+        pixels = int(np.prod(layer.shape[1:])) if layer.kind == "conv" else 1
+        assert layer.macs == (sizes["weight"] * pixels if layer.kind in ("conv", "linear") else 0), layer.name
+        if layer.kind in ("bn", "relu", "lrn", "dropout"):
+            assert (layer.shape, layer.rf) == (before, rf if len(before) == 3 else None), layer.name
+        before, rf = layer.shape, layer.rf if layer.rf is not None else rf
+
+
+@pytest.mark.parametrize(
+    "arch, batch_norm", [("vgg11", False), ("vgg11", True), ("vgg11_lrn", False), ("vgg16_c", False)]
+)
+def test_layer_kinds_and_parameter_names_are_the_documented_canonical_ones(arch, batch_norm):
+    """The names every backend's weights carry (block1.conv1.weight, block1.bn1.running_var, fc1.weight, ...):
+    the framework-free pin of what the backend tests compare each framework's names with."""
+    s = spec(arch=arch, batch_norm=batch_norm, in_channels=3, num_classes=7, fc_hidden=32, input_size=64)
+    rows, params = _documented_vgg(arch, batch_norm, 3, 64, 32, 7)
+    assert [(layer.name, layer.kind) for layer in s.layers] == rows
+    assert list(s.param_shapes().items()) == params  # in the network's order
+    _check_rows_follow_from_their_parameters(s)
+
+
+def test_alexnet_layer_kinds_and_parameter_names_are_caffes():
+    """conv1..conv5, pool1, pool2, pool5, fc6..fc8, as in Caffe's reference model (the book's 224 px input)."""
+    s = spec(make_alexnet_config(in_channels=1, num_classes=10))
+    rows, params, c = [], [], 1
+    for n, (width, k) in enumerate([(96, 11), (256, 5), (384, 3), (384, 3), (256, 3)], start=1):
+        rows += [(f"conv{n}", "conv"), (f"relu{n}", "relu")] + ([(f"pool{n}", "pool")] if n in (1, 2, 5) else [])
+        params += [(f"conv{n}.weight", (width, c, k, k)), (f"conv{n}.bias", (width,))]
+        c = width
+    head_rows, head_params = _documented_head(6, 256 * 5 * 5, 4096, 10)
+    assert [(layer.name, layer.kind) for layer in s.layers] == rows + head_rows
+    assert list(s.param_shapes().items()) == params + head_params
+    _check_rows_follow_from_their_parameters(s)
 
 
 @pytest.mark.parametrize(
