@@ -273,7 +273,7 @@ def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> str:
     """A line chart as inline SVG (text stays text), one color per series, with a legend."""
-    w, h, left, right, top, bottom = 480, 300, 64, 14, 30, 74
+    w, h, left, right, top, bottom = 480, 300, 80, 14, 30, 74  # left: a tick like 0.0305 beside the y label
     xs = [x for pts in series.values() for x, _ in pts]
     ys = [y for pts in series.values() for _, y in pts]
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
@@ -313,7 +313,7 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
         f'<text x="16" y="{(top + h - bottom) / 2}" text-anchor="middle" font-size="14" '
         f'transform="rotate(-90 16 {(top + h - bottom) / 2})">{esc(ylabel)}</text>'
     )
-    lx = left
+    lx = 24  # the legend under the whole chart, from its left edge
     for i, (name, pts) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         dash = ' stroke-dasharray="6 3"' if i % 2 else ""
