@@ -30,10 +30,13 @@ from helpers import (
     untrained_checkpoint,
 )
 
+from common.arch import make_config
 from common.checkpoint import FILE_NAME, FolderLock, read_checkpoint_meta
 from common.cli import main
 from common.errors import ConfigError
 from common.files import TargetAppeared, atomic_write
+from common.interchange import read_model, save_weights_file
+from common.weights import xavier_init
 
 RUN = ["train", "--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "128", "--test-limit", "64"]
 
@@ -363,6 +366,35 @@ def test_bench_keeps_a_json_or_plot_that_appeared_while_it_measured(tmp_path, ca
     assert plot.read_text() == "another sweep's plot"
     assert (tmp_path / "sweep-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(numbers.read_text())["plot"] == str(tmp_path / "sweep-1.png")  # the numbers name it
+
+
+def test_convert_and_teach_keep_a_file_that_appeared_while_they_worked(tmp_path, capsys, monkeypatch):
+    """The destination is checked first and written last: a file another command (or the user) put there in
+    between is kept as it was, and this command's file beside it, said in one line (with --overwrite: replaced).
+    Convert writes through any framework's saver to a name beside dst; .npz to .safetensors needs none."""
+    import common.cli.convert
+    import common.teach.page
+
+    config = make_config(**TINY)
+    src, dst = tmp_path / "m.npz", tmp_path / "m.safetensors"
+    save_weights_file(src, config, xavier_init(config, 0), "torch", "")
+    _appears(monkeypatch, common.cli.convert, "read_model", dst, "a user's file")
+    err = one_line(capsys, ["convert", src, dst])
+    kept = tmp_path / "m-1.safetensors"
+    assert f"{dst} appeared while this command ran and is left as it was; this command's file is {kept}" in err
+    assert dst.read_text() == "a user's file"
+    assert read_model(kept)[0] == config  # the whole conversion, kept
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert main(["convert", str(src), str(dst), "--overwrite"]) == 0  # told to: replaced
+    assert read_model(dst)[0] == config
+
+    site = tmp_path / "site"
+    site.mkdir()
+    page = site / "index.html"
+    _appears(monkeypatch, common.teach.page, "render", page, "a user's page")
+    err = one_line(capsys, ["teach", "--out", site])
+    assert f"{page} appeared while this command ran and is left as it was" in err
+    assert page.read_text() == "a user's page" and (site / "index-1.html").read_text().startswith("<!DOCTYPE")
 
 
 # --- every folder a command writes, locked before its first step; never parts of two runs --------------------------

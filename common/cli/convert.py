@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from ..backends import BACKENDS, display_name, get_backend
 from ..checkpoint import check_run_file
 from ..errors import ConfigError
+from ..files import write_by_name
 from ..interchange import FILE_SUFFIXES, check_file_path, file_format, read_model, save_weights_file
 from .options import (
     FORMATS,
@@ -51,7 +53,7 @@ def run(args) -> int:
     config, weights, source = read_model(args.src)
     how = ""
     if to in ("npz", "safetensors"):
-        save_weights_file(args.dst, config, weights, source, "")
+        write = partial(save_weights_file, config=config, weights=weights, source=source, source_version="")
     else:
         name = (args.backend or source) if to == "onnx" else to
         if name not in BACKENDS:
@@ -62,10 +64,12 @@ def run(args) -> int:
         b = get_backend(name)
         net = b.import_weights(b.from_config(config), weights)
         if to == "onnx":
-            b.export_onnx(net, args.dst, args.batch)
+            write = partial(b.export_onnx, net, batch=args.batch)
             how = f", exported by {display_name(name)}"
         else:
-            b.save_model(net, args.dst)
+            write = partial(b.save_model, net)
+    # written whole beside dst, then put in place: a file that appeared at dst meanwhile is kept without --overwrite
+    write_by_name(args.dst, write, args.overwrite)
     kind = f"{display_name(to)} " if to in BACKENDS else ""
     print(f"converted {args.src} ({source}) -> {args.dst} ({kind}{FILE_SUFFIXES[to]}{how}): {config.describe()}")
     return 0

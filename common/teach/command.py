@@ -96,8 +96,8 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create --out {out}: {e.strerror}; give a folder you can write") from None
-    atomic_write(targets[0], lambda f: f.write(html_text.encode()))
-    atomic_write(targets[1], lambda f: f.write(nb_text.encode()))
+    for path, text in zip(targets, (html_text, nb_text), strict=True):  # a file that appeared meanwhile is kept
+        atomic_write(path, lambda f, t=text: f.write(t.encode()), overwrite=args.overwrite or _ours(path))
     print(f"page:     {targets[0]}  (open it in a browser; it needs no network)")
     print(f"notebook: {targets[1]}  (its first cell chooses the backend)")
     if found is None:
