@@ -1,4 +1,4 @@
-"""One suite for three backends: tests take the backend under test through the `backend` fixture.
+"""One suite for four backends: tests take the backend under test through the `backend` fixture.
 
 Memory: the whole run stays within a laptop's memory (a few GB). Networks live as long as the module that
 builds them (module-scoped fixtures, released at the module's end), TensorFlow's oneDNN allocator is told to
@@ -106,7 +106,7 @@ def build():
 # Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection, and the
 # frameworks' threads leave freed memory in their own malloc arenas. Both are released after every test (a test
 # starts from what is alive, not from what the last one dropped: a 224 px network's transient peak comes on top).
-# A full collection with the three frameworks loaded takes over half a second, so what survives a test's release
+# A full collection with the frameworks loaded takes over half a second, so what survives a test's release
 # is frozen (gc.freeze: left out of later collections) until its module ends: each test's release then looks
 # only at the objects made since, and the module's release at everything again, its fixtures' networks included
 # (what survives that is frozen again: the next module's first test would otherwise look at everything once more).

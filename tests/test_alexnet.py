@@ -1,4 +1,4 @@
-"""AlexNet, the network VGG answers, in the three frameworks: the book's trace, one count, the same numbers.
+"""AlexNet, the network VGG answers, in the four frameworks: the book's trace, one count, the same numbers.
 
 The same contract as VGG's, from the same plan machinery: a second network that fits without touching the
 first. The numerical checks are those of test_weights.py (logits, gradients, one real SGD step, files).
@@ -92,7 +92,7 @@ def test_logits_agree_after_transfer(backends, book_nets, src, dst):
 
 
 def test_loss_and_gradients_agree(backends):
-    # Dropout off so the three compute one function. A ReLU makes a gradient comparison depend on the input:
+    # Dropout off so the four compute one function. A ReLU makes a gradient comparison depend on the input:
     # where a pre-activation lies within fp32 rounding of zero, a framework may put it on the other side and
     # drop (or keep) its gradient. Measured at 96 px, batch 8: Keras' conv4 gradient is 1.5e-3 off a float64
     # reference while its gradient at relu4's output is within 3e-7 — one pre-activation of 49,152 (|v| = 3e-8)

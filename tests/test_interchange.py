@@ -1,6 +1,6 @@
 """The ecosystem's formats: ONNX from each framework's own exporter run by ONNX Runtime, and safetensors weights.
 
-Every export must give its framework's logits in ONNX Runtime, and the three exports of the same canonical
+Every export must give its framework's logits in ONNX Runtime, and the exports of the same canonical
 weights each other's; damaged or foreign files are one clear error, through the API and the `vgg` command.
 """
 

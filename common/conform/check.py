@@ -38,7 +38,7 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 def framework_of(model) -> str:
     """Which adapter reads ``model``: a path (``*.onnx``, ``*.keras``, ``*-symbol.json``), ``module:factory``
-    (PyTorch), or a network object of one of the three frameworks."""
+    (PyTorch), or a network object of one of the four frameworks."""
     if isinstance(model, (str, os.PathLike)):
         text = str(model)
         if text.endswith(".onnx"):
