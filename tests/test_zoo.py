@@ -225,10 +225,20 @@ def test_keras_applications_vgg_runs_in_ours(arch):
             layer.set_weights(list(_randomise_constants(arrays, seed=2).values()))
     expected = np.asarray(zoo(np.transpose(x, (0, 2, 3, 1)), training=False))
     config, weights = tf.zoo_weights(zoo)
+    jax = load_backend("jax")  # JAX has no zoo of its own: vgg_jax.zoo_weights reads this one
+    jax_config, jax_weights = jax.zoo_weights(zoo)
     del zoo
     assert (config.arch, config.batch_norm, config.num_classes, config.input_size) == (arch, False, 1000, 64)
     assert config.flat_features == 2048
+    assert jax_config == config and list(jax_weights) == list(weights)
+    for name, array in weights.items():
+        np.testing.assert_array_equal(jax_weights[name], array, err_msg=name)
+    del jax_weights
     _check_logits(forward(tf, _ours(tf, config, weights), x), expected)
+    release_memory()
+    last = [weights]  # the import takes the only copy
+    del weights
+    _check_logits(forward(jax, _ours(jax, config, last), x), expected)
 
 
 @pytest.mark.parametrize("arch, bn", ZOO, ids=IDS)
