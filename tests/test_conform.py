@@ -577,6 +577,23 @@ def test_gluon_as_the_reference_conforms_and_leaves_no_temporary_files(tmp_path,
     assert report.conforms and report.reference == "MXNet Gluon" and list(tmp_path.iterdir()) == []
 
 
+def test_jax_as_the_reference_conforms():
+    load_backend("torch")
+    load_backend("jax")
+    report = conform("test_conform:ours", reference="jax")
+    assert report.conforms, report.to_markdown()
+    assert report.reference == "JAX (Flax)"
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch-norm"])
+def test_our_jax_network_conforms_as_it_is(batch_norm):
+    """A Flax network object (JAX has no file form a port would hand over): vgg_jax/conform.py's adapter."""
+    b = load_backend("jax")
+    report = conform(b.vgg(**SMALL, batch_norm=batch_norm))
+    assert report.conforms, report.to_markdown()
+    assert report.framework == "JAX (Flax)" and report.logits_error <= 1e-5
+
+
 def test_a_gluon_batch_norm_at_another_epsilon_is_diagnosed(tmp_path):
     b = load_backend("mxnet")
     net = b.vgg(**SMALL, batch_norm=True)
