@@ -454,14 +454,82 @@ def _check_declared_bytes(model, path: Path, declared: int) -> None:
         )
 
 
+def _varint(read) -> int:
+    """One protobuf varint from ``read(1)``; a ValueError past 10 bytes or at the end of the data."""
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = read(1)
+        if not byte:
+            raise ValueError("the data ends inside a number")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    raise ValueError("a number longer than protobuf writes")
+
+
+METADATA_FIELD = 14  # ModelProto.metadata_props in onnx.proto: repeated StringStringEntryProto (key 1, value 2)
+
+
+def _scan_metadata(path: Path) -> dict[str, str] | None:
+    """An ONNX file's metadata (``metadata_props``), read field by field from the file's top-level protobuf
+    fields with the others' bytes skipped, not read (the graph with its weights among them); None where the file
+    does not scan as protobuf (ONNX then says what is wrong with it)."""
+    found: dict[str, str] = {}
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            while f.tell() < end:
+                key = _varint(f.read)
+                field, wire = key >> 3, key & 7
+                if wire == 0:
+                    _varint(f.read)
+                elif wire in (1, 5):
+                    f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+                elif wire == 2:
+                    n = _varint(f.read)
+                    if field == METADATA_FIELD and n <= 2**20:
+                        entry = io.BytesIO(f.read(n))
+                        parts: dict[int, str] = {}
+                        while entry.tell() < n:
+                            tag = _varint(entry.read)
+                            if tag & 7 != 2:
+                                return None
+                            parts[tag >> 3] = entry.read(_varint(entry.read)).decode()
+                        found[parts.get(1, "")] = parts.get(2, "")
+                    else:
+                        f.seek(n, os.SEEK_CUR)
+                else:
+                    return None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return found
+
+
+def _check_size_by_metadata(path: Path, size: int) -> None:
+    """A model of this project's names its configuration in its metadata, which is read first
+    (:func:`_scan_metadata`): a file larger than that network's tensors may take (as in
+    :func:`_check_declared_bytes`) is refused before protobuf reads it whole."""
+    try:
+        s = spec(meta_config(meta_from_strings(_scan_metadata(path), path, "an ONNX model"), path))
+    except (WeightsError, ConfigError):
+        return  # a user's model, or a damaged one: held to its declared tensors once parsed
+    most = 2 * 4 * (s.params + s.buffers) + 2**20
+    if size > most:
+        raise WeightsError(
+            f"{path} is {format_bytes(size)}, where the network its metadata describes holds "
+            f"{format_bytes(most / 2)}; it was altered or made by another program"
+        )
+
+
 def read_onnx(path: Path, check: Callable[[Any], None] | None = None):
     """The ONNX model in the file at ``path``, with its weights, or a WeightsError that says what is wrong.
 
     Nothing is read whole before its size is known: the file is at most what one protobuf holds (2 GiB, no
-    compression), every tensor holds exactly what its shape declares (:func:`_check_tensors`), and the bytes
-    declared fit the network the model's metadata describes and this machine's memory
-    (:func:`_check_declared_bytes`), before any external data is read. ``check(model)`` is called there too:
-    ``vgg conform`` holds a user's model, which has no such metadata, to the layers it checks.
+    compression) and, for a model of this project's, what the network its metadata names takes (the metadata is
+    read first, the rest skipped: :func:`_check_size_by_metadata`); every tensor holds exactly what its shape
+    declares (:func:`_check_tensors`), and the bytes declared fit the network the model's metadata describes and
+    this machine's memory (:func:`_check_declared_bytes`), before any external data is read. ``check(model)`` is
+    called there too: ``vgg conform`` holds a user's model, which has no such metadata, to the layers it checks.
 
     A model may keep weights in files beside it (ONNX's external data); those are read only where they are
     plain files inside the model's own folder once links are followed, so a file cannot make the project read
@@ -483,6 +551,8 @@ def read_onnx(path: Path, check: Callable[[Any], None] | None = None):
             f"{path} is {format_bytes(size)}, more than the 2 GiB one ONNX (protobuf) file holds; it is not an ONNX "
             f"model (a larger one keeps its weights as external data, beside it)"
         )
+    if size is not None:
+        _check_size_by_metadata(path, size)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as e:

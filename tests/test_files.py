@@ -898,6 +898,30 @@ def test_an_onnx_model_declaring_more_than_its_network_is_refused_before_its_dat
     assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
 
 
+def test_an_onnx_file_larger_than_its_network_is_refused_before_protobuf_reads_it(tmp_path):
+    """The tiny network's metadata first, then a graph field declaring 1.4 GiB of bytes (a sparse file): protobuf
+    would read the whole file before anything could be checked; the metadata is read alone, the rest skipped."""
+    onnx = load_optional("onnx")
+    torch = load_backend("torch")
+    exported = onnx.load(str(torch.export_onnx(torch.vgg(**TINY), tmp_path / "m.onnx")))
+    head = onnx.ModelProto()
+    head.metadata_props.extend(exported.metadata_props)
+    length, graph, varint = 1_500_000_000, 7, b""
+    for shift in range(0, 35, 7):  # the graph field's length as protobuf writes it: 7 bits a byte, low first
+        rest = length >> shift
+        varint += bytes([(rest & 0x7F) | (0x80 if rest >> 7 else 0)])
+        if not rest >> 7:
+            break
+    path = tmp_path / "big.onnx"
+    with open(path, "wb") as f:
+        f.write(head.SerializeToString() + bytes([graph << 3 | 2]) + varint)
+        f.truncate(f.tell() + length)
+    rc, err, peak = _peak("evaluate", path, "--test-limit", "64")
+    assert rc != 0 and err.count("\n") == 1, err
+    assert "big.onnx is 1.4 GiB, where the network its metadata describes holds 1.1 MiB" in err, err
+    assert peak < 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+
+
 HUGE = 4 * 1_000_000 * 1000  # bytes of a sparse file: 3.7 GiB to read, no room on disk
 
 
