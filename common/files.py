@@ -131,35 +131,6 @@ def sibling_name(path: Path, n: int) -> Path:
     return path.with_name(f"{path.name[:dot]}-{n}{path.name[dot:]}")
 
 
-def write_by_name(path: str | os.PathLike, write, overwrite: bool) -> Path:
-    """``write(tmp)`` makes the whole file at a fresh name beside ``path`` (through any function that writes to a
-    path: a framework's own saver or exporter), which is then put in place as :func:`atomic_write` puts its own:
-    replacing ``path`` only with ``overwrite``, otherwise never a file that appeared while this command worked."""
-    path = check_target(path)
-    suffix = ".part" + "".join(path.suffixes)  # the name ends as the format's does (.weights.h5, .onnx, ...)
-    prefix = f".{path.name}."[: max(1, NAME_MAX - 8 - len(suffix))]
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    except OSError as e:
-        raise WriteError(f"cannot write in {path.parent} ({e.strerror}); choose a folder you can write to") from None
-    os.close(fd)
-    placed = False
-    try:
-        write(Path(tmp))
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            place_new(tmp, path)
-        placed = True
-    except TargetAppeared:
-        placed = True  # this command's file is kept beside the one that appeared
-        raise
-    finally:
-        if not placed:
-            Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def place_new(tmp: str | os.PathLike, path: Path) -> None:
     """Move the finished file ``tmp`` to ``path`` where nothing is there, in one step that fails if something is
     (a hard link, which, unlike a rename, never replaces); otherwise keep it beside ``path`` under the first free

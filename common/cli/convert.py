@@ -8,7 +8,7 @@ from pathlib import Path
 from ..backends import BACKENDS, display_name, get_backend
 from ..checkpoint import check_run_file
 from ..errors import ConfigError
-from ..files import write_by_name
+from ..files import atomic_write
 from ..interchange import FILE_SUFFIXES, check_file_path, file_format, read_model, save_weights_file
 from .options import (
     FORMATS,
@@ -69,7 +69,7 @@ def run(args) -> int:
         else:
             write = partial(b.save_model, net)
     # written whole beside dst, then put in place: a file that appeared at dst meanwhile is kept without --overwrite
-    write_by_name(args.dst, write, args.overwrite)
+    atomic_write(args.dst, write, by_name=True, overwrite=args.overwrite)
     kind = f"{display_name(to)} " if to in BACKENDS else ""
     print(f"converted {args.src} ({source}) -> {args.dst} ({kind}{FILE_SUFFIXES[to]}{how}): {config.describe()}")
     return 0
