@@ -429,23 +429,28 @@ def _check_tensors(model, path: Path) -> int:
     return total
 
 
+def _most_tensor_bytes(strings: dict[str, str] | None, path: Path) -> int | None:
+    """The most tensor bytes a model of this project's may hold: the network its metadata ``strings`` names, its
+    parameters and statistics as float32, twice over, and 1 MiB; None where the metadata names no network."""
+    try:
+        s = spec(meta_config(meta_from_strings(strings, path, "an ONNX model"), path))
+    except (WeightsError, ConfigError):
+        return None
+    return 2 * 4 * (s.params + s.buffers) + 2**20
+
+
 def _check_declared_bytes(model, path: Path, declared: int) -> None:
     """A model of this project's (its metadata names its configuration) may declare no more tensor bytes than that
     network holds (its parameters and statistics as float32, twice over, and 1 MiB); no model more than this
     machine's free memory. Checked on the tensors' declared shapes, before its external data are read or ONNX
     Runtime copies them."""
-    strings = {p.key: p.value for p in model.metadata_props}
-    try:
-        s = spec(meta_config(meta_from_strings(strings, path, "an ONNX model"), path))
-    except (WeightsError, ConfigError):
-        s = None  # no model of this project's (a user's, for vgg conform): held to its layers by what reads it
-    if s is not None:
-        most = 2 * 4 * (s.params + s.buffers) + 2**20
-        if declared > most:
-            raise WeightsError(
-                f"{path} declares {format_bytes(declared)} of tensors, where the network its metadata describes "
-                f"holds {format_bytes(most / 2)}; it was altered or made by another program"
-            )
+    most = _most_tensor_bytes({p.key: p.value for p in model.metadata_props}, path)
+    # None: no model of this project's (a user's, for vgg conform), held to its layers by what reads it
+    if most is not None and declared > most:
+        raise WeightsError(
+            f"{path} declares {format_bytes(declared)} of tensors, where the network its metadata describes "
+            f"holds {format_bytes(most / 2)}; it was altered or made by another program"
+        )
     available = available_memory()
     if available is not None and declared > available:
         raise WeightsError(
@@ -509,12 +514,8 @@ def _check_size_by_metadata(path: Path, size: int) -> None:
     """A model of this project's names its configuration in its metadata, which is read first
     (:func:`_scan_metadata`): a file larger than that network's tensors may take (as in
     :func:`_check_declared_bytes`) is refused before protobuf reads it whole."""
-    try:
-        s = spec(meta_config(meta_from_strings(_scan_metadata(path), path, "an ONNX model"), path))
-    except (WeightsError, ConfigError):
-        return  # a user's model, or a damaged one: held to its declared tensors once parsed
-    most = 2 * 4 * (s.params + s.buffers) + 2**20
-    if size > most:
+    most = _most_tensor_bytes(_scan_metadata(path), path)
+    if most is not None and size > most:  # None: a user's model, or a damaged one, held to its tensors once parsed
         raise WeightsError(
             f"{path} is {format_bytes(size)}, where the network its metadata describes holds "
             f"{format_bytes(most / 2)}; it was altered or made by another program"
