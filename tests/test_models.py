@@ -131,3 +131,25 @@ def test_forward_pass_matches_the_traced_shape(backend, build):
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     logits = forward(backend, net, x)
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("shape", [(4, 8, 8, 3), (2, 7, 9, 5)], ids=["even", "odd"])
+def test_jax_max_pool_has_xlas_own_gradient_bit_for_bit(shape, ties):
+    # vgg_jax's 2x2/2 pool computes the gradient of the book's nn.max_pool without XLA's select_and_scatter
+    # (docs/jax.md): the same values, to the bit, where a window holds two equal maxima (the first takes it) and
+    # where odd rows and columns fall outside every window.
+    load_backend("jax")  # skipped without JAX (a failure in CI)
+    import flax.linen as nn
+    import jax
+
+    from vgg_jax.model import max_pool
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, shape).astype(np.float32) if ties else rng.normal(size=shape).astype(np.float32)
+    dy = rng.normal(size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3])).astype(np.float32)
+    book = jax.vjp(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), x)
+    ours = jax.jit(lambda x, dy: (lambda y, back: (y, back(dy)[0]))(*jax.vjp(lambda x: max_pool(x, 2), x)))(x, dy)
+    assert np.array_equal(np.asarray(ours[0]), np.asarray(book[0]))
+    assert np.array_equal(np.asarray(ours[1]), np.asarray(book[1](dy)[0]))
+    assert (np.asarray(ours[1]) != 0).sum() == dy.size  # each window's gradient went to one input
