@@ -243,30 +243,13 @@ def test_the_notebook_runs_top_to_bottom(site, monkeypatch):
 # --- without a run, and what is refused --------------------------------------------------------------------------
 
 
-def test_without_a_run_the_page_says_how_to_make_one(tmp_path):
-    import subprocess
-
-    from helpers import vgg_command
-
-    done = subprocess.run(
-        vgg_command("teach", "--out", "site"),
-        cwd=tmp_path,  # no runs/compare here
-        env={**ENV, **ONE_THREAD},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_without_a_run_the_page_says_how_to_make_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/compare here
+    done = run_in_process(capsys, "teach", "--out", "site")
     assert done.returncode == 0, done.stderr[-3000:]
     page = (tmp_path / "site" / "index.html").read_text()
     assert "No compare run yet: run <code>make compare</code>" in page and 'table class="results"' not in page
-    again = subprocess.run(
-        vgg_command("teach", "--out", "site", "--run", ROOT / "no-such-run"),
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_in_process(capsys, "teach", "--out", "site", "--run", ROOT / "no-such-run")
     assert again.returncode != 0 and again.stderr.count("\n") == 1 and "give --run" in again.stderr
 
 
