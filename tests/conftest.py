@@ -32,6 +32,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
+# Every process the suite starts keeps its temporary files in a folder of the session's, removed at its end: a
+# run a test kills on purpose (SIGKILL) cannot remove its own (the launcher's notes folder, TensorFlow's
+# autograph sources), and they would stay in /tmp after the suite.
+if "VGG_TESTS_TMPDIR" not in os.environ:
+    _TMP = tempfile.mkdtemp(prefix="vgg-tests-")
+    atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+    os.environ["VGG_TESTS_TMPDIR"] = os.environ["TMPDIR"] = _TMP
+
 import pytest
 from helpers import release_memory
 
