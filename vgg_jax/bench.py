@@ -124,12 +124,14 @@ def infer_step(net, path="book", precision="fp32", device="cpu", compile=False):
     device = get_device(device)
     module, variables = in_precision(net, precision), jax.device_put(net.variables, device)
 
-    def forward(x):
+    def forward(variables, x):
         return module.apply(variables, x, training=False)
 
+    # the variables an argument of the compiled step, not constants of it: XLA would fold every weight into
+    # the program (a copy of the network in it, and seconds more to compile)
     run = forward if path == "book" else jax.jit(forward)
 
     def step(x):
-        return np.asarray(run(x), dtype=np.float32)
+        return np.asarray(run(variables, x), dtype=np.float32)
 
     return step
