@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import load_backend
-from helpers import ENV, ONE_THREAD, ROOT, TINY, TINY_CLI, one_line, run_in_process, run_vgg
+from helpers import ENV, ONE_THREAD, TINY, TINY_CLI, one_line, run_in_process, run_vgg
 
 from common.backends import BACKENDS
 from common.cli import main
@@ -231,10 +231,11 @@ def booms():
 
 
 @pytest.fixture(scope="module")
-def factories(tmp_path_factory):
+def factories(tmp_path_factory) -> Path:
+    """The folder of the user's module of factories."""
     folder = tmp_path_factory.mktemp("factories")
     (folder / "user_factories.py").write_text(FACTORIES)
-    return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(folder)])}
+    return folder
 
 
 @pytest.mark.parametrize(
@@ -247,13 +248,18 @@ def factories(tmp_path_factory):
         ("booms", "the factory user_factories:booms raised Boom: the weights server is down"),
     ],
 )
-def test_a_factorys_code_runs_in_its_own_process_and_is_reported_as_what_it_did(factories, factory, said):
+def test_a_factorys_code_runs_in_its_own_process_and_is_reported_as_what_it_did(
+    factories, factory, said, capsys, monkeypatch
+):
     """Issue 29, items 8 and 13: a factory that never returns, ends the process, or raises a KeyboardInterrupt or
     a BaseException of its own is one line and exit 2 (they had been no limit, status 0 without a word, "interrupted"
-    with 130, and a traceback)."""
+    with 130, and a traceback). The command runs here; the factory, in the process `vgg conform` starts for it
+    (which finds the user's module on this process's path, as on a user's)."""
+    monkeypatch.syspath_prepend(str(factories))
     limit = "5" if factory == "sleeps" else "120"
-    done = run_vgg("conform", f"user_factories:{factory}", "--input-size", "32", "--timeout", limit, env=factories)
+    done = run_in_process(capsys, "conform", f"user_factories:{factory}", "--input-size", "32", "--timeout", limit)
     assert said in _one_line(done) and done.stdout == ""
+    assert "user_factories" not in sys.modules  # the user's code never ran in this process
 
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
@@ -261,17 +267,18 @@ DATA = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory) -> Path:
+    load_backend("torch")
     out = tmp_path_factory.mktemp("run")
     args = ["train", "--backend", "torch", *TINY_CLI, "--epochs", "0", "--train-limit", "64", "--out", out]
-    assert run_vgg(*args).returncode == 0
+    assert main([str(a) for a in args]) == 0
     return out
 
 
-def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, saved_run):
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, saved_run, capsys):
     """Issue 29, item 4: it had been an OSError traceback (File name too long); a legal 254-byte name had been
     blamed on its folder."""
     long = "x" * 256
-    train = run_vgg("train", "--backend", "torch", *SMALL, "--out", tmp_path / long / "run")
+    train = run_in_process(capsys, "train", "--backend", "torch", *SMALL, "--out", tmp_path / long / "run")
     assert "is 256 bytes long, more than the 255 a file system takes for one name" in _one_line(train)
     for command in (
         ["evaluate", tmp_path / f"{long}.pt"],
@@ -279,10 +286,10 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, saved_run):
         ["conform", tmp_path / f"{long}.onnx"],
         ["convert", saved_run / "weights.npz", tmp_path / f"{'y' * 253}.npz"],
     ):
-        err = _one_line(run_vgg(*command))
+        err = _one_line(run_in_process(capsys, *command))
         assert "longer than the file system takes" in err or "more than the 255 a file system takes" in err, err
     legal = tmp_path / f"{'z' * 250}.npz"  # 254 bytes: written, its temporary name shortened to fit
-    done = run_vgg("convert", saved_run / "weights.npz", legal)
+    done = run_in_process(capsys, "convert", saved_run / "weights.npz", legal)
     assert done.returncode == 0 and legal.is_file(), done.stderr
 
 
@@ -301,12 +308,13 @@ def test_warnings_made_errors_leave_the_frameworks_loading(backend):
     assert done.returncode == 0 and "agree with the spec" in done.stdout, done.stderr
 
 
-def test_files_that_are_no_files_say_what_they_are(tmp_path):
+def test_files_that_are_no_files_say_what_they_are(tmp_path, capsys):
     """Issue 29, item 18: a zero-byte .onnx had been "not one of this project's", a pipe or a link to a device
     among the data files "missing", and --out under a link to nowhere "(File exists)"."""
+    load_backend("torch")
     empty = tmp_path / "empty.onnx"
     empty.touch()
-    assert "is empty (0 bytes), not an ONNX model" in _one_line(run_vgg("evaluate", empty))
+    assert "is empty (0 bytes), not an ONNX model" in _one_line(run_in_process(capsys, "evaluate", empty))
     for make in (lambda p: os.mkfifo(p), lambda p: p.symlink_to("/dev/zero")):
         data = tmp_path / f"data{len(list(tmp_path.iterdir()))}"
         data.mkdir()
@@ -314,11 +322,11 @@ def test_files_that_are_no_files_say_what_they_are(tmp_path):
             (data / f.name).symlink_to(f)
         (data / "t10k-labels-idx1-ubyte.gz").unlink()
         make(data / "t10k-labels-idx1-ubyte.gz")
-        done = run_vgg("train", "--backend", "torch", *SMALL, "--train-limit", "64", "--data-dir", data)
+        done = run_in_process(capsys, "train", "--backend", "torch", *SMALL, "--train-limit", "64", "--data-dir", data)
         err = _one_line(done)
         assert f"{data / 't10k-labels-idx1-ubyte.gz'} is not a regular file (a named pipe or a device?)" in err
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
-    done = run_vgg("train", "--backend", "torch", *SMALL, "--out", tmp_path / "gone" / "run")
+    done = run_in_process(capsys, "train", "--backend", "torch", *SMALL, "--out", tmp_path / "gone" / "run")
     assert f"{tmp_path / 'gone'} is a symbolic link that leads nowhere" in _one_line(done)
 
 
