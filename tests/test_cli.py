@@ -93,21 +93,7 @@ def one_peak_product(monkeypatch):
     monkeypatch.setattr(common.bench, "PEAK_REPEATS", 1)
 
 
-@pytest.fixture
-def bench_programs_left_out_of_the_cache(backends):
-    """JAX's programs of QUICK_BENCH's steps left out of the suite's persistent compilation cache (conftest.py): no
-    other test compiles them, and the project's inference step holds the network's weights as constants (a
-    63 MB entry, about 3 s of zlib on a 2-core CPU). Each is compiled as before; only its copy on disk is not
-    written."""
-    import jax
-
-    before = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
-    yield
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-
-
-@pytest.mark.usefixtures("one_peak_product", "bench_programs_left_out_of_the_cache")
+@pytest.mark.usefixtures("one_peak_product")
 def test_bench_measures_every_backend_side_by_side(backends, tmp_path, capsys):
     out = run_main(capsys, "bench", *QUICK_BENCH, "--json", tmp_path / "bench.json")  # the frameworks are loaded
     summary = json.loads((tmp_path / "bench.json").read_text())
