@@ -151,13 +151,16 @@ def interrupt_after_first_checkpoint(out: Path, sig: int, *args, env: dict | Non
     return proc.returncode, err
 
 
-def killed_and_resumed(tmp_path: Path, backend: str, run: list, env: dict | None = None, capsys=None):
+def killed_and_resumed(
+    tmp_path: Path, backend: str, run: list, env: dict | None = None, capsys=None, resume_here: bool = False
+):
     """`vgg train --backend BACKEND RUN` twice: whole into tmp_path/whole, and into tmp_path/cut killed (SIGKILL)
     in the epoch after its first checkpoint, then resumed there.
 
     With ``capsys``, the whole run, the reference, runs in this process (the caller makes it compute as a `vgg`
-    process with ``env`` does: the same thread count). The two folders, the epoch the killed run had saved, and
-    the resumed run (which must have exited 0).
+    process with ``env`` does: the same thread count), and with ``resume_here`` too the resumed run (it has only
+    the killed run's folder to go on: that process is gone). The two folders, the epoch the killed run had saved,
+    and the resumed run (which must have exited 0).
     """
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     args = ["train", "--backend", backend, "--out", whole, *run]
@@ -166,7 +169,8 @@ def killed_and_resumed(tmp_path: Path, backend: str, run: list, env: dict | None
     rc, _ = interrupt_after_first_checkpoint(cut, signal.SIGKILL, "--backend", backend, *run, env=env)
     assert rc == -signal.SIGKILL
     saved = read_checkpoint_meta(cut)["epoch"]
-    resumed = run_vgg("train", "--backend", backend, "--out", cut, "--resume", env=env, timeout=120)
+    resume = ["train", "--backend", backend, "--out", cut, "--resume"]
+    resumed = run_in_process(capsys, *resume) if resume_here else run_vgg(*resume, env=env, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     return whole, cut, saved, resumed
 
