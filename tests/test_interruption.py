@@ -25,7 +25,6 @@ from helpers import (
     ONE_OMP_THREAD,
     ONE_THREAD,
     ROOT,
-    SHORT_RUN,
     TINY,
     TINY_CLI,
     interrupt_after_first_checkpoint,
@@ -44,6 +43,9 @@ from common.weights import xavier_init
 
 RUN = ["train", "--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "128", "--test-limit", "64"]
 TRAIN_ARGS = ["--backend", "torch", *TINY_CLI, "--batch-size", "64", "--test-limit", "64"]  # --train-limit of its own
+# The run that Ctrl-C, SIGTERM and SIGHUP stop after its first checkpoint: epochs of 8 steps, so that the first
+# checkpoint comes soon, and 19 more, so that the signal finds the run training.
+TO_STOP = [*TRAIN_ARGS, "--epochs", "20", "--train-limit", "512"]
 
 
 # --- Ctrl-C and SIGTERM --------------------------------------------------------------------------------------------
@@ -53,7 +55,7 @@ TRAIN_ARGS = ["--backend", "torch", *TINY_CLI, "--batch-size", "64", "--test-lim
 def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tmp_path, sig):
     load_backend("torch")
     out = tmp_path / "my run"  # the hint quotes it, to be pasted as it is
-    rc, err = interrupt_after_first_checkpoint(out, sig, "--backend", "torch", *SHORT_RUN, env=ONE_THREAD)
+    rc, err = interrupt_after_first_checkpoint(out, sig, *TO_STOP, env=ONE_THREAD)
     assert rc == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: epoch ")
@@ -286,12 +288,9 @@ def test_a_command_started_with_its_output_closed_is_refused(monkeypatch, capsys
 
 
 def test_a_closed_terminal_stops_a_run_as_sigterm_does(tmp_path):
-    """Issue 29, item 15: SIGHUP had ended the run with 129, no line and no way on. (Epochs of 8 steps: the
-    first checkpoint comes soon, and 19 epochs are left to stop.)"""
+    """Issue 29, item 15: SIGHUP had ended the run with 129, no line and no way on."""
     out = tmp_path / "run"
-    rc, err = interrupt_after_first_checkpoint(
-        out, signal.SIGHUP, *TRAIN_ARGS, "--epochs", "20", "--train-limit", "512", env=ONE_OMP_THREAD
-    )
+    rc, err = interrupt_after_first_checkpoint(out, signal.SIGHUP, *TO_STOP, env=ONE_OMP_THREAD)
     assert rc == 130, err
     assert f"is saved in {out / FILE_NAME}; continue with: vgg train --backend torch --out" in err
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp.npz")] == []
