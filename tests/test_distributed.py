@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import load_backend
-from helpers import TINY_CLI, kill_group, one_line, run_in_process, run_vgg, start_vgg
+from helpers import SHALLOW_CLI, TINY_CLI, kill_group, one_line, run_in_process, run_vgg, start_vgg
 
 from common import distributed
 from common.arch import MAX_INT, config_from_dict
@@ -39,10 +39,6 @@ SMALL = (
     "--arch vgg11 --ratio 16 --fc-hidden 64 --resize 32 --dropout 0 --batch-size 64 --train-limit 300 "
     "--test-limit 128 --lr 0.1"
 ).split()
-# Laid over SMALL where what a test checks is no property of VGG-11's depth (JAX's batch norm and dropout, a
-# killed worker): two conv blocks of 8 and 16 channels, whose step XLA compiles in 1 to 2 s where VGG-11's takes
-# 2 to 5 s (2026-12-07, 2-core VM), once in each process of a run.
-SHALLOW = ["--arch", "1,8;1,16", "--ratio", "1"]
 
 
 # One OpenMP and MKL thread per process (a distributed run sets its workers' own counts).
@@ -477,10 +473,10 @@ def test_jax_workers_with_batch_norm_and_dropout_make_the_one_process_run(extra,
     otherwise than one sum: such a bias is rounding noise (it moves by 1e-7 to 1.2e-6, and the two runs' differ
     by up to 7 times their largest value), left out, and a running mean, which takes it in, is compared in units
     of the deviation batch norm divides by (6e-7 off; every other tensor 1.8e-6 at most, relative: measured
-    2026-12-07, 2-core VM). The network is SHALLOW: what is tested is the global batch's statistics and masks.
+    2026-12-07, 2-core VM). The network is SHALLOW_CLI: what is tested is the global batch's statistics and masks.
     """
     load_backend("jax")
-    one, two = train_both("jax", tmp_path, capsys, *SHALLOW, "--batch-norm", *extra)
+    one, two = train_both("jax", tmp_path, capsys, *SHALLOW_CLI, "--batch-norm", *extra)
     (a, _), (b, _) = weights(one), weights(two)
     means = [name for name in a if name.endswith(".running_mean")]
     assert means  # and the running variances are compared with the rest
@@ -526,12 +522,12 @@ def kill_a_worker_and_resume(backend, tmp_path, capsys, epochs=6, limit="1280"):
     """Kill worker 1 after the first checkpoint: the run stops within 60 s naming it; --resume finishes it.
 
     The resumed run is one process, in this one: what is tested there is the checkpoint, not the process. The
-    network is SHALLOW, the epochs 20 steps: the five left when worker 1 is killed take the two workers 1.3 s
+    network is SHALLOW_CLI, the epochs 20 steps: the five left when worker 1 is killed take the two workers 1.3 s
     (PyTorch) to 5.7 s (JAX) (from 0.27 s to 1.1 s an epoch, 2026-12-07, 2-core VM), where the kill follows
     the checkpoint within a tenth of a second.
     """
     out = tmp_path / "run"
-    args = ["train", "--backend", backend, *SMALL, *SHALLOW, "--no-batch-norm", "--epochs", epochs, "--out", out]
+    args = ["train", "--backend", backend, *SMALL, *SHALLOW_CLI, "--no-batch-norm", "--epochs", epochs, "--out", out]
     p = start_vgg(*args, "--train-limit", limit, "--workers", 2, **GROUP)
     try:
         deadline = time.monotonic() + 240

@@ -27,6 +27,7 @@ from helpers import (
     one_line,
     rewrite_meta,
     run_in_process,
+    run_main,
     run_python,
     run_vgg,
     saved_small_network,
@@ -807,8 +808,7 @@ def test_a_weights_h5_with_a_layer_group_added_is_refused(tmp_path, capsys):
     import h5py
 
     load_backend("tf")
-    assert main([str(a) for a in [*TRAIN, "--backend", "tf", "--out", tmp_path / "run"]]) == 0
-    capsys.readouterr()
+    run_main(capsys, *TRAIN, "--backend", "tf", "--out", tmp_path / "run")
     path = (tmp_path / "run" / "model.weights.h5").rename(tmp_path / "model.weights.h5")
     with h5py.File(path, "a") as f:
         f.create_dataset("layers/extra/vars/0", data=np.zeros((3, 3), np.float32))
@@ -826,8 +826,7 @@ def test_a_params_file_is_checked_by_its_headers_before_mxnet_reads_it(tmp_path,
     """A .params declaring an array larger than its configuration's, or than the file, is refused by its headers;
     an array added to a file of this project's is refused as in the other formats."""
     load_backend("mxnet")
-    assert main([str(a) for a in [*TRAIN, "--backend", "mxnet", "--out", tmp_path]]) == 0
-    capsys.readouterr()
+    run_main(capsys, *TRAIN, "--backend", "mxnet", "--out", tmp_path)
     path = tmp_path / "model.params"
     data = path.read_bytes()
     count = struct.unpack_from("<Q", data, 16)[0]

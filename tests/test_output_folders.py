@@ -24,6 +24,7 @@ from helpers import (
     TINY_CLI,
     one_line,
     run_in_process,
+    run_main,
     run_python,
     run_vgg,
     saved_small_network,
@@ -450,8 +451,7 @@ def test_a_compare_refuses_a_foreign_run_in_a_later_backends_folder_before_any_r
 def test_an_interrupted_overwrite_never_leaves_parts_of_two_runs(tmp_path, capsys):
     """Issue 29, item 2: the earlier run stays whole until the new one saves its first epoch, then goes whole."""
     out = tmp_path / "run"
-    assert main([*RUN, "--epochs", "1", "--out", str(out)]) == 0  # the earlier run, in this process
-    capsys.readouterr()
+    run_main(capsys, *RUN, "--epochs", "1", "--out", out)  # the earlier run, in this process
     earlier = read_checkpoint_meta(out)["run"]
     assert json.loads((out / "history.json").read_text())["run"] == earlier
     args = ["--ratio", "4", "--epochs", "3", "--train-limit", "4096", "--out", out, "--overwrite"]

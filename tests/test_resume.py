@@ -14,6 +14,7 @@ import pytest
 from conftest import load_backend
 from helpers import (
     ONE_THREAD,
+    SHALLOW_CLI,
     SHORT_RUN,
     TINY,
     killed_and_resumed,
@@ -63,7 +64,8 @@ def test_torch_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_
 # it is killed (0.15 s into its second): 0.9 to 1.4 s on a 2-core VM (2026-12-07; VGG-11 at ratio 8, this test's
 # network before, took Keras 0.8 s), so it cannot finish first.
 LEARNING_RUN = [
-    *("--arch", "1,8;1,16", "--ratio", "1", "--resize", "32", "--fc-hidden", "64", "--batch-norm"),
+    *SHALLOW_CLI,
+    *("--resize", "32", "--fc-hidden", "64", "--batch-norm"),
     *("--epochs", "4", "--train-limit", "2048", "--test-limit", "256", "--seed", "3"),
 ]
 
