@@ -84,10 +84,15 @@ def find_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     odd = [c for d in dirs for n in FILES for c in (d / n, d / f"{n}.gz") if c.exists() and not c.is_file()]
     odd += [c for d in dirs for n in FILES for c in (d / n, d / f"{n}.gz") if c.is_symlink() and not c.exists()]
     if odd:  # there, but no file to read (a named pipe, a link to a device or to nothing): not "missing"
-        what = "a folder" if odd[0].is_dir() else "a link to nothing" if not odd[0].exists() else "not a regular file"
+        if odd[0].is_dir():
+            what = "a folder"
+        elif not odd[0].exists():
+            what = f"a link to {os.readlink(odd[0])}, which does not exist"
+        else:
+            what = "not a regular file (a named pipe or a device?)"
         raise DataError(
-            f"{odd[0]} is {what} (a named pipe or a device?), where a Fashion-MNIST file belongs; put the file "
-            f"itself there, or name another folder. " + INSTALL_HINT
+            f"{odd[0]} is {what}, where a Fashion-MNIST file belongs; put the file itself there, or name another "
+            f"folder. " + INSTALL_HINT
         )
     named = _named(data_dir)
     if named is not None:

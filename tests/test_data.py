@@ -1,6 +1,7 @@
 """The real Fashion-MNIST: found, verified, read, resized and batched the same way for every backend."""
 
 import gzip
+import os
 import re
 import shutil
 
@@ -148,6 +149,35 @@ def test_a_data_folder_the_user_names_is_used_or_refused(tmp_path, monkeypatch, 
     assert ("is not a folder" in text) == (kind in ("missing", "a file"))
     if kind == "partial":
         assert "missing: " in text and name not in text.split("missing: ")[1].split(")")[0]
+
+
+@pytest.mark.parametrize(
+    "kind, said",
+    [
+        ("folder", "is a folder, where a Fashion-MNIST file belongs"),
+        ("link", "is a link to {target}, which does not exist, where a Fashion-MNIST file belongs"),
+        ("pipe", "is not a regular file (a named pipe or a device?), where a Fashion-MNIST file belongs"),
+    ],
+)
+def test_a_data_file_that_is_no_file_says_what_it_is(tmp_path, kind, said):
+    """Three files and, in the fourth's place, something that cannot be read: named for what it is, never
+    "missing" (the folder holds the name)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for path in find_files().values():
+        (folder / path.name).symlink_to(path)
+    name = next(iter(FILES))
+    gone = next(folder.glob(f"{name}*"))
+    gone.unlink()
+    if kind == "folder":
+        gone.mkdir()
+    elif kind == "link":
+        gone.symlink_to(tmp_path / "nowhere")
+    else:
+        os.mkfifo(gone)
+    with pytest.raises(DataError) as e:
+        find_files(folder)
+    assert str(e.value).startswith(f"{gone} " + said.format(target=tmp_path / "nowhere") + "; put the file itself")
 
 
 def test_a_run_records_the_data_it_used(tmp_path, data):
