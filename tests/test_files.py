@@ -8,6 +8,7 @@ test_interchange.py, the files `vgg conform` reads in test_conform.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -41,7 +42,7 @@ from common.cli import main
 from common.errors import VGGError, WeightsError
 from common.interchange import load_onnx, load_weights_file
 from common.spec import spec
-from common.weights import save_npz, xavier_init
+from common.weights import npz_array, save_npz, xavier_init
 
 # --- damaged files of every format ---------------------------------------------------------------------------------
 
@@ -357,8 +358,6 @@ def _relocated(onnx, path: Path, location: str) -> bytes:
 def _claiming(source: Path, target: Path, member: str, shape: tuple) -> Path:
     """A copy of the .npz ``source`` whose array ``member`` has a header claiming ``shape`` (float32) and 64
     bytes of data: what numpy allocates before it reads."""
-    import io
-
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
         for info in src.infolist():
             data = src.read(info.filename)
@@ -732,6 +731,45 @@ def test_a_checkpoint_whose_weight_is_a_bomb_is_refused_before_it_is_inflated(tm
     assert rc != 0 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "its array weights/fc1.weight is declared (64, 18874368)" in err
     assert peak < 1.5 * 2**30, f"peak resident {peak / 2**30:.2f} GiB"
+
+
+def _npz(path: Path, arrays: dict, version=(1, 0)) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for key, a in arrays.items():
+            with z.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array(f, a, version=version)
+    return path
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npz_array_header_is_checked_before_the_array_is_made(tmp_path, version):
+    """``npz_array`` on its own: either .npy header version numpy writes is read, floating point of the
+    configuration's shape passes (float64 included), anything else is refused by name before numpy makes it."""
+    good = np.arange(6, dtype=np.float32).reshape(2, 3)
+    arrays = {"f32": good, "f64": good.astype(np.float64), "f128": good.astype(np.longdouble)}
+    arrays |= {"i32": good.astype(np.int32), "wide": np.zeros((3, 2), np.float32), "big": np.zeros(64, np.float32)}
+    path = _npz(tmp_path / "a.npz", arrays, version)
+    with np.load(path) as z:
+        assert np.array_equal(npz_array(z, "f32", path, (2, 3)), good)
+        assert np.array_equal(npz_array(z, "f64", path, (2, 3)), good)
+        assert np.array_equal(npz_array(z, "big", path, limit=256), np.zeros(64, np.float32))  # 256 bytes: at the limit
+        for key in ("f128", "i32", "wide"):
+            with pytest.raises(WeightsError) as e:
+                npz_array(z, key, path, (2, 3))
+            assert str(e.value).startswith(f"{path}: its array {key} is declared {arrays[key].shape} of ")
+            assert "gives it shape (2, 3) in floating point" in str(e.value)
+        with pytest.raises(WeightsError, match=r"claims shape \(64,\) of float32 \(256 B\) where at most 255 B"):
+            npz_array(z, "big", path, limit=255)
+    claims = tmp_path / "claims.npz"  # a header claiming 4 MB in a member of 64 bytes
+    with zipfile.ZipFile(claims, "w") as z:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1000, 1000)})
+        z.writestr("w.npy", header.getvalue() + bytes(64))
+    with (
+        np.load(claims) as z,
+        pytest.raises(WeightsError, match=r"claims shape \(1000, 1000\) of float32 \(3.8 MiB\) in "),
+    ):
+        npz_array(z, "w", claims)
 
 
 def test_an_npz_array_the_configuration_does_not_have_is_refused(tmp_path):

@@ -39,6 +39,17 @@ import common.weights
 from common.backends import BACKENDS
 from common.checkpoint import FILE_NAME, load_checkpoint, read_checkpoint_meta
 from common.cli import main
+from common.exits import LOST
+from common.processes import (
+    PROJECT,
+    Failure,
+    Process,
+    _cause_first,
+    child_env,
+    describe_exit,
+    python_module,
+    run_processes,
+)
 from common.weights import xavier_init
 
 RUN = ["train", "--backend", "torch", *TINY_CLI, "--batch-size", "64", "--train-limit", "128", "--test-limit", "64"]
@@ -361,3 +372,109 @@ def test_a_closed_stdout_is_one_line_and_status_1(tmp_path, command):
         "(> FILE, or > /dev/null to drop it)\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+# --- the processes of a run, on their own (no framework: tiny Python children) ------------------------------------
+
+
+def _child(index: int, code: str, role: str = "worker") -> Process:
+    return Process(role, index, [sys.executable, "-c", "import os, signal, sys, time\n" + code], dict(os.environ))
+
+
+def test_processes_that_all_end_with_status_0_are_no_failure():
+    assert run_processes([_child(0, "pass"), _child(1, "time.sleep(0.3)")], poll=0.02) is None
+
+
+@pytest.mark.parametrize(
+    "codes, first, said",
+    [
+        # killed from outside: named, whatever the others did
+        (
+            ["time.sleep(30)", "os.kill(os.getpid(), signal.SIGKILL)"],
+            1,
+            "worker 1 of 2 (pid {pid}) was killed by SIGKILL",
+        ),
+        # an error of the project's own meets every worker: worker 0 says it, even when worker 1 stops first
+        (["time.sleep(0.3); sys.exit(2)", "sys.exit(2)"], 0, "worker 0 of 2 (pid {pid}) stopped with exit status 2"),
+        # a worker that lost its peer (LOST) names the one still in the collective
+        (
+            [f"sys.exit({LOST})", "time.sleep(30)"],
+            0,
+            "worker 1 of 2 (pid {other}) stopped answering: worker 0 waited {wait:g} s for it in a collective "
+            "(VGG_DIST_TIMEOUT; raise it where a worker is only slow)",
+        ),
+        # every worker lost the others: none stalled
+        (
+            [f"sys.exit({LOST})", f"sys.exit({LOST})"],
+            0,
+            "the workers lost each other: worker 0 of 2 (pid {pid}) gave up on a collective after {wait:g} s "
+            "(VGG_DIST_TIMEOUT; raise it where a worker is only slow)",
+        ),
+    ],
+    ids=["killed", "own-error", "stalled", "lost"],
+)
+def test_processes_the_first_cause_of_a_failure_is_named_and_no_process_is_left(codes, first, said, monkeypatch):
+    monkeypatch.setenv("VGG_DIST_TIMEOUT", "7")
+    processes = [_child(i, code) for i, code in enumerate(codes)]
+    started = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    failure = run_processes(processes, poll=0.02, settle=2.0)
+    assert failure is not None and failure.process.index == first
+    pids = [p.pid for p in started]
+    assert failure.pid == pids[first]
+    assert failure.describe(2) == said.format(pid=pids[first], other=pids[1 - first], wait=7)
+    assert all(p.poll() is not None for p in started)  # every process ended: none left running
+
+
+def test_processes_that_stop_at_once_are_named_likeliest_cause_first():
+    """Seen stopped at one poll: killed from outside, then another signal, then an error status, then a worker
+    that lost its peers; a worker before a server; then by index."""
+    stopped = [
+        (_child(0, "", "server"), 2),
+        (_child(1, ""), LOST),
+        (_child(2, ""), 2),
+        (_child(1, ""), 2),
+        (_child(3, ""), -signal.SIGABRT),
+        (_child(4, ""), -signal.SIGKILL),
+    ]
+    ranked = sorted(stopped, key=lambda s: _cause_first(*s))
+    assert [(p.role, p.index, code) for p, code in ranked] == [
+        ("worker", 4, -signal.SIGKILL),
+        ("worker", 3, -signal.SIGABRT),
+        ("worker", 1, 2),
+        ("worker", 2, 2),
+        ("server", 0, 2),
+        ("worker", 1, LOST),
+    ]
+
+
+def test_processes_describe_their_exit_by_signal_name_or_number():
+    assert describe_exit(0) == "stopped with exit status 0"
+    assert describe_exit(-signal.SIGTERM) == "was killed by SIGTERM"
+    assert describe_exit(-100) == "was killed by signal 100"  # no signal of that number
+
+
+def test_processes_a_failure_names_every_worker_that_stalled_and_any_other_process(monkeypatch):
+    monkeypatch.setenv("VGG_DIST_TIMEOUT", "7")
+    lost = Failure(_child(0, ""), 10, LOST, stalled=((1, 11), (2, 12), (3, 13)))
+    assert lost.describe(4) == (
+        "workers 1, 2 and 3 of 4 (pids 11, 12, 13) stopped answering: worker 0 waited 7 s for them in a collective "
+        "(VGG_DIST_TIMEOUT; raise it where a worker is only slow)"
+    )
+    two = Failure(_child(0, ""), 10, LOST, stalled=((1, 11), (2, 12)))
+    said = "workers 1 and 2 of 3 (pids 11, 12) stopped answering: worker 0 waited 7 s for them"
+    assert two.describe(3).startswith(said)
+    server = Failure(_child(0, "", "server"), 20, LOST)  # only a worker loses its peers
+    assert not server.lost and server.describe(2) == "server 0 (pid 20) stopped with exit status 3"
+
+
+def test_processes_a_child_runs_the_projects_modules_not_the_working_folders():
+    argv, env = python_module("common.cli", "--help"), child_env(EXTRA="1")
+    assert argv[:3] == [sys.executable, "-P", "-m"] and argv[3:] == ["common.cli", "--help"]
+    assert env["EXTRA"] == "1" and env["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT)

@@ -10,9 +10,47 @@ from helpers import random_weights
 
 from common.arch import BN_EPSILON, BN_MOMENTUM, make_config
 from common.data import fashion_mnist_batches
-from common.recipe import epoch_lr
+from common.errors import ConfigError
+from common.recipe import MAX_INT, MAX_LR, MIN_LR, check_train_args, epoch_lr
 from common.spec import spec
 from common.weights import xavier_init
+
+# --- the recipe's arguments, at their bounds ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epochs", [0, 1, MAX_INT, np.int64(3)])
+@pytest.mark.parametrize("lr", [MIN_LR, 0.05, MAX_LR, np.float32(0.001), 1])
+def test_check_train_args_takes_every_value_within_the_bounds(epochs, lr):
+    assert check_train_args(epochs, lr, "adam", "cosine") == (int(epochs), float(lr), "adam")
+
+
+@pytest.mark.parametrize(
+    "epochs, lr, optimizer, schedule, said",
+    [
+        (-1, 0.05, "sgd", "constant", "num_epochs must be a whole number from 0 to"),
+        (MAX_INT + 1, 0.05, "sgd", "constant", "num_epochs must be a whole number from 0 to"),
+        (True, 0.05, "sgd", "constant", "num_epochs must be a whole number from 0 to"),
+        (2.0, 0.05, "sgd", "constant", "num_epochs must be a whole number from 0 to"),
+        ("2", 0.05, "sgd", "constant", "num_epochs must be a whole number from 0 to"),
+        (1, MIN_LR / 2, "sgd", "constant", "lr must be a positive number from"),
+        (1, MAX_LR * 2, "sgd", "constant", "lr must be a positive number from"),
+        (1, 0.0, "sgd", "constant", "lr must be a positive number from"),
+        (1, True, "sgd", "constant", "lr must be a positive number from"),
+        (1, "0.05", "sgd", "constant", "lr must be a positive number from"),
+        (1, float("nan"), "sgd", "constant", "lr must be a positive number from"),
+        (1, 0.05, "momentum", "constant", "unknown optimizer 'momentum'; choose from sgd, adam"),
+        (1, 0.05, "sgd", "step", "unknown lr_schedule 'step'; choose from constant, cosine"),
+    ],
+)
+def test_check_train_args_refuses_one_step_past_each_bound(epochs, lr, optimizer, schedule, said):
+    with pytest.raises(ConfigError) as e:
+        check_train_args(epochs, lr, optimizer, schedule)
+    assert str(e.value).startswith(said)
+    if said.startswith("num_epochs"):
+        assert f"from 0 to {MAX_INT:,}, got {epochs!r}" in str(e.value)
+    elif said.startswith("lr"):
+        assert f"from {MIN_LR:.3g} to {MAX_LR:.3g} " in str(e.value) and f"got {lr!r}" in str(e.value)
+
 
 # --- the learning rate of each epoch ----------------------------------------------------------------------
 
