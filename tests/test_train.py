@@ -11,10 +11,13 @@ from common.errors import ConfigError, TrainingDiverged
 from common.weights import xavier_init
 
 SMALL = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=512)
+# The short runs: an eighth of the channels learns as well as a quarter in two epochs of 6,000 images (test
+# accuracy 0.78-0.79 in the four backends, measured 2026-12-07; 0.72-0.80 at a quarter), in about half the time.
+LEARNS = dict(SMALL, ratio=8)
 
 
 def _short_run(backend, seed=0, epochs=2, verbose=False, train_limit=6000):
-    net = backend.vgg(**SMALL)
+    net = backend.vgg(**LEARNS)
     backend.import_weights(net, xavier_init(net.config, seed))
     train_iter, test_iter = backend.load_data_fashion_mnist(
         128, resize=32, seed=seed, train_limit=train_limit, test_limit=2000
@@ -26,7 +29,7 @@ def test_short_training_clearly_beats_chance(backend):
     net, history, test_iter = _short_run(backend)
     losses = [e.loss for e in history.epochs]
     assert losses[1] < losses[0] < 2.3  # chance is ln 10 = 2.30
-    assert history.last.test_acc > 0.6, history.to_dict()  # measured 0.72-0.80 here; chance is 0.1
+    assert history.last.test_acc > 0.6, history.to_dict()  # measured 0.78-0.79 here; chance is 0.1
     assert backend.evaluate_accuracy(net, test_iter) == pytest.approx(history.last.test_acc)
     assert all(e.examples_per_sec > 0 and e.seconds > 0 for e in history.epochs)
 
