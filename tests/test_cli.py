@@ -10,7 +10,6 @@ import pytest
 from conftest import load_backend
 from helpers import ENV, TINY_CLI, run_in_process, run_main
 
-import common.bench
 from common.backends import BACKENDS
 
 
@@ -82,15 +81,6 @@ def test_convert_round_trips_a_trained_model_through_every_framework(backends, t
 
 # One step of 16 examples, measured once, of a small network: what the bench tests time.
 QUICK_BENCH = ["--resize", "32", "--ratio", "8", "--batch-size", "16", "--steps", "1", "--repeats", "1"]
-
-
-@pytest.fixture
-def one_peak_product(monkeypatch):
-    """The machine's peak from one timed matrix product per precision (after an untimed one), not the best of
-    PEAK_REPEATS (ten of a tenth of a second each): measured still, if lower in a busy moment. QUICK_BENCH's
-    steps reach a fifth of it at most (2-core AMD EPYC, 2026-12-07: fp32 peak 191 GFLOP/s in one product;
-    train_fraction_of_peak 0.19 in PyTorch, 0.06-0.08 elsewhere), far below the 1.5 the test allows."""
-    monkeypatch.setattr(common.bench, "PEAK_REPEATS", 1)
 
 
 @pytest.mark.usefixtures("one_peak_product")

@@ -715,10 +715,10 @@ def test_a_deflated_bomb_is_refused_before_it_is_inflated(tmp_path, command, wei
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_a_checkpoint_whose_weight_is_a_bomb_is_refused_before_it_is_inflated(tmp_path):
+def test_a_checkpoint_whose_weight_is_a_bomb_is_refused_before_it_is_inflated(tmp_path, capsys):
     load_backend("torch")
     out = tmp_path / "run"
-    assert main([str(a) for a in [*TRAIN, "--backend", "torch", "--epochs", "1", "--out", out]]) == 0
+    run_main(capsys, *TRAIN, "--backend", "torch", "--epochs", "1", "--out", out)
     ckpt = out / "checkpoint.npz"
     bomb = tmp_path / "bomb.npz"
     with zipfile.ZipFile(ckpt) as z, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as new:
@@ -940,15 +940,15 @@ def _sparse(path: Path, size: int) -> None:
         f.truncate(size)
 
 
-def test_an_onnx_model_declaring_more_than_its_network_is_refused_before_its_data_is_read(tmp_path):
+def test_an_onnx_model_declaring_more_than_its_network_is_refused_before_its_data_is_read(tmp_path, capsys):
     """An initializer kept in external data that declares 3.7 GiB, and whose file holds them (a sparse file, which
     takes no room on disk), in a model of the tiny network."""
     onnx = load_optional("onnx")
     load_backend("torch")
     out = tmp_path / "run"
-    assert main([str(a) for a in [*TRAIN, "--backend", "torch", "--out", out]]) == 0
+    run_main(capsys, *TRAIN, "--backend", "torch", "--out", out)
     exported = tmp_path / "m.onnx"
-    assert main(["convert", str(out / "weights.npz"), str(exported), "--backend", "torch"]) == 0
+    run_main(capsys, "convert", out / "weights.npz", exported, "--backend", "torch")
     model = onnx.load(str(exported))
     huge = onnx.TensorProto(name="huge", data_type=onnx.TensorProto.FLOAT, dims=[1_000_000, 1000])
     huge.data_location = onnx.TensorProto.EXTERNAL

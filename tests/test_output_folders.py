@@ -340,10 +340,10 @@ def test_a_file_written_without_overwrite_never_replaces_one(tmp_path, monkeypat
 
 
 @pytest.mark.usefixtures("_torch")
+@pytest.mark.usefixtures("one_peak_product")  # where the numbers go is under test, not the peak
 def test_bench_keeps_a_json_or_plot_that_appeared_while_it_measured(tmp_path, capsys, monkeypatch):
     import common.bench
 
-    monkeypatch.setattr(common.bench, "PEAK_REPEATS", 1)  # where the numbers go is under test, not the peak
     bench = ["bench", "--backends", "torch", "--resize", "32", "--ratio", "16", "--batch-size", "16"]
     bench += ["--steps", "1", "--repeats", "1"]
     numbers = tmp_path / "bench.json"

@@ -12,7 +12,7 @@ from common.weights import xavier_init
 
 SMALL = dict(arch="vgg11", ratio=4, input_size=32, batch_norm=True, fc_hidden=512)
 # The short runs: an eighth of the channels learns as well as a quarter in two epochs of 6,000 images (test
-# accuracy 0.78-0.79 in the four backends, measured 2026-12-07; 0.72-0.80 at a quarter), in about half the time.
+# accuracy 0.78-0.79 in the four backends, measured 2026-12-07; 0.70-0.80 at a quarter), in about half the time.
 LEARNS = dict(SMALL, ratio=8)
 
 
