@@ -209,7 +209,7 @@ class VGG(nn.Module):
             layer = Block(tuple(p), self.dtype, name=name) if isinstance(p, list) else _layer(p, training, self.dtype)
             x = layer(x, training, mask) if isinstance(layer, Block) else layer(x)
             outputs.append(x)
-        return outputs if trace else x.astype(jnp.float32)
+        return outputs if trace else x.astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 def rng_streams(rng):
