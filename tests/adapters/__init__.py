@@ -15,6 +15,8 @@
   layer, read from the built layers;
 - ``optimizer_steps(optimizer, lr, w0, grads)``: a float32 vector after steps of the optimizer the backend's
   ``train`` builds, one per given gradient.
+- ``float64_steps(config, weights, batches, optimizer, lr)``: canonical weights after one step of the backend's
+  ``Trainer`` per NCHW batch, the network, the optimizer's state and the batches in float64.
 - ``layer_forward(plan, x_nchw)``: the backend's layer for one ``common.arch.LayerPlan`` alone, in evaluation mode.
 - ``CONTAINER``: the class name of the framework's container that ``vgg_block`` returns.
 
@@ -69,6 +71,11 @@ def set_parameters(backend, net, values: dict[str, np.ndarray]) -> None:
 def optimizer_steps(backend, optimizer: str, lr: float, w0: np.ndarray, grads: list[np.ndarray]) -> np.ndarray:
     """``w0`` after one step of the optimizer ``backend``'s ``train`` builds for ``optimizer`` per gradient."""
     return adapter(backend).optimizer_steps(optimizer, lr, w0, grads)
+
+
+def float64_steps(backend, config: dict, weights: dict, batches: list, optimizer: str, lr: float) -> dict:
+    """``weights`` after one step of ``backend``'s ``Trainer`` per (NCHW images, labels) batch, all in float64."""
+    return adapter(backend).float64_steps(config, weights, batches, optimizer, lr)
 
 
 def layer_forward(backend, plan, x_nchw: np.ndarray) -> np.ndarray:

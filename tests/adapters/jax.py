@@ -143,6 +143,26 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
     return np.array(w)
 
 
+def float64_steps(config: dict, weights: dict, batches: list, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+    """Canonical weights after one step of the backend's ``Trainer`` (the recipe's loss and ``optimizer``) per
+    NCHW batch, with the network, its optimizer's state and the batches in float64."""
+    from jax.experimental import enable_x64
+
+    import vgg_jax
+    from common.recipe import Recipe
+    from vgg_jax.train import Trainer
+
+    with enable_x64():  # JAX keeps float64 only inside this
+        net = vgg_jax.import_weights(vgg_jax.vgg(**config), weights)
+        net.variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), net.variables)
+        net.module = net.module.clone(dtype=jnp.float64)
+        trainer = Trainer(net, Recipe(1, lr, optimizer), jax.devices("cpu")[0])
+        trainer.start_epoch(0, lr)
+        for x, y in batches:
+            trainer.train_step(jnp.asarray(_nhwc(x).astype(np.float64)), jnp.asarray(y))
+        return vgg_jax.export_weights(net)
+
+
 def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
     """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
     layer = _layer(plan)

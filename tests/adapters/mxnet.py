@@ -97,6 +97,23 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
     return holder.weight.data().asnumpy().ravel()
 
 
+def float64_steps(config: dict, weights: dict, batches: list, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+    """Canonical weights after one step of the backend's ``Trainer`` (the recipe's loss and ``optimizer``) per
+    NCHW batch, with the network, its optimizer's state and the batches in float64."""
+    import vgg_mxnet
+    from common.recipe import Recipe
+    from vgg_mxnet.train import Trainer
+
+    net = vgg_mxnet.import_weights(vgg_mxnet.vgg(**config), weights)
+    net.cast("float64")
+    net.forward = lambda x: nn.HybridSequential.forward(net, x)  # past the network's check that the input is float32
+    trainer = Trainer(net, Recipe(1, lr, optimizer), mx.cpu())
+    trainer.start_epoch(0, lr)
+    for x, y in batches:
+        trainer.train_step(mx.nd.array(x, dtype="float64"), mx.nd.array(y, dtype="float64"))
+    return vgg_mxnet.export_weights(net)
+
+
 def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
     """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
     from vgg_mxnet.model import _layer

@@ -102,6 +102,31 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
     return np.array(w)
 
 
+def float64_steps(config: dict, weights: dict, batches: list, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+    """Canonical weights after one step of the backend's ``Trainer`` (the recipe's loss and ``optimizer``) per
+    NCHW batch, with the network, its optimizer's state and the batches in float64."""
+    import vgg_tf
+    from common.recipe import Recipe
+    from vgg_tf.train import Trainer
+
+    keras.config.set_dtype_policy("float64")
+    try:
+        net = vgg_tf.import_weights(vgg_tf.vgg(**config), weights)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    trainer = Trainer(net, Recipe(1, lr, optimizer), "/CPU:0")
+    # The step as the Trainer makes it, on the float64 network itself (for "fp32" the Trainer would train a
+    # float32 twin) and with the loss in float64 (the Trainer's loss is made under the float32 policy).
+    trainer.forward = net
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum", dtype="float64")
+    trainer.loss_fn = lambda y, logits: tf.cast(loss(y, logits), tf.float32)  # the step stacks it with a count
+    trainer.step = tf.function(trainer._step)
+    trainer.start_epoch(0, lr)
+    for x, y in batches:
+        trainer.train_step(tf.constant(_nhwc(x)), tf.constant(y))  # float32 images, cast by the float64 layers
+    return vgg_tf.export_weights(net)
+
+
 def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
     """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
     from vgg_tf.model import _layer

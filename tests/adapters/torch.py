@@ -83,6 +83,22 @@ def optimizer_steps(optimizer: str, lr: float, w0: np.ndarray, grads: list[np.nd
     return holder.w.detach().numpy().copy()
 
 
+def float64_steps(config: dict, weights: dict, batches: list, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+    """Canonical weights after one step of the backend's ``Trainer`` (the recipe's loss and ``optimizer``) per
+    NCHW batch, with the network, its optimizer's state and the batches in float64."""
+    import vgg_torch
+    from common.recipe import Recipe
+    from vgg_torch.train import Trainer
+
+    net = vgg_torch.import_weights(vgg_torch.vgg(**config), weights).double()
+    net.forward = lambda x: nn.Sequential.forward(net, x)  # past the network's check that the input is float32
+    trainer = Trainer(net, Recipe(1, lr, optimizer), "cpu")
+    trainer.start_epoch(0, lr)
+    for x, y in batches:
+        trainer.train_step(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(y))
+    return vgg_torch.export_weights(net)
+
+
 def layer_forward(plan, x_nchw: np.ndarray) -> np.ndarray:
     """The backend's layer for one planned layer (``common.arch.LayerPlan``) alone, on an NCHW batch."""
     from vgg_torch.model import _layer
