@@ -315,7 +315,7 @@ class DistributedTrainer(Trainer):
     def _replica_step(self, x, y, scale):
         net = self.forward
         with tf.GradientTape() as tape:
-            logits = tf.cast(net(x, training=True), tf.float32)
+            logits = tf.cast(net(x, training=True), net.trainable_variables[0].dtype)  # as in Trainer._step
             loss = self.loss_fn(y, logits)  # summed over this worker's slice
             share = loss * scale  # common.distributed.loss_scale: the optimizer sums them to the global-batch mean
         grads = tape.gradient(share, net.trainable_variables)
