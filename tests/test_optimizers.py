@@ -227,3 +227,22 @@ def test_a_resumed_run_ends_where_the_whole_run_does(backend, optimizer, first_c
     worst = max(np.abs(whole[k] - resumed[k]).max() / np.abs(whole[k]).max() for k in whole)
     print(f"{backend.__name__} {optimizer} resume: {worst:.2e}")
     assert worst == 0.0, f"the resumed run's weights differ from the whole run's by {worst:.2e} (relative)"
+
+
+def test_a_jax_adam_checkpoint_of_the_earlier_layout_resumes_bit_for_bit(first_checkpoints):
+    """Before vgg_jax.train.scale_by_adam, a JAX Adam checkpoint held optax.adam's constants as hyperparameters: four
+    float32 leaves (b1, b2, eps, eps_root) between the update count and the rate. Such a checkpoint resumes and
+    takes the whole run's second epoch, bit for bit."""
+    jax = load_backend("jax")
+    whole = two_epochs(jax, "adam", first_checkpoints / "whole")
+    earlier = first_checkpoints / "earlier.npz"
+    with np.load(first_checkpoints / "epoch1.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    state = sorted(k for k in arrays if k.startswith("optimizer/"))
+    leaves = [arrays.pop(k) for k in state]
+    constants = [np.float32(c) for c in (ADAM["beta1"], ADAM["beta2"], ADAM["eps"], 0.0)]
+    for i, leaf in enumerate(leaves[:1] + constants + leaves[1:]):
+        arrays[f"optimizer/{i:04d}"] = leaf
+    np.savez(earlier, **arrays)
+    resumed = two_epochs(jax, "adam", first_checkpoints / "cut", resume_from=earlier)
+    assert all(np.array_equal(whole[k], resumed[k]) for k in whole)

@@ -155,6 +155,26 @@ def scale_by_adam() -> optax.GradientTransformation:
     return optax.GradientTransformation(inner.init, update)
 
 
+# What an Adam checkpoint held before scale_by_adam: optax.adam inside inject_hyperparams kept the constants as
+# hyperparameters, leaves 0001-0004 of its state (b1, b2, eps, eps_root), in float32 between the update count and
+# the rate.
+_ADAMS_CONSTANTS = np.array([ADAM["beta1"], ADAM["beta2"], ADAM["eps"], 0.0], np.float32)
+
+
+def _without_adams_constants(arrays: dict, count: int) -> dict:
+    """An Adam checkpoint's optimizer state as this version numbers it: one written before :func:`scale_by_adam`
+    (``count`` + 4 leaves, 0001-0004 the recipe's constants) without those four leaves; any other as it is."""
+    names = [f"{i:04d}" for i in range(count + 4)]
+    if sorted(arrays) != names:
+        return arrays
+    constants = [np.asarray(arrays[n]) for n in names[1:5]]
+    if any(c.shape != () or c.dtype.kind != "f" for c in constants):
+        return arrays
+    if not np.array_equal(np.array(constants, np.float32), _ADAMS_CONSTANTS):
+        return arrays
+    return {f"{i:04d}": arrays[n] for i, n in enumerate(names[:1] + names[5:])}
+
+
 def _adam(learning_rate):
     return optax.chain(scale_by_adam(), optax.scale_by_learning_rate(learning_rate))
 
@@ -234,6 +254,8 @@ class Trainer(training.Trainer):
 
     def set_optimizer_state(self, arrays, scalars):
         leaves, tree = jax.tree_util.tree_flatten(self.opt_state)
+        if self.recipe.optimizer == "adam":
+            arrays = _without_adams_constants(arrays, len(leaves))
         expected = {f"{i:04d}": tuple(leaf.shape) for i, leaf in enumerate(leaves)}
         training.check_state(arrays, expected, "optimizer state")
         for i, leaf in enumerate(leaves):
