@@ -130,7 +130,7 @@ def in_precision(net, precision="fp32"):
 
 
 def _correction(beta: float, count):
-    """1 - beta^count to the precision of its dtype, as PyTorch computes it (in Python's float64): optax's
+    """1 - beta^count to the precision of its dtype (PyTorch computes it in Python's float64): optax's
     ``1 - beta**count`` in float32 loses five digits to cancellation (0.999 rounds to 0.99900001), 6.4e-6 of
     every step's size."""
     return -jnp.expm1(count * jnp.log1p(-(1.0 - beta)))

@@ -150,7 +150,7 @@ class Adam(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         ops = keras.ops
-        lr, gradient = ops.cast(learning_rate, variable.dtype), ops.cast(gradient, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
@@ -160,7 +160,7 @@ class Adam(keras.optimizers.Adam):
         step = ops.cast(self.iterations + 1, "float64")
         correction1 = 1 - ops.power(ops.convert_to_tensor(self.beta_1, "float64"), step)
         root2 = ops.sqrt(1 - ops.power(ops.convert_to_tensor(self.beta_2, "float64"), step))
-        step_size = ops.cast(ops.divide(ops.cast(lr, "float64"), correction1), variable.dtype)
+        step_size = ops.cast(ops.divide(ops.cast(learning_rate, "float64"), correction1), variable.dtype)
         denominator = ops.add(ops.divide(ops.sqrt(v), ops.cast(root2, variable.dtype)), self.epsilon)
         self.assign_sub(variable, ops.multiply(step_size, ops.divide(m, denominator)))
 
