@@ -105,16 +105,21 @@ def run_python(code: str, env: dict | None = None, timeout: float = 900) -> subp
     )
 
 
-def _default_sigint() -> None:
+def _signals_as_from_a_terminal() -> None:
+    """Ctrl-C and a closed terminal (SIGINT, SIGHUP) reach the child as they would from a terminal: a suite run in
+    the background (SIGINT ignored) or under nohup (SIGHUP ignored) passes the ignored signal on otherwise, and the
+    command rightly leaves an ignored SIGHUP ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def start_vgg(*args, env: dict | None = None, own_group: bool = False) -> subprocess.Popen:
     """Start `vgg ARGS` in a fresh process and return at once (stdout and stderr piped).
 
-    Ctrl-C (SIGINT) reaches it as from a terminal, even when the suite itself runs in the background, where
-    the shell has it ignored and a child would inherit that. ``own_group``: in a new session and process group,
-    as a terminal starts a job: ``os.killpg(proc.pid, ...)`` reaches it and every process it starts.
+    Ctrl-C (SIGINT) and a closed terminal (SIGHUP) reach it as from a terminal, even when the suite itself runs in
+    the background or under nohup, where a child would inherit the ignored signal. ``own_group``: in a new session
+    and process group, as a terminal starts a job: ``os.killpg(proc.pid, ...)`` reaches it and every process it
+    starts.
     """
     return subprocess.Popen(
         vgg_command(*args),
@@ -123,7 +128,7 @@ def start_vgg(*args, env: dict | None = None, own_group: bool = False) -> subpro
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=_signals_as_from_a_terminal,
         start_new_session=own_group,
     )
 
