@@ -10,7 +10,8 @@ compare: setup
 
 # The modules that build 224 px and zoo-sized networks in four frameworks, each group run in a pytest process of
 # its own: the frameworks' allocators keep much of what a module frees, so one process running the whole suite
-# grows past 4 GB, while each of these processes starts again from the imports (docs/conformance.md).
+# grows past 4 GB, while each of these processes starts again from the imports (docs/conformance.md). The rest
+# runs first, in two lanes side by side on two cores (pytest-xdist; the lanes: tests/conftest.py).
 HEAVY_TESTS := tests/test_alexnet.py tests/test_interchange.py tests/test_weights.py tests/test_zoo.py
 
 # Lint, format, type and layering checks first: they take seconds, the suite takes much longer.
@@ -19,7 +20,7 @@ test: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
-	.venv/bin/python -m pytest -q $(addprefix --ignore=,$(HEAVY_TESTS))
+	.venv/bin/python -m pytest -q -n 2 $(addprefix --ignore=,$(HEAVY_TESTS))
 	.venv/bin/python -m pytest -q tests/test_alexnet.py tests/test_interchange.py
 	.venv/bin/python -m pytest -q tests/test_weights.py
 	.venv/bin/python -m pytest -q tests/test_zoo.py

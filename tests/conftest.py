@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import gc
+import getpass
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 
 # Before TensorFlow is imported (here or in a `vgg` subprocess, which inherits the environment): oneDNN's own
@@ -31,6 +33,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+
+# PyTorch's compiler keeps what it compiled (torch.compile) in the system's temporary folder, where the next run
+# finds it. Named here before the session's folder below becomes TMPDIR: pytest-xdist's workers start with that
+# TMPDIR, and would otherwise compile everything again in a cache of their own.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+)
 
 # Every process the suite starts keeps its temporary files in a folder of the session's, removed at its end: a
 # run a test kills on purpose (SIGKILL) cannot remove its own (the launcher's notes folder, TensorFlow's
@@ -72,6 +81,66 @@ def load_optional(module: str, extra: str = "onnx"):
             pytest.fail(f"CI must run every format: {message}", pytrace=False)
         pytest.skip(message, allow_module_level=True)
     return importlib.import_module(module)
+
+
+# `make test` runs this suite in two pytest-xdist workers side by side (-n 2), each a lane of whole modules in the
+# order below: "processes" holds the modules whose tests mostly start `vgg` processes and wait on them
+# (distributed workers, signals, messages, output folders, the page in a browser), "frameworks" those that compute
+# in the suite's own process. The frameworks' caches then grow in one worker's memory, and the lanes' peaks are
+# kept apart: the distributed runs (a gigabyte of workers at a time) come first, while both workers are small,
+# and the 224 px networks last. Measured together: docs/conformance.md, "The suite's time". A module named in
+# neither lane runs at the end of "frameworks".
+LANES = {
+    "processes": [
+        "test_distributed",
+        "test_teach",
+        "test_cli_messages",
+        "test_interruption",
+        "test_output_folders",
+        "test_resume",
+        "test_skeleton",
+        "test_data",
+        "test_docs",
+        "test_metrics",
+        "test_option_names",
+        "test_spec",
+    ],
+    "frameworks": [
+        "test_recipe",
+        "test_api_input",
+        "test_blocks",
+        "test_device_path",
+        "test_optimizers",
+        "test_train",
+        "test_compile",
+        "test_conform",
+        "test_files",
+        "test_cli",
+        "test_models",
+    ],
+}
+_LANE = {module: lane for lane, modules in LANES.items() for module in modules}
+_ORDER = {module: i for i, module in enumerate(LANES["processes"] + LANES["frameworks"])}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules in the lanes' order (a pytest process without workers runs the one lane, then the other)."""
+    items.sort(key=lambda item: _ORDER.get(item.module.__name__, len(_ORDER)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduling by scope with the lane as the scope: each lane is one unit of work, so each runs
+    whole, in its order, in a worker of its own. (Its --dist loadgroup would do this from marks, but does not
+    reach pytest 9's test ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+            return _LANE.get(module, "frameworks")
+
+    return Lanes(config, log)
 
 
 @pytest.fixture(params=list(BACKENDS))
@@ -142,5 +211,7 @@ def _release_memory_after_each_test():
 def _release_memory_after_each_module():
     yield
     gc.unfreeze()
+    if "jax" in sys.modules:  # the programs XLA compiled for the module's networks: JAX keeps them for good
+        sys.modules["jax"].clear_caches()
     release_memory()
     gc.freeze()

@@ -8,6 +8,7 @@ import argparse
 import re
 
 import pytest
+from conftest import LANES
 from helpers import ROOT
 
 from common.cli import build_parser
@@ -78,8 +79,12 @@ def test_make_test_runs_every_test_file_once():
     heavy = re.search(r"^HEAVY_TESTS := (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
     assert heavy, "the Makefile names its HEAVY_TESTS"
     runs = [line.split("pytest -q", 1)[1].split() for line in recipe.splitlines() if "pytest -q" in line]
-    assert runs[0] == ["$(addprefix", "--ignore=,$(HEAVY_TESTS))"]  # the first: every file but the heavy ones
+    # the first: every file but the heavy ones, in two lanes (tests/conftest.py)
+    assert runs[0] == ["-n", "2", "$(addprefix", "--ignore=,$(HEAVY_TESTS))"]
     later = [name for run in runs[1:] for name in run]
     assert sorted(later) == sorted(heavy[1].split()), "each heavy file runs once, after the first process"
     files = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")}
     assert set(later) <= files
+    # the first process's two lanes name every other file once, so that none falls to the end of a lane unplaced
+    in_lanes = [f"tests/{module}.py" for modules in LANES.values() for module in modules]
+    assert sorted(in_lanes) == sorted(files - set(later))
