@@ -26,12 +26,13 @@ os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 os.environ["VGG_REUSE_FREED_MEMORY"] = "0"
 # JAX compiles each step it has not seen (a network, a batch shape) with XLA, seconds each on a CPU, and the suite
 # builds the same few networks in many tests and `vgg` subprocesses: they share JAX's own persistent compilation
-# cache, in a folder of the session's (made once here, inherited by every process the suite starts, removed at
-# its end). A cached program is the one XLA would compile again: what a test computes does not change.
+# cache, in the user's cache folder (~/.cache/vgg/jax-tests; inherited by every process the suite starts), where
+# the next run of the suite finds it too, as PyTorch's compiler finds its own below. A cached program is the one
+# XLA would compile again (its key holds the program, the JAX and XLA versions and the flags): what a test
+# computes does not change. The folder holds a few MB.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _JAX_CACHE = tempfile.mkdtemp(prefix="vgg-jax-cache-")
-    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+    _CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_CACHE_HOME, "vgg", "jax-tests")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 # PyTorch's compiler keeps what it compiled (torch.compile) in the system's temporary folder, where the next run
