@@ -87,9 +87,9 @@ def load_optional(module: str, extra: str = "onnx"):
 # `make test` runs this suite in two pytest-xdist workers side by side (-n 2), each a lane of whole modules in the
 # order below: "processes" holds the modules whose tests mostly start `vgg` processes and wait on them
 # (distributed workers, signals, messages, output folders, the page in a browser), "frameworks" those that compute
-# in the suite's own process. The frameworks' caches then grow in one worker's memory, and the lanes' peaks are
-# kept apart: the distributed runs (a gigabyte of workers at a time) come first, while both workers are small,
-# and the 224 px networks last. Measured together: docs/conformance.md, "The suite's time". A module named in
+# in the suite's own process, so that the frameworks' caches grow mostly in one worker. The distributed runs (a
+# gigabyte of workers at a time) come first, while both workers are small. The lanes' time and memory, and the
+# peaks where a spike of one meets a spike of the other: docs/conformance.md, "Memory and time". A module named in
 # neither lane runs at the end of "frameworks".
 LANES = {
     "processes": [
