@@ -8,10 +8,11 @@ compare: setup
 	.venv/bin/vgg compare
 	.venv/bin/vgg teach --run runs/compare --out runs/compare
 
-# The modules that build 224 px and zoo-sized networks in four frameworks, each group run in a pytest process of
+# The modules that build 224 px and zoo-sized networks in four frameworks, each pair run in a pytest process of
 # its own: the frameworks' allocators keep much of what a module frees, so one process running the whole suite
-# grows past 4 GB, while each of these processes starts again from the imports (docs/conformance.md). The rest
-# runs first, in two lanes side by side on two cores (pytest-xdist; the lanes: tests/conftest.py).
+# grows past 4 GB, while each of these processes starts again from the imports (docs/conformance.md). The zoo's
+# full VGG-16s come first in theirs, while it is small. The rest runs first, in two lanes side by side on two
+# cores (pytest-xdist; the lanes: tests/conftest.py).
 HEAVY_TESTS := tests/test_alexnet.py tests/test_interchange.py tests/test_weights.py tests/test_zoo.py
 
 # Lint, format, type and layering checks first: they take seconds, the suite takes much longer.
@@ -22,8 +23,7 @@ test: setup
 	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q -n 2 $(addprefix --ignore=,$(HEAVY_TESTS))
 	.venv/bin/python -m pytest -q tests/test_alexnet.py tests/test_interchange.py
-	.venv/bin/python -m pytest -q tests/test_weights.py
-	.venv/bin/python -m pytest -q tests/test_zoo.py
+	.venv/bin/python -m pytest -q tests/test_zoo.py tests/test_weights.py
 
 # Mutation testing of the framework-free core (common/: spec, arch, data, weights, training, checkpoint,
 # distributed) with mutmut, configured in pyproject.toml. Not part of `make test`: it runs the framework-free

@@ -112,8 +112,8 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
 
 
 # The two full VGG-16s at 224 px come first: each runs alone in a fresh pytest process (helpers.in_own_process),
-# and this module's own process is then still small (make test runs this module in a process of its own, so
-# nothing the suite built before sits beside that child either).
+# and this module's own process is then still small (make test runs this module first in a process of its own,
+# before test_weights.py, so nothing the suite built before sits beside that child either).
 
 
 def test_gluon_model_zoo_vgg16_at_224_px(images, request):
