@@ -215,6 +215,18 @@ def _release_memory_after_each_test():
 _dropped_a_shared_fixture = False
 
 
+def _release_all_that_was_frozen() -> None:
+    """Collect everything again, frozen objects included, with the programs XLA compiled (JAX keeps them for
+    good), give the freed memory back, and freeze what survives."""
+    global _dropped_a_shared_fixture
+    gc.unfreeze()
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    release_memory()
+    gc.freeze()
+    _dropped_a_shared_fixture = False
+
+
 def pytest_fixture_post_finalizer(fixturedef, request):
     global _dropped_a_shared_fixture
     if fixturedef.scope != "function":
@@ -223,24 +235,12 @@ def pytest_fixture_post_finalizer(fixturedef, request):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef, request):
-    global _dropped_a_shared_fixture
     if _dropped_a_shared_fixture:
-        _dropped_a_shared_fixture = False
-        gc.unfreeze()
-        if "jax" in sys.modules:  # the programs XLA compiled for the dropped networks
-            sys.modules["jax"].clear_caches()
-        release_memory()
-        gc.freeze()
+        _release_all_that_was_frozen()
     return (yield)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_memory_after_each_module():
-    global _dropped_a_shared_fixture
     yield
-    gc.unfreeze()
-    if "jax" in sys.modules:  # the programs XLA compiled for the module's networks: JAX keeps them for good
-        sys.modules["jax"].clear_caches()
-    release_memory()
-    gc.freeze()
-    _dropped_a_shared_fixture = False  # the module's own fixtures, released just now
+    _release_all_that_was_frozen()

@@ -112,7 +112,7 @@ def torchvision_vgg(arch, batch_norm, num_classes=1000):
 
 
 # The two full VGG-16s at 224 px come first: each runs alone in a fresh pytest process (helpers.in_own_process),
-# and this module's own process is then still small (make test runs this module first in a process of its own,
+# and this module's own process is then still small (make test runs this module first in its pytest process,
 # before test_weights.py, so nothing the suite built before sits beside that child either).
 
 
