@@ -195,10 +195,9 @@ def build():
 # Keras and Gluon networks are cyclic garbage: dropped, they wait for Python's next full collection, and the
 # frameworks' threads leave freed memory in their own malloc arenas. Both are released after every test (a test
 # starts from what is alive, not from what the last one dropped: a 224 px network's transient peak comes on top).
-# A full collection with the frameworks loaded takes over half a second, so what survives a test's release
-# is frozen (gc.freeze: left out of later collections) until its module ends: each test's release then looks
-# only at the objects made since, and the module's release at everything again, its fixtures' networks included
-# (what survives that is frozen again: the next module's first test would otherwise look at everything once more).
+# A full collection with the four frameworks loaded takes about a second, so what survives a test's release is
+# frozen (gc.freeze: left out of later collections) until a shared fixture goes: each test's release then looks
+# only at the objects made since.
 
 
 @pytest.fixture(autouse=True)
@@ -208,10 +207,12 @@ def _release_memory_after_each_test():
     gc.freeze()
 
 
-# A module-scoped fixture with parameters (test_weights' seven configurations) drops one parameter's networks
-# for the next one's in mid-module. Frozen, they would wait for the module's end: after each of the seven, the
-# same release as at a module's end, before the next instance is built (pytest has cleared the old value by
-# then). test_weights.py peaked at 3.09 GB without it, 2.56 GB with it (docs/conformance.md).
+# Once pytest drops a fixture wider than a test, everything is released, frozen objects included, before the next
+# fixture is set up: at a module's end (its own fixtures, and the marker below, which every module has), and in
+# mid-module where a module-scoped fixture with parameters (test_weights' seven configurations) drops one
+# parameter's networks for the next one's. Frozen, those would wait for the module's end: test_weights.py peaked
+# at 3.09 GB that way, 2.56 GB with this (docs/conformance.md). One release for all that pytest dropped at once,
+# when it set up the next fixture: releasing at the end of each module as well took about a second more per module.
 _dropped_a_shared_fixture = False
 
 
@@ -241,6 +242,7 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _release_memory_after_each_module():
+def _end_of_each_module():
+    """Dropped when its module ends, like any module-scoped fixture: the release above then follows every module,
+    those without fixtures of their own too."""
     yield
-    _release_all_that_was_frozen()
