@@ -32,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 STAMP=.venv/.installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/constraints.txt -nt "$STAMP" ]; then
-  echo "== installing the three frameworks into .venv (first time: a few minutes)"
+  echo "== installing the four frameworks into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[all,test]"
   touch "$STAMP"
 fi
