@@ -21,13 +21,6 @@ ZOO = [(arch, bn) for arch in ("vgg11", "vgg13", "vgg16", "vgg19") for bn in (Fa
 IDS = [f"{arch}{'_bn' if bn else ''}" for arch, bn in ZOO]
 
 
-@pytest.fixture(autouse=True)
-def _free_memory():
-    """Each zoo network holds over half a gigabyte: let it go before the next one is built."""
-    yield
-    release_memory()
-
-
 def _real_images(size: int) -> np.ndarray:
     """Two real Fashion-MNIST test images at ``size`` px, as three distinct channels (a channel mix-up shows)."""
     x = resize_images(load_fashion_mnist().test_images[:2], size)[:, None]
